@@ -1,0 +1,28 @@
+# The two commands of the README. Both create .venv on first use and reinstall only when
+# pyproject.toml changed (the stamp file records the last install), so a second run installs
+# nothing. The package is installed editable: code changes need no reinstall.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.s2i-bench-installed
+
+.PHONY: demo test bench clean-demo
+
+demo: $(STAMP)
+	$(BIN)/s2i-bench demo
+
+test: $(STAMP)
+	$(BIN)/python -m pytest -q
+
+bench: $(STAMP)
+	$(BIN)/python benchmarks/run_all.py
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+
+$(STAMP): pyproject.toml | $(BIN)/python
+	$(BIN)/python -m pip install --disable-pip-version-check -q -e '.[test]'
+	touch $(STAMP)
+
+clean-demo:
+	rm -rf demo-work

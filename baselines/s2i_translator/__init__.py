@@ -1,0 +1,1 @@
+"""The reference translator of Sound-to-Imagination (Fanzeres & Nadeu): models and training."""

@@ -1,0 +1,248 @@
+"""The `s2i-bench` command line. Thin on purpose: parse, load the protocol, call one function.
+
+Heavy imports (torch, av, pandas) happen inside the commands so `s2i-bench --help` is instant.
+A `UserError` becomes one line on stderr and exit status 2; Ctrl-C exits with 130.
+"""
+
+from __future__ import annotations
+
+import functools
+import sys
+from pathlib import Path
+
+import click
+
+from s2i_bench import __version__
+from s2i_bench.errors import UserError
+
+PathArg = click.Path(path_type=Path)
+ExistingPath = click.Path(exists=True, path_type=Path)
+
+
+def _friendly(fn):
+    """Turn expected failures into a one-line message instead of a traceback."""
+
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        try:
+            return fn(*args, **kwargs)
+        except UserError as e:
+            click.echo(f"error: {e}", err=True)
+            sys.exit(2)
+        except KeyboardInterrupt:
+            click.echo("interrupted", err=True)
+            sys.exit(130)
+
+    return wrapper
+
+
+def _protocol(name: str):
+    from s2i_bench.protocol import load_protocol
+
+    return load_protocol(name)
+
+
+protocol_option = click.option(
+    "--protocol", "protocol_name", default=None, metavar="NAME|FILE",
+    help="Protocol name (protocols/<name>.toml) or a TOML file. Default: the one recorded in the input, else synth.",
+)
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+@click.version_option(__version__, prog_name="s2i-bench")
+def main():
+    """Evaluation and benchmarking toolkit for sound-to-image translation."""
+
+
+# -- data -------------------------------------------------------------------------------------
+@main.command(short_help="Write the embedded synthetic audiovisual world as .mp4 videos.")
+@click.argument("out", type=PathArg)
+@protocol_option
+@click.option("--videos-per-class", type=click.IntRange(1), default=None, help="Default: the protocol's synth.videos_per_class.")
+@click.option("--seed", type=int, default=None, help="Default: the protocol's synth.seed.")
+@click.option("--dirty", is_flag=True, help="Add the faults real data has (corrupt file, no audio, <1 s, shared id, re-upload).")
+@click.option("--overwrite", is_flag=True, help="Replace the contents of OUT if it is not empty.")
+@_friendly
+def synth(out, protocol_name, videos_per_class, seed, dirty, overwrite):
+    """Write the synthetic world to OUT: one folder per class of H.264/AAC .mp4 files named by
+    YouTube-like ids, plus scenes.json with every video's scene parameters."""
+    protocol = _protocol(protocol_name or "synth")
+    from s2i_bench.synth.world import write_world
+
+    write_world(out, protocol, videos_per_class=videos_per_class, seed=seed,
+                dirty=dirty, overwrite=overwrite)
+
+
+@main.command(short_help="Videos -> 1-s segment store with video-disjoint splits and a leakage audit.")
+@click.argument("source", type=ExistingPath)
+@click.option("--out", type=PathArg, required=True, help="Store folder to write.")
+@protocol_option
+@click.option("--split-policy", type=click.Choice(["video", "random"]), default=None,
+              help="video (default, the paper) or random (segment-level, leaky: only to measure leakage).")
+@click.option("--seed", type=int, default=None, help="Split seed. Default: the protocol's split.seed.")
+@click.option("--allow-leakage", is_flag=True, help="Write the store even when the audit finds leakage.")
+@click.option("--workers", type=click.IntRange(1), default=1, show_default=True, help="Decoding processes.")
+@click.option("--resume", is_flag=True, help="Continue an interrupted run without redoing finished videos.")
+@click.option("--overwrite", is_flag=True, help="Replace an existing store.")
+@_friendly
+def prepare(source, out, protocol_name, split_policy, seed, allow_leakage, workers, resume, overwrite):
+    """Turn SOURCE (a folder with one sub-folder per class, or a manifest CSV with columns
+    path,class[,video_id][,split]) into the segment store that training and scoring read."""
+    protocol = _protocol(protocol_name or "synth")
+    from s2i_bench.prepare import prepare_store
+
+    prepare_store(source, out, protocol, split_policy=split_policy, seed=seed,
+                  allow_leakage=allow_leakage, workers=workers, resume=resume, overwrite=overwrite)
+
+
+@main.command(short_help="Audit a store for leakage between splits.")
+@click.argument("store", type=ExistingPath)
+@click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
+@_friendly
+def audit(store, as_json):
+    """Check STORE for the same video id in two splits and near-duplicate videos across splits.
+    Exits 1 when leakage is found."""
+    from s2i_bench.audit import audit_command
+
+    sys.exit(audit_command(store, as_json=as_json))
+
+
+# -- the reference translator -----------------------------------------------------------------
+@main.command("train-baseline", short_help="Train the paper's translator (autoencoder, dense G, conditioned D).")
+@click.option("--data", "store", type=ExistingPath, required=True, help="Segment store from `prepare`.")
+@click.option("--out", "run_dir", type=PathArg, required=True, help="Run folder.")
+@protocol_option
+@click.option("--embedding-dim", type=int, default=None, help="f. Default: the protocol's training.embedding_dim.")
+@click.option("--epochs", type=click.IntRange(1), default=None, help="Default: the protocol's training.epochs.")
+@click.option("--device", type=click.Choice(["cpu", "cuda"]), default="cpu", show_default=True)
+@click.option("--resume", is_flag=True, help="Continue the run in --out where it stopped.")
+@click.option("--autoencoder", type=ExistingPath, default=None, help="Reuse a trained autoencoder checkpoint.")
+@click.option("--classifiers", type=ExistingPath, default=None, help="Bundle: score informativity every epoch.")
+@click.option("--save-every", type=click.IntRange(1), default=None, help="Epochs between checkpoints.")
+@click.option("--seed", type=int, default=None, help="Default: the protocol's training.seed.")
+@click.option("--compile", "use_compile", is_flag=True, help="torch.compile the models (CUDA).")
+@_friendly
+def train_baseline(store, run_dir, protocol_name, embedding_dim, epochs, device, resume, autoencoder,
+                   classifiers, save_every, seed, use_compile):
+    """Train the reference translator of the paper on STORE (Algorithm 1, SPEC section 4)."""
+    from s2i_translator.train import train_baseline as run
+
+    run(store=store, run_dir=run_dir, protocol=protocol_name, embedding_dim=embedding_dim, epochs=epochs,
+        device=device, resume=resume, autoencoder=autoencoder, classifiers=classifiers,
+        save_every=save_every, seed=seed, use_compile=use_compile)
+
+
+# -- informativity classifiers ----------------------------------------------------------------
+@main.command(short_help="Translate validation sounds with many generators into a candidate pool.")
+@click.argument("generators", type=ExistingPath, nargs=-1, required=True)
+@click.option("--data", "store", type=ExistingPath, required=True)
+@click.option("--out", "pool_dir", type=PathArg, required=True)
+@click.option("--split", type=click.Choice(["train", "val", "test"]), default="val", show_default=True)
+@click.option("--per-model", type=click.IntRange(1), default=None, help="Images per model and class. Default: the protocol's.")
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--overwrite", is_flag=True)
+@_friendly
+def pool(generators, store, pool_dir, split, per_model, seed, overwrite):
+    """Translate the validation sounds of STORE with each GENERATOR (checkpoints or run folders)."""
+    from s2i_bench.pool import build_pool
+
+    build_pool(list(generators), store=store, out=pool_dir, split=split, per_model=per_model, seed=seed,
+               overwrite=overwrite)
+
+
+@main.command(short_help="Label a pool (judge or CSV) and build the balanced per-class sets.")
+@click.argument("pool_dir", type=ExistingPath)
+@click.option("--judge", "use_judge", is_flag=True, help="Label with the synthetic world's judge.")
+@click.option("--from-csv", "csv_path", type=ExistingPath, default=None, help="CSV with image_id,label[,annotator].")
+@_friendly
+def label(pool_dir, use_judge, csv_path):
+    """Label POOL_DIR with exactly one source, then build the balanced sets of SPEC section 5."""
+    from s2i_bench.labels import label_pool
+
+    label_pool(pool_dir, use_judge=use_judge, csv_path=csv_path)
+
+
+@main.command("train-classifiers", short_help="Train the five informativity CNNs and the class-match classifier.")
+@click.argument("pool_dir", type=ExistingPath)
+@click.option("--out", "bundle", type=PathArg, required=True, help="Bundle file (.pt); a JSON card is written beside it.")
+@click.option("--data", "store", type=ExistingPath, default=None, help="Store for the class-match classifier (default: the pool's).")
+@click.option("--seed", type=int, default=0, show_default=True)
+@_friendly
+def train_classifiers(pool_dir, bundle, store, seed):
+    """Train the five per-class informativity classifiers on a labelled pool."""
+    from s2i_bench.classifiers import train_classifiers as run
+
+    run(pool_dir, out=bundle, store=store, seed=seed)
+
+
+# -- metrics, scoring, report -----------------------------------------------------------------
+@main.command(short_help="The paper's metrics of a per-epoch informativity series (CSV).")
+@click.argument("series_csv", type=ExistingPath)
+@protocol_option
+@click.option("--json", "as_json", is_flag=True)
+@click.option("--out", type=PathArg, default=None, help="Write the series with replaced epochs to this CSV.")
+@_friendly
+def metrics(series_csv, protocol_name, as_json, out):
+    """Window average, maximum moving average and replaced epochs of SERIES_CSV (columns epoch,
+    d_update and one per class key)."""
+    protocol = _protocol(protocol_name or "vegas5")
+    from s2i_bench.metrics import metrics_command
+
+    metrics_command(series_csv, protocol, as_json=as_json, out=out)
+
+
+@main.command(short_help="Score a generator's informativity on the test sounds.")
+@click.argument("generator", type=ExistingPath)
+@click.option("--data", "store", type=ExistingPath, required=True)
+@click.option("--classifiers", "bundle", type=ExistingPath, required=True)
+@click.option("--split", type=click.Choice(["train", "val", "test"]), default=None)
+@click.option("--seed", type=int, default=None)
+@click.option("--samples", type=click.IntRange(1), default=None, help="Images per sound (reports the spread).")
+@click.option("--audio-encoder", type=ExistingPath, default=None, help="For the authors' generator state dict.")
+@click.option("--embedding-dim", type=int, default=None, help="For the authors' generator state dict.")
+@click.option("--device", default="cpu", show_default=True)
+@click.option("--out", "records", type=PathArg, default=None, help="metric-informativity.jsonl to append to.")
+@click.option("--json", "as_json", is_flag=True)
+@_friendly
+def score(generator, store, bundle, split, seed, samples, audio_encoder, embedding_dim, device, records, as_json):
+    """Score GENERATOR: a checkpoint, a run folder, the authors' state dict, or a TorchScript /
+    torch.export program mapping (B,1,128,100) spectrograms in [-1,1] to (B,3,96,96) images."""
+    from s2i_bench.scoring import score_command
+
+    score_command(generator, store=store, bundle=bundle, split=split, seed=seed, samples=samples,
+                  audio_encoder=audio_encoder, embedding_dim=embedding_dim, device=device,
+                  records=records, as_json=as_json)
+
+
+@main.command(short_help="The paper's figures and tables for a set of runs.")
+@click.argument("inputs", type=ExistingPath, nargs=-1, required=True)
+@click.option("--out", type=PathArg, required=True)
+@click.option("--figures", is_flag=True, help="Render figures as well as tables.")
+@click.option("--data", "store", type=ExistingPath, default=None, help="Store (Table 1, Figs. 15/16).")
+@click.option("--classifiers", "bundle", type=ExistingPath, default=None, help="Bundle card (classifier table).")
+@click.option("--format", "formats", default="png", show_default=True, help="Comma-separated: png,pdf,svg.")
+@_friendly
+def report(inputs, out, figures, store, bundle, formats):
+    """Render the report for INPUTS (run folders or metric-*.jsonl files) into OUT."""
+    from s2i_bench.report import build_report
+
+    build_report(list(inputs), out=out, figures=figures, store=store, bundle=bundle,
+                 formats=[f.strip() for f in formats.split(",") if f.strip()])
+
+
+@main.command(short_help="The whole study on the embedded synthetic world (what `make demo` runs).")
+@click.option("--out", type=PathArg, default=Path("demo-work"), show_default=True, help="Working folder (videos, store, runs).")
+@click.option("--report", "report_dir", type=PathArg, default=Path("results/demo"), show_default=True)
+@protocol_option
+@click.option("--force", is_flag=True, help="Redo every step.")
+@_friendly
+def demo(out, report_dir, protocol_name, force):
+    """synth -> prepare -> train translators -> pool -> label -> classifiers -> score -> report."""
+    protocol = _protocol(protocol_name or "synth")
+    from s2i_bench.demo import run_demo
+
+    run_demo(out=out, report_dir=report_dir, protocol=protocol, force=force)
+
+
+if __name__ == "__main__":
+    main()

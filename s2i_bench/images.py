@@ -1,0 +1,32 @@
+"""Image conventions shared by every part: stored frames are uint8 (N, S, S, 3); networks see
+float (N, 3, S, S) in [-1, 1] (`x / 127.5 - 1`, SPEC section 3)."""
+
+from __future__ import annotations
+
+import numpy as np
+
+
+def uint8_to_net(frames):
+    """(N, S, S, 3) uint8 (numpy or torch) -> (N, 3, S, S) float32 tensor in [-1, 1]."""
+    import torch
+
+    t = torch.as_tensor(np.asarray(frames)) if not isinstance(frames, torch.Tensor) else frames
+    return t.permute(0, 3, 1, 2).float().div(127.5).sub(1.0)
+
+
+def net_to_uint8(images) -> np.ndarray:
+    """(N, 3, S, S) float in [-1, 1] -> (N, S, S, 3) uint8 numpy (rounded, clipped)."""
+    import torch
+
+    t = images.detach().float().cpu() if isinstance(images, torch.Tensor) else torch.as_tensor(images).float()
+    return ((t.clamp(-1, 1) + 1.0) * 127.5).round().to(torch.uint8).permute(0, 2, 3, 1).contiguous().numpy()
+
+
+def resize_net(images, size: int):
+    """Bilinear (antialiased when shrinking) resize of (N, 3, H, W) float images to size x size."""
+    import torch.nn.functional as F
+
+    if images.shape[-1] == size and images.shape[-2] == size:
+        return images
+    return F.interpolate(images, size=(size, size), mode="bilinear", align_corners=False,
+                         antialias=images.shape[-1] > size)

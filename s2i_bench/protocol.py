@@ -1,0 +1,399 @@
+"""Protocols: the one reader of ``protocols/*.toml``.
+
+A protocol fixes every number a study depends on (classes, features, splits, model widths,
+training schedule, metric windows). It is a TOML file loaded into a frozen dataclass, recorded
+in every result, and compared when one step reads another's output. Nothing else in the
+project reads TOML.
+
+``extends = "<name or path>"`` starts from another protocol; tables are merged key by key,
+everything else (numbers, arrays, the ``[[classes]]`` list) is replaced whole. An unknown key
+fails with the key, the file and the nearest valid name.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import hashlib
+import json
+import tomllib
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any, get_args, get_origin, get_type_hints
+
+from s2i_bench.errors import UserError
+
+PROTOCOLS_DIR = Path(__file__).resolve().parent.parent / "protocols"
+
+
+@dataclass(frozen=True)
+class ClassSpec:
+    key: str  # snake_case, used in file names, CSV columns and JSON keys
+    name: str  # display name, as in the paper
+    aliases: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class DataSpec:
+    video_id_pattern: str
+    video_extensions: tuple[str, ...]
+    segment_seconds: float
+
+
+@dataclass(frozen=True)
+class AudioSpec:
+    sample_rate: int
+    frame_length: int
+    hop_length: int
+    n_fft: int
+    n_mels: int
+    f_min: float
+    f_max: float
+    log_floor: float
+    frames_per_segment: int
+    store_dtype: str
+
+
+@dataclass(frozen=True)
+class ImageSpec:
+    size: int
+    frame_offset_s: float
+
+
+@dataclass(frozen=True)
+class SplitSpec:
+    policy: str
+    seed: int
+    train: float
+    val: float
+    test: float
+    balance: str
+    phash_max_distance: int
+    spectrogram_max_distance: float
+
+
+@dataclass(frozen=True)
+class AutoencoderSpec:
+    epochs: int
+    batch_size: int
+    lr: float
+    momentum: float
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    profile: str
+    image_size: int
+    encoder_channels: tuple[int, ...]
+    decoder_channels: tuple[int, ...]
+    decoder_dropout: tuple[float, ...]
+    generator_transition0: int
+    generator_blocks: tuple[tuple[int, ...], ...]
+    generator_dropout: tuple[float, ...]
+    discriminator_channels: tuple[int, ...]
+    discriminator_dropout: float
+
+
+@dataclass(frozen=True)
+class TrainingSpec:
+    embedding_dims: tuple[int, ...]
+    embedding_dim: int
+    epochs: int
+    batch_size: int
+    lr_g: float
+    momentum_g: float
+    lr_d: float
+    momentum_d: float
+    adv_lambda: float
+    adv_ma_k: int
+    d_every_epochs: int
+    r_max: float
+    r_min: float
+    save_every: int
+    grid_every: int
+    seed: int
+
+
+@dataclass(frozen=True)
+class ClassifierSpec:
+    informative_per_class: int
+    non_informative_per_class: int
+    num_models: int
+    train_per_class: int
+    test_per_class: int
+    val_fraction: float
+    epochs: int
+    batch_size: int
+    lr: float
+    momentum: float
+    weight_decay: float
+    dropout: tuple[float, ...]
+    fc_dropout: float
+    pool_per_model: int
+    class_match_epochs: int
+    fingerprint_warn_ratio: float
+
+
+@dataclass(frozen=True)
+class MetricsSpec:
+    window_start: int
+    window_end: int
+    moving_average: int
+    skip_after_d_update: int
+    skip_fill: int
+    bootstrap_samples: int
+    confidence: float
+
+
+@dataclass(frozen=True)
+class ScoringSpec:
+    split: str
+    seed: int
+    samples: int
+    batch_size: int
+
+
+@dataclass(frozen=True)
+class SynthSpec:
+    videos_per_class: int
+    seed: int
+    width: int
+    height: int
+    fps: int
+    min_seconds: float
+    max_seconds: float
+
+
+@dataclass(frozen=True)
+class Protocol:
+    name: str
+    version: str
+    description: str
+    classes: tuple[ClassSpec, ...]
+    data: DataSpec
+    audio: AudioSpec
+    image: ImageSpec
+    split: SplitSpec
+    autoencoder: AutoencoderSpec
+    model: ModelSpec
+    training: TrainingSpec
+    classifiers: ClassifierSpec
+    metrics: MetricsSpec
+    scoring: ScoringSpec
+    synth: SynthSpec
+    extends: str | None = None
+    # Where it came from; not part of the identity (see `fingerprint`).
+    source: str = field(default="", compare=False)
+
+    # -- convenience -------------------------------------------------------------------------
+    @property
+    def class_keys(self) -> tuple[str, ...]:
+        return tuple(c.key for c in self.classes)
+
+    @property
+    def class_names(self) -> tuple[str, ...]:
+        return tuple(c.name for c in self.classes)
+
+    def class_index(self, key: str) -> int:
+        try:
+            return self.class_keys.index(key)
+        except ValueError:
+            raise UserError(_unknown(key, self.class_keys, f"class of protocol {self.name!r}")) from None
+
+    def match_class(self, label: str) -> str | None:
+        """The class key that a folder name or manifest value means, or None."""
+        wanted = _norm_alias(label)
+        for c in self.classes:
+            if wanted == _norm_alias(c.key) or wanted == _norm_alias(c.name):
+                return c.key
+            if any(wanted == _norm_alias(a) for a in c.aliases):
+                return c.key
+        return None
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain JSON-able form, recorded in every result (`source` left out)."""
+        d = dataclasses.asdict(self)
+        d.pop("source", None)
+        return d
+
+    @property
+    def fingerprint(self) -> str:
+        """Short hash of the resolved protocol: two results agree on protocol iff equal."""
+        blob = json.dumps(self.to_dict(), sort_keys=True).encode()
+        return hashlib.sha256(blob).hexdigest()[:16]
+
+    def ref(self) -> dict[str, str]:
+        """What a result records about its protocol."""
+        return {"name": self.name, "version": self.version, "fingerprint": self.fingerprint}
+
+
+# -------------------------------------------------------------------------------------------
+def available_protocols() -> list[str]:
+    return sorted(p.stem for p in PROTOCOLS_DIR.glob("*.toml"))
+
+
+def load_protocol(name_or_path: str | Path | Protocol) -> Protocol:
+    """Load a protocol by name (``protocols/<name>.toml``) or by path to a TOML file."""
+    if isinstance(name_or_path, Protocol):
+        return name_or_path
+    raw, source = _load_raw(str(name_or_path), chain=())
+    return _build(raw, source)
+
+
+def protocol_from_dict(d: dict[str, Any]) -> Protocol:
+    """Rebuild a protocol recorded by `Protocol.to_dict` (e.g. in options.json, store.json)."""
+    d = dict(d)
+    d.pop("source", None)
+    return _build(d, "<recorded>")
+
+
+def _resolve_path(name_or_path: str, relative_to: Path | None) -> Path:
+    p = Path(name_or_path)
+    if p.suffix == ".toml" or "/" in name_or_path or p.exists():
+        if not p.is_absolute() and relative_to is not None and not p.exists():
+            p = relative_to / p
+        if not p.is_file():
+            raise UserError(f"protocol file not found: {name_or_path}")
+        return p
+    candidate = PROTOCOLS_DIR / f"{name_or_path}.toml"
+    if not candidate.is_file():
+        raise UserError(_unknown(name_or_path, available_protocols(), "protocol"))
+    return candidate
+
+
+def _load_raw(name_or_path: str, chain: tuple[str, ...], relative_to: Path | None = None) -> tuple[dict, str]:
+    path = _resolve_path(name_or_path, relative_to).resolve()
+    if str(path) in chain:
+        raise UserError(f"protocol {path} extends itself (chain: {' -> '.join(chain)})")
+    try:
+        raw = tomllib.loads(path.read_text())
+    except tomllib.TOMLDecodeError as e:
+        raise UserError(f"{path}: not valid TOML: {e}") from None
+    _check_keys(raw, Protocol, str(path), prefix="", partial=True)
+    base_name = raw.get("extends")
+    if base_name:
+        base, _ = _load_raw(str(base_name), chain + (str(path),), relative_to=path.parent)
+        raw = _merge(base, raw)
+        raw["extends"] = str(base_name)
+    return raw, str(path)
+
+
+def _merge(base: dict, over: dict) -> dict:
+    out = dict(base)
+    for k, v in over.items():
+        if isinstance(v, dict) and isinstance(out.get(k), dict):
+            out[k] = _merge(out[k], v)
+        else:
+            out[k] = v
+    return out
+
+
+def _norm_alias(s: str) -> str:
+    return " ".join(str(s).lower().replace("_", " ").replace("-", " ").split())
+
+
+def _unknown(name: str, valid, what: str) -> str:
+    valid = list(valid)
+    close = difflib.get_close_matches(str(name), valid, n=1, cutoff=0.5)
+    hint = f"; did you mean {close[0]!r}?" if close else ""
+    return f"unknown {what} {name!r}{hint} (valid: {', '.join(valid)})"
+
+
+def _check_keys(raw: dict, cls, source: str, prefix: str, partial: bool) -> None:
+    hints = get_type_hints(cls)
+    valid = [f.name for f in fields(cls) if f.name != "source"]
+    for key, value in raw.items():
+        if key not in valid:
+            raise UserError(f"{source}: " + _unknown(prefix + key, [prefix + v for v in valid], "key"))
+        sub = _dataclass_of(hints[key])
+        if sub is not None and key != "classes":
+            if not isinstance(value, dict):
+                raise UserError(f"{source}: [{prefix + key}] must be a table")
+            _check_keys(value, sub, source, prefix=f"{prefix}{key}.", partial=partial)
+        if key == "classes":
+            if not isinstance(value, list) or not all(isinstance(c, dict) for c in value):
+                raise UserError(f"{source}: classes must be an array of tables ([[classes]])")
+            for i, c in enumerate(value):
+                _check_keys(c, ClassSpec, source, prefix=f"classes[{i}].", partial=partial)
+
+
+def _dataclass_of(tp):
+    return tp if dataclasses.is_dataclass(tp) else None
+
+
+def _coerce(value: Any, tp, where: str) -> Any:
+    origin = get_origin(tp)
+    if origin is tuple:
+        args = get_args(tp)
+        if not isinstance(value, (list, tuple)):
+            raise UserError(f"{where}: expected an array, got {value!r}")
+        inner = args[0]
+        return tuple(_coerce(v, inner, where) for v in value)
+    if tp is float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise UserError(f"{where}: expected a number, got {value!r}")
+        return float(value)
+    if tp is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise UserError(f"{where}: expected an integer, got {value!r}")
+        return value
+    if tp is str:
+        if not isinstance(value, str):
+            raise UserError(f"{where}: expected a string, got {value!r}")
+        return value
+    if tp == (str | None):
+        return None if value is None else str(value)
+    return value
+
+
+def _build_dc(cls, raw: dict, source: str, prefix: str):
+    hints = get_type_hints(cls)
+    kwargs = {}
+    for f in fields(cls):
+        if f.name == "source":
+            continue
+        where = f"{source}: {prefix}{f.name}"
+        if f.name not in raw:
+            if f.default is not dataclasses.MISSING:
+                continue
+            raise UserError(f"{source}: missing key {prefix}{f.name}")
+        value = raw[f.name]
+        sub = _dataclass_of(hints[f.name])
+        if f.name == "classes":
+            kwargs[f.name] = tuple(_build_dc(ClassSpec, c, source, f"classes[{i}].") for i, c in enumerate(value))
+        elif sub is not None:
+            kwargs[f.name] = _build_dc(sub, value, source, f"{prefix}{f.name}.")
+        else:
+            kwargs[f.name] = _coerce(value, hints[f.name], where)
+    return cls(**kwargs)
+
+
+def _build(raw: dict, source: str) -> Protocol:
+    _check_keys(raw, Protocol, source, prefix="", partial=False)
+    proto: Protocol = _build_dc(Protocol, raw, source, "")
+    proto = dataclasses.replace(proto, source=source)
+    _validate(proto)
+    return proto
+
+
+def _validate(p: Protocol) -> None:
+    src = p.source
+    keys = p.class_keys
+    if len(set(keys)) != len(keys) or not keys:
+        raise UserError(f"{src}: class keys must be unique and non-empty: {keys}")
+    s = p.split
+    if s.policy not in ("video", "random"):
+        raise UserError(f"{src}: " + _unknown(s.policy, ["video", "random"], "split.policy"))
+    if abs(s.train + s.val + s.test - 1.0) > 1e-6:
+        raise UserError(f"{src}: split ratios must sum to 1 (got {s.train} + {s.val} + {s.test})")
+    if s.balance not in ("min_class", "none"):
+        raise UserError(f"{src}: " + _unknown(s.balance, ["min_class", "none"], "split.balance"))
+    if p.audio.store_dtype not in ("float16", "float32"):
+        raise UserError(f"{src}: audio.store_dtype must be float16 or float32")
+    m = p.metrics
+    if m.window_start > m.window_end:
+        raise UserError(f"{src}: metrics.window_start > metrics.window_end")
+    if p.scoring.split not in ("train", "val", "test"):
+        raise UserError(f"{src}: " + _unknown(p.scoring.split, ["train", "val", "test"], "scoring.split"))
+    if p.training.embedding_dim % 4:
+        raise UserError(f"{src}: training.embedding_dim must be a multiple of 4 (the discriminator views x as (f/4, 2, 2))")

@@ -1,0 +1,1 @@
+"""The embedded synthetic audiovisual world (SPEC section 8)."""

@@ -1,0 +1,82 @@
+import dataclasses
+import json
+
+import pytest
+from click.testing import CliRunner
+
+from s2i_bench.cli import main
+from s2i_bench.errors import UserError
+from s2i_bench.protocol import available_protocols, load_protocol, protocol_from_dict
+
+
+def test_shipped_protocols_load():
+    assert {"vegas5", "synth", "tiny"} <= set(available_protocols())
+    p = load_protocol("vegas5")
+    assert p.class_keys == ("baby_cry", "dog", "rail_transport", "fireworks", "water_flowing")
+    assert p.training.epochs == 4000 and p.training.d_every_epochs == 5
+    assert (p.metrics.window_start, p.metrics.window_end, p.metrics.moving_average) == (500, 4000, 50)
+    assert p.metrics.skip_after_d_update == 2 and p.metrics.skip_fill == 5
+    assert p.audio.sample_rate == 16000 and p.audio.n_mels == 128 and p.audio.frames_per_segment == 100
+    assert dataclasses.is_dataclass(p)
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        p.name = "x"
+
+
+def test_extends_overrides_only_what_it_names():
+    base, synth = load_protocol("vegas5"), load_protocol("synth")
+    assert synth.extends == "vegas5" and synth.name == "synth"
+    assert synth.audio == base.audio and synth.classes == base.classes
+    assert synth.training.epochs != base.training.epochs
+    assert synth.training.lr_g == base.training.lr_g  # not overridden: inherited
+    tiny = load_protocol("tiny")
+    assert tiny.model.profile == "small" and tiny.extends == "synth"
+
+
+def test_roundtrip_through_dict():
+    p = load_protocol("synth")
+    q = protocol_from_dict(json.loads(json.dumps(p.to_dict())))
+    assert q == p and q.fingerprint == p.fingerprint
+    assert load_protocol("vegas5").fingerprint != p.fingerprint
+
+
+def test_unknown_key_names_key_file_and_suggestion(tmp_path):
+    f = tmp_path / "mine.toml"
+    f.write_text('extends = "vegas5"\nname = "mine"\nversion = "1"\n[training]\nepochz = 3\n')
+    with pytest.raises(UserError) as e:
+        load_protocol(str(f))
+    msg = str(e.value)
+    assert "training.epochz" in msg and str(f) in msg and "training.epochs" in msg
+
+
+def test_unknown_protocol_name_suggests():
+    with pytest.raises(UserError, match="did you mean 'vegas5'"):
+        load_protocol("vegas4")
+
+
+def test_bad_value_type(tmp_path):
+    f = tmp_path / "bad.toml"
+    f.write_text('extends = "tiny"\n[training]\nepochs = "many"\n')
+    with pytest.raises(UserError, match="training.epochs: expected an integer"):
+        load_protocol(str(f))
+
+
+def test_match_class_aliases():
+    p = load_protocol("vegas5")
+    assert p.match_class("Baby crying") == "baby_cry"
+    assert p.match_class("RAIL-transport") == "rail_transport"
+    assert p.match_class("cat") is None
+
+
+def test_cli_unknown_protocol_is_one_line_no_traceback(tmp_path):
+    csv = tmp_path / "s.csv"
+    csv.write_text("epoch,d_update,baby_cry\n0,1,0.1\n")
+    r = CliRunner().invoke(main, ["metrics", str(csv), "--protocol", "vegass5"])
+    assert r.exit_code == 2
+    assert "did you mean 'vegas5'" in r.output and "Traceback" not in r.output
+
+
+def test_cli_help_lists_every_command():
+    r = CliRunner().invoke(main, ["--help"])
+    for cmd in ["synth", "prepare", "audit", "train-baseline", "pool", "label", "train-classifiers",
+                "metrics", "score", "report", "demo"]:
+        assert cmd in r.output
