@@ -264,7 +264,8 @@ def _bootstrap_mean(per_item: np.ndarray, num: int, rng: np.random.Generator) ->
 
 def corrected_share(per_item_informative, test_labels=None, test_predictions=None, *,
                     sensitivity: float | None = None, specificity: float | None = None,
-                    bootstrap_samples: int = 1000, confidence: float = 0.95, seed: int = 0) -> dict[str, Any]:
+                    bootstrap_samples: int = 1000, confidence: float = 0.95, seed: int = 0,
+                    return_replicates: bool = False) -> dict[str, Any]:
     """Raw share, Rogan-Gladen corrected share and bootstrap intervals for one class.
 
     per_item_informative: (n,) the share of a sound's images called informative (0/1 with one
@@ -278,12 +279,16 @@ def corrected_share(per_item_informative, test_labels=None, test_predictions=Non
     set's items (a multinomial over its four confusion cells -> Se*, Sp*), and computes the
     clipped correction; replicates where Se* or Sp* is undefined (a resample without a positive
     or a negative) are dropped. The interval is the percentile interval of the replicates.
+    With `return_replicates`, "_replicates" holds the (B,) corrected replicates, NaN where
+    dropped (to bootstrap a mean over classes), or None when there is no correction.
     """
     per_item = np.asarray(per_item_informative, dtype=np.float64)
     n = int(per_item.size)
     out: dict[str, Any] = {"n_images": n, "raw_share": None, "raw_ci": None, "corrected_share": None,
                            "corrected_ci": None, "sensitivity": None, "specificity": None,
                            "ci_method": None, "bootstrap_valid": None}
+    if return_replicates:
+        out["_replicates"] = None
     if n == 0:
         return out
     if np.isnan(per_item).any() or per_item.min() < 0 or per_item.max() > 1:
@@ -330,6 +335,8 @@ def corrected_share(per_item_informative, test_labels=None, test_predictions=Non
         return out
     out["corrected_share"] = point
     out["bootstrap_valid"] = int(valid.sum())
+    if return_replicates:
+        out["_replicates"] = np.where(valid, boot, np.nan)
     if valid.any():
         kept = boot[valid]
         out["corrected_ci"] = [float(np.quantile(kept, alpha)), float(np.quantile(kept, 1 - alpha))]

@@ -1,0 +1,358 @@
+"""The scoring function against fake translators and classifiers, the program loader, and the
+`score` command. Tiny seeded data only."""
+
+import json
+import os
+import pickle
+import zipfile
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from s2i_bench import scoring
+from s2i_bench.errors import UserError
+from s2i_bench.images import net_to_uint8
+from s2i_bench.programs import load_program_translator, program_kind
+from s2i_bench.store import open_store
+from s2i_bench.protocol import load_protocol
+
+PROTOCOL = load_protocol("tiny")
+
+
+# -- fakes ------------------------------------------------------------------------------------------
+class FakeTranslator:
+    """Image = a colour from the spectrogram's band energies + per-image 'dropout' noise drawn
+    from the image's own seed (as the real translators do), so batching cannot matter."""
+
+    def __init__(self, path="fake-generator.pt", noise=0.6, broken=None):
+        self.info = {"path": path, "sha256": "0" * 64, "kind": "fake", "epoch": 7, "embedding_dim": 16, "run": "r"}
+        self.noise, self.broken, self.calls = noise, broken, []
+
+    def translate(self, spectrograms, seeds):
+        b = spectrograms.shape[0]
+        self.calls.append(b)
+        assert spectrograms.shape[1:] == (1, 128, 100) and seeds.dtype == torch.int64 and seeds.shape == (b,)
+        bands = spectrograms[:, 0].mean(dim=2)  # (B, 128)
+        base = torch.stack([bands[:, 0:40].mean(1), bands[:, 40:80].mean(1), bands[:, 80:].mean(1)], 1)  # (B, 3)
+        noise = torch.stack([torch.randn(3, generator=torch.Generator().manual_seed(int(s))) for s in seeds])
+        colour = torch.tanh(2 * base + self.noise * noise)  # (B, 3)
+        images = colour[:, :, None, None].expand(b, 3, 96, 96).clone()
+        if self.broken == "nan":
+            images[0, 0, 0, 0] = float("nan")
+        elif self.broken == "shape":
+            images = images[:, :, :48, :48]
+        elif self.broken == "range":
+            images = images * 3
+        return images
+
+
+class FakeBundle:
+    """Informative = the image's red channel above a class threshold; class = argmax of a fixed
+    projection of the colour. Test outcomes: a fixed confusion per class."""
+
+    def __init__(self, path: Path, class_match=True, outcomes=True):
+        self.path = path
+        path.write_bytes(b"fake bundle")
+        self.class_keys = PROTOCOL.class_keys
+        self.card = {"protocol": PROTOCOL.ref(), "store": {"hash": "x"}}
+        self.source = "trained"
+        self.class_match, self.outcomes = class_match, outcomes
+        self.thresholds = {k: -0.6 + 0.3 * i for i, k in enumerate(self.class_keys)}
+        self.seen = []
+
+    def predict_informative(self, images, class_key):
+        self.seen.append((class_key, images.shape[0]))
+        return (images[:, 0, 0, 0] > self.thresholds[class_key]).cpu().numpy()
+
+    def predict_class(self, images):
+        if not self.class_match:
+            return None
+        colour = images[:, :, 0, 0]  # (N, 3)
+        proj = torch.tensor([[1.0, 0, 0, -1, 0.5], [0, 1.0, 0, -1, -0.5], [0, 0, 1.0, 1, 0.2]])
+        return (colour @ proj).argmax(1).cpu().numpy()
+
+    def test_outcomes(self, class_key):
+        if not self.outcomes:
+            return None
+        labels = np.r_[np.ones(20), np.zeros(20)].astype(int)
+        preds = np.r_[np.ones(16), np.zeros(4), np.ones(3), np.zeros(17)].astype(int)  # Se 0.8, Sp 0.85
+        return labels, preds
+
+    def sensitivity(self, class_key):
+        return 0.8 if self.outcomes else None
+
+    def specificity(self, class_key):
+        return 0.85 if self.outcomes else None
+
+
+@pytest.fixture()
+def store(fake_store):
+    return open_store(fake_store)
+
+
+@pytest.fixture()
+def bundle(tmp_path):
+    return FakeBundle(tmp_path / "bundle.pt")
+
+
+def score(translator, store, bundle, **kw):
+    kw.setdefault("protocol", PROTOCOL)
+    return scoring.score_translator(translator, store, bundle, **kw)
+
+
+def strip(record):
+    """The parts of a record that describe the result (not when or how fast it was made)."""
+    return {k: v for k, v in record.items() if k not in ("created", "seconds")}
+
+
+# -- the scoring function -------------------------------------------------------------------------
+def test_record_matches_an_image_by_image_reference(store, bundle):
+    translator = FakeTranslator()
+    record = score(translator, store, bundle, seed=3)
+    assert record["kind"] == "informativity" and record["epoch"] == 7 and record["d_update"] is False  # 7 % 5
+    assert record["protocol"] == PROTOCOL.ref() and record["store"]["hash"] == store.store_hash
+    assert record["store"]["split_policy"] == "video" and record["store"]["leaky"] is False
+    assert record["classifiers"]["sha256"] and record["seed"] == 3 and record["split"] == "test"
+    # Reference: every test sound on its own, in manifest order, seeds from seeding.item_seed.
+    from s2i_bench.seeding import item_seed
+
+    test_rows = store.split_indices("test")
+    for ci, key in enumerate(PROTOCOL.class_keys):
+        rows = [r for r in test_rows if store.manifest["class"][r] == key]
+        called, matched = [], []
+        for r in rows:
+            spec = torch.from_numpy(store.normalise(np.asarray(store.spectrograms[r:r + 1], dtype=np.float32)))
+            img = translator.translate(spec, torch.tensor([item_seed(3, store.segment_ids[r], 0)]))
+            called.append(bool(bundle.predict_informative(img, key)[0]))
+            matched.append(int(bundle.predict_class(img)[0]) == ci)
+        c = record["classes"][key]
+        assert c["n_images"] == len(rows) == 6
+        assert c["raw_share"] == pytest.approx(np.mean(called))
+        assert c["class_match_rate"] == pytest.approx(np.mean(matched))
+        assert c["true_share"] is None  # not a synthetic store
+        expected = min(max((np.mean(called) + 0.85 - 1) / (0.8 + 0.85 - 1), 0), 1)
+        assert c["corrected_share"] == pytest.approx(expected)
+        lo, hi = c["corrected_ci"]
+        assert 0 <= lo <= c["corrected_share"] <= hi <= 1
+    raw = [record["classes"][k]["raw_share"] for k in PROTOCOL.class_keys]
+    assert record["mean"]["raw_share"] == pytest.approx(np.mean(raw))
+    lo, hi = record["mean"]["corrected_ci"]
+    assert lo <= record["mean"]["corrected_share"] <= hi
+    json.dumps(record)  # JSON-able as it is
+
+
+def test_batch_size_independence_and_seed_determinism(store, bundle):
+    a = score(FakeTranslator(), store, bundle, seed=1, batch_size=256)
+    small = FakeTranslator()
+    b = score(small, store, bundle, seed=1, batch_size=4)
+    assert max(small.calls) == 4  # really batched differently
+    assert strip(a) == strip(b)
+    assert strip(score(FakeTranslator(), store, bundle, seed=1)) == strip(a)
+    other = score(FakeTranslator(), store, bundle, seed=2)
+    assert [c["raw_share"] for c in other["classes"].values()] != [c["raw_share"] for c in a["classes"].values()]
+
+
+def test_several_samples_report_the_spread(store, bundle):
+    record = score(FakeTranslator(noise=1.5), store, bundle, seed=0, samples=3)
+    spreads = []
+    for c in record["classes"].values():
+        assert c["n_images"] == 18 and c["n_sounds"] == 6
+        assert len(c["draws"]["raw_share"]) == 3
+        assert c["raw_share"] == pytest.approx(np.mean(c["draws"]["raw_share"]))
+        assert c["raw_spread"] == pytest.approx(np.std(c["draws"]["raw_share"], ddof=1))
+        spreads.append(c["raw_spread"])
+    assert any(s > 0 for s in spreads)
+    # Draw 0 of a K-draw scoring is the 1-draw scoring (same seeds).
+    one = score(FakeTranslator(noise=1.5), store, bundle, seed=0, samples=1)
+    for key, c in record["classes"].items():
+        assert c["draws"]["raw_share"][0] == pytest.approx(one["classes"][key]["raw_share"])
+
+
+@pytest.mark.parametrize("broken, message", [("nan", "NaN"), ("shape", "shape"), ("range", r"expected \[-1, 1\]")])
+def test_bad_generator_output_is_refused_naming_the_file(store, bundle, broken, message):
+    with pytest.raises(UserError, match=message) as e:
+        score(FakeTranslator(path="/x/evil-gen.pt", broken=broken), store, bundle)
+    assert "/x/evil-gen.pt" in str(e.value)
+
+
+def test_unknown_classifier_quality_and_no_class_match(store, tmp_path):
+    bundle = FakeBundle(tmp_path / "b.pt", class_match=False, outcomes=False)
+    record = score(FakeTranslator(), store, bundle)
+    for c in record["classes"].values():
+        assert c["raw_share"] is not None and c["corrected_share"] is None and c["corrected_ci"] is None
+        assert c["class_match_rate"] is None and c["ci_method"].startswith("none")
+    assert record["mean"]["corrected_share"] is None and record["classifiers"]["class_match"] is False
+
+
+def test_sample_sheet(store, bundle, tmp_path):
+    record = score(FakeTranslator(), store, bundle, sample_sheet=tmp_path / "samples-e7.npz")
+    sheet = np.load(record["sample_sheet"], allow_pickle=False)
+    assert sheet["images"].shape == (30, 96, 96, 3) and sheet["images"].dtype == np.uint8
+    test = store.manifest[store.manifest["split"] == "test"]
+    expected = [sid for key in PROTOCOL.class_keys for sid in test[test["class"] == key]["segment_id"][:8]]
+    assert sheet["segment_ids"].tolist() == expected
+    rows = [int(np.flatnonzero(store.segment_ids == s)[0]) for s in expected]
+    assert np.array_equal(sheet["frames"], store.frames[rows])
+    # The saved images are the scored ones: regenerate the first.
+    spec = torch.from_numpy(store.normalise(np.asarray(store.spectrograms[rows[:1]], dtype=np.float32)))
+    img = FakeTranslator().translate(spec, torch.from_numpy(sheet["seeds"][:1]))
+    assert np.array_equal(net_to_uint8(img)[0], sheet["images"][0])
+
+
+def test_synthetic_store_reports_the_judges_truth(tmp_path, bundle, monkeypatch):
+    from conftest import make_fake_store
+
+    path = make_fake_store(tmp_path / "synthetic")
+    meta_path = path / "store.json"
+    meta = json.loads(meta_path.read_text())
+    meta["synthetic_world"] = {"seed": 1, "version": "test", "scenes_sha256": "0"}
+    meta_path.write_text(json.dumps(meta))
+    import s2i_bench.synth as synth
+
+    seen = []
+
+    def fake_judge(images_uint8, class_key):  # stands in for the world's judge: green above 128
+        assert images_uint8.dtype == np.uint8 and images_uint8.shape[1:] == (96, 96, 3)
+        seen.append(class_key)
+        return images_uint8[:, 0, 0, 1] > 128
+
+    monkeypatch.setattr(synth, "judge", fake_judge, raising=False)
+    record = score(FakeTranslator(), open_store(path), bundle)
+    assert set(seen) == set(PROTOCOL.class_keys)
+    for c in record["classes"].values():
+        assert c["true_share"] is not None and 0 <= c["true_share"] <= 1
+    assert record["mean"]["true_share"] == pytest.approx(np.mean([c["true_share"] for c in record["classes"].values()]))
+
+
+# -- programs --------------------------------------------------------------------------------------
+class ProgramGenerator(torch.nn.Module):
+    """A tiny stand-in generator to script / export."""
+
+    def __init__(self, dropout: float = 0.0):
+        super().__init__()
+        self.conv = torch.nn.Conv2d(1, 3, kernel_size=3, padding=1)
+        self.p = dropout
+
+    def forward(self, x):
+        y = torch.nn.functional.adaptive_avg_pool2d(self.conv(x), (12, 12))  # (B, 3, 12, 12)
+        if self.p > 0:
+            y = torch.nn.functional.dropout(y, self.p, training=True)  # test-time dropout from the global generator
+        return torch.tanh(torch.nn.functional.interpolate(y, size=(96, 96), mode="nearest"))
+
+
+class SeededProgram(torch.nn.Module):
+    """Takes (spectrograms, seeds): per-image noise computed from the seed itself."""
+
+    def forward(self, x, seeds):
+        level = x.mean(dim=(1, 2, 3))  # (B,)
+        wobble = torch.remainder(seeds, 1000).to(torch.float32) / 1000.0  # (B,)
+        return torch.tanh(level + wobble)[:, None, None, None].expand(-1, 3, 96, 96)
+
+
+def _spec(n, seed=0):
+    return torch.rand(n, 1, 128, 100, generator=torch.Generator().manual_seed(seed)) * 2 - 1
+
+
+@pytest.fixture(scope="module")
+def programs(tmp_path_factory):
+    """One model as TorchScript, as a dynamic-batch export and as a static-batch (2) export
+    (exporting is slow: done once)."""
+    tmp = tmp_path_factory.mktemp("programs")
+    torch.manual_seed(0)
+    model = ProgramGenerator().eval()
+    ts, dyn, static = tmp / "g.pt", tmp / "g.pt2", tmp / "g_static.pt2"
+    torch.jit.script(model).save(str(ts))
+    example = (_spec(2),)
+    torch.export.save(torch.export.export(model, example, dynamic_shapes={"x": {0: torch.export.Dim("batch")}}), dyn)
+    torch.export.save(torch.export.export(model, example), static)
+    return model, ts, dyn, static
+
+
+def test_torchscript_and_export_programs(programs):
+    model, ts, dyn, static = programs
+    x = _spec(5)
+    with torch.no_grad():
+        expected = model(x)
+    assert (program_kind(ts), program_kind(dyn), program_kind(static)) == ("torchscript", "export", "export")
+    seeds = torch.arange(5)
+    for path in (ts, dyn, static):
+        t = load_program_translator(path)
+        assert t.info["kind"] in ("torchscript", "export") and len(t.info["sha256"]) == 64
+        assert t.stochastic is False
+        torch.testing.assert_close(t.translate(x, seeds), expected)
+    assert load_program_translator(static).static_batch == 2  # 5 images -> chunks of 2, padded
+
+
+def test_stochastic_program_is_run_per_image_and_seeded(tmp_path):
+    path = tmp_path / "drop.pt"
+    torch.jit.script(ProgramGenerator(dropout=0.5)).save(str(path))
+    t = load_program_translator(path)
+    assert t.stochastic is True and "per image" in t.info["calls"]
+    x, seeds = _spec(4), torch.tensor([11, 12, 13, 14])
+    whole = t.translate(x, seeds)
+    parts = torch.cat([t.translate(x[:1], seeds[:1]), t.translate(x[1:], seeds[1:])])
+    assert torch.equal(whole, parts)
+    assert not torch.equal(whole, t.translate(x, seeds + 1))
+
+
+def test_two_input_program_gets_the_seeds(tmp_path):
+    path = tmp_path / "seeded.pt"
+    torch.jit.script(SeededProgram()).save(str(path))
+    t = load_program_translator(path)
+    assert t.info["inputs"] == ["spectrograms", "seeds"]
+    x = _spec(3)
+    assert not torch.equal(t.translate(x, torch.tensor([1, 2, 3])), t.translate(x, torch.tensor([4, 5, 6])))
+
+
+def test_program_with_wrong_output_is_refused(tmp_path):
+    class Small(torch.nn.Module):
+        def forward(self, x):
+            return torch.tanh(x[:, :, :48, :48].expand(-1, 3, -1, -1))
+
+    path = tmp_path / "small.pt"
+    torch.jit.script(Small()).save(str(path))
+    with pytest.raises(UserError, match=r"small.pt.*expected \(2, 3, 96, 96\)"):
+        load_program_translator(path)
+
+
+class _Evil:
+    def __init__(self, marker):
+        self.marker = marker
+
+    def __reduce__(self):
+        return (os.system, (f"touch {self.marker}",))
+
+
+def _evil_pt2(tmp_path, good, marker, where):
+    """A valid export archive with one member replaced by (or declared as) a code-running pickle."""
+    evil = tmp_path / f"evil-{where}.pt2"
+    with zipfile.ZipFile(good) as zin, zipfile.ZipFile(evil, "w") as zout:
+        for item in zin.infolist():
+            data = zin.read(item.filename)
+            if where == "sample_inputs" and item.filename.endswith("sample_inputs/model.pt"):
+                data = pickle.dumps(_Evil(marker))
+            if where == "weights_config" and item.filename.endswith("model_weights_config.json"):
+                cfg = json.loads(data)
+                first = next(iter(cfg["config"]))
+                cfg["config"][first]["use_pickle"] = True
+                data = json.dumps(cfg).encode()
+            if where == "weights_config" and item.filename.endswith("weights/weight_0"):
+                data = pickle.dumps(_Evil(marker))
+            zout.writestr(item, data)
+    return evil
+
+
+@pytest.mark.parametrize("where", ["sample_inputs", "weights_config", "plain_pickle"])
+def test_crafted_pickles_are_refused_and_never_run(tmp_path, programs, where):
+    marker = tmp_path / "MARKER"
+    if where == "plain_pickle":
+        path = tmp_path / "evil.pt"
+        path.write_bytes(pickle.dumps(_Evil(marker)))
+    else:
+        path = _evil_pt2(tmp_path, programs[3], marker, where)
+    with pytest.raises(UserError) as e:
+        load_program_translator(path)
+    assert str(path) in str(e.value)
+    assert not marker.exists()
