@@ -95,6 +95,19 @@ class ModelSpec:
 
 
 @dataclass(frozen=True)
+    # Kernels, strides and paddings of every layer (defaults: the paper's, SPEC section 4). A
+    # profile with another image size changes these; the constructors check that the shapes
+    # still close: encoder -> (f, 1, 1), generator -> (3, S, S), discriminator -> (C, 2, 2).
+    encoder_kernels: tuple[tuple[int, ...], ...] = ((7, 5), (5, 3), (5, 3), (5, 3), (5, 3)) + ((3, 3),) * 8
+    encoder_strides: tuple[int, ...] = (2, 2) + (1,) * 11
+    decoder_kernels: tuple[tuple[int, ...], ...] = ((3, 3),) * 8 + ((5, 3),) * 3 + ((5, 4), (8, 6))
+    decoder_strides: tuple[int, ...] = (1,) * 11 + (2, 2)
+    generator_transition_kernels: tuple[int, ...] = (3, 3, 4, 4, 4, 4)
+    generator_transition_strides: tuple[int, ...] = (1, 1, 2, 2, 2, 2)
+    generator_transition_paddings: tuple[int, ...] = (0, 0, 1, 1, 1, 1)
+    discriminator_kernels: tuple[int, ...] = (5,) + (3,) * 11
+    discriminator_strides: tuple[int, ...] = (2, 2) + (1,) * 10
+    discriminator_paddings: tuple[int, ...] = (0,) * 12
 class TrainingSpec:
     embedding_dims: tuple[int, ...]
     embedding_dim: int
@@ -115,6 +128,7 @@ class TrainingSpec:
 
 
 @dataclass(frozen=True)
+    grid_per_class: int = 4     # fixed validation sounds per class in the image grids
 class ClassifierSpec:
     informative_per_class: int
     non_informative_per_class: int
