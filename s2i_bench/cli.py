@@ -139,40 +139,66 @@ def train_baseline(store, run_dir, protocol_name, embedding_dim, epochs, device,
 @click.option("--out", "pool_dir", type=PathArg, required=True)
 @click.option("--split", type=click.Choice(["train", "val", "test"]), default="val", show_default=True)
 @click.option("--per-model", type=click.IntRange(1), default=None, help="Images per model and class. Default: the protocol's.")
+@click.option("--draws", "draws_per_sound", type=click.IntRange(1), default=None,
+              help="Dropout draws per sound when a class has fewer sounds than --per-model. Default: the protocol's.")
+@click.option("--per-run-last", is_flag=True, help="A run folder contributes only its latest checkpoint (default: all).")
 @click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--device", default="cpu", show_default=True)
 @click.option("--overwrite", is_flag=True)
 @_friendly
-def pool(generators, store, pool_dir, split, per_model, seed, overwrite):
-    """Translate the validation sounds of STORE with each GENERATOR (checkpoints or run folders)."""
+def pool(generators, store, pool_dir, split, per_model, draws_per_sound, per_run_last, seed, device, overwrite):
+    """Translate the validation sounds of STORE with each GENERATOR (checkpoint files or run
+    folders, any mix; every checkpoint of a run folder is one model)."""
     from s2i_bench.pool import build_pool
 
     build_pool(list(generators), store=store, out=pool_dir, split=split, per_model=per_model, seed=seed,
-               overwrite=overwrite)
+               overwrite=overwrite, device=device, per_run="last" if per_run_last else "all",
+               draws_per_sound=draws_per_sound)
 
 
 @main.command(short_help="Label a pool (judge or CSV) and build the balanced per-class sets.")
 @click.argument("pool_dir", type=ExistingPath)
 @click.option("--judge", "use_judge", is_flag=True, help="Label with the synthetic world's judge.")
 @click.option("--from-csv", "csv_path", type=ExistingPath, default=None, help="CSV with image_id,label[,annotator].")
+@click.option("--seed", type=int, default=0, show_default=True, help="Seed of the balanced selection and the parts.")
 @_friendly
-def label(pool_dir, use_judge, csv_path):
+def label(pool_dir, use_judge, csv_path, seed):
     """Label POOL_DIR with exactly one source, then build the balanced sets of SPEC section 5."""
     from s2i_bench.labels import label_pool
 
-    label_pool(pool_dir, use_judge=use_judge, csv_path=csv_path)
+    label_pool(pool_dir, use_judge=use_judge, csv_path=csv_path, seed=seed)
 
 
 @main.command("train-classifiers", short_help="Train the five informativity CNNs and the class-match classifier.")
-@click.argument("pool_dir", type=ExistingPath)
+@click.argument("pool_dir", type=ExistingPath, required=False)
 @click.option("--out", "bundle", type=PathArg, required=True, help="Bundle file (.pt); a JSON card is written beside it.")
 @click.option("--data", "store", type=ExistingPath, default=None, help="Store for the class-match classifier (default: the pool's).")
 @click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--device", default="cpu", show_default=True)
+@click.option("--authors", "authors", multiple=True, metavar="CLASS=FILE",
+              help="Instead of training: import the authors' state dict for CLASS (give all five; no POOL_DIR).")
+@protocol_option
 @_friendly
-def train_classifiers(pool_dir, bundle, store, seed):
-    """Train the five per-class informativity classifiers on a labelled pool."""
-    from s2i_bench.classifiers import train_classifiers as run
+def train_classifiers(pool_dir, bundle, store, seed, device, authors, protocol_name):
+    """Train the five per-class informativity classifiers on a labelled POOL_DIR, or import the
+    authors' five classifiers with --authors (sensitivity and specificity then unknown)."""
+    from s2i_bench import classifiers
 
-    run(pool_dir, out=bundle, store=store, seed=seed)
+    if authors:
+        if pool_dir is not None:
+            raise UserError("give either POOL_DIR (train) or --authors (import), not both")
+        files = {}
+        for item in authors:
+            key, sep, path = item.partition("=")
+            if not sep or not path:
+                raise UserError(f"--authors {item!r}: expected CLASS=FILE")
+            files[key.strip()] = Path(path)
+        classifiers.import_authors_classifiers(files, out=bundle, protocol=protocol_name or "vegas5",
+                                               store=store, seed=seed, device=device)
+        return
+    if pool_dir is None:
+        raise UserError("missing POOL_DIR (a labelled pool), or --authors CLASS=FILE to import the authors' classifiers")
+    classifiers.train_classifiers(pool_dir, out=bundle, store=store, seed=seed, device=device)
 
 
 # -- metrics, scoring, report -----------------------------------------------------------------

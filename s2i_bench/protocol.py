@@ -146,6 +146,9 @@ class ClassifierSpec:
     pool_per_model: int
     class_match_epochs: int
     fingerprint_warn_ratio: float
+    # When a class has fewer pool sounds than pool_per_model, each sound is translated up to
+    # this many times (different test-time dropout draws) before a shortfall is reported.
+    pool_draws_per_sound: int = 1
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,295 @@
+"""The candidate pool: images translated from validation sounds by many generators (SPEC section 5).
+
+The paper drew its classifier images from the outputs of 17 translator models. `build_pool`
+does the same: every model translates, per class, the same number of validation sounds (a
+seeded choice per model and class), with test-time dropout keyed by per-image seeds, and every
+image is kept with its provenance (model, epoch, file hash, segment, class) and a content hash.
+
+A pool is a folder:
+
+    pool.json     store ref, protocol (ref and full), seed, models, counts, shortfall, pool hash
+    pool.csv      one row per image, in array order: image_id, class, model_id, model_epoch,
+                  model_path, model_sha256, segment_id, draw, image_seed, image_sha256
+    images.npy    (N, 96, 96, 3) uint8
+
+It is built under a temporary name and renamed into place, so a crash never leaves a pool that
+looks complete. `labels.py` adds labels.csv / sets.csv / labels.json to it later.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import shutil
+from dataclasses import dataclass, field
+from functools import cached_property
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from s2i_bench.errors import UserError
+from s2i_bench.io import atomic_save_npy, atomic_write_json, code_version, now_iso, progress, sha256_file
+
+POOL_FORMAT = "s2i-bench-pool"
+POOL_FORMAT_VERSION = 1
+POOL_COLUMNS = ["image_id", "class", "model_id", "model_epoch", "model_path", "model_sha256", "segment_id",
+                "draw", "image_seed", "image_sha256"]
+IMAGE_SIZE = 96
+
+
+@dataclass
+class Pool:
+    path: Path
+    meta: dict[str, Any]
+    table: Any  # pandas.DataFrame, rows in array order
+    images: np.ndarray  # (N, 96, 96, 3) uint8, memory-mapped
+    _protocol: Any = field(default=None, repr=False)
+
+    @property
+    def protocol(self):
+        if self._protocol is None:
+            from s2i_bench.protocol import protocol_from_dict
+
+            self._protocol = protocol_from_dict(self.meta["protocol_full"])
+        return self._protocol
+
+    @property
+    def pool_hash(self) -> str:
+        return self.meta["pool_hash"]
+
+    @cached_property
+    def _row_of(self) -> dict[str, int]:
+        return {image_id: i for i, image_id in enumerate(self.table["image_id"])}
+
+    def index_of(self, image_ids) -> np.ndarray:
+        """Array rows of the given image ids (raises KeyError for an unknown id)."""
+        return np.array([self._row_of[i] for i in image_ids], dtype=np.int64)
+
+
+def open_pool(path: str | Path) -> Pool:
+    """Open and check a pool folder; every problem names the file."""
+    import pandas as pd
+
+    path = Path(path)
+    meta_path = path / "pool.json"
+    if not meta_path.is_file():
+        raise UserError(f"{meta_path}: missing; {path} is not a pool (make one with `s2i-bench pool`)")
+    import json
+
+    try:
+        meta = json.loads(meta_path.read_text())
+    except json.JSONDecodeError as e:
+        raise UserError(f"{meta_path}: not valid JSON ({e})") from None
+    if meta.get("format") != POOL_FORMAT or meta.get("format_version") != POOL_FORMAT_VERSION:
+        raise UserError(f"{meta_path}: not an s2i-bench pool of format version {POOL_FORMAT_VERSION}")
+    try:
+        table = pd.read_csv(path / "pool.csv", dtype={"image_id": str, "class": str, "model_id": str,
+                                                       "segment_id": str, "model_sha256": str,
+                                                       "image_sha256": str, "model_path": str})
+    except (OSError, ValueError) as e:
+        raise UserError(f"{path / 'pool.csv'}: cannot read ({e})") from None
+    missing = [c for c in POOL_COLUMNS if c not in table.columns]
+    if missing:
+        raise UserError(f"{path / 'pool.csv'}: missing columns {missing}")
+    try:
+        images = np.load(path / "images.npy", mmap_mode="r", allow_pickle=False)
+    except (OSError, ValueError) as e:
+        raise UserError(f"{path / 'images.npy'}: cannot read as a numpy array ({e})") from None
+    if images.shape != (len(table), IMAGE_SIZE, IMAGE_SIZE, 3) or images.dtype != np.uint8:
+        raise UserError(f"{path / 'images.npy'}: shape {images.shape} {images.dtype}, expected "
+                        f"({len(table)}, {IMAGE_SIZE}, {IMAGE_SIZE}, 3) uint8 (one image per row of pool.csv)")
+    if table["image_id"].duplicated().any():
+        raise UserError(f"{path / 'pool.csv'}: duplicate image ids")
+    return Pool(path=path, meta=meta, table=table, images=images)
+
+
+# -- building ---------------------------------------------------------------------------------
+def expand_generators(generators, per_run: str = "all") -> list[Path]:
+    """Checkpoint files stay as they are; a run folder contributes every checkpoint in it
+    (`per_run="all"`, each checkpoint is a distinct model, as the paper's 17) or only its
+    latest (`per_run="last"`)."""
+    from s2i_bench.generators import list_checkpoints
+
+    if per_run not in ("all", "last"):
+        raise ValueError(f"per_run must be 'all' or 'last', got {per_run!r}")
+    paths: list[Path] = []
+    for g in generators:
+        g = Path(g)
+        if g.is_dir():
+            found = [Path(p) for p in list_checkpoints(g)]
+            if not found:
+                raise UserError(f"{g}: run folder without checkpoints")
+            paths.extend(found if per_run == "all" else found[-1:])
+        elif g.is_file():
+            paths.append(g)
+        else:
+            raise UserError(f"{g}: no such generator file or run folder")
+    return paths
+
+
+def _model_id(info: dict, path: Path, taken: set[str]) -> str:
+    """A readable unique id: `<run>-e<epoch>` for our checkpoints, else the file stem."""
+    run, epoch = info.get("run"), info.get("epoch")
+    if run is not None and epoch is not None:
+        base = f"{Path(str(run)).name}-e{int(epoch):06d}"
+    else:
+        base = path.stem
+    model_id, k = base, 1
+    while model_id in taken:
+        k += 1
+        model_id = f"{base}-{k}"
+    return model_id
+
+
+def build_pool(generators, store, out, split: str = "val", per_model: int | None = None, seed: int = 0,
+               overwrite: bool = False, device: str = "cpu", per_run: str = "all",
+               draws_per_sound: int | None = None, batch_size: int | None = None) -> Path:
+    """Translate `per_model` sounds per class of `split` with each generator into the pool `out`.
+
+    Each model gets its own seeded choice of sounds per class. When a class has fewer sounds
+    than `per_model`, each sound is translated `draws_per_sound` times (different test-time
+    dropout masks; default: the protocol's `classifiers.pool_draws_per_sound`); if that is still
+    not enough the model supplies what exists, and the shortfall is printed and recorded.
+    """
+    import pandas as pd
+    import torch
+
+    from s2i_bench.generators import load_translator
+    from s2i_bench.images import net_to_uint8
+    from s2i_bench.seeding import item_seed
+    from s2i_bench.store import open_store
+
+    out = Path(out)
+    if out.exists() and not overwrite:
+        raise UserError(f"{out}: exists; pass --overwrite to replace it")
+    data = open_store(store)
+    protocol = data.protocol
+    spec = protocol.classifiers
+    per_model = per_model or spec.pool_per_model
+    draws_per_sound = draws_per_sound or getattr(spec, "pool_draws_per_sound", 1)
+    batch_size = batch_size or protocol.scoring.batch_size
+    if draws_per_sound < 1 or per_model < 1:
+        raise UserError("per-model count and draws per sound must be at least 1")
+    paths = expand_generators(generators, per_run=per_run)
+    split_rows = data.split_indices(split)
+    rows_of_class = {c: split_rows[data.class_index[split_rows] == i] for i, c in enumerate(protocol.class_keys)}
+
+    records: list[dict] = []
+    image_chunks: list[np.ndarray] = []
+    models: list[dict] = []
+    shortfall: list[dict] = []
+    seen_sha: dict[str, str] = {}
+    taken: set[str] = set()
+    bar = progress(total=len(paths) * len(protocol.class_keys), desc="pool", unit="model-class")
+    for path in paths:
+        sha = sha256_file(path)
+        if sha in seen_sha:
+            print(f"note: {path} is the same file as {seen_sha[sha]}; used once")
+            bar.update(len(protocol.class_keys))
+            continue
+        seen_sha[sha] = str(path)
+        translator = load_translator(path, device=device)
+        info = dict(translator.info)
+        model_id = _model_id(info, path, taken)
+        taken.add(model_id)
+        model_counts = {}
+        for class_key in protocol.class_keys:
+            rows = rows_of_class[class_key]
+            # (row, draw) candidates: every sound once, then again with the next draw index
+            rng = np.random.default_rng(item_seed(seed, f"pool|{sha}|{class_key}"))
+            candidates = [(r, d) for d in range(draws_per_sound) for r in rng.permutation(rows)]
+            chosen = candidates[:per_model]
+            if len(chosen) < per_model:
+                short = {"model_id": model_id, "class": class_key, "wanted": per_model, "got": len(chosen),
+                         "missing": per_model - len(chosen), "sounds": int(len(rows)),
+                         "draws_per_sound": draws_per_sound}
+                shortfall.append(short)
+            model_counts[class_key] = len(chosen)
+            for start in range(0, len(chosen), batch_size):
+                batch = chosen[start:start + batch_size]
+                idx = np.array([r for r, _ in batch], dtype=np.int64)
+                seg_ids = [str(data.segment_ids[r]) for r in idx]
+                # Per-image seeds keyed by model file, segment and draw: independent of batching.
+                seeds = np.array([item_seed(seed, f"{sha[:16]}|{s}", d) for s, (_, d) in zip(seg_ids, batch)],
+                                 dtype=np.int64)
+                log_mel = np.asarray(data.spectrograms[idx], dtype=np.float32)  # (B, 1, 128, 100)
+                spec_in = torch.from_numpy(data.normalise(log_mel)).to(device)  # in [-1, 1]
+                with torch.no_grad():
+                    images = translator.translate(spec_in, torch.from_numpy(seeds).to(device))
+                if (not isinstance(images, torch.Tensor) or tuple(images.shape) != (len(batch), 3, IMAGE_SIZE, IMAGE_SIZE)
+                        or not torch.isfinite(images).all()):
+                    shape = tuple(images.shape) if isinstance(images, torch.Tensor) else type(images).__name__
+                    raise UserError(f"{path}: translator returned {shape} (or non-finite values), expected "
+                                    f"({len(batch)}, 3, {IMAGE_SIZE}, {IMAGE_SIZE}) finite images")
+                images_u8 = net_to_uint8(images)  # (B, 96, 96, 3) uint8
+                image_chunks.append(images_u8)
+                for k, (seg, (_, d)) in enumerate(zip(seg_ids, batch)):
+                    records.append({"class": class_key, "model_id": model_id, "model_epoch": info.get("epoch"),
+                                    "model_path": str(path), "model_sha256": sha, "segment_id": seg, "draw": d,
+                                    "image_seed": int(seeds[k]),
+                                    "image_sha256": hashlib.sha256(images_u8[k].tobytes()).hexdigest()})
+            bar.update(1)
+        models.append({"model_id": model_id, "path": str(path), "sha256": sha, "kind": info.get("kind"),
+                       "epoch": info.get("epoch"), "embedding_dim": info.get("embedding_dim"),
+                       "run": info.get("run"), "counts": model_counts})
+        del translator
+    bar.close()
+    if not records:
+        raise UserError("the pool is empty: no generator produced an image")
+
+    table = pd.DataFrame(records)
+    table.insert(0, "image_id", [f"img{i:06d}" for i in range(len(table))])
+    table = table[POOL_COLUMNS]
+    images = np.concatenate(image_chunks)  # (N, 96, 96, 3) uint8
+
+    tmp = out.with_name(f"{out.name}.partial-{os.getpid()}")
+    if tmp.exists():
+        shutil.rmtree(tmp)
+    tmp.mkdir(parents=True)
+    table.to_csv(tmp / "pool.csv", index=False)
+    atomic_save_npy(tmp / "images.npy", images)
+    h = hashlib.sha256()
+    for name in ("pool.csv", "images.npy"):
+        h.update(name.encode())
+        h.update(sha256_file(tmp / name).encode())
+    meta = {
+        "format": POOL_FORMAT, "format_version": POOL_FORMAT_VERSION,
+        "store": {**data.ref(), "synthetic_world": data.meta.get("synthetic_world")},
+        "protocol": protocol.ref(), "protocol_full": protocol.to_dict(),
+        "split": split, "per_model": per_model, "draws_per_sound": draws_per_sound, "seed": seed,
+        "per_run": per_run, "device": str(device),
+        "num_images": int(len(table)), "num_models": len(models), "models": models,
+        "counts": {c: int((table["class"] == c).sum()) for c in protocol.class_keys},
+        "shortfall": shortfall,
+        "pool_hash": h.hexdigest()[:16],
+        "code_version": code_version(), "created": now_iso(),
+    }
+    atomic_write_json(tmp / "pool.json", meta)  # last: its presence marks the folder complete
+    if out.exists():
+        old = out.with_name(f"{out.name}.old-{os.getpid()}")
+        os.replace(out, old)
+        os.replace(tmp, out)
+        shutil.rmtree(old, ignore_errors=True)
+    else:
+        os.replace(tmp, out)
+
+    print(f"pool {out}: {len(table)} images from {len(models)} models, {per_model} per model and class "
+          f"(hash {meta['pool_hash']})")
+    if len(models) < spec.num_models:
+        print(f"note: {len(models)} models; the protocol asks for {spec.num_models}")
+    _report_shortfall(shortfall)
+    return out
+
+
+def _report_shortfall(shortfall: list[dict]) -> None:
+    if not shortfall:
+        return
+    total = sum(s["missing"] for s in shortfall)
+    print(f"warning: {len(shortfall)} model/class pairs could not supply the per-model count "
+          f"({total} images missing in all):")
+    for s in shortfall[:10]:
+        print(f"  {s['model_id']} / {s['class']}: {s['got']} of {s['wanted']} ({s['missing']} missing; "
+              f"{s['sounds']} sounds x {s['draws_per_sound']} draws)")
+    if len(shortfall) > 10:
+        print(f"  ... and {len(shortfall) - 10} more (see pool.json 'shortfall')")
