@@ -103,3 +103,42 @@ def write_clip(path: str | Path, *, audio: np.ndarray | None, sample_rate: int =
             container.mux(packet)
     container.close()
     return decoded
+
+
+# -- little "scenes": a textured frame and a modulated tone, both fixed by a seed -------------
+def scene_painter(seed: int, width: int = 64, height: int = 48):
+    """frame_painter for `write_clip`: three coloured sinusoidal gratings that drift slowly, so
+    every seed gives a different picture (distinct perceptual hashes) and frames move a little."""
+    rng = np.random.default_rng(seed)
+    yy, xx = np.mgrid[0:height, 0:width] / max(width, height)
+    gratings = [(rng.uniform(1, 4), rng.uniform(1, 4), rng.uniform(0, 2 * np.pi), rng.uniform(30, 90))
+                for _ in range(3)]
+    base = rng.uniform(60, 190, size=3)
+
+    def paint(index: int) -> np.ndarray:
+        img = np.zeros((height, width, 3))
+        for c, (fx, fy, phase, amp) in enumerate(gratings):
+            img[..., c] = base[c] + amp * np.sin(2 * np.pi * (fx * xx + fy * yy) + phase + 0.05 * index)
+        return np.clip(img, 0, 255).astype(np.uint8)
+
+    return paint
+
+
+def scene_sound(seed: int, seconds: float, sample_rate: int = 16000, channels: int = 1) -> np.ndarray:
+    """(channels, n) float32: a tone (200-3000 Hz) with a slow tremolo and seeded noise."""
+    rng = np.random.default_rng(seed + 1_000_003)
+    n = int(round(seconds * sample_rate))
+    t = np.arange(n) / sample_rate
+    f0, rate, noise = rng.uniform(200, 3000), rng.uniform(1, 6), rng.uniform(0.005, 0.05)
+    x = 0.4 * np.sin(2 * np.pi * f0 * t) * (0.6 + 0.4 * np.sin(2 * np.pi * rate * t))
+    out = np.stack([x + noise * rng.standard_normal(n) for _ in range(channels)])
+    return np.clip(out, -1, 1).astype(np.float32)
+
+
+def write_scene_clip(path: str | Path, seed: int, seconds: float, *, audio_codec: str = "flac",
+                     sample_rate: int = 16000, channels: int = 1, width: int = 64, height: int = 48,
+                     fps: float = 10, video_codec: str = "libx264") -> None:
+    """A clip of scene `seed`; the same seed written with another codec is a "re-upload"."""
+    write_clip(path, audio=scene_sound(seed, seconds, sample_rate, channels), sample_rate=sample_rate,
+               seconds=seconds, width=width, height=height, fps=fps, audio_codec=audio_codec,
+               video_codec=video_codec, frame_painter=scene_painter(seed, width, height))

@@ -19,6 +19,7 @@ before t = 0 are dropped; audio that starts late is preceded by zeros.
 
 from __future__ import annotations
 
+import functools
 import math
 from dataclasses import dataclass, field
 from fractions import Fraction
@@ -27,11 +28,6 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn.functional as F
-
-# A segment is kept when audio and video both cover [k, k+1) up to this slack: encoders round
-# a clip's end to their frame size (AAC: 1024 samples = 21-64 ms), and a clip cut at exactly
-# 3.000 s must still give 3 segments. The missing audio (at most this much) is zero.
-DEFAULT_COVERAGE_TOLERANCE_S = 0.05
 
 # torchaudio's windowed-sinc kernel has shape (new_rate/g, orig_rate/g + width) where g is the
 # gcd of the rates; a coprime odd rate (e.g. 44101 Hz) would need gigabytes. Such rates are
@@ -54,8 +50,10 @@ class ClipFeatures:
 
 
 # -- audio ------------------------------------------------------------------------------------
+@functools.lru_cache(maxsize=8)
 def mel_filterbank(audio) -> torch.Tensor:
-    """(n_fft // 2 + 1, n_mels) HTK triangles at the FFT bin frequencies, no area normalisation."""
+    """(n_fft // 2 + 1, n_mels) HTK triangles at the FFT bin frequencies, no area normalisation.
+    Cached per audio spec (a frozen dataclass); treat the tensor as read-only."""
     import torchaudio.functional as AF
 
     return AF.melscale_fbanks(audio.n_fft // 2 + 1, audio.f_min, audio.f_max, audio.n_mels,
@@ -186,14 +184,17 @@ class _NearestFrames:
 
 
 # -- one clip ---------------------------------------------------------------------------------
-def extract_clip(path: str | Path, protocol, coverage_tolerance_s: float | None = None) -> ClipFeatures:
-    """Decode one video file and return the features of every covered 1-s segment."""
+def extract_clip(path: str | Path, protocol) -> ClipFeatures:
+    """Decode one video file and return the features of every covered 1-s segment.
+
+    Segment k is kept when audio and video both cover [k, k+1) s up to
+    `protocol.data.coverage_tolerance_s` (encoders round a clip's end to their frame size: AAC
+    to 1024 samples); the uncovered audio, at most that much, is zero."""
     import av
 
     audio_spec, image_spec = protocol.audio, protocol.image
     seg = float(protocol.data.segment_seconds)
-    tol = (getattr(protocol.data, "coverage_tolerance_s", DEFAULT_COVERAGE_TOLERANCE_S)
-           if coverage_tolerance_s is None else coverage_tolerance_s)
+    tol = protocol.data.coverage_tolerance_s
     path = Path(path)
     try:
         container = av.open(str(path), metadata_errors="ignore")
@@ -282,6 +283,6 @@ def extract_clip(path: str | Path, protocol, coverage_tolerance_s: float | None 
 
 
 def _short(e: Exception) -> str:
-    """An FFmpeg error as one short line (PyAV repeats the file name; drop it)."""
-    text = " ".join(str(e).split())
-    return text[:200]
+    """An error as one short line, without the file name PyAV appends (skipped.csv has it)."""
+    text = getattr(e, "strerror", None) or str(e)
+    return " ".join(str(text).split())[:200]

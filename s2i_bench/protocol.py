@@ -38,6 +38,9 @@ class DataSpec:
     video_id_pattern: str
     video_extensions: tuple[str, ...]
     segment_seconds: float
+    # A segment is kept when audio and video both cover it up to this slack (encoders round a
+    # clip's end to their frame size); the uncovered audio, at most this much, is zero.
+    coverage_tolerance_s: float = 0.05
 
 
 @dataclass(frozen=True)

@@ -18,6 +18,16 @@ PROTO = load_protocol("tiny")
 AUDIO = PROTO.audio
 
 
+@pytest.fixture(autouse=True)
+def one_thread():
+    """Feature code runs on one thread per process (as in prepare); on a shared 2-core machine
+    more threads only contend."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 # -- the independent reference: SPEC section 3 written out in float64 numpy, loop by loop ------
 def _htk_mel(f):
     return 2595.0 * np.log10(1.0 + f / 700.0)
