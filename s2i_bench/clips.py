@@ -35,12 +35,13 @@ def tone(seconds: float, sample_rate: int, channels: int = 1, freq_hz: float = 4
 def write_clip(path: str | Path, *, audio: np.ndarray | None, sample_rate: int = 16000, seconds: float = 2.0,
                width: int = 64, height: int = 48, fps: float = 10, video_codec: str = "libx264",
                audio_codec: str = "flac", pix_fmt: str = "yuv420p", video: bool = True,
-               frame_painter=None) -> np.ndarray | None:
+               frame_painter=None, video_options: dict | None = None) -> np.ndarray | None:
     """Write a clip; returns the audio as a lossless decoder gives it back, (channels, n) float32.
 
     audio: (channels, n) float in [-1, 1], or None for a clip without an audio stream.
     frame_painter(index) -> (height, width, 3) uint8; default: a flat grey `frame_level(index)`
     with a white square in the top-left corner (so centre crops are checkable).
+    video_options: encoder options, e.g. {"preset": "veryfast"} for libx264.
     """
     import av
     from fractions import Fraction
@@ -52,6 +53,8 @@ def write_clip(path: str | Path, *, audio: np.ndarray | None, sample_rate: int =
     if video:
         v_stream = container.add_stream(video_codec, rate=Fraction(fps).limit_denominator(1001))
         v_stream.width, v_stream.height, v_stream.pix_fmt = width, height, pix_fmt
+        if video_options:
+            v_stream.options = dict(video_options)
     decoded = None
     if audio is not None:
         channels = audio.shape[0]
@@ -137,8 +140,9 @@ def scene_sound(seed: int, seconds: float, sample_rate: int = 16000, channels: i
 
 def write_scene_clip(path: str | Path, seed: int, seconds: float, *, audio_codec: str = "flac",
                      sample_rate: int = 16000, channels: int = 1, width: int = 64, height: int = 48,
-                     fps: float = 10, video_codec: str = "libx264") -> None:
+                     fps: float = 10, video_codec: str = "libx264", video_options: dict | None = None) -> None:
     """A clip of scene `seed`; the same seed written with another codec is a "re-upload"."""
     write_clip(path, audio=scene_sound(seed, seconds, sample_rate, channels), sample_rate=sample_rate,
                seconds=seconds, width=width, height=height, fps=fps, audio_codec=audio_codec,
-               video_codec=video_codec, frame_painter=scene_painter(seed, width, height))
+               video_codec=video_codec, frame_painter=scene_painter(seed, width, height),
+               video_options=video_options)

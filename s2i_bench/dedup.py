@@ -115,8 +115,9 @@ def near_duplicate_pairs(fp: Fingerprints, video_codes: np.ndarray, phash_max_di
 
     video_codes: (N,) int, one code per video (the same id in two classes is one video).
     Returns {"i", "j", "phash_distance", "spectrogram_distance"} arrays. The hash search is a
-    blocked all-pairs XOR + popcount (about 1e9 pairs per second), so 100k segments take
-    seconds to a minute; only pairs within the hash threshold get the spectrogram check.
+    blocked all-pairs XOR + popcount over the upper triangle (quadratic, but about 1e9 pairs per
+    second: see benchmarks/bench_prepare.py for the VEGAS-scale figure); only pairs within the
+    hash threshold get the spectrogram check.
     """
     n = len(fp.hashes)
     idx = np.flatnonzero(fp.usable)
@@ -125,12 +126,13 @@ def near_duplicate_pairs(fp: Fingerprints, video_codes: np.ndarray, phash_max_di
     rows = max(1, block_elements // max(1, len(idx)))
     for lo in range(0, len(idx), rows):
         block = hashes[lo:lo + rows]  # (B,)
-        dist = np.bitwise_count(block[:, None] ^ hashes[None, :])  # (B, n_usable)
+        rest = hashes[lo:]  # pairs (a, b) with b >= a only: the upper triangle
+        dist = np.bitwise_count(block[:, None] ^ rest[None, :])  # (B, n_usable - lo)
         bi, bj = np.nonzero(dist <= phash_max_distance)
-        bi_abs = bi + lo
-        keep = (bj > bi_abs) & (codes[bi_abs] != codes[bj])
-        found_i.append(idx[bi_abs[keep]])
-        found_j.append(idx[bj[keep]])
+        a, b = bi + lo, bj + lo
+        keep = (b > a) & (codes[a] != codes[b])
+        found_i.append(idx[a[keep]])
+        found_j.append(idx[b[keep]])
         found_h.append(dist[bi[keep], bj[keep]])
     i = np.concatenate(found_i) if found_i else np.zeros(0, np.int64)
     j = np.concatenate(found_j) if found_j else np.zeros(0, np.int64)

@@ -87,7 +87,8 @@ def log_mel_segments(wave: torch.Tensor, starts: list[int], audio, segment_secon
     frames = padded[index + pad_left]  # (S, F, L)
     window = torch.hamming_window(length, periodic=True)  # (L,)
     # rfft with n = n_fft zero-pads each frame at its end, as SPEC section 3 asks.
-    power = torch.fft.rfft(frames * window, n=audio.n_fft).abs().square()  # (S, F, n_fft/2+1)
+    spectrum = torch.fft.rfft(frames * window, n=audio.n_fft)  # (S, F, n_fft/2+1) complex
+    power = spectrum.real.square() + spectrum.imag.square()  # |X|^2 without the square root
     fb = mel_filterbank(audio) if filterbank is None else filterbank  # (n_fft/2+1, n_mels)
     energies = power @ fb  # (S, F, n_mels)
     log_mel = torch.log(energies.clamp_min(audio.log_floor))
@@ -153,6 +154,7 @@ class _NearestFrames:
         self.first_time: float | None = None
         self.last_time: float | None = None
         self.count = 0
+        self.times: list[float] = []
         self.shape: tuple[int, int] | None = None
 
     def _take(self, k: int, frame) -> None:
@@ -163,6 +165,7 @@ class _NearestFrames:
             self.first_time = t
             self.shape = (frame.height, frame.width)
         self.count += 1
+        self.times.append(t)
         self.last_time = t
         # Every target now behind this frame is decided: the previous frame or this one.
         while self.next_k * self.segment + self.offset < t:
@@ -184,12 +187,19 @@ class _NearestFrames:
 
 
 # -- one clip ---------------------------------------------------------------------------------
-def extract_clip(path: str | Path, protocol) -> ClipFeatures:
+def extract_clip(path: str | Path, protocol, *, skip_frames: bool = True) -> ClipFeatures:
     """Decode one video file and return the features of every covered 1-s segment.
 
     Segment k is kept when audio and video both cover [k, k+1) s up to
     `protocol.data.coverage_tolerance_s` (encoders round a clip's end to their frame size: AAC
-    to 1024 samples); the uncovered audio, at most that much, is zero."""
+    to 1024 samples); the uncovered audio, at most that much, is zero.
+
+    Video is decoded selectively: the container's packet timestamps say which frame is nearest
+    each segment centre before anything is decoded; then frames nobody references (B-frames)
+    are skipped by the decoder unless they are one of those, and decoding stops after the last
+    one. The result is the same as decoding every frame (`skip_frames=False`, also the fallback
+    when a stream has no packet timestamps), only cheaper.
+    """
     import av
 
     audio_spec, image_spec = protocol.audio, protocol.image
@@ -209,46 +219,39 @@ def extract_clip(path: str | Path, protocol) -> ClipFeatures:
         # One core per worker: `prepare --workers N` is the parallelism.
         a_stream.codec_context.thread_count = 1
         v_stream.codec_context.thread_count = 1
+
+        # 1. one pass through the file: decode the audio, keep the video packets for later.
         chunks: list[np.ndarray] = []
         audio_t0: float | None = None
         audio_rate: int | None = None
-        channels = 0
-        picker = _NearestFrames(seg, image_spec.frame_offset_s, image_spec.size)
-        last_video_gap = None
-        fallback_fps = float(v_stream.average_rate) if v_stream.average_rate else None
+        video_packets = []
         try:
             for packet in container.demux(a_stream, v_stream):
+                if packet.stream.type == "video":
+                    if packet.size:
+                        video_packets.append(packet)
+                    continue
                 for frame in packet.decode():
-                    if packet.stream.type == "audio":
-                        if audio_t0 is None:
-                            audio_t0 = float(frame.time) if frame.time is not None else 0.0
-                            audio_rate = int(frame.sample_rate)
-                        elif int(frame.sample_rate) != audio_rate:
-                            raise ClipError(f"audio sample rate changes mid-stream ({audio_rate} -> {frame.sample_rate} Hz)")
-                        data = _audio_to_float(frame)  # (C, n)
-                        channels = max(channels, data.shape[0])
-                        chunks.append(data.mean(axis=0))  # mono = mean of channels
-                    else:
-                        if frame.time is not None:
-                            t = float(frame.time)
-                        elif fallback_fps:  # no timestamps (some raw/AVI streams): count frames
-                            t = picker.count / fallback_fps
-                        else:
-                            raise ClipError("video frames have no timestamps and the stream no frame rate")
-                        if picker.last_time is not None:
-                            if t <= picker.last_time:
-                                continue  # a repeated or out-of-order timestamp: keep the first
-                            last_video_gap = t - picker.last_time
-                        picker.push(t, frame)
+                    if audio_t0 is None:
+                        audio_t0 = float(frame.time) if frame.time is not None else 0.0
+                        audio_rate = int(frame.sample_rate)
+                    elif int(frame.sample_rate) != audio_rate:
+                        raise ClipError(f"audio sample rate changes mid-stream ({audio_rate} -> {frame.sample_rate} Hz)")
+                    data = _audio_to_float(frame)  # (C, n)
+                    if chunks and data.shape[0] != chunks[0].shape[0]:
+                        raise ClipError(f"audio channel count changes mid-stream ({chunks[0].shape[0]} -> {data.shape[0]})")
+                    chunks.append(data)
         except av.FFmpegError as e:
             raise ClipError(f"decode error: {_short(e)}") from None
         if audio_t0 is None or not chunks:
             raise ClipError("audio stream has no decodable samples")
-        if picker.first_time is None:
-            raise ClipError("video stream has no decodable frames")
+        if not video_packets:
+            raise ClipError("video stream has no packets")
 
-        # Audio on the clip's timeline at the protocol's rate.
-        wave = torch.from_numpy(np.concatenate(chunks).astype(np.float32, copy=False))  # (T,)
+        # 2. audio on the clip's timeline, mono (mean of channels), at the protocol's rate.
+        channels = chunks[0].shape[0]
+        wave = torch.from_numpy(np.concatenate(chunks, axis=1).mean(axis=0, dtype=np.float32))  # (T,)
+        del chunks
         if not torch.isfinite(wave).all():
             raise ClipError("audio contains NaN or infinite samples")
         wave = resample(wave, audio_rate, audio_spec.sample_rate)
@@ -258,28 +261,146 @@ def extract_clip(path: str | Path, protocol) -> ClipFeatures:
         audio_start = max(0.0, audio_t0)
         audio_end = wave.numel() / sr  # sample 0 is now t = 0
 
-        frame_duration = last_video_gap or (1.0 / fallback_fps if fallback_fps else 0.0)
-        video_start = picker.first_time
-        video_end = picker.last_time + frame_duration
+        # 3. the video timeline (from packet timestamps when every packet has one), the segments,
+        #    and the frame nearest each segment centre.
+        fps = float(v_stream.average_rate) if v_stream.average_rate else None
+        times = _packet_times(video_packets) if skip_frames else None
+        picker = None
+        if times is None:
+            picker = _decode_every_frame(video_packets, v_stream, seg, image_spec, fps)
+            frame_times = picker.times
+        else:
+            frame_times = sorted(set(times.values()))
+        gap = frame_times[-1] - frame_times[-2] if len(frame_times) > 1 else (1.0 / fps if fps else 0.0)
+        video_start, video_end = frame_times[0], frame_times[-1] + gap
 
         # Segment k is kept when both audio and video cover [k*seg, (k+1)*seg), up to `tol`.
         start_cover = max(audio_start, video_start)
         end_cover = min(audio_end, video_end)
         starts = [k for k in range(int(math.floor(end_cover / seg + 1e-9)) + 1)
                   if k * seg >= start_cover - tol and (k + 1) * seg <= end_cover + tol]
-        info = {"audio_codec": a_stream.codec_context.name, "sample_rate": audio_rate, "channels": channels,
-                "video_codec": v_stream.codec_context.name, "width": picker.shape[1], "height": picker.shape[0],
-                "video_frames": picker.count}
         if not starts:
             raise ClipError(f"no complete {seg:g}-s segment (audio {audio_start:.2f}-{audio_end:.2f} s, "
                             f"video {video_start:.2f}-{video_end:.2f} s)")
-        picker.finish(up_to_k=starts[-1] + 1)
+        chosen = None
+        if picker is None:
+            targets = [k * seg + image_spec.frame_offset_s for k in starts]
+            wanted = _nearest(frame_times, targets)  # (S,) frame times
+            chosen = _decode_selected(video_packets, v_stream, times, wanted, image_spec.size)
+            if chosen is None:  # a frame did not come out as its packet said: decode everything
+                picker = _decode_every_frame(video_packets, v_stream, seg, image_spec, fps)
+        if picker is not None:
+            picker.finish(up_to_k=starts[-1] + 1)
+            frames = np.stack([picker.chosen[k] for k in starts])
+        else:
+            frames = np.stack([chosen[t] for t in wanted])
         spectrograms = log_mel_segments(wave, starts, audio_spec, seg).numpy()
-        frames = np.stack([picker.chosen[k] for k in starts])
+        info = {"audio_codec": a_stream.codec_context.name, "sample_rate": audio_rate, "channels": channels,
+                "video_codec": v_stream.codec_context.name, "width": v_stream.codec_context.width,
+                "height": v_stream.codec_context.height, "video_frames": len(frame_times),
+                "selective_decoding": picker is None}
         return ClipFeatures(starts=starts, spectrograms=spectrograms, frames=frames,
                             audio_seconds=audio_end, video_seconds=video_end, info=info)
     finally:
         container.close()
+
+
+def _packet_times(packets) -> dict[int, float] | None:
+    """Presentation time of every displayed video packet, keyed by its pts; None when a packet
+    has no pts or two share one (then only decoding tells the frame times)."""
+    times: dict[int, float] = {}
+    for p in packets:
+        if p.pts is None or p.time_base is None:
+            return None
+        if p.is_discard:
+            continue  # decoded for reference only, never shown (edit lists)
+        if p.pts in times:
+            return None
+        times[p.pts] = float(p.pts * p.time_base)
+    return times or None
+
+
+def _nearest(times: list[float], targets: list[float]) -> list[float]:
+    """For every target, the nearest of the sorted `times` (ties: the earlier one)."""
+    t = np.asarray(times)
+    out = []
+    for target in targets:
+        i = int(np.searchsorted(t, target, side="left"))
+        if i == 0:
+            out.append(times[0])
+        elif i == len(t):
+            out.append(times[-1])
+        else:
+            out.append(times[i - 1] if target - t[i - 1] <= t[i] - target else times[i])
+    return out
+
+
+def _decode_selected(packets, stream, times: dict[int, float], wanted: list[float], size: int):
+    """Decode so that the frames shown at `wanted` times come out; {time: (size, size, 3)}.
+
+    Non-reference frames are discarded by the decoder (AVDISCARD_NONREF) except the wanted ones:
+    nothing depends on them, so every other frame decodes exactly as in a full decode. Returns
+    None if a wanted frame does not come out (the caller then decodes everything)."""
+    import av
+
+    wanted_set = set(wanted)
+    wanted_pts = {pts for pts, t in times.items() if t in wanted_set}
+    remaining = set(wanted_pts)
+    out: dict[float, np.ndarray] = {}
+    cc = stream.codec_context
+
+    def take(frames):
+        for frame in frames:
+            if frame.pts in remaining:
+                out[times[frame.pts]] = centre_square(frame.to_ndarray(format="rgb24"), size)
+                remaining.discard(frame.pts)
+
+    try:
+        for packet in packets:
+            if not remaining:
+                break  # every wanted frame is out: the rest of the clip need not be decoded
+            cc.skip_frame = "DEFAULT" if packet.pts in wanted_pts else "NONREF"
+            take(cc.decode(packet))
+        cc.skip_frame = "DEFAULT"
+        if remaining:
+            take(cc.decode(None))  # drain the frames the decoder still holds (reordering delay)
+    except av.FFmpegError:
+        return None
+    finally:
+        cc.skip_frame = "DEFAULT"
+    return out if not remaining else None
+
+
+def _decode_every_frame(packets, stream, seg: float, image_spec, fps: float | None) -> "_NearestFrames":
+    """Decode every video frame from a fresh decoder state; frame times from the frames."""
+    import av
+
+    cc = stream.codec_context
+    cc.flush_buffers()
+    cc.skip_frame = "DEFAULT"
+    picker = _NearestFrames(seg, image_spec.frame_offset_s, image_spec.size)
+
+    def push(frames):
+        for frame in frames:
+            if frame.time is not None:
+                t = float(frame.time)
+            elif fps:  # no timestamps (some raw/AVI streams): count frames
+                t = picker.count / fps
+            else:
+                raise ClipError("video frames have no timestamps and the stream no frame rate")
+            if picker.last_time is not None and t <= picker.last_time:
+                continue  # a repeated or out-of-order timestamp: keep the first
+            picker.push(t, frame)
+
+    try:
+        for packet in packets:
+            push(cc.decode(packet))
+        push(cc.decode(None))
+    except av.FFmpegError as e:
+        raise ClipError(f"video decode error: {_short(e)}") from None
+    if picker.first_time is None:
+        raise ClipError("video stream has no decodable frames")
+    return picker
 
 
 def _short(e: Exception) -> str:

@@ -225,3 +225,22 @@ def test_bad_inputs_raise_clip_error_with_reason(tmp_path):
     good.write_bytes(good.read_bytes()[: good.stat().st_size // 2])
     with pytest.raises(ClipError):
         extract_clip(good, PROTO)
+
+
+@pytest.mark.parametrize("name,video_codec,options", [
+    ("bframes0001.mp4", "libx264", {"preset": "veryfast", "bframes": "3", "b-pyramid": "normal"}),
+    ("vp8clip0001.webm", "libvpx", None),
+])
+def test_selective_decoding_equals_decoding_every_frame(tmp_path, name, video_codec, options):
+    """Skipping unreferenced frames changes nothing in the frames we keep (B-frames, pyramid)."""
+    from s2i_bench.clips import write_scene_clip
+
+    path = tmp_path / name
+    write_scene_clip(path, seed=4, seconds=4.0, audio_codec="libopus" if name.endswith(".webm") else "aac",
+                     sample_rate=48000, width=96, height=64, fps=25, video_codec=video_codec, video_options=options)
+    fast = extract_clip(path, PROTO)
+    full = extract_clip(path, PROTO, skip_frames=False)
+    assert fast.info["selective_decoding"] and not full.info["selective_decoding"]
+    assert fast.starts == full.starts == [0, 1, 2, 3]
+    np.testing.assert_array_equal(fast.frames, full.frames)
+    np.testing.assert_array_equal(fast.spectrograms, full.spectrograms)

@@ -1,0 +1,208 @@
+"""`prepare` throughput: segments per second per core, and the projected time for VEGAS-5.
+
+Self-contained: it writes its own clips with PyAV into a temporary folder, then times feature
+extraction (`s2i_bench.features.extract_clip`, one thread, one process = one core):
+  - "vegas-like": 10-s clips, 640x360 H.264 (x264 veryfast: B-frames, CABAC) at 30 fps,
+    44.1 kHz stereo AAC: roughly what a YouTube clip of VEGAS is;
+  - "synth-like": 3-10 s clips, 160x120 H.264 at 10 fps, 44.1 kHz AAC: the embedded world's format.
+It also times the near-duplicate search (quadratic in segments) at a few sizes and extrapolates
+it to VEGAS-5, and runs `prepare_store` end to end on the synth-like clips with 1 and 2 workers.
+
+    .venv/bin/python benchmarks/bench_prepare.py [--vegas-videos 6] [--synth-videos 25]
+
+Writes results/benchmarks/bench_prepare-<date>.json and .md, recording the machine. CPU time
+(process time) is what "per core" means here; wall time on a shared machine is larger. Numbers
+taken on a busy machine are pessimistic: re-run on a quiet one.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import os
+import platform
+import shutil
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+os.environ.setdefault("S2I_BENCH_QUIET", "1")
+
+from s2i_bench.io import atomic_write_json, atomic_write_text, code_version, library_versions  # noqa: E402
+from s2i_bench.protocol import load_protocol  # noqa: E402
+
+VEGAS_VIDEOS = 14142
+VEGAS_MAX_SECONDS = 10
+
+
+def cpu_model() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown"
+
+
+def write_clips(folder: Path, n: int, *, seconds, width, height, fps, seed0: int) -> list[Path]:
+    from s2i_bench.clips import write_scene_clip
+
+    paths = []
+    rng = np.random.default_rng(seed0)
+    for i in range(n):
+        s = float(seconds) if np.isscalar(seconds) else float(rng.uniform(*seconds))
+        path = folder / f"bench{seed0 + i:06d}.mp4"
+        write_scene_clip(path, seed0 + i, s, audio_codec="aac", sample_rate=44100, channels=2, width=width,
+                         height=height, fps=fps, video_options={"preset": "veryfast"})
+        paths.append(path)
+    return paths
+
+
+def time_extraction(paths: list[Path], protocol) -> dict:
+    """One thread; per clip: CPU seconds and segments. Also a video-decode-only pass, to show
+    where the time goes."""
+    import av
+
+    from s2i_bench.features import extract_clip
+
+    torch.set_num_threads(1)
+    extract_clip(paths[0], protocol)  # warm-up: imports, filterbank cache
+    cpu, wall, segments, decode_video_cpu = 0.0, 0.0, 0, 0.0
+    for p in paths:
+        c0, w0 = time.process_time(), time.perf_counter()
+        clip = extract_clip(p, protocol)
+        cpu += time.process_time() - c0
+        wall += time.perf_counter() - w0
+        segments += len(clip.starts)
+        c0 = time.process_time()
+        with av.open(str(p)) as container:
+            stream = container.streams.video[0]
+            stream.codec_context.thread_count = 1
+            for _ in container.decode(stream):
+                pass
+        decode_video_cpu += time.process_time() - c0
+    return {"videos": len(paths), "segments": segments, "cpu_s": round(cpu, 3), "wall_s": round(wall, 3),
+            "segments_per_s_per_core": round(segments / cpu, 1),
+            "video_decode_only_cpu_s": round(decode_video_cpu, 3),
+            "video_decode_share": round(decode_video_cpu / cpu, 3)}
+
+
+def time_pair_search(sizes=(2000, 5000, 10000)) -> dict:
+    """Near-duplicate search on random fingerprints: quadratic, so fit t = a * n^2."""
+    from s2i_bench.dedup import Fingerprints, near_duplicate_pairs
+
+    out = {}
+    for n in sizes:
+        rng = np.random.default_rng(n)
+        fp = Fingerprints(rng.integers(0, 2 ** 63, n, dtype=np.uint64), rng.random((n, 320), dtype=np.float32),
+                          np.ones(n, bool))
+        c0 = time.process_time()
+        near_duplicate_pairs(fp, np.arange(n) // 10, 6, 0.05)
+        out[n] = time.process_time() - c0
+    a = float(np.mean([t / n ** 2 for n, t in out.items()]))
+    return {"cpu_s": {str(k): round(v, 3) for k, v in out.items()}, "seconds_per_pair_squared": a}
+
+
+def time_prepare(world: Path, protocol, workers: int) -> dict:
+    from s2i_bench.prepare import prepare_store
+
+    out = world.parent / f"store-w{workers}"
+    w0 = time.perf_counter()
+    prepare_store(world, out, protocol, workers=workers, overwrite=True)
+    wall = time.perf_counter() - w0
+    from s2i_bench.store import open_store
+
+    s = open_store(out)
+    return {"workers": workers, "wall_s": round(wall, 2), "segments_before_balance": s.meta["split"]["segments_before_balance"],
+            "segments": len(s)}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--vegas-videos", type=int, default=6)
+    ap.add_argument("--synth-videos", type=int, default=25, help="per class is this / 5")
+    ap.add_argument("--out", type=Path, default=ROOT / "results" / "benchmarks")
+    args = ap.parse_args()
+    protocol = load_protocol("synth")
+    started = dt.datetime.now()
+    load_before = os.getloadavg()
+    tmp = Path(tempfile.mkdtemp(prefix="bench_prepare-"))
+    try:
+        print("writing clips ...", file=sys.stderr)
+        vegas = write_clips(tmp / "vegas", args.vegas_videos, seconds=10, width=640, height=360, fps=30, seed0=0)
+        per_class = max(1, args.synth_videos // 5)
+        synth = []
+        for ci, key in enumerate(protocol.class_keys):
+            synth += write_clips(tmp / "world" / key, per_class, seconds=(3, 10), width=160, height=120, fps=10,
+                                 seed0=1000 + 100 * ci)
+        print("timing extraction ...", file=sys.stderr)
+        vegas_t = time_extraction(vegas, protocol)
+        synth_t = time_extraction(synth, protocol)
+        print("timing the near-duplicate search ...", file=sys.stderr)
+        pairs = time_pair_search()
+        print("timing prepare end to end ...", file=sys.stderr)
+        torch.set_num_threads(max(1, os.cpu_count() or 1))
+        runs = [time_prepare(tmp / "world", protocol, w) for w in (1, 2)]
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+    rate = vegas_t["segments_per_s_per_core"]
+    vegas_segments = VEGAS_VIDEOS * VEGAS_MAX_SECONDS  # upper bound: every clip 10 s long
+    search_s = pairs["seconds_per_pair_squared"] * vegas_segments ** 2
+    projection = {str(cores): {"extraction_min": round(vegas_segments / (rate * cores) / 60, 1),
+                               "near_duplicate_search_min": round(search_s / 60, 1),
+                               "total_min": round((vegas_segments / (rate * cores) + search_s) / 60, 1)}
+                  for cores in (2, 16)}
+    result = {
+        "benchmark": "prepare",
+        "date": started.isoformat(timespec="seconds"),
+        "machine": {"cores": os.cpu_count(), "cpu_model": cpu_model(), "platform": platform.platform(),
+                    "load_average_before": [round(x, 2) for x in load_before],
+                    "load_average_after": [round(x, 2) for x in os.getloadavg()]},
+        "versions": {**library_versions(), "s2i_bench": code_version()},
+        "vegas_like": {"clip": "10 s, 640x360 H.264 veryfast 30 fps, 44.1 kHz stereo AAC", **vegas_t},
+        "synth_like": {"clip": "3-10 s, 160x120 H.264 veryfast 10 fps, 44.1 kHz stereo AAC", **synth_t},
+        "near_duplicate_search": pairs,
+        "prepare_end_to_end_synth_like": runs,
+        "vegas5_projection": {"videos": VEGAS_VIDEOS, "segments_assumed": vegas_segments,
+                              "segments_per_s_per_core": rate, "by_cores": projection,
+                              "note": "extraction scales with cores (--workers); the near-duplicate search runs on "
+                                      "one core in the main process"},
+        "target_segments_per_s_per_core": 50,
+    }
+    args.out.mkdir(parents=True, exist_ok=True)
+    stem = args.out / f"bench_prepare-{started:%Y%m%d-%H%M%S}"
+    atomic_write_json(stem.with_suffix(".json"), result)
+    md = [f"# prepare benchmark, {result['date']}", "",
+          f"Machine: {result['machine']['cores']} cores, {result['machine']['cpu_model']}, torch "
+          f"{result['versions'].get('torch')}, PyAV {result['versions'].get('av')}; load average before "
+          f"{result['machine']['load_average_before']} (a busy machine makes every number pessimistic).", "",
+          "| clips | videos | segments | CPU s | segments/s/core | video decode share |",
+          "| --- | --- | --- | --- | --- | --- |"]
+    for name in ("vegas_like", "synth_like"):
+        r = result[name]
+        md.append(f"| {r['clip']} | {r['videos']} | {r['segments']} | {r['cpu_s']} | "
+                  f"{r['segments_per_s_per_core']} | {r['video_decode_share']:.0%} |")
+    md += ["", f"Near-duplicate search (one core): {pairs['cpu_s']} CPU s for n segments "
+               f"(quadratic: {pairs['seconds_per_pair_squared']:.2e} s x n^2).", "",
+           f"VEGAS-5 projection ({VEGAS_VIDEOS} videos, at most {vegas_segments} segments):", "",
+           "| cores | extraction (min) | near-duplicate search (min) | total (min) |", "| --- | --- | --- | --- |"]
+    for cores, p in projection.items():
+        md.append(f"| {cores} | {p['extraction_min']} | {p['near_duplicate_search_min']} | {p['total_min']} |")
+    md += ["", "prepare end to end on the synth-like clips: " +
+           ", ".join(f"{r['workers']} worker(s) {r['wall_s']} s wall for {r['segments_before_balance']} segments"
+                     for r in runs), ""]
+    atomic_write_text(stem.with_suffix(".md"), "\n".join(md))
+    print("\n".join(md))
+    print(f"wrote {stem}.json and .md", file=sys.stderr)
+
+
+if __name__ == "__main__":
+    main()
