@@ -165,14 +165,18 @@ def main():
     ap.add_argument("--synth-per-class", type=int, default=30, help="test sounds per class, synth protocol (demo: ~30)")
     ap.add_argument("--paper-per-class", type=int, default=20,
                     help="test sounds per class, vegas5 (paper) profile; the full split is 1365")
+    ap.add_argument("--threads", type=int, default=None,
+                    help="torch CPU threads (default: all cores; use 1 on a shared, busy machine)")
+    ap.add_argument("--skip-paper", action="store_true", help="only the synth (small) profile")
     ap.add_argument("--out", type=Path, default=ROOT / "results" / "benchmarks")
     args = ap.parse_args()
-    torch.set_num_threads(max(1, os.cpu_count() or 1))
+    torch.set_num_threads(args.threads or max(1, os.cpu_count() or 1))
     results = []
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
         results.append(bench("synth", args.synth_per_class, args.device, args.repeats, tmp))
-        results.append(bench("vegas5", args.paper_per_class, args.device, max(1, args.repeats - 1), tmp))
+        if not args.skip_paper:
+            results.append(bench("vegas5", args.paper_per_class, args.device, max(1, args.repeats - 1), tmp))
     machine = {"cpu_count": os.cpu_count(), "torch_threads": torch.get_num_threads(), "cpu_model": cpu_model(),
                "platform": platform.platform(), "python": platform.python_version(), "torch": torch.__version__,
                "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
@@ -188,6 +192,7 @@ def main():
     lines = [f"# bench_score ({stamp})", "",
              f"Machine: {machine['cpu_model']}, {machine['cpu_count']} cores, torch {machine['torch']}, "
              f"device {args.device}{' (' + machine['cuda'] + ')' if machine['cuda'] and args.device != 'cpu' else ''}, "
+             f"{machine['torch_threads']} torch thread(s), "
              f"load average {machine['load_average']}; code {report['code_version']}.", "",
              "| protocol | profile | sounds | best s / call | sounds/s | translate only (s) | judge | full test split (6,825) est. s |",
              "| --- | --- | --- | --- | --- | --- | --- | --- |"]

@@ -21,6 +21,16 @@ from s2i_bench.protocol import load_protocol
 PROTOCOL = load_protocol("tiny")
 
 
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    """Tiny tensors: one thread is as fast, and several threads on a shared, busy machine spin
+    against each other (measured 20x slower). Restored afterwards."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 # -- fakes ------------------------------------------------------------------------------------------
 class FakeTranslator:
     """Image = a colour from the spectrogram's band energies + per-image 'dropout' noise drawn
@@ -355,4 +365,141 @@ def test_crafted_pickles_are_refused_and_never_run(tmp_path, programs, where):
     with pytest.raises(UserError) as e:
         load_program_translator(path)
     assert str(path) in str(e.value)
+    assert not marker.exists()
+
+
+# -- the `score` command, through the real loaders ----------------------------------------------------
+from click.testing import CliRunner  # noqa: E402
+
+from s2i_bench.cli import main  # noqa: E402
+
+
+def write_bundle(path: Path, protocol, seed: int = 0) -> Path:
+    """A classifier bundle in the real format (random weights; a fixed test confusion)."""
+    from s2i_bench.classifiers import BUNDLE_FORMAT, BUNDLE_FORMAT_VERSION, InformativityCNN
+
+    torch.manual_seed(seed)
+    spec = protocol.classifiers
+    labels = torch.tensor([1] * 10 + [0] * 10)
+    preds = torch.tensor([1] * 8 + [0] * 2 + [1] * 3 + [0] * 7)  # Se 0.8, Sp 0.7
+    entries = {k: {"state_dict": InformativityCNN(2, spec.dropout, spec.fc_dropout).state_dict(),
+                   "test_labels": labels, "test_predictions": preds} for k in protocol.class_keys}
+    card = {"format": BUNDLE_FORMAT, "format_version": BUNDLE_FORMAT_VERSION, "protocol": protocol.ref(),
+            "store": {"hash": "test"}, "source": "trained",
+            "classes": {k: {"sensitivity": 0.8, "specificity": 0.7} for k in protocol.class_keys}}
+    torch.save({"format": BUNDLE_FORMAT, "format_version": BUNDLE_FORMAT_VERSION, "source": "trained",
+                "class_keys": list(protocol.class_keys),
+                "architecture": {"dropout": list(spec.dropout), "fc_dropout": spec.fc_dropout, "image_size": 96},
+                "informativity": entries,
+                "class_match": {"num_classes": len(protocol.class_keys),
+                                "state_dict": InformativityCNN(len(protocol.class_keys), spec.dropout,
+                                                               spec.fc_dropout).state_dict()},
+                "card": card}, path)
+    return path
+
+
+@pytest.fixture(scope="module")
+def chain(tmp_path_factory, fake_store):
+    """A run folder with two real (random-weight) checkpoints of the tiny profile, its log.csv,
+    and a bundle in the real format."""
+    from s2i_translator.checkpoint import make_checkpoint, save_checkpoint
+    from s2i_translator.models import AudioEncoder, DenseGenerator
+
+    tmp = tmp_path_factory.mktemp("chain")
+    store = open_store(fake_store)
+    f = PROTOCOL.training.embedding_dim
+    torch.manual_seed(0)
+    encoder, generator = AudioEncoder(f, PROTOCOL.model), DenseGenerator(f, PROTOCOL.model)
+    run = tmp / "run-f16"
+    for epoch in (0, 2):
+        with torch.no_grad():  # a different generator at every epoch
+            for p in generator.parameters():
+                p.add_(0.05 * torch.randn_like(p))
+        ckpt = make_checkpoint(epoch=epoch, embedding_dim=f, spec=PROTOCOL.model, protocol_ref=PROTOCOL.ref(),
+                               store_ref=store.ref(), normalisation=store.meta["normalisation"], encoder=encoder,
+                               generator=generator, run=run.name)
+        save_checkpoint(run / "checkpoints" / f"generator-{epoch:06d}.pt", ckpt)
+    # log.csv marks the D update before epoch 2 (not the protocol's cadence, on purpose).
+    (run / "log.csv").write_text("epoch,d_updated,pixel_loss\n" + "".join(
+        f"{e},{int(e == 2)},0.1\n" for e in range(3)))
+    return run, write_bundle(tmp / "bundle.pt", PROTOCOL), fake_store
+
+
+def invoke(*args):
+    res = CliRunner().invoke(main, ["score", *map(str, args)])
+    return res
+
+
+def test_score_checkpoint_cli(chain):
+    run, bundle, store = chain
+    ckpt = run / "checkpoints" / "generator-000002.pt"
+    res = invoke(ckpt, "--data", store, "--classifiers", bundle, "--json", "--seed", "5")
+    assert res.exit_code == 0, res.output
+    record = json.loads(res.stdout)
+    assert record["generator"]["kind"] == "checkpoint" and record["epoch"] == 2 and record["seed"] == 5
+    assert record["generator"]["sha256"] and record["classifiers"]["sha256"]
+    assert record["store"]["split_policy"] == "video" and record["protocol"]["name"] == "tiny"
+    for c in record["classes"].values():
+        assert c["n_images"] == 6 and 0 <= c["raw_share"] <= 1 and c["sensitivity"] == 0.8
+        assert c["specificity"] == pytest.approx(0.7)
+    written = [json.loads(line) for line in (ckpt.parent / "metric-informativity.jsonl").read_text().splitlines()]
+    assert written[-1]["classes"] == record["classes"]
+
+
+def test_score_run_folder_scores_checkpoints_then_reuses_records(chain):
+    run, bundle, store = chain
+    res = invoke(run, "--data", store, "--classifiers", bundle, "--json")
+    assert res.exit_code == 0, res.output
+    result = json.loads(res.stdout)
+    assert result["num_records"] == 2 and result["source"] == "2 checkpoints"
+    assert result["d_update_from"] == "log.csv"
+    raw = result["summary"]["raw_share"]
+    # epoch 2 follows a D update: replaced by the mean of epochs 0..1 that exist (epoch 0 only).
+    assert raw["mean"]["replaced_epochs"] == [2] and raw["mean"]["left_out_epochs"] == []
+    assert raw["missing_epochs"] == [1]
+    lines = (run / "metric-informativity.jsonl").read_text().splitlines()
+    assert len(lines) == 2 and [json.loads(x)["epoch"] for x in lines] == [0, 2]
+    for key in PROTOCOL.class_keys:
+        assert raw["classes"][key]["window_average"] == pytest.approx(json.loads(lines[0])["classes"][key]["raw_share"])
+    # Again: the in-loop records match (same bundle, store, split, seed, samples): nothing rescored.
+    res = invoke(run, "--data", store, "--classifiers", bundle, "--json")
+    again = json.loads(res.stdout)
+    assert again["source"].startswith("in-loop") and len((run / "metric-informativity.jsonl").read_text().splitlines()) == 2
+    assert again["summary"] == result["summary"]
+    # Another seed does not match them: the checkpoints are scored again and appended.
+    res = invoke(run, "--data", store, "--classifiers", bundle, "--seed", "9")
+    assert res.exit_code == 0 and "Informativity" in res.stdout
+    assert len((run / "metric-informativity.jsonl").read_text().splitlines()) == 4
+
+
+def test_score_program_on_a_leaky_store(chain, programs, tmp_path):
+    _, bundle, _ = chain
+    from conftest import make_fake_store
+
+    leaky = make_fake_store(tmp_path / "leaky")
+    meta = json.loads((leaky / "store.json").read_text())
+    meta["split"].update(policy="random", leaky=True)
+    (leaky / "store.json").write_text(json.dumps(meta))
+    res = invoke(programs[1], "--data", leaky, "--classifiers", bundle, "--out", tmp_path / "r.jsonl")
+    assert res.exit_code == 0, res.output
+    assert "Rail transport" in res.stdout and "corrected" in res.stdout and "split policy random, LEAKY" in res.stdout
+    record = json.loads((tmp_path / "r.jsonl").read_text())
+    assert record["generator"]["kind"] == "torchscript"
+    assert record["store"]["split_policy"] == "random" and record["store"]["leaky"] is True
+    assert "leaky" in res.stderr
+
+
+def test_score_refuses_a_crafted_pickle(chain, tmp_path):
+    _, bundle, store = chain
+    marker = tmp_path / "MARKER"
+    evil = tmp_path / "generator-000001.pt"
+    evil.write_bytes(pickle.dumps(_Evil(marker)))
+    res = invoke(evil, "--data", store, "--classifiers", bundle)
+    assert res.exit_code == 2 and str(evil) in res.output and "Traceback" not in res.output
+    assert not marker.exists()
+    # A crafted bundle too.
+    evil_bundle = tmp_path / "bundle.pt"
+    evil_bundle.write_bytes(pickle.dumps(_Evil(marker)))
+    res = invoke(chain[0], "--data", store, "--classifiers", evil_bundle)
+    assert res.exit_code == 2 and str(evil_bundle) in res.output
     assert not marker.exists()
