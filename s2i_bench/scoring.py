@@ -389,8 +389,9 @@ def score_command(generator, *, store, bundle, split=None, seed=None, samples=No
     from s2i_bench.generators import load_translator
 
     translator = load_translator(generator, device=device, audio_encoder=audio_encoder, embedding_dim=embedding_dim)
-    record = score_translator(translator, st, bun, **kwargs)
     out = Path(records) if records else generator.parent / RECORDS_NAME
+    # The images of the fixed test sounds go beside the records (Figs. 15/16 of the report).
+    record = score_translator(translator, st, bun, sample_sheet=out.parent / f"samples-{generator.stem}.npz", **kwargs)
     append_jsonl(out, record)
     if as_json:
         print(json.dumps(to_jsonable(record), indent=2))
@@ -438,7 +439,9 @@ def _score_run(run_dir: Path, store, bundle, *, records, kwargs) -> dict[str, An
         scored = []
         for path in progress(checkpoints, desc="score checkpoints", unit="ckpt"):
             translator = load_translator(path, device=kwargs["device"])
-            record = score_translator(translator, store, bundle, run=run_dir.name, **kwargs)
+            # Sample sheet of the last checkpoint only (Figs. 15/16 show the trained generator).
+            sheet = out.parent / f"samples-{path.stem}.npz" if path == checkpoints[-1] else None
+            record = score_translator(translator, store, bundle, run=run_dir.name, sample_sheet=sheet, **kwargs)
             append_jsonl(out, record)
             scored.append(record)
     d_epochs = run_d_update_epochs(run_dir)
