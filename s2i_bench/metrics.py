@@ -469,8 +469,8 @@ def format_summary(summary: Mapping[str, Any], class_names: Mapping[str, str] | 
     return "\n".join(lines)
 
 
-def _ranges(epochs: Sequence[int], limit: int = 40) -> str:
-    """[0, 1, 2, 5, 6] -> '0-2, 5-6' (shortened after `limit` runs)."""
+def _ranges(epochs: Sequence[int], limit: int = 12) -> str:
+    """[0, 1, 2, 5, 6] -> '0-2, 5-6'; more than `limit` runs: the first and last few and a count."""
     runs: list[list[int]] = []
     for e in epochs:
         if runs and e == runs[-1][1] + 1:
@@ -479,7 +479,7 @@ def _ranges(epochs: Sequence[int], limit: int = 40) -> str:
             runs.append([e, e])
     parts = [f"{a}" if a == b else f"{a}-{b}" for a, b in runs]
     if len(parts) > limit:
-        parts = parts[:limit] + [f"... ({len(parts) - limit} more)"]
+        return f"{len(epochs)} epochs: " + ", ".join(parts[:limit - 2] + ["..."] + parts[-2:])
     return ", ".join(parts)
 
 
