@@ -101,7 +101,7 @@ def time_pair_search(sizes=(2000, 5000, 10000)) -> dict:
     out = {}
     for n in sizes:
         rng = np.random.default_rng(n)
-        fp = Fingerprints(rng.integers(0, 2 ** 63, n, dtype=np.uint64), rng.random((n, 320), dtype=np.float32),
+        fp = Fingerprints(rng.integers(0, 2 ** 63, n, dtype=np.uint64), rng.random((n, 240), dtype=np.float32),
                           np.ones(n, bool))
         c0 = time.process_time()
         near_duplicate_pairs(fp, np.arange(n) // 10, 6, 0.05)

@@ -94,7 +94,7 @@ def audit_store(store) -> dict:
     from s2i_bench.io import sha256_file
 
     protocol = store.protocol
-    fp = fingerprints(store.spectrograms, store.frames, protocol.audio.log_floor)
+    fp = fingerprints(store.spectrograms, store.frames, protocol.audio)
     report = audit_segments(store.manifest, fp, protocol)
     h = hashlib.sha256()
     for name in ("manifest.csv", "spectrograms.npy", "frames.npy"):

@@ -11,10 +11,15 @@ Frame hash (a DCT "pHash"): grey (BT.601 luma) -> 32x32 area average -> 2-D DCT-
 lowest frequencies without the DC row and column -> one bit per coefficient: above their median.
 It survives re-encoding, rescaling and brightness changes; it does not survive crops or flips.
 
-Spectrogram fingerprint: the log-Mel averaged over blocks of 4 bands x 10 frames (32 x 10 for
-128 x 100), measured from the log floor (so digital silence is 0 and every value is >= 0).
-Distance: ||a - b|| / max(||a||, ||b||). A 3 dB change of gain moves a typical segment by
-0.02-0.04, so the default 0.05 asks for "the same sound, give or take re-encoding".
+Spectrogram fingerprint: the log-Mel below 4 kHz averaged over blocks of bands x 10 frames
+(24 x 10; 4 bands per block for 128 bands at 16 kHz), measured from the log floor (so digital
+silence is 0 and every value is >= 0). The top of the spectrum is left out because codecs at
+low bitrates low-pass it (AAC at 48 kb/s cuts above ~7 kHz): a re-upload differs there by
+orders of magnitude while it matches everywhere below. Distance: ||a - b|| / max(||a||, ||b||).
+On the synthetic world a re-encode at another size and bitrate is within 0.016 of its original
+while distinct scenes whose frame hashes are close stay at 0.026 or more, hence the default
+0.02. The price: a gain change of more than about 1.5 dB (0.02) hides a re-upload from the
+spectrogram test; both tests must pass, so the frame hash alone never groups two videos.
 
 Segments that carry no identity are left out of the search: flat frames (grey standard deviation
 below `MIN_FRAME_STD`: black intros, title cards) and near-silent audio (mean fingerprint below
@@ -30,7 +35,8 @@ import numpy as np
 MIN_FRAME_STD = 3.0      # grey levels (0-255)
 MIN_SOUND_LEVEL = 1.0    # mean natural-log units above the floor (1e-10)
 HASH_SIDE = 32
-POOL_BANDS, POOL_STEPS = 32, 10
+POOL_BANDS, POOL_STEPS = 24, 10
+FINGERPRINT_MAX_HZ = 4000.0  # bands centred above this are left out (codec low-pass)
 
 
 def _dct_matrix(n: int) -> np.ndarray:
@@ -74,15 +80,24 @@ def frame_std(frames: np.ndarray, chunk: int = 4096) -> np.ndarray:
                            for lo in range(0, len(frames), chunk)]) if len(frames) else np.zeros(0)
 
 
-def spectrogram_fingerprints(spectrograms: np.ndarray, log_floor: float, chunk: int = 4096) -> np.ndarray:
-    """(N, 1, M, F) log values -> (N, 32 * 10) float32 block means, floor-shifted to >= 0."""
+def fingerprint_bands(audio) -> int:
+    """How many of the lowest Mel bands are centred at or below FINGERPRINT_MAX_HZ (HTK scale)."""
+    mel = lambda f: 2595.0 * np.log10(1.0 + f / 700.0)  # noqa: E731
+    edges = np.linspace(mel(audio.f_min), mel(audio.f_max), audio.n_mels + 2)
+    centres_hz = 700.0 * (10.0 ** (edges[1:-1] / 2595.0) - 1.0)
+    return max(POOL_BANDS, int((centres_hz <= FINGERPRINT_MAX_HZ).sum()))
+
+
+def spectrogram_fingerprints(spectrograms: np.ndarray, audio, chunk: int = 4096) -> np.ndarray:
+    """(N, 1, M, F) log values -> (N, 24 * 10) float32 block means below 4 kHz, floor-shifted to >= 0."""
     n, _, m, f = spectrograms.shape
-    band_edges = np.linspace(0, m, POOL_BANDS + 1).round().astype(int)
+    bands = min(m, fingerprint_bands(audio))
+    band_edges = np.linspace(0, bands, POOL_BANDS + 1).round().astype(int)
     step_edges = np.linspace(0, f, POOL_STEPS + 1).round().astype(int)
     out = np.zeros((n, POOL_BANDS * POOL_STEPS), np.float32)
-    floor = np.log(log_floor)
+    floor = np.log(audio.log_floor)
     for lo in range(0, n, chunk):
-        x = np.asarray(spectrograms[lo:lo + chunk, 0], dtype=np.float32) - floor  # (n, M, F)
+        x = np.asarray(spectrograms[lo:lo + chunk, 0, :bands], dtype=np.float32) - floor  # (n, bands, F)
         x = np.add.reduceat(x, band_edges[:-1], axis=1) / np.diff(band_edges)[None, :, None]
         x = np.add.reduceat(x, step_edges[:-1], axis=2) / np.diff(step_edges)[None, None, :]
         out[lo:lo + chunk] = np.maximum(x, 0).reshape(len(x), -1)
@@ -99,18 +114,19 @@ def spectrogram_distance(a: np.ndarray, b: np.ndarray) -> np.ndarray:
 @dataclass
 class Fingerprints:
     hashes: np.ndarray        # (N,) uint64
-    spectra: np.ndarray       # (N, 320) float32
+    spectra: np.ndarray       # (N, 240) float32
     usable: np.ndarray        # (N,) bool: carries identity (not a flat frame, not silence)
 
 
-def fingerprints(spectrograms: np.ndarray, frames: np.ndarray, log_floor: float) -> Fingerprints:
-    spectra = spectrogram_fingerprints(spectrograms, log_floor)
+def fingerprints(spectrograms: np.ndarray, frames: np.ndarray, audio) -> Fingerprints:
+    """audio: the protocol's AudioSpec (Mel layout and log floor of the spectrograms)."""
+    spectra = spectrogram_fingerprints(spectrograms, audio)
     usable = (frame_std(frames) >= MIN_FRAME_STD) & (spectra.mean(axis=1) >= MIN_SOUND_LEVEL)
     return Fingerprints(frame_hashes(frames), spectra, usable)
 
 
 def near_duplicate_pairs(fp: Fingerprints, video_codes: np.ndarray, phash_max_distance: int,
-                         spectrogram_max_distance: float, block_elements: int = 20_000_000) -> dict[str, np.ndarray]:
+                         spectrogram_max_distance: float, block_elements: int = 4_000_000) -> dict[str, np.ndarray]:
     """All segment pairs (i < j) of different videos that are near-duplicates.
 
     video_codes: (N,) int, one code per video (the same id in two classes is one video).

@@ -401,7 +401,7 @@ def prepare_store(source, out, protocol, *, split_policy=None, seed=None, allow_
 
     # 3. near-duplicates, found before splitting
     sp = protocol.split
-    fp = fingerprints(spectrograms, frame_array, protocol.audio.log_floor)
+    fp = fingerprints(spectrograms, frame_array, protocol.audio)
     video_ids = sorted(manifest["video_id"].unique())
     video_code = {v: i for i, v in enumerate(video_ids)}
     codes = manifest["video_id"].map(video_code).to_numpy()

@@ -158,19 +158,21 @@ def test_frame_hash_is_stable_under_noise_and_brightness_and_differs_between_sce
 
 def test_spectrogram_distance_gain_and_scene():
     spec, fr = scene_segments(4, n=1)
-    louder, _ = scene_segments(4, n=1, gain=10 ** (3 / 20))  # +3 dB
+    louder1, _ = scene_segments(4, n=1, gain=10 ** (1 / 20))  # +1 dB
+    louder3, _ = scene_segments(4, n=1, gain=10 ** (3 / 20))  # +3 dB
     other, _ = scene_segments(5, n=1)
-    fp = fingerprints(np.concatenate([spec, louder, other]), np.concatenate([fr, fr, fr]), PROTO.audio.log_floor)
-    d_gain = spectrogram_distance(fp.spectra[0], fp.spectra[1])
-    d_other = spectrogram_distance(fp.spectra[0], fp.spectra[2])
-    assert 0.01 < d_gain < PROTO.split.spectrogram_max_distance < d_other
+    fp = fingerprints(np.concatenate([spec, louder1, louder3, other]), np.concatenate([fr] * 4), PROTO.audio)
+    d1, d3, d_other = (spectrogram_distance(fp.spectra[0], fp.spectra[k]) for k in (1, 2, 3))
+    threshold = PROTO.split.spectrogram_max_distance
+    assert 0.002 < d1 < threshold < d3 < d_other  # 1 dB passes, 3 dB does not (documented)
+    assert d3 == pytest.approx(3 * d1, rel=0.1)  # distance grows linearly with the gain in dB
 
 
 def test_flat_frames_and_silence_are_left_out_of_the_search():
     spec, fr = scene_segments(6, n=2)
     black = np.zeros_like(fr)
     silent = np.full_like(spec, np.log(PROTO.audio.log_floor))
-    fp = fingerprints(np.concatenate([spec, spec, silent]), np.concatenate([black, black, fr]), PROTO.audio.log_floor)
+    fp = fingerprints(np.concatenate([spec, spec, silent]), np.concatenate([black, black, fr]), PROTO.audio)
     assert fp.usable.tolist() == [False, False, False, False, False, False]
     pairs = near_duplicate_pairs(fp, np.arange(6), 6, 0.05)
     assert len(pairs["i"]) == 0  # two black, silent intros are not "the same video"
@@ -183,7 +185,7 @@ def test_pair_search_equals_brute_force():
         seed = v if v < 9 else v - 9  # videos 9..11 re-upload scenes 0..2
         s, f = scene_segments(seed, n=2, noise_seed=v if v >= 9 else None)
         specs.append(s), frames.append(f), codes.extend([v, v])
-    fp = fingerprints(np.concatenate(specs), np.concatenate(frames), PROTO.audio.log_floor)
+    fp = fingerprints(np.concatenate(specs), np.concatenate(frames), PROTO.audio)
     codes = np.array(codes)
     got = near_duplicate_pairs(fp, codes, 6, 0.05, block_elements=7)  # tiny blocks: many of them
     expected = set()
