@@ -647,7 +647,19 @@ class _Context:
 
     @property
     def random_split(self) -> list[Run]:
-        return [r for r in self.runs if r.split_policy == "random" or r.leaky]
+        return [r for r in self.runs if r.split_policy == "random"]
+
+    @property
+    def leaky_split(self) -> list[Run]:
+        """Runs on a video split that the audit found leaky and the user allowed anyway."""
+        return [r for r in self.runs if r.leaky and r.split_policy != "random"]
+
+    @property
+    def split_warning(self) -> str | None:
+        """The short form for figure titles."""
+        if self.random_split:
+            return "split: RANDOM (segment-level, leaky)"
+        return "split: LEAKY (allowed by --allow-leakage)" if self.leaky_split else None
 
     def title_lines(self) -> list[str]:
         p = self.protocol
@@ -659,10 +671,13 @@ class _Context:
             # The code that made the numbers (the report's own version would change the index
             # with every commit although the inputs did not change).
             lines.append("Code version of the inputs: " + ", ".join(versions) + ".")
-        leaky = self.random_split
-        if leaky:
+        if self.leaky_split:
+            lines.insert(0, "WARNING: LEAKY split (the audit found videos or near-duplicates across splits and "
+                         "`prepare --allow-leakage` kept them) for " + ", ".join(r.label for r in self.leaky_split)
+                         + ": informativity may be inflated.")
+        if self.random_split:
             lines.insert(0, "WARNING: split policy RANDOM (segment-level, leaky) for "
-                         + ", ".join(r.label for r in leaky)
+                         + ", ".join(r.label for r in self.random_split)
                          + ": test sounds come from videos seen in training, so informativity is inflated.")
         return lines
 
@@ -699,7 +714,7 @@ def _figure_jobs(ctx: _Context, analyses: list[Analysis], paper, formats) -> lis
     keys, names = ctx.protocol.class_keys, ctx.protocol.class_names
     spec = ctx.protocol.metrics
     jobs = []
-    warn = "split: RANDOM (leaky)" if ctx.random_split else None
+    warn = ctx.split_warning
 
     def figure_item(stem, title, caption, runs, make, store=False):
         def job():

@@ -186,6 +186,7 @@ def test_every_figure_and_table_exists_and_shows_data(report):
     head = index.splitlines()[:4]
     assert any("RANDOM" in line and "leaky" in line and "random/f32" in line for line in head)
     assert "RANDOM" in html.split("<h2>")[0]
+    assert b"split: RANDOM" in (report / "figures" / "fig07-11-informativity.svg").read_bytes()  # figure titles
     table = pd.read_csv(report / "tables" / "table-informativity.csv")
     assert set(table["split_policy"].dropna()) == {"video", "random"}
     assert {"random/f32", "runs/f32", "f64", "f128"} <= set(table["run"])
@@ -295,6 +296,19 @@ def test_records_given_alone(study, tmp_path):
     out2 = tmp_path / "out2"
     build_report([records], out2)
     assert not (out2 / "figures").exists() and "pass --figures" in (out2 / "index.md").read_text()
+    # records from an older protocol file (another fingerprint): reported, with a note, not refused;
+    # a video split kept despite a leaky audit is flagged in the title lines
+    lines = records.read_text().splitlines()
+    changed = []
+    for line in lines:
+        r = json.loads(line)
+        r["protocol"]["fingerprint"] = "0123456789abcdef"
+        r["store"]["leaky"] = True
+        changed.append(json.dumps(r))
+    records.write_text("\n".join(changed) + "\n")
+    build_report([records], out2)
+    index = (out2 / "index.md").read_text()
+    assert "fingerprint 0123456789abcdef" in index and "LEAKY split" in index.splitlines()[2]
 
 
 def test_missing_and_bad_inputs_are_named(study, tmp_path):
