@@ -113,8 +113,10 @@ def load_state_into(model: torch.nn.Module, state: dict, source: str, what: str)
     for key in own:
         if key not in state:
             raise UserError(f"{source}: {what} is missing key {key!r}")
-    # assign=True: a model built on the meta device takes the loaded tensors as they are
-    model.load_state_dict(state, strict=True, assign=True)
+    # A model built on the meta device takes the loaded tensors as they are (assign); a real one
+    # is copied into, so that an optimiser holding its parameters keeps training them.
+    on_meta = any(t.is_meta for t in own.values())
+    model.load_state_dict(state, strict=True, assign=on_meta)
     return model
 
 
