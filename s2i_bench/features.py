@@ -76,15 +76,15 @@ def log_mel_segments(wave: torch.Tensor, starts: list[int], audio, segment_secon
     if not starts:
         return torch.zeros(0, 1, audio.n_mels, n_frames)
     wave = wave.to(torch.float32)
-    seg_first = torch.tensor([round(s * segment_seconds * sr) for s in starts], dtype=torch.int64)  # (S,)
+    seg_first = [round(s * segment_seconds * sr) for s in starts]  # first sample of each segment
     offset = hop // 2 - length // 2  # first sample of frame 0 relative to the segment start: -120
-    frame_first = seg_first[:, None] + offset + hop * torch.arange(n_frames)[None, :]  # (S, F)
-    index = frame_first[:, :, None] + torch.arange(length)[None, None, :]  # (S, F, L)
-    # Pad so that every index is valid: zeros stand for "outside the clip".
-    pad_left = max(0, -int(index.min()))
-    pad_right = max(0, int(index.max()) + 1 - wave.numel())
+    span = (n_frames - 1) * hop + length  # samples one segment's frames cover: 16240
+    # Pad so that every frame lies inside: zeros stand for "outside the clip".
+    pad_left = max(0, -(min(seg_first) + offset))
+    pad_right = max(0, max(seg_first) + offset + span - wave.numel())
     padded = F.pad(wave, (pad_left, pad_right))
-    frames = padded[index + pad_left]  # (S, F, L)
+    frames = torch.stack([padded[s0 + offset + pad_left: s0 + offset + pad_left + span].unfold(0, length, hop)
+                          for s0 in seg_first])  # (S, F, L): frame i starts at s0 + offset + i * hop
     window = torch.hamming_window(length, periodic=True)  # (L,)
     # rfft with n = n_fft zero-pads each frame at its end, as SPEC section 3 asks.
     spectrum = torch.fft.rfft(frames * window, n=audio.n_fft)  # (S, F, n_fft/2+1) complex
@@ -141,6 +141,19 @@ def centre_square(rgb: np.ndarray, size: int) -> np.ndarray:
     return x[0].permute(1, 2, 0).round().clamp(0, 255).to(torch.uint8).numpy()
 
 
+class _RGB:
+    """Frame -> (H, W, 3) uint8 RGB through one reused swscale context: building a new context
+    for every frame (what `frame.to_ndarray(format="rgb24")` does) costs ~15x the conversion."""
+
+    def __init__(self):
+        from av.video.reformatter import VideoReformatter
+
+        self.reformatter = VideoReformatter()
+
+    def __call__(self, frame) -> np.ndarray:
+        return self.reformatter.reformat(frame, format="rgb24").to_ndarray()
+
+
 class _NearestFrames:
     """Streams decoded video frames (in presentation order) and keeps, for every target time
     T_k = k * segment + offset, the frame nearest to it (ties: the earlier frame). Only the
@@ -148,6 +161,7 @@ class _NearestFrames:
 
     def __init__(self, segment_s: float, offset_s: float, size: int):
         self.segment, self.offset, self.size = segment_s, offset_s, size
+        self.to_rgb = _RGB()
         self.chosen: dict[int, np.ndarray] = {}
         self.next_k = 0
         self.prev = None  # (time, frame)
@@ -158,7 +172,7 @@ class _NearestFrames:
         self.shape: tuple[int, int] | None = None
 
     def _take(self, k: int, frame) -> None:
-        self.chosen[k] = centre_square(frame.to_ndarray(format="rgb24"), self.size)
+        self.chosen[k] = centre_square(self.to_rgb(frame), self.size)
 
     def push(self, t: float, frame) -> None:
         if self.first_time is None:
@@ -348,11 +362,12 @@ def _decode_selected(packets, stream, times: dict[int, float], wanted: list[floa
     remaining = set(wanted_pts)
     out: dict[float, np.ndarray] = {}
     cc = stream.codec_context
+    to_rgb = _RGB()
 
     def take(frames):
         for frame in frames:
             if frame.pts in remaining:
-                out[times[frame.pts]] = centre_square(frame.to_ndarray(format="rgb24"), size)
+                out[times[frame.pts]] = centre_square(to_rgb(frame), size)
                 remaining.discard(frame.pts)
 
     try:

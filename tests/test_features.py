@@ -172,6 +172,7 @@ class _FakeFrame:
 def test_nearest_frame_choice_irregular_times():
     times = [0.0, 0.3, 0.45, 0.58, 0.9, 1.2, 1.56, 1.8]
     picker = _NearestFrames(1.0, 0.5, size=2)
+    picker.to_rgb = lambda frame: frame.to_ndarray(format="rgb24")  # fake frames: no swscale
     for i, t in enumerate(times):
         picker.push(t, _FakeFrame(10 * i))
     picker.finish(up_to_k=3)
