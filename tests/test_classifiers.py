@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import io
 import json
 
 import numpy as np
+import pandas as pd
 import pytest
 import torch
 from click.testing import CliRunner
@@ -329,3 +332,102 @@ def test_cli_imports_authors_classifiers(tmp_path):
     assert json.loads((tmp_path / "a.json").read_text())["source"] == "authors"
     bad = CliRunner().invoke(main, ["train-classifiers", "--out", str(tmp_path / "b.pt")])
     assert bad.exit_code == 2 and "POOL_DIR" in bad.output
+
+
+# -- the real chain on the tiny protocol ------------------------------------------------------
+class _Oracle(torch.nn.Module):
+    """A translator that remembers the validation sounds: for an even per-image seed it returns
+    the real frame of the nearest remembered sound (informative to the judge), for an odd one a
+    flat image of its own tint (not informative; the tint is this model's fingerprint)."""
+
+    def __init__(self, spectrograms: torch.Tensor, frames: torch.Tensor, tint: float):
+        super().__init__()
+        self.register_buffer("spectrograms", spectrograms.flatten(1))  # (M, 12800)
+        self.register_buffer("frames", frames)  # (M, 3, 96, 96) in [-1, 1]
+        self.tint = tint
+
+    def forward(self, spectrograms: torch.Tensor, seeds: torch.Tensor) -> torch.Tensor:
+        nearest = torch.cdist(spectrograms.flatten(1), self.spectrograms).argmin(1)  # (B,)
+        real = self.frames[nearest]  # (B, 3, 96, 96)
+        keep = (seeds % 2 == 0).view(-1, 1, 1, 1)
+        return torch.where(keep, real, torch.full_like(real, self.tint))
+
+
+@pytest.fixture(scope="module")
+def synthetic_store(tmp_path_factory):
+    from s2i_bench.prepare import prepare_store
+    from s2i_bench.synth import write_world
+
+    work = tmp_path_factory.mktemp("chain")
+    world = write_world(work / "world", "tiny")
+    with contextlib.redirect_stdout(io.StringIO()):
+        return prepare_store(world, work / "store", load_protocol("tiny"))
+
+
+@pytest.mark.filterwarnings("ignore:`torch.jit.*deprecated:DeprecationWarning")
+def test_whole_chain_on_the_synthetic_world(synthetic_store, tmp_path, capsys):
+    """synth -> prepare -> checkpoints + programs -> pool -> label --judge -> train-classifiers
+    -> load_bundle -> score, through the real loaders, judge and store."""
+    from s2i_bench.labels import label_pool
+    from s2i_bench.pool import build_pool, open_pool
+    from s2i_bench.scoring import score_translator
+    from s2i_bench.generators import load_translator
+    from s2i_bench.store import open_store
+    from s2i_bench.synth import judge
+    from s2i_translator.checkpoint import make_checkpoint, save_checkpoint
+    from s2i_translator.models import AudioEncoder, DenseGenerator
+
+    store = open_store(synthetic_store)
+    protocol = store.protocol
+    assert store.synthetic
+    # two real (untrained) checkpoints of the tiny protocol's translator, in a run folder
+    f = protocol.training.embedding_dim
+    for epoch in (0, 1):
+        torch.manual_seed(epoch)
+        ckpt = make_checkpoint(epoch=epoch, embedding_dim=f, spec=protocol.model, protocol_ref=protocol.ref(),
+                               store_ref=store.ref(), normalisation=store.meta["normalisation"],
+                               encoder=AudioEncoder(f, protocol.model), generator=DenseGenerator(f, protocol.model),
+                               run="run")
+        save_checkpoint(tmp_path / "run" / "checkpoints" / f"generator-{epoch:06d}.pt", ckpt)
+    # four oracle programs (TorchScript) that know the validation sounds
+    val = store.split_indices("val")
+    specs = torch.from_numpy(store.normalise(np.asarray(store.spectrograms[val], dtype=np.float32)))
+    frames = uint8_to_net(np.asarray(store.frames[val]))
+    oracles = []
+    for i in range(4):
+        path = tmp_path / f"oracle{i}.pt"
+        torch.jit.script(_Oracle(specs, frames, tint=-0.6 + 0.3 * i)).save(str(path))
+        oracles.append(path)
+
+    build_pool([tmp_path / "run", *oracles], synthetic_store, tmp_path / "pool", per_model=8, draws_per_sound=4)
+    pool = open_pool(tmp_path / "pool")
+    assert pool.meta["num_models"] == 6 and pool.meta["store"]["synthetic_world"]
+    label_pool(tmp_path / "pool", use_judge=True)
+    labels = pd.read_csv(tmp_path / "pool" / "labels.csv", dtype={"image_id": str})
+    # the labels are the judge's, image by image
+    for key in CLASSES:
+        rows = labels[labels["class"] == key]
+        verdict = judge(np.asarray(pool.images[pool.index_of(rows["image_id"])]), key)
+        np.testing.assert_array_equal(rows["label"].to_numpy() == 1, verdict)
+    # untrained translators never fool the judge; only oracles supply informative images
+    informative_models = set(labels.loc[labels["label"] == 1, "model_id"])
+    assert informative_models and informative_models <= {p.stem for p in oracles}
+    sets = pd.read_csv(tmp_path / "pool" / "sets.csv")
+    assert set(sets["model_id"]) <= {p.stem for p in oracles}
+
+    out = train_classifiers(tmp_path / "pool", tmp_path / "bundle.pt", seed=0)
+    bundle = load_bundle(out)
+    card = bundle.card
+    assert card["pool_hash"] == pool.pool_hash and card["store"]["hash"] == store.store_hash
+    for key in CLASSES:
+        c = card["classes"][key]
+        assert c["n_test"] == len(bundle.test_outcomes(key)[0]) > 0
+        # grey non-informative images carry each oracle's tint: the probe must notice
+        assert c["fingerprint_probe"]["by_label"]["non_informative"] is None or \
+            c["fingerprint_probe"]["by_label"]["non_informative"]["accuracy"] > 0.9
+    assert card["class_match"]["trained_on"] == "real frames"
+
+    # the scoring function accepts the bundle (the contract between the two commands)
+    record = score_translator(load_translator(oracles[0]), store, bundle, protocol=protocol, split="test", seed=0)
+    for key in CLASSES:
+        assert record["classes"][key]["true_share"] is not None

@@ -1,0 +1,170 @@
+"""Cost of the informativity-classifier steps on a protocol: `pool` + `label` + `train-classifiers`.
+
+Self-contained: it writes a random store of the protocol's size class (no videos), saves
+`--models` random-weight checkpoints of the protocol's translator profile, and times
+- pool:   build_pool over all checkpoints (translation with test-time dropout, hashing, writing);
+- label:  label_pool from a CSV of random 0/1 labels (balanced sets, parts);
+- train:  train_classifiers (five binary CNNs for the protocol's epochs, the fingerprint
+          probes, and the class-match CNN on the store's real-frame splits).
+What the weights learn does not change the time, so random data is enough.
+
+    .venv/bin/python benchmarks/bench_classifiers.py [--protocol synth] [--models 17] [--device cpu]
+
+Writes results/benchmarks/bench_classifiers-<device>-<date>.json and .md, recording the machine.
+Numbers taken on a shared or busy machine are upper bounds: re-run on a quiet one.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import datetime as dt
+import io
+import os
+import platform
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+os.environ.setdefault("S2I_BENCH_QUIET", "1")
+
+from s2i_bench.io import atomic_write_json, atomic_write_text, code_version  # noqa: E402
+from s2i_bench.protocol import load_protocol  # noqa: E402
+
+
+def cpu_model() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown"
+
+
+def make_store(path: Path, protocol, per_class: dict[str, int], seed: int = 0):
+    import pandas as pd
+
+    from s2i_bench.store import write_store
+
+    rng = np.random.default_rng(seed)
+    rows = []
+    for ci, key in enumerate(protocol.class_keys):
+        for split, n in per_class.items():
+            for k in range(n):
+                vid = f"{ci}{split[:2]}{k:08d}"[:11]
+                rows.append(dict(segment_id=f"{vid}_{key}_{k:03d}", video_id=vid, **{"class": key}, class_index=ci,
+                                 split=split, start_s=float(k), source=f"{key}/{vid}.mp4", group=vid))
+    n = len(rows)
+    spectrograms = rng.normal(-6, 2, size=(n, 1, 128, 100)).astype(np.float16)
+    frames = rng.integers(0, 256, size=(n, 96, 96, 3), dtype=np.uint8)
+    meta = {"protocol": protocol.ref(), "protocol_full": protocol.to_dict(), "features": {},
+            "normalisation": {"low": -12.0, "high": 0.0, "fitted_on": "train", "method": "fixed (benchmark)"},
+            "split": {"policy": "video", "seed": seed, "ratios": [0.8, 0.1, 0.1], "balance": "none", "leaky": False},
+            "sources": [], "synthetic_world": None}
+    return write_store(path, pd.DataFrame(rows), spectrograms, frames, meta, overwrite=True)
+
+
+def make_checkpoints(folder: Path, protocol, store, n: int) -> list[Path]:
+    from s2i_translator.checkpoint import make_checkpoint, save_checkpoint
+    from s2i_translator.models import AudioEncoder, DenseGenerator
+
+    f = protocol.training.embedding_dim
+    paths = []
+    for i in range(n):
+        torch.manual_seed(i)
+        ckpt = make_checkpoint(epoch=i, embedding_dim=f, spec=protocol.model, protocol_ref=protocol.ref(),
+                               store_ref=store.ref(), normalisation=store.meta["normalisation"],
+                               encoder=AudioEncoder(f, protocol.model), generator=DenseGenerator(f, protocol.model),
+                               run="bench")
+        paths.append(save_checkpoint(folder / "checkpoints" / f"generator-{i:06d}.pt", ckpt))
+    return paths
+
+
+def timed(fn):
+    t0 = time.perf_counter()
+    with contextlib.redirect_stdout(io.StringIO()):
+        fn()
+    return time.perf_counter() - t0
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--protocol", default="synth")
+    ap.add_argument("--models", type=int, default=17)
+    ap.add_argument("--device", default="cpu")
+    # segments per class and split of the synth store (40 videos of 3-10 s per class)
+    ap.add_argument("--train", type=int, default=210)
+    ap.add_argument("--val", type=int, default=24)
+    ap.add_argument("--test", type=int, default=29)
+    ap.add_argument("--threads", type=int, default=None, help="torch intra-op threads (default: torch's)")
+    args = ap.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+
+    from s2i_bench.classifiers import train_class_match, train_classifiers
+    from s2i_bench.labels import label_pool
+    from s2i_bench.pool import build_pool, open_pool
+    from s2i_bench.store import open_store
+
+    protocol = load_protocol(args.protocol)
+    with tempfile.TemporaryDirectory() as tmp:
+        tmp = Path(tmp)
+        store = open_store(make_store(tmp / "store", protocol, {"train": args.train, "val": args.val,
+                                                                  "test": args.test}))
+        models = make_checkpoints(tmp / "run", protocol, store, args.models)
+        t_pool = timed(lambda: build_pool([tmp / "run"], store.path, tmp / "pool", device=args.device))
+        pool = open_pool(tmp / "pool")
+        rng = np.random.default_rng(0)
+        lines = ["image_id,label"] + [f"{i},{int(v)}" for i, v in zip(pool.table["image_id"],
+                                                                       rng.integers(0, 2, len(pool.table)))]
+        (tmp / "labels.csv").write_text("\n".join(lines) + "\n")
+        t_label = timed(lambda: label_pool(tmp / "pool", csv_path=tmp / "labels.csv"))
+        t_train_binary = timed(lambda: train_classifiers(tmp / "pool", tmp / "bundle.pt", device=args.device,
+                                                         class_match_epochs=0))
+        t_class_match = timed(lambda: train_class_match(store, epochs=protocol.classifiers.class_match_epochs,
+                                                        seed=0, device=args.device, spec=protocol.classifiers))
+        t_train_all = t_train_binary + t_class_match
+        n_images = len(pool.table)
+        del models
+
+    spec = protocol.classifiers
+    now = dt.datetime.now()
+    result = {
+        "benchmark": "classifiers", "protocol": protocol.ref(), "device": args.device,
+        "models": args.models, "store_segments_per_class": {"train": args.train, "val": args.val, "test": args.test},
+        "pool_images": n_images, "classifier_epochs": spec.epochs, "class_match_epochs": spec.class_match_epochs,
+        "seconds": {"pool": round(t_pool, 2), "label": round(t_label, 2),
+                    "train_binary_and_probes": round(t_train_binary, 2),
+                    "train_class_match": round(t_class_match, 2),
+                    "total": round(t_pool + t_label + t_train_all, 2)},
+        "machine": {"cores": os.cpu_count(), "cpu": cpu_model(), "torch": torch.__version__,
+                    "torch_threads": torch.get_num_threads(), "python": platform.python_version(),
+                    "load_average": os.getloadavg()},
+        "code_version": code_version(), "date": now.isoformat(timespec="seconds"),
+    }
+    out = ROOT / "results" / "benchmarks"
+    stem = f"bench_classifiers-{args.device}-{now:%Y%m%d-%H%M%S}"
+    atomic_write_json(out / f"{stem}.json", result)
+    s = result["seconds"]
+    md = [f"# bench_classifiers ({protocol.name}, {args.device}, {now:%Y-%m-%d %H:%M})", "",
+          f"Machine: {result['machine']['cores']} cores, {result['machine']['cpu']}, torch {torch.__version__}, "
+          f"load average {result['machine']['load_average'][0]:.1f} at the start (a busy machine inflates every number).",
+          "", f"{args.models} random-weight `{protocol.model.profile}` checkpoints, {n_images} pool images, "
+          f"{spec.epochs} classifier epochs, {spec.class_match_epochs} class-match epochs.", "",
+          "| step | seconds |", "| --- | ---: |",
+          f"| pool | {s['pool']} |", f"| label (CSV) | {s['label']} |",
+          f"| train: five binary CNNs + fingerprint probes | {s['train_binary_and_probes']} |",
+          f"| train: class-match CNN | {s['train_class_match']} |", f"| **total** | **{s['total']}** |", ""]
+    atomic_write_text(out / f"{stem}.md", "\n".join(md))
+    print("\n".join(md))
+
+
+if __name__ == "__main__":
+    main()
