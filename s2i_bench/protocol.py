@@ -182,6 +182,9 @@ class SynthSpec:
     fps: int
     min_seconds: float
     max_seconds: float
+    # not 16 kHz mono on purpose: `prepare` must resample and down-mix (SPEC section 3)
+    sample_rate: int = 22050
+    channels: int = 2
 
 
 @dataclass(frozen=True)
