@@ -202,6 +202,26 @@ def _cache_dir() -> Path | None:
 _FIELDS = ("means", "weights", "regions", "colours", "colour_weights", "labels", "thresholds")
 
 
+def save_bank(bank: Bank, path: Path) -> None:
+    from s2i_bench.io import atomic_write_bytes
+
+    buf = io.BytesIO()
+    np.savez(buf, **{f: getattr(bank, f) for f in _FIELDS})
+    atomic_write_bytes(path, buf.getvalue())
+
+
+def load_bank(path: Path) -> Bank:
+    """Read a cached bank (plain arrays, no pickle); shapes are checked against this code's."""
+    with np.load(path, allow_pickle=False) as z:
+        arrays = {f: np.array(z[f]) for f in _FIELDS}
+    k, d = len(CLASS_KEYS) * N_TONE * N_SIZE, FEATURE_SIZE * FEATURE_SIZE * 3
+    shapes = {"means": (k, d), "weights": (k, d), "regions": (k, d // 3), "colours": (k, 3),
+              "colour_weights": (k, 3), "labels": (k,), "thresholds": (len(CLASS_KEYS),)}
+    if any(arrays[f].shape != shapes[f] or not np.isfinite(arrays[f]).all() for f in _FIELDS):
+        raise ValueError(f"{path}: not a judge bank of this version")
+    return Bank(*(arrays[f] for f in _FIELDS))
+
+
 def get_bank() -> Bank:
     """The bank, built once per process (or read from the disk cache)."""
     global _BANK
@@ -211,19 +231,14 @@ def get_bank() -> Bank:
     path = folder / f"judge-bank-{_cache_key()}.npz" if folder else None
     if path is not None and path.is_file():
         try:
-            with np.load(path, allow_pickle=False) as z:
-                _BANK = Bank(*(z[f] for f in _FIELDS))
+            _BANK = load_bank(path)
             return _BANK
         except (OSError, ValueError, KeyError):
             pass  # unreadable cache: rebuild below and overwrite it
     _BANK = build_bank()
     if path is not None:
         try:
-            from s2i_bench.io import atomic_write_bytes
-
-            buf = io.BytesIO()
-            np.savez(buf, **{f: getattr(_BANK, f) for f in _FIELDS})
-            atomic_write_bytes(path, buf.getvalue())
+            save_bank(_BANK, path)
         except OSError:
             pass  # a read-only home is fine: the bank lives in memory
     return _BANK
