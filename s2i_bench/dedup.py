@@ -61,7 +61,7 @@ def frame_grey(frames: np.ndarray) -> np.ndarray:
     return f[..., 0] * 0.299 + f[..., 1] * 0.587 + f[..., 2] * 0.114
 
 
-def frame_hashes(frames: np.ndarray, chunk: int = 4096) -> np.ndarray:
+def frame_hashes(frames: np.ndarray, chunk: int = 512) -> np.ndarray:
     """(N, S, S, 3) uint8 -> (N,) uint64 perceptual hashes."""
     dct = _dct_matrix(HASH_SIDE)
     weights = (np.uint64(1) << np.arange(64, dtype=np.uint64))
@@ -75,7 +75,7 @@ def frame_hashes(frames: np.ndarray, chunk: int = 4096) -> np.ndarray:
     return out
 
 
-def frame_std(frames: np.ndarray, chunk: int = 4096) -> np.ndarray:
+def frame_std(frames: np.ndarray, chunk: int = 512) -> np.ndarray:
     return np.concatenate([frame_grey(frames[lo:lo + chunk]).reshape(len(frames[lo:lo + chunk]), -1).std(axis=1)
                            for lo in range(0, len(frames), chunk)]) if len(frames) else np.zeros(0)
 
@@ -88,7 +88,7 @@ def fingerprint_bands(audio) -> int:
     return max(POOL_BANDS, int((centres_hz <= FINGERPRINT_MAX_HZ).sum()))
 
 
-def spectrogram_fingerprints(spectrograms: np.ndarray, audio, chunk: int = 4096) -> np.ndarray:
+def spectrogram_fingerprints(spectrograms: np.ndarray, audio, chunk: int = 1024) -> np.ndarray:
     """(N, 1, M, F) log values -> (N, 24 * 10) float32 block means below 4 kHz, floor-shifted to >= 0."""
     n, _, m, f = spectrograms.shape
     bands = min(m, fingerprint_bands(audio))
