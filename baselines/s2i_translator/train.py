@@ -254,12 +254,18 @@ def encode_all(encoder: nn.Module, spectrograms: torch.Tensor, device: str, chun
 
 
 # -- Algorithm 1: one D epoch and one G epoch ----------------------------------------------------
-def discriminator_epoch(G, D_pair, opt_d, emb, targets, perm, *, batch, rank, world, r_max, r_min, device,
+def discriminator_epoch(G, D, opt_d, emb, targets, perm, *, batch, rank, world, r_max, r_min, device,
                         desc="D"):
     """One epoch of discriminator updates, G frozen; returns device tensors (loss, real, fake).
-    `G` is the bare generator (or its compiled form), never the DDP wrapper: it is not trained here."""
+
+    Every step shows D one balanced batch: the b real images and their b translations together
+    (the paper's "balanced batches of real and synthetic images", section 4.1). With BatchNorm
+    before D's TanH this matters: an all-real and an all-synthetic batch would each be normalised
+    to the same mean score, and D could not learn to tell them apart.
+    `G` is the bare generator (or its compiled form), never the DDP wrapper: it is not trained here.
+    """
     G.train()
-    D_pair.train()
+    D.train()
     per_rank = batch // world
     num_batches = len(perm) // batch
     sums = torch.zeros(3, device=device)
@@ -272,7 +278,8 @@ def discriminator_epoch(G, D_pair, opt_d, emb, targets, perm, *, batch, rank, wo
             with _autocast(device):
                 with torch.no_grad():
                     fake = G(x)  # (B, 3, S, S), no graph: G is frozen
-                real_score, fake_score = D_pair(y, fake, x)  # (B, 1, 1, 1) each
+                scores = D(torch.cat((y, fake.to(y.dtype))), torch.cat((x, x)))  # (2B, 1, 1, 1)
+            real_score, fake_score = scores[:len(x)], scores[len(x):]  # (B, 1, 1, 1) each
             loss = F.mse_loss(real_score.float(), torch.full_like(real_score, r_max, dtype=torch.float32)) + \
                 F.mse_loss(fake_score.float(), torch.full_like(fake_score, r_min, dtype=torch.float32))
             opt_d.zero_grad(set_to_none=True)
@@ -318,19 +325,6 @@ def generator_epoch(G, D, opt_g, emb, targets, perm, *, batch, rank, world, r_ma
     finally:
         D.requires_grad_(True)
     return sums / max(num_batches, 1), num_batches
-
-
-class DiscriminatorPair(nn.Module):
-    """D on the real and the synthetic batch in one forward call: DistributedDataParallel allows
-    one forward per backward, and the two halves keep their own BN batch statistics as in
-    Algorithm 1 (two separate D calls, not one concatenated batch)."""
-
-    def __init__(self, discriminator: Discriminator):
-        super().__init__()
-        self.d = discriminator
-
-    def forward(self, real, fake, x):
-        return self.d(real, x), self.d(fake, x)
 
 
 # -- grids ------------------------------------------------------------------------------------------
@@ -543,17 +537,17 @@ def _train(store, run_dir, proto, f, epochs, device, dist, previous, autoencoder
             print(f"{run_dir}: already trained for {start_epoch} epochs (pass a larger --epochs to go on)")
         return run_dir
 
-    D_pair: nn.Module = DiscriminatorPair(D)
+    D_train: nn.Module = D
     G_train: nn.Module = G
     if dist.enabled:
         from torch.nn.parallel import DistributedDataParallel as DDP
 
         ids = [dist.local_rank] if device.startswith("cuda") else None
         G_train = DDP(G_train, device_ids=ids)
-        D_pair = DDP(D_pair, device_ids=ids)
+        D_train = DDP(D_train, device_ids=ids)
     G_frozen, D_frozen = G, D  # G during D's epoch, D during G's epoch
     if use_compile:  # after DDP, so that compiled graphs break at its gradient buckets
-        G_train, D_pair = torch.compile(G_train), torch.compile(D_pair)
+        G_train, D_train = torch.compile(G_train), torch.compile(D_train)
         G_frozen, D_frozen = torch.compile(G), torch.compile(D)
 
     bundle = None
@@ -574,7 +568,7 @@ def _train(store, run_dir, proto, f, epochs, device, dist, previous, autoencoder
             if d_updated:
                 perm = epoch_permutation(n, seed, "d-epoch", epoch).to(device)
                 d_stats, d_batches = discriminator_epoch(
-                    G_frozen, D_pair, opt_d, emb, targets, perm, batch=tr.batch_size, rank=dist.rank,
+                    G_frozen, D_train, opt_d, emb, targets, perm, batch=tr.batch_size, rank=dist.rank,
                     world=dist.world_size, r_max=tr.r_max, r_min=tr.r_min, device=device, desc=f"epoch {epoch} D")
             past = adv_history[-(tr.adv_ma_k - 1):] if tr.adv_ma_k > 1 else []
             perm = epoch_permutation(n, seed, "g-epoch", epoch).to(device)
