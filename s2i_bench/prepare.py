@@ -200,6 +200,8 @@ def extract_all(sources: list[Source], protocol, work: Path, workers: int) -> di
         print(f"prepare: resuming, {done} videos already extracted in {work}", file=sys.stderr)
     bar = progress(total=len(todo), desc="prepare: decoding", unit="video")
     segments = 0
+    # A worker costs seconds to start (it imports torch): never more workers than videos left.
+    workers = min(workers, len(todo))
     if workers <= 1:
         threads = torch.get_num_threads()
         torch.set_num_threads(1)
