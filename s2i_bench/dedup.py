@@ -139,8 +139,10 @@ def near_duplicate_pairs(fp: Fingerprints, video_codes: np.ndarray, phash_max_di
     idx = np.flatnonzero(fp.usable)
     hashes, codes = fp.hashes[idx], np.asarray(video_codes)[idx]
     found_i, found_j, found_h = [], [], []
+    from s2i_bench.io import progress
+
     rows = max(1, block_elements // max(1, len(idx)))
-    for lo in range(0, len(idx), rows):
+    for lo in progress(range(0, len(idx), rows), desc="near-duplicate search", unit="block"):
         block = hashes[lo:lo + rows]  # (B,)
         rest = hashes[lo:]  # pairs (a, b) with b >= a only: the upper triangle
         dist = np.bitwise_count(block[:, None] ^ rest[None, :])  # (B, n_usable - lo)

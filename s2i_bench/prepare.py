@@ -486,6 +486,9 @@ def prepare_store(source, out, protocol, *, split_policy=None, seed=None, allow_
                              "audit.json": (json.dumps(_jsonable(report), indent=2) + "\n").encode()},
                 overwrite=overwrite)
     shutil.rmtree(work, ignore_errors=True)
+    stale_report = out.with_name(out.name + ".audit.json")  # from an earlier refused run
+    if stale_report.is_file():
+        stale_report.unlink()
 
     print(table1.to_string(index=False))
     per_split = manifest["split"].value_counts()

@@ -217,17 +217,24 @@ def test_folder_without_class_folders_is_a_user_error(tmp_path):
 
 
 # -- leaky splits ------------------------------------------------------------------------------
-def test_random_policy_is_refused_without_allow_leakage(world, tmp_path, capsys):
+def test_random_policy_is_refused_without_allow_leakage(world, tmp_path):
+    from click.testing import CliRunner
+
+    from s2i_bench.cli import main
+
     out = tmp_path / "random"
-    with pytest.raises(UserError, match="leaks.*--allow-leakage"):
-        prepare_store(world, out, PROTO, split_policy="random")
+    result = CliRunner().invoke(main, ["prepare", str(world), "--out", str(out), "--protocol", "tiny",
+                                       "--split-policy", "random"])
+    assert result.exit_code == 2, result.output  # a user error: one line, no traceback
+    assert "Traceback" not in result.output and "--allow-leakage" in result.output
+    assert "in splits" in result.output  # the offending videos are printed
     assert not out.exists()
     report = json.loads((tmp_path / "random.audit.json").read_text())
     assert report["leakage"] and report["video_ids_in_several_splits"]
-    assert "in splits" in capsys.readouterr().err  # the offending videos are printed
     # the features were kept: the second run resumes
     prepare_store(world, out, PROTO, split_policy="random", allow_leakage=True, resume=True)
     s = open_store(out)
+    assert not (tmp_path / "random.audit.json").exists()  # the store's audit.json replaces it
     assert s.leaky and s.split_policy == "random" and s.meta["split"]["leaky"] is True
     assert s.ref()["leaky"] is True
 
