@@ -46,7 +46,7 @@ from s2i_bench.synth.scenes import CLASS_KEYS, WORLD_VERSION, draw_scene
 JUDGE_VERSION = "1"
 IMAGE_SIZE = 96
 FEATURE_SIZE = 16  # the judge looks at 16x16 block means: blur and upsampling barely matter
-N_TONE, N_SIZE, DRAWS = 16, 6, 4  # bank grid and nuisance draws per cell
+N_TONE, N_SIZE, DRAWS = 16, 7, 4  # bank grid (ends included) and nuisance draws per cell
 CALIBRATION_SCENES = 160  # per class
 EPS_PIXEL, EPS_COLOUR = 0.03, 0.02  # floors of the nuisance spreads (in [0, 1] colour units)
 REGION_THRESHOLD = 0.25  # a pixel is in the tone region when its tone variance is >= 25% of the max
@@ -108,10 +108,10 @@ def build_bank() -> Bank:
                    desc="judge bank (once)", unit="render")
     for ci, key in enumerate(CLASS_KEYS):
         for si in range(N_SIZE):
-            size = (si + 0.5) / N_SIZE
+            size = si / (N_SIZE - 1)  # the grid includes the ends: scenes at 0 or 1 have a template
             draws = np.empty((N_TONE, DRAWS, P * 3), np.float32)
             for ti in range(N_TONE):
-                tone = (ti + 0.5) / N_TONE
+                tone = ti / (N_TONE - 1)
                 for r in range(DRAWS):
                     scene = draw_scene(key, rng, video_id="judge", duration=2.0, tone=tone, size=size)
                     draws[ti, r] = _render_features(scene, float(rng.uniform(0, 2.0)))
