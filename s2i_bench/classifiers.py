@@ -461,9 +461,11 @@ class Bundle:
         return self._outcomes.get(class_key)
 
     def sensitivity(self, class_key: str) -> float | None:
+        self._model(class_key)
         return self.card["classes"][class_key].get("sensitivity")
 
     def specificity(self, class_key: str) -> float | None:
+        self._model(class_key)
         return self.card["classes"][class_key].get("specificity")
 
 

@@ -255,7 +255,8 @@ def build_pool(generators, store, out, split: str = "val", per_model: int | None
         h.update(sha256_file(tmp / name).encode())
     meta = {
         "format": POOL_FORMAT, "format_version": POOL_FORMAT_VERSION,
-        "store": {**data.ref(), "synthetic_world": data.meta.get("synthetic_world")},
+        # absolute store path: train-classifiers finds the real frames from any working folder
+        "store": {**data.ref(), "path": str(Path(store).resolve()), "synthetic_world": data.meta.get("synthetic_world")},
         "protocol": protocol.ref(), "protocol_full": protocol.to_dict(),
         "split": split, "per_model": per_model, "draws_per_sound": draws_per_sound, "seed": seed,
         "per_run": per_run, "device": str(device),

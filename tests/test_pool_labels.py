@@ -63,6 +63,7 @@ def test_pool_keeps_provenance_and_balance(tmp_path, fake_store, models):
     assert meta["seed"] == 3 and meta["split"] == "val" and meta["per_model"] == 5
     assert meta["store"]["hash"] == store.store_hash and meta["protocol"] == store.protocol.ref()
     assert meta["num_models"] == 4 and meta["shortfall"] == [] and meta["code_version"]
+    assert meta["draws_per_sound"] == store.protocol.classifiers.pool_draws_per_sound
 
 
 def test_pool_is_reproducible_and_batch_independent(tmp_path, fake_store, models):
@@ -92,7 +93,7 @@ def test_run_folder_gives_every_checkpoint_or_the_last(tmp_path, fake_store, mod
 
 def test_pool_reports_shortfall_and_extra_draws_fill_it(tmp_path, fake_store, models, capsys):
     # the fake store has 6 validation sounds per class
-    build_pool(models[:2], fake_store, tmp_path / "short", per_model=8)
+    build_pool(models[:2], fake_store, tmp_path / "short", per_model=8, draws_per_sound=1)
     out = capsys.readouterr().out
     meta = open_pool(tmp_path / "short").meta
     assert len(meta["shortfall"]) == 2 * len(CLASSES)
