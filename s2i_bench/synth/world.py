@@ -156,7 +156,9 @@ def write_world(out, protocol, *, videos_per_class: int | None = None, seed: int
         raise UserError(f"--videos-per-class must be at least 1, got {videos_per_class}")
     if not (1.0 <= spec.min_seconds <= spec.max_seconds):
         raise UserError(f"protocol {protocol.name!r}: synth.min_seconds must be >= 1 and <= synth.max_seconds")
-    out = Path(out)
+    out = Path(out).resolve()  # "." or "x/" must still give a real folder name for the swap below
+    if not out.name:
+        raise UserError(f"{out} cannot hold the synthetic world: choose a sub-folder")
     _check_out(out, overwrite)
     folders = _folder_names(protocol)
 
@@ -233,8 +235,16 @@ def write_world(out, protocol, *, videos_per_class: int | None = None, seed: int
     atomic_write_bytes(tmp / "scenes.json", (json.dumps(doc, indent=1) + "\n").encode())
 
     if out.exists():
-        shutil.rmtree(out)
-    tmp.rename(out)
+        # keep the folder itself (it may be the shell's working directory): swap its contents
+        for child in list(out.iterdir()):
+            shutil.rmtree(child) if child.is_dir() and not child.is_symlink() else child.unlink()
+        for child in list(tmp.iterdir()):
+            child.rename(out / child.name)
+        tmp.rmdir()
+    else:
+        tmp.rename(out)
+    print(f"synthetic world: {len(videos)} videos" + (f" + {len(faults)} planted faults" if faults else "")
+          + f" ({sum(v['duration_s'] for v in videos) / 60:.1f} min of video, seed {seed}) in {out}")
     return out
 
 
