@@ -73,8 +73,10 @@ def label_pool(pool_dir: str | Path, use_judge: bool = False, csv_path: str | Pa
         chosen, info = balanced_set(rows, spec.informative_per_class, seed=item_seed(seed, f"sets|{class_key}"))
         n_per_label = int(sum(info["per_model"].values()))
         if n_per_label < 3:
+            n_inf = int((rows["label"] == 1).sum())
             raise UserError(f"class {class_key}: only {n_per_label} image(s) per label can be balanced across "
-                            f"models (need at least 3: train, validation, test); label more images or add models")
+                            f"models (need at least 3: train, validation, test; labelled: {n_inf} informative, "
+                            f"{len(rows) - n_inf} not); label more images or add models")
         parts = assign_parts(chosen, spec.train_per_class, spec.test_per_class, spec.val_fraction,
                              seed=item_seed(seed, f"parts|{class_key}"))
         sets.append(parts)

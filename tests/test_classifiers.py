@@ -431,3 +431,16 @@ def test_whole_chain_on_the_synthetic_world(synthetic_store, tmp_path, capsys):
     record = score_translator(load_translator(oracles[0]), store, bundle, protocol=protocol, split="test", seed=0)
     for key in CLASSES:
         assert record["classes"][key]["true_share"] is not None
+
+
+@pytest.mark.cuda
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_cuda_training_and_bundle(labelled_pool, bundle_path, tmp_path):
+    out = train_classifiers(labelled_pool, tmp_path / "cuda.pt", seed=0, device="cuda", class_match_epochs=1)
+    on_gpu = load_bundle(out, device="cuda")
+    on_cpu = load_bundle(out, device="cpu")
+    images = torch.rand(16, 3, 96, 96) * 2 - 1
+    for key in CLASSES:  # same weights, same answers (one flip allowed for numerics at the boundary)
+        gpu, cpu = on_gpu.predict_informative(images.cuda(), key), on_cpu.predict_informative(images, key)
+        assert (gpu != cpu).sum() <= 1
+    assert on_gpu.predict_class(images).shape == (16,)
