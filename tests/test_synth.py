@@ -49,8 +49,9 @@ def test_same_seed_gives_identical_bytes_and_another_seed_does_not(dirty_world, 
 
 
 def test_more_videos_per_class_contain_the_smaller_world(dirty_world, tmp_path):
-    # video i of class c depends only on (seed, c, i); --dirty only adds files
-    bigger = write_world(tmp_path / "bigger", TINY, videos_per_class=2, seed=7)
+    # video i of class c depends only on (seed, c, i); --dirty only adds files; worker
+    # processes change nothing
+    bigger = write_world(tmp_path / "bigger", TINY, videos_per_class=2, seed=7, workers=2)
     small, big = file_hashes(dirty_world), file_hashes(bigger)
     doc = json.loads((dirty_world / "scenes.json").read_text())
     for v in doc["videos"]:

@@ -169,8 +169,8 @@ def write_world(out, protocol, *, videos_per_class: int | None = None, seed: int
     tmp.mkdir(parents=True)
 
     taken: set[str] = set()
-    plan = []  # (class key, video index, scene)
-    for ci, key in enumerate(folders):
+    plan = []  # (class key, scene), in folder order
+    for key in folders:
         for i in range(videos_per_class):
             rng = np.random.default_rng([seed, CLASS_KEYS.index(key), i])
             vid = _unique_id(rng, taken)
@@ -185,10 +185,10 @@ def write_world(out, protocol, *, videos_per_class: int | None = None, seed: int
     jobs = [(str(tmp / rel), scene, spec) for rel, (_, scene) in zip(rels, plan)]
     bar = progress(total=len(plan) + num_faults, desc="synth", unit="video")
     videos = []
+    pool = None
     try:
         if workers == 1:
             results = map(_make_clean_video, jobs)
-            pool = None
         else:
             # fork where there is one: spawn would re-run a caller's script without a __main__
             # guard; the workers use only numpy and PyAV, never the parent's threads
@@ -199,13 +199,17 @@ def write_world(out, protocol, *, videos_per_class: int | None = None, seed: int
         for rel, (_, scene), (digest, num_frames) in zip(rels, plan, results):
             videos.append({"path": rel, "sha256": digest, "num_frames": num_frames, **scene})
             bar.update()
-        if pool is not None:
-            pool.shutdown()
         faults = _write_faults(tmp, videos, folders, spec, seed, taken, bar) if dirty else []
     except BaseException:
         bar.close()
+        if pool is not None:
+            pool.shutdown(cancel_futures=True)
+            pool = None
         shutil.rmtree(tmp, ignore_errors=True)
         raise
+    finally:
+        if pool is not None:
+            pool.shutdown()
     bar.close()
 
     doc = {
