@@ -95,9 +95,6 @@ class ModelSpec:
     generator_dropout: tuple[float, ...]
     discriminator_channels: tuple[int, ...]
     discriminator_dropout: float
-
-
-@dataclass(frozen=True)
     # Kernels, strides and paddings of every layer (defaults: the paper's, SPEC section 4). A
     # profile with another image size changes these; the constructors check that the shapes
     # still close: encoder -> (f, 1, 1), generator -> (3, S, S), discriminator -> (C, 2, 2).
@@ -111,6 +108,9 @@ class ModelSpec:
     discriminator_kernels: tuple[int, ...] = (5,) + (3,) * 11
     discriminator_strides: tuple[int, ...] = (2, 2) + (1,) * 10
     discriminator_paddings: tuple[int, ...] = (0,) * 12
+
+
+@dataclass(frozen=True)
 class TrainingSpec:
     embedding_dims: tuple[int, ...]
     embedding_dim: int
@@ -128,10 +128,10 @@ class TrainingSpec:
     save_every: int
     grid_every: int
     seed: int
+    grid_per_class: int = 4     # fixed validation sounds per class in the image grids
 
 
 @dataclass(frozen=True)
-    grid_per_class: int = 4     # fixed validation sounds per class in the image grids
 class ClassifierSpec:
     informative_per_class: int
     non_informative_per_class: int
