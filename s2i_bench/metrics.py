@@ -328,6 +328,10 @@ def corrected_share(per_item_informative, test_labels=None, test_predictions=Non
     else:
         out["ci_method"] = "none: classifier sensitivity and specificity unknown"
         return out
+    if np.ptp(per_item) == 0:
+        # Every sound got the same verdict: resampling the sounds cannot vary the apparent rate,
+        # so the interval carries only the classifier's uncertainty. Say so.
+        out["ci_method"] += "; degenerate: every scored image got the same verdict"
     out["sensitivity"], out["specificity"] = float(se), float(sp)
     point = rogan_gladen(apparent, se, sp)
     if math.isnan(point):

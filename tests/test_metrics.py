@@ -211,6 +211,15 @@ def test_corrected_share_with_several_draws_resamples_sounds():
     assert boot.std() == pytest.approx(ref.std(), rel=0.08)
 
 
+def test_corrected_share_says_when_every_verdict_agrees():
+    labels = np.r_[np.ones(20), np.zeros(20)]
+    preds = np.r_[np.ones(16), np.zeros(4), np.ones(6), np.zeros(14)]
+    res = M.corrected_share(np.ones(30), labels, preds, bootstrap_samples=200)
+    assert "degenerate" in res["ci_method"] and res["corrected_share"] == 1.0
+    res = M.corrected_share(np.r_[np.ones(5), np.zeros(25)], labels, preds, bootstrap_samples=200)
+    assert "degenerate" not in res["ci_method"]
+
+
 def test_corrected_share_unknown_or_useless_classifier():
     per_item = np.array([1, 0, 0, 1.0])
     res = M.corrected_share(per_item)
