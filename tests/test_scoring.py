@@ -505,3 +505,20 @@ def test_score_refuses_a_crafted_pickle(chain, tmp_path):
     res = invoke(chain[0], "--data", store, "--classifiers", evil_bundle)
     assert res.exit_code == 2 and str(evil_bundle) in res.output
     assert not marker.exists()
+
+
+@pytest.mark.cuda
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_cuda_scoring_matches_cpu(chain):
+    from s2i_bench.classifiers import load_bundle
+    from s2i_bench.generators import load_translator
+
+    run, bundle_path, store_path = chain
+    ckpt = run / "checkpoints" / "generator-000002.pt"
+    store = open_store(store_path)
+    records = [score(load_translator(ckpt, device=d), store, load_bundle(bundle_path, device=d), device=d)
+               for d in ("cpu", "cuda")]
+    for key in PROTOCOL.class_keys:
+        cpu, gpu = records[0]["classes"][key], records[1]["classes"][key]
+        # Same seeds, same sounds: verdicts may differ only where a logit sits on the boundary.
+        assert abs(cpu["raw_share"] - gpu["raw_share"]) <= 1 / cpu["n_images"] + 1e-9
