@@ -196,6 +196,7 @@ def small_profile(args) -> dict:
     n_dims = len(proto.training.embedding_dims)
     return {
         "protocol": proto.ref(), "profile": proto.model.profile, "embedding_dim": f, "device": "cpu",
+        "batch_size": batch, "threads": torch.get_num_threads(),
         "parameters": {"generator": count_parameters(DenseGenerator(f, proto.model)),
                        "discriminator": count_parameters(Discriminator(f, proto.model)),
                        "autoencoder": count_parameters(AudioAutoencoder(f, proto.model))},
@@ -253,8 +254,8 @@ def write(results: dict, out_dir: Path) -> tuple[Path, Path]:
     if s:
         lines += ["## Small profile on CPU (synth protocol, f = %d)" % s["embedding_dim"], "",
                   "| measure | value |", "| --- | --- |",
-                  f"| G step | {s['g_images_per_second']:.0f} images/s ({1000 * s['g_seconds_per_batch']:.0f} ms per batch of 64) |",
-                  f"| D step (G forward + D on real and synthetic) | {s['d_images_per_second']:.0f} images/s ({1000 * s['d_seconds_per_batch']:.0f} ms per batch) |",
+                  f"| G step | {s['g_images_per_second']:.0f} images/s ({1000 * s['g_seconds_per_batch']:.0f} ms per batch of {s['batch_size']}) |",
+                  f"| D step (G forward + D on the balanced real + synthetic batch) | {s['d_images_per_second']:.0f} pairs/s ({1000 * s['d_seconds_per_batch']:.0f} ms per batch) |",
                   f"| autoencoder step | {s['ae_images_per_second']:.0f} images/s |",
                   f"| seconds per epoch ({s['training_segments']} segments, G + D/5) | {s['seconds_per_epoch']:.2f} |",
                   f"| autoencoder ({load_protocol('synth').autoencoder.epochs} epochs) | {s['autoencoder_seconds']:.1f} s |",
@@ -276,7 +277,9 @@ def write(results: dict, out_dir: Path) -> tuple[Path, Path]:
                   f"- G-step model FLOP utilisation: {mfu} of {c['peak_bf16_tflops']} TFLOP/s", ""]
     else:
         lines += ["No CUDA device: the paper profile's timing was not measured.", ""]
-    lines += ["Measured on a shared machine the times are upper bounds; re-run on a quiet one.", ""]
+    lines += ["Measured on a shared machine the times are upper bounds; re-run on a quiet one. With other",
+              "processes on the cores, two torch threads can be many times slower than one (OpenMP",
+              "threads spin-waiting on each other): compare --threads 1 and --threads 2.", ""]
     md_path.write_text("\n".join(lines))
     return json_path, md_path
 
@@ -290,8 +293,11 @@ def main(argv=None):
     ap.add_argument("--segments", type=int, default=1000, help="training segments for the CPU per-epoch figure")
     ap.add_argument("--compile", action="store_true", help="torch.compile G and D (CUDA)")
     ap.add_argument("--peak-tflops", type=float, default=None, help="device bf16 dense peak for the MFU")
+    ap.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
     ap.add_argument("--out", type=Path, default=ROOT / "results" / "benchmarks")
     args = ap.parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
     cuda = torch.cuda.is_available()
     if args.device == "cuda" and not cuda:
         sys.exit("--device cuda: no CUDA device")

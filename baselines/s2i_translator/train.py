@@ -329,16 +329,22 @@ def generator_epoch(G, D, opt_g, emb, targets, perm, *, batch, rank, world, r_ma
 
 # -- grids ------------------------------------------------------------------------------------------
 def grid_indices(store, class_keys, per_class: int) -> np.ndarray:
-    """Fixed sounds for the grids: the first `per_class` validation segments of every class in
-    store order (train segments when a class has no validation segment)."""
+    """Fixed sounds for the grids: per class, the first validation segment of each of the first
+    `per_class` videos in store order (more segments of the same videos when there are fewer
+    videos; training segments when a class has no validation segment)."""
     chosen = []
     manifest = store.manifest
+    classes, splits, videos = (manifest[c].to_numpy() for c in ("class", "split", "video_id"))
     for key in class_keys:
         for split in ("val", "train"):
-            rows = np.flatnonzero((manifest["class"].to_numpy() == key) & (manifest["split"].to_numpy() == split))
+            rows = np.flatnonzero((classes == key) & (splits == split))
             if len(rows):
-                chosen.extend(rows[:per_class].tolist())
                 break
+        seen, first, rest = set(), [], []
+        for r in rows.tolist():
+            (rest if videos[r] in seen else first).append(r)
+            seen.add(videos[r])
+        chosen.extend((first + rest)[:per_class])
     return np.array(chosen, dtype=np.int64)
 
 
