@@ -18,6 +18,7 @@ The bundle is one `.pt` file (a dict of tensors and plain values, loadable with
 from __future__ import annotations
 
 import math
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -193,24 +194,32 @@ def binary_summary(labels: np.ndarray, predictions: np.ndarray, confidence: floa
 # -- fingerprint probe ------------------------------------------------------------------------
 def fingerprint_probe(images_uint8: np.ndarray, model_ids: np.ndarray, seed: int,
                       pool_side: int = 12, folds: int = 5) -> dict[str, Any] | None:
-    """How well the source model can be told from images of ONE label: cross-validated
-    logistic regression on block-averaged pixels. None when fewer than two models (or fewer
-    than two images per model) make a probe meaningless."""
-    from sklearn.linear_model import LogisticRegression
+    """How well the source model can be told from images of ONE label: a cross-validated linear
+    probe on block-averaged pixels (linear discriminant analysis with Ledoit-Wolf shrinkage:
+    closed form, made for fewer images than features). None when fewer than two models, or
+    fewer than three images of a model (every training fold must hold two of each), make a
+    probe meaningless."""
+    from sklearn.discriminant_analysis import LinearDiscriminantAnalysis
     from sklearn.model_selection import StratifiedKFold, cross_val_predict
     from sklearn.pipeline import make_pipeline
     from sklearn.preprocessing import StandardScaler
+    from threadpoolctl import threadpool_limits
 
     models, counts = np.unique(np.asarray(model_ids), return_counts=True)
-    if len(models) < 2 or counts.min() < 2:
+    if len(models) < 2 or counts.min() < 3:
         return None
     n_folds = int(min(folds, counts.min()))
     block = IMAGE_SIZE // pool_side
     x = images_uint8.astype(np.float32).reshape(len(images_uint8), pool_side, block, pool_side, block, 3)
     features = x.mean(axis=(2, 4)).reshape(len(images_uint8), -1)  # (N, 12*12*3)
-    probe = make_pipeline(StandardScaler(), LogisticRegression(C=1.0, max_iter=2000))
+    probe = make_pipeline(StandardScaler(), LinearDiscriminantAnalysis(solver="lsqr", shrinkage="auto"))
     cv = StratifiedKFold(n_splits=n_folds, shuffle=True, random_state=seed % (2**32))
-    predicted = cross_val_predict(probe, features, np.asarray(model_ids), cv=cv)
+    # One BLAS thread: these matrices are small, and threads fighting for busy cores were ~10x
+    # slower. A model with few images in a training fold can make sklearn warn about its
+    # covariance; the pooled, shrunk covariance is still fine, so the warning is noise here.
+    with threadpool_limits(1), warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="Only one sample available", category=UserWarning)
+        predicted = cross_val_predict(probe, features, np.asarray(model_ids), cv=cv)
     accuracy = float((predicted == np.asarray(model_ids)).mean())
     chance = float(counts.max() / counts.sum())  # majority-class rate (1 / models when balanced)
     return {"accuracy": accuracy, "chance": chance, "n_models": int(len(models)), "n_images": int(counts.sum()),
@@ -223,8 +232,6 @@ def train_classifiers(pool_dir: str | Path, out: str | Path, store: str | Path |
                       overwrite: bool = True) -> Path:
     """Train the per-class informativity CNNs on a labelled pool and the class-match CNN on the
     store's real frames; write the bundle (`out`, .pt) and its card (`out` with .json)."""
-    import pandas as pd
-
     from s2i_bench.labels import read_sets
     from s2i_bench.pool import open_pool
 
@@ -240,7 +247,7 @@ def train_classifiers(pool_dir: str | Path, out: str | Path, store: str | Path |
 
     state_dicts: dict[str, Any] = {}
     classes_card: dict[str, Any] = {}
-    warnings: list[str] = []
+    warning_lines: list[str] = []
     for class_key in progress(protocol.class_keys, desc="informativity classifiers", unit="class"):
         rows = sets[sets["class"] == class_key]
         if rows.empty:
@@ -274,7 +281,7 @@ def train_classifiers(pool_dir: str | Path, out: str | Path, store: str | Path |
                    f"counts per model are balanced across labels, but check the classifier does not key on "
                    f"model artefacts")
             print(msg)
-            warnings.append(msg)
+            warning_lines.append(msg)
 
         class_label = labels_meta.get("classes", {}).get(class_key, {})
         classes_card[class_key] = {
@@ -323,7 +330,7 @@ def train_classifiers(pool_dir: str | Path, out: str | Path, store: str | Path |
         "source": "trained",
         "classes": classes_card,
         "class_match": class_match_card,
-        "warnings": warnings,
+        "warnings": warning_lines,
         "seed": seed, "device": str(device),
         "code_version": code_version(), "created": now_iso(),
     }
