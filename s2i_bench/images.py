@@ -10,7 +10,12 @@ def uint8_to_net(frames):
     """(N, S, S, 3) uint8 (numpy or torch) -> (N, 3, S, S) float32 tensor in [-1, 1]."""
     import torch
 
-    t = torch.as_tensor(np.asarray(frames)) if not isinstance(frames, torch.Tensor) else frames
+    if isinstance(frames, torch.Tensor):
+        t = frames
+    else:
+        a = np.asarray(frames)
+        # memory-mapped store arrays are read-only; torch wants a writable buffer
+        t = torch.from_numpy(a if a.flags.writeable else a.copy())
     return t.permute(0, 3, 1, 2).float().div(127.5).sub(1.0)
 
 
