@@ -105,6 +105,7 @@ def main() -> None:
     ap.add_argument("--test", type=int, default=29)
     ap.add_argument("--threads", type=int, default=None, help="torch intra-op threads (default: torch's)")
     args = ap.parse_args()
+    load_start = os.getloadavg()
     if args.threads:
         torch.set_num_threads(args.threads)
 
@@ -146,7 +147,7 @@ def main() -> None:
                     "total": round(t_pool + t_label + t_train_all, 2)},
         "machine": {"cores": os.cpu_count(), "cpu": cpu_model(), "torch": torch.__version__,
                     "torch_threads": torch.get_num_threads(), "python": platform.python_version(),
-                    "load_average": os.getloadavg()},
+                    "load_average_start": load_start, "load_average_end": os.getloadavg()},
         "code_version": code_version(), "date": now.isoformat(timespec="seconds"),
     }
     out = ROOT / "results" / "benchmarks"
@@ -155,7 +156,8 @@ def main() -> None:
     s = result["seconds"]
     md = [f"# bench_classifiers ({protocol.name}, {args.device}, {now:%Y-%m-%d %H:%M})", "",
           f"Machine: {result['machine']['cores']} cores, {result['machine']['cpu']}, torch {torch.__version__}, "
-          f"load average {result['machine']['load_average'][0]:.1f} at the start (a busy machine inflates every number).",
+          f"load average {load_start[0]:.1f} at the start, {result['machine']['load_average_end'][0]:.1f} at the end "
+          f"(a busy machine inflates every number).",
           "", f"{args.models} random-weight `{protocol.model.profile}` checkpoints, {n_images} pool images, "
           f"{spec.epochs} classifier epochs, {spec.class_match_epochs} class-match epochs.", "",
           "| step | seconds |", "| --- | ---: |",

@@ -118,6 +118,7 @@ def main() -> None:
     ap.add_argument("--work", type=Path, default=None, help="keep the pool and bundle here (default: a temp folder)")
     ap.add_argument("--seed", type=int, default=0)
     args = ap.parse_args()
+    load_start = os.getloadavg()
 
     import pandas as pd
 
@@ -182,7 +183,8 @@ def main() -> None:
         "class_match": None if card is None else card["class_match"],
         "seconds": seconds,
         "machine": {"cores": os.cpu_count(), "cpu": cpu_model(), "torch": torch.__version__,
-                    "torch_threads": torch.get_num_threads(), "load_average": os.getloadavg()},
+                    "torch_threads": torch.get_num_threads(), "load_average_start": load_start,
+                    "load_average_end": os.getloadavg()},
         "seed": args.seed, "code_version": code_version(), "date": now.isoformat(timespec="seconds"),
     }
     out = ROOT / "results" / "benchmarks"
@@ -208,7 +210,8 @@ def main() -> None:
         md += ["", f"Class-match classifier (real frames): test accuracy {pct(card['class_match']['test_accuracy'])} "
                f"on {card['class_match']['n_test']} frames.", ""]
     md += [f"Seconds: {seconds} ({os.cpu_count()} cores, {cpu_model()}, torch {torch.__version__}, load average "
-           f"{result['machine']['load_average'][0]:.1f}; a busy machine inflates them).", ""]
+           f"{load_start[0]:.1f} at the start, {result['machine']['load_average_end'][0]:.1f} at the end; a busy machine "
+           f"inflates them).", ""]
     atomic_write_text(out / f"{stem}.md", "\n".join(md))
     print("\n".join(md))
 
