@@ -444,3 +444,13 @@ def test_cuda_training_and_bundle(labelled_pool, bundle_path, tmp_path):
         gpu, cpu = on_gpu.predict_informative(images.cuda(), key), on_cpu.predict_informative(images, key)
         assert (gpu != cpu).sum() <= 1
     assert on_gpu.predict_class(images).shape == (16,)
+
+
+def test_cli_trains_a_bundle(labelled_pool, tmp_path):
+    result = CliRunner().invoke(main, ["train-classifiers", str(labelled_pool), "--out", str(tmp_path / "b.pt")])
+    assert result.exit_code == 0, result.output
+    assert "accuracy" in result.output and (tmp_path / "b.json").is_file()
+    assert load_bundle(tmp_path / "b.json").class_keys == CLASSES  # the card path finds the .pt
+    both = CliRunner().invoke(main, ["train-classifiers", str(labelled_pool), "--out", str(tmp_path / "c.pt"),
+                                     "--authors", "dog=x.pt"])
+    assert both.exit_code == 2 and "not both" in both.output
