@@ -248,10 +248,17 @@ def train_classifiers(pool_dir: str | Path, out: str | Path, store: str | Path |
     state_dicts: dict[str, Any] = {}
     classes_card: dict[str, Any] = {}
     warning_lines: list[str] = []
+    untrained: dict[str, str] = {}
     for class_key in progress(protocol.class_keys, desc="informativity classifiers", unit="class"):
         rows = sets[sets["class"] == class_key]
-        if rows.empty:
-            raise UserError(f"{pool.path / 'sets.csv'}: no images of class {class_key!r}; rerun `s2i-bench label`")
+        if rows.empty:  # `label` found too few balanced images: this class gets no classifier
+            reason = (labels_meta.get("classes", {}).get(class_key, {}).get("reason")
+                      or "no images of this class in sets.csv")
+            untrained[class_key] = reason
+            msg = f"warning: class {class_key}: no classifier ({reason})"
+            print(msg)
+            warning_lines.append(msg)
+            continue
         parts = {p: rows[rows["part"] == p] for p in ("train", "val", "test")}
         imgs = {p: pool.images[pool.index_of(df["image_id"])] for p, df in parts.items()}
         labs = {p: df["label"].to_numpy(dtype=np.int64) for p, df in parts.items()}
@@ -305,6 +312,9 @@ def train_classifiers(pool_dir: str | Path, out: str | Path, store: str | Path |
             "history": [dict(h) for h in fit.history],
         }
 
+    if not classes_card:
+        raise UserError(f"{pool.path}: no class has a labelled set to train on: {untrained}")
+
     # The class-match classifier learns the five classes from REAL frames of the store.
     from s2i_bench.store import open_store
 
@@ -329,6 +339,7 @@ def train_classifiers(pool_dir: str | Path, out: str | Path, store: str | Path |
         "store": {"hash": pool.meta["store"]["hash"], "path": pool.meta["store"]["path"]},
         "source": "trained",
         "classes": classes_card,
+        "untrained": untrained,
         "class_match": class_match_card,
         "warnings": warning_lines,
         "seed": seed, "device": str(device),
@@ -336,7 +347,7 @@ def train_classifiers(pool_dir: str | Path, out: str | Path, store: str | Path |
     }
     bundle = {
         "format": BUNDLE_FORMAT, "format_version": BUNDLE_FORMAT_VERSION, "source": "trained",
-        "class_keys": list(protocol.class_keys),
+        "class_keys": list(classes_card),  # the trained classes (see card "untrained" for the others)
         "architecture": {"dropout": list(spec.dropout), "fc_dropout": float(spec.fc_dropout), "image_size": IMAGE_SIZE},
         "informativity": state_dicts,
         "class_match": class_match,
@@ -368,11 +379,12 @@ def train_class_match(store, *, epochs: int, seed: int, device, spec, confidence
     correct = int((pred == y[idx["test"]]).sum())
     n_test = len(idx["test"])
     entry = {"state_dict": fit.state_dict, "num_classes": len(store.protocol.class_keys),
+             "class_keys": list(store.protocol.class_keys),  # output i is the store's class i
              "history": [dict(h) for h in fit.history]}
     card = {"test_accuracy": correct / n_test, "accuracy_ci": wilson_interval(correct, n_test, confidence),
             "n_train": int(len(idx["train"])), "n_val": int(len(idx["val"])), "n_test": int(n_test),
             "epoch_chosen": fit.epoch_chosen, "epochs": epochs, "seed": class_match_seed,
-            "store_hash": store.store_hash, "trained_on": "real frames"}
+            "store_hash": store.store_hash, "trained_on": "real frames", "class_keys": list(store.protocol.class_keys)}
     return entry, card
 
 

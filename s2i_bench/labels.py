@@ -72,26 +72,32 @@ def label_pool(pool_dir: str | Path, use_judge: bool = False, csv_path: str | Pa
         rows = labels[labels["class"] == class_key]
         chosen, info = balanced_set(rows, spec.informative_per_class, seed=item_seed(seed, f"sets|{class_key}"))
         n_per_label = int(sum(info["per_model"].values()))
+        n_inf = int((rows["label"] == 1).sum())
+        info.update({
+            "labelled": int(len(rows)), "informative": n_inf, "non_informative": int(len(rows) - n_inf),
+            "ties": int(sum(1 for t in ties if table.loc[t, "class"] == class_key)),
+            "usable": n_per_label >= 3, "reason": None,
+        })
+        per_class[class_key] = info
         if n_per_label < 3:
-            n_inf = int((rows["label"] == 1).sum())
-            raise UserError(f"class {class_key}: only {n_per_label} image(s) per label can be balanced across "
-                            f"models (need at least 3: train, validation, test; labelled: {n_inf} informative, "
-                            f"{len(rows) - n_inf} not); label more images or add models")
+            # No set for this class (it gets no classifier); the other classes go on.
+            info["reason"] = (f"only {n_per_label} image(s) per label can be balanced across models (need at "
+                              f"least 3: train, validation, test; labelled: {n_inf} informative, "
+                              f"{len(rows) - n_inf} not); label more images or add models")
+            info.update(parts={"train": 0, "val": 0, "test": 0}, selected=0, per_model={})
+            print(f"warning: class {class_key}: {info['reason']}; it gets no classifier")
+            continue
         parts = assign_parts(chosen, spec.train_per_class, spec.test_per_class, spec.val_fraction,
                              seed=item_seed(seed, f"parts|{class_key}"))
         sets.append(parts)
-        info.update({
-            "labelled": int(len(rows)), "informative": int((rows["label"] == 1).sum()),
-            "non_informative": int((rows["label"] == 0).sum()),
-            "ties": int(sum(1 for t in ties if table.loc[t, "class"] == class_key)),
-            "parts": {p: int((parts["part"] == p).sum()) for p in ("train", "val", "test")},
-        })
-        per_class[class_key] = info
+        info["parts"] = {p: int((parts["part"] == p).sum()) for p in ("train", "val", "test")}
         if info["shortfall"]:
             s = info["shortfall"]
             print(f"warning: class {class_key}: {s['got']} of {s['wanted']} images per label can be balanced "
                   f"across models ({s['missing']} short); models without a usable pair: "
                   f"{', '.join(s['models_without_pairs']) or 'none'}")
+    if not sets:
+        raise UserError("no class can be trained: " + "; ".join(f"{k}: {v['reason']}" for k, v in per_class.items()))
     sets_df = pd.concat(sets, ignore_index=True)[["image_id", "class", "label", "model_id", "part"]]
 
     pool_path = Path(pool_dir)

@@ -454,3 +454,27 @@ def test_cli_trains_a_bundle(labelled_pool, tmp_path):
     both = CliRunner().invoke(main, ["train-classifiers", str(labelled_pool), "--out", str(tmp_path / "c.pt"),
                                      "--authors", "dog=x.pt"])
     assert both.exit_code == 2 and "not both" in both.output
+
+
+def test_class_without_a_set_gets_no_classifier(labelled_pool, tmp_path):
+    import shutil
+
+    from s2i_bench.pool import open_pool
+
+    pool_dir = tmp_path / "pool"
+    shutil.copytree(labelled_pool, pool_dir)
+    pool = open_pool(pool_dir)
+    labels = square_labels(np.asarray(pool.images))
+    labels[(pool.table["class"] == "fireworks").to_numpy()] = 0  # no informative fireworks image
+    write_label_csv(tmp_path / "l.csv", pool.table["image_id"], labels)
+    from s2i_bench.labels import label_pool
+
+    label_pool(pool_dir, csv_path=tmp_path / "l.csv")
+    out = train_classifiers(pool_dir, tmp_path / "b.pt", class_match_epochs=1)
+    bundle = load_bundle(out)
+    assert bundle.class_keys == tuple(k for k in CLASSES if k != "fireworks")
+    assert "fireworks" not in bundle.card["classes"] and "0 informative" in bundle.card["untrained"]["fireworks"]
+    with pytest.raises(UserError, match="no classifier for class 'fireworks'"):
+        bundle.predict_informative(torch.zeros(1, 3, 96, 96), "fireworks")
+    assert bundle.predict_class(torch.zeros(2, 3, 96, 96)).shape == (2,)  # still five real-frame classes
+    assert bundle.card["class_match"]["class_keys"] == list(CLASSES)

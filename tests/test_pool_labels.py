@@ -200,10 +200,18 @@ def test_shortfall_is_reported_not_filled(pool_dir, tmp_path, capsys):
     dog = sets[sets["class"] == "dog"]
     assert len(dog) == 6 and set(dog["model_id"]) == {"fakerun-e000000"}
     assert set(dog["part"]) == {"train", "val", "test"}
-    # nothing usable at all: a clear failure
+    # nothing usable for dog: dog gets no set (said, recorded), the other classes go on
     labels[dog0[:3]] = 0
     write_label_csv(tmp_path / "l.csv", t["image_id"], labels)
-    with pytest.raises(UserError, match="class dog: only 0 image"):
+    label_pool(pool_dir, csv_path=tmp_path / "l.csv")
+    assert "class dog: only 0 image(s) per label" in capsys.readouterr().out
+    info = json.loads((pool_dir / "labels.json").read_text())["classes"]
+    assert not info["dog"]["usable"] and "0 informative" in info["dog"]["reason"]
+    assert all(info[k]["usable"] for k in CLASSES if k != "dog")
+    assert "dog" not in set(pd.read_csv(pool_dir / "sets.csv")["class"])
+    # nothing usable anywhere: a clear failure
+    write_label_csv(tmp_path / "l.csv", t["image_id"], np.zeros(len(t), dtype=int))
+    with pytest.raises(UserError, match="no class can be trained: baby_cry: only 0 image"):
         label_pool(pool_dir, csv_path=tmp_path / "l.csv")
 
 
