@@ -180,6 +180,7 @@ def main() -> None:
             | {"paper_accuracy": PAPER_ACCURACY.get(k), "fingerprint_warning": c["fingerprint_probe"]["warning"],
                "fingerprint_accuracy": c["fingerprint_probe"]["accuracy"], "models_used": len(c["counts_per_model"])}
             for k, c in card["classes"].items()},
+        "untrained": None if card is None else card.get("untrained"),
         "class_match": None if card is None else card["class_match"],
         "seconds": seconds,
         "machine": {"cores": os.cpu_count(), "cpu": cpu_model(), "torch": torch.__version__,
@@ -207,6 +208,8 @@ def main() -> None:
             md.append(f"| {k} | {pct(c['test_accuracy'])} [{pct(ci[0])}, {pct(ci[1])}] | {pct(c['sensitivity'])} | "
                       f"{pct(c['specificity'])} | {c['n_test']} | {c['epoch_chosen']} | {c['models_used']} | "
                       f"{pct(c['paper_accuracy'])} |")
+        for k, reason in (card.get("untrained") or {}).items():
+            md.append(f"| {k} | no classifier: {reason} | | | | | | {pct(PAPER_ACCURACY.get(k))} |")
         md += ["", f"Class-match classifier (real frames): test accuracy {pct(card['class_match']['test_accuracy'])} "
                f"on {card['class_match']['n_test']} frames.", ""]
     md += [f"Seconds: {seconds} ({os.cpu_count()} cores, {cpu_model()}, torch {torch.__version__}, load average "
