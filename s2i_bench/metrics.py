@@ -200,7 +200,11 @@ def summarise_classes(epochs, d_update, class_values: Mapping[str, Sequence[floa
         flags = rep if flags is None else flags
     if flags is None:
         raise ValueError("no class series given")
-    stacked = np.stack(list(replaced_values.values()))  # (C, T)
+    # A class with no value at any epoch (no classifier: too few labelled images) is left out of
+    # I(t) and named in the summary; otherwise I(t) would be unknown everywhere.
+    without = [k for k, v in replaced_values.items() if np.isnan(v).all()]
+    in_mean = [k for k in replaced_values if k not in without] or list(replaced_values)
+    stacked = np.stack([replaced_values[k] for k in in_mean])  # (C, T)
     # A plain mean (not nanmean): a class without a value makes I(t) unknown, not biased.
     mean_values = stacked.mean(axis=0)
     mean_rep = Replaced(epochs=epochs, values=mean_values, replaced=flags.replaced,
@@ -212,6 +216,8 @@ def summarise_classes(epochs, d_update, class_values: Mapping[str, Sequence[floa
     summary = {
         "classes": classes,
         "mean": mean_summary,
+        "classes_in_mean": in_mean,
+        "classes_without_values": without,
         "missing_epochs": missing_epochs(epochs),
         "epochs": [int(epochs[0]), int(epochs[-1])] if len(epochs) else [],
         "num_epochs": int(len(epochs)),

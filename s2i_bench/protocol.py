@@ -334,7 +334,7 @@ def _check_keys(raw: dict, cls, source: str, prefix: str, partial: bool) -> None
                 raise UserError(f"{source}: [{prefix + key}] must be a table")
             _check_keys(value, sub, source, prefix=f"{prefix}{key}.", partial=partial)
         if key == "classes":
-            if not isinstance(value, list) or not all(isinstance(c, dict) for c in value):
+            if not isinstance(value, (list, tuple)) or not all(isinstance(c, dict) for c in value):
                 raise UserError(f"{source}: classes must be an array of tables ([[classes]])")
             for i, c in enumerate(value):
                 _check_keys(c, ClassSpec, source, prefix=f"classes[{i}].", partial=partial)

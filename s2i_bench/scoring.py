@@ -140,10 +140,13 @@ def score_translator(translator, store, bundle, *, protocol, split: str = "test"
     if samples < 1:
         raise UserError(f"samples must be >= 1, got {samples}")
     class_keys = tuple(protocol.class_keys)
-    missing = [k for k in class_keys if k not in tuple(bundle.class_keys)]
-    if missing:
-        raise UserError(f"{getattr(bundle, 'path', 'classifiers')}: no classifier for classes {missing} of "
-                        f"protocol {protocol.name!r}")
+    # A class whose labels could not make a balanced set has no classifier (the bundle card lists
+    # it under `untrained`): its images are still made, judged and class-matched, but it has no
+    # informativity estimate, and the means over classes say which classes they cover.
+    scored_keys = tuple(k for k in class_keys if k in tuple(bundle.class_keys))
+    if not scored_keys:
+        raise UserError(f"{getattr(bundle, 'path', 'classifiers')}: no classifier for any class of "
+                        f"protocol {protocol.name!r} ({', '.join(class_keys)})")
     info = dict(getattr(translator, "info", {}) or {})
     info.update(generator_info or {})
     where = str(info.get("path") or "generator")
@@ -177,7 +180,8 @@ def score_translator(translator, store, bundle, *, protocol, split: str = "test"
                     spec = normalise_log_mel(spec.to(dev), normalisation)
                     seeds = torch.from_numpy(plan.seeds[k, start:stop]).to(dev)
                     images = check_images(translator.translate(spec, seeds), where)  # (B, 3, 96, 96)
-                    informative[k, start:stop] = np.asarray(bundle.predict_informative(images, key), dtype=bool)
+                    if key in scored_keys:
+                        informative[k, start:stop] = np.asarray(bundle.predict_informative(images, key), dtype=bool)
                     cls = bundle.predict_class(images) if has_class_match else None
                     if cls is None:
                         has_class_match = False
@@ -202,12 +206,17 @@ def score_translator(translator, store, bundle, *, protocol, split: str = "test"
         sl = plan.class_slices[key]
         n_sounds = sl.stop - sl.start
         per_sound = informative[:, sl].mean(axis=0)  # (n,) share of a sound's K images called informative
-        outcomes = bundle.test_outcomes(key)
-        labels, preds = outcomes if outcomes is not None else (None, None)
-        boot_seed = item_seed(seed, f"bootstrap/{key}")
-        res = M.corrected_share(per_sound, labels, preds, sensitivity=bundle.sensitivity(key),
-                                specificity=bundle.specificity(key), bootstrap_samples=spec_m.bootstrap_samples,
-                                confidence=spec_m.confidence, seed=boot_seed, return_replicates=True)
+        if key in scored_keys:
+            outcomes = bundle.test_outcomes(key)
+            labels, preds = outcomes if outcomes is not None else (None, None)
+            boot_seed = item_seed(seed, f"bootstrap/{key}")
+            res = M.corrected_share(per_sound, labels, preds, sensitivity=bundle.sensitivity(key),
+                                    specificity=bundle.specificity(key), bootstrap_samples=spec_m.bootstrap_samples,
+                                    confidence=spec_m.confidence, seed=boot_seed, return_replicates=True)
+        else:  # no classifier for this class: no informativity estimate
+            res = {f: None for f in ("raw_share", "raw_ci", "corrected_share", "corrected_ci", "sensitivity",
+                                     "specificity", "_replicates")}
+            res["ci_method"] = "no classifier (untrained class)"
         boot_means[key] = res.pop("_replicates", None)
         entry = {
             "n_sounds": n_sounds,
@@ -224,7 +233,7 @@ def score_translator(translator, store, bundle, *, protocol, split: str = "test"
                                  if has_class_match and n_sounds else None),
             "true_share": float(truth[:, sl].mean()) if judge is not None and n_sounds else None,
         }
-        if samples > 1 and n_sounds:
+        if samples > 1 and n_sounds and key in scored_keys:
             draws = {"raw_share": informative[:, sl].mean(axis=1).tolist()}
             if has_class_match:
                 draws["class_match_rate"] = (predicted[:, sl] == ci).mean(axis=1).tolist()
@@ -235,16 +244,20 @@ def score_translator(translator, store, bundle, *, protocol, split: str = "test"
             entry["spread"] = {m: float(np.std(v, ddof=1)) for m, v in draws.items()}
         classes[key] = entry
 
-    def mean_of(field: str):
-        vals = [classes[k][field] for k in class_keys]
+    def mean_of(field: str, keys=scored_keys):
+        vals = [classes[k][field] for k in keys]
         return None if any(v is None for v in vals) else float(np.mean(vals))
 
+    # Means over the classes that have a classifier (all of them, normally), so raw, corrected and
+    # true shares average the same classes; `mean_all_classes` adds what exists for every class.
     mean = {f: mean_of(f) for f in ("raw_share", "corrected_share", "class_match_rate", "true_share")}
+    mean["classes"] = list(scored_keys)
+    mean_all = {f: mean_of(f, class_keys) for f in ("class_match_rate", "true_share")}
     # The classes' bootstraps are independent (other sounds, other classifiers): the mean of their
     # replicates, replicate by replicate, is a bootstrap of the mean.
     mean["corrected_ci"] = None
-    if mean["corrected_share"] is not None and all(boot_means[k] is not None for k in class_keys):
-        reps = np.stack([boot_means[k] for k in class_keys]).mean(axis=0)  # (B,), NaN where any class had none
+    if mean["corrected_share"] is not None and all(boot_means[k] is not None for k in scored_keys):
+        reps = np.stack([boot_means[k] for k in scored_keys]).mean(axis=0)  # (B,), NaN where any class had none
         reps = reps[~np.isnan(reps)]
         if reps.size:
             alpha = (1 - spec_m.confidence) / 2
@@ -280,6 +293,8 @@ def score_translator(translator, store, bundle, *, protocol, split: str = "test"
                       "resamples": "scored sounds (with their K images) and the classifier's test set"},
         "classes": classes,
         "mean": mean,
+        "mean_all_classes": mean_all,
+        "untrained_classes": [k for k in class_keys if k not in scored_keys],
         "num_sounds": n,
         "sample_sheet": None,
         "code_version": code_version(),
@@ -410,7 +425,12 @@ def _check_device(device: str) -> str:
 
 
 def _check_classes(protocol, bundle) -> None:
-    if set(protocol.class_keys) - set(bundle.class_keys):
+    missing = [k for k in protocol.class_keys if k not in bundle.class_keys]
+    if missing and set(missing) <= set((getattr(bundle, "card", {}) or {}).get("untrained", {})):
+        print(f"warning: {bundle.path}: no classifier for {', '.join(missing)} (too few labelled images, see the "
+              f"card's `untrained`); those classes get no informativity estimate", file=sys.stderr)
+        return
+    if missing:
         raise UserError(f"{bundle.path}: classifiers for {sorted(bundle.class_keys)} do not cover the store's "
                         f"classes {list(protocol.class_keys)}")
 

@@ -130,6 +130,10 @@ def test_class_mean_is_the_mean_of_replaced_class_values():
     gappy[7] = np.nan
     _, frame = M.summarise_classes(EPOCHS, D_UPDATE, {"a": gappy, "b": other}, s)
     assert np.isnan(frame["mean"][7]) and not np.isnan(frame["mean"][8])
+    # A class with no value at all (no classifier) is left out of the mean, and named.
+    summary, frame = M.summarise_classes(EPOCHS, D_UPDATE, {"a": VALUES, "b": np.full_like(VALUES, np.nan)}, s)
+    np.testing.assert_allclose(frame["mean"], EXPECTED, equal_nan=True)
+    assert summary["classes_in_mean"] == ["a"] and summary["classes_without_values"] == ["b"]
 
 
 def test_rogan_gladen_formula_and_edges():

@@ -36,6 +36,7 @@ def test_roundtrip_through_dict():
     p = load_protocol("synth")
     q = protocol_from_dict(json.loads(json.dumps(p.to_dict())))
     assert q == p and q.fingerprint == p.fingerprint
+    assert protocol_from_dict(p.to_dict()) == p  # tuples as well as JSON lists (worker processes)
     assert load_protocol("vegas5").fingerprint != p.fingerprint
 
 

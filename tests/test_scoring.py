@@ -196,6 +196,26 @@ def test_unknown_classifier_quality_and_no_class_match(store, tmp_path):
     assert record["mean"]["corrected_share"] is None and record["classifiers"]["class_match"] is False
 
 
+def test_class_without_classifier_is_scored_without_an_estimate(store, tmp_path):
+    """A bundle whose card lists a class as untrained: that class gets no informativity estimate
+    (None), the means cover the other classes, and the rest of the record is unchanged."""
+    full = score(FakeTranslator(), store, FakeBundle(tmp_path / "a.pt"), seed=3)
+    partial_bundle = FakeBundle(tmp_path / "b.pt")
+    partial_bundle.class_keys = PROTOCOL.class_keys[1:]
+    partial_bundle.card["untrained"] = {PROTOCOL.class_keys[0]: "too few labelled images"}
+    partial = score(FakeTranslator(), store, partial_bundle, seed=3)
+    gone = PROTOCOL.class_keys[0]
+    assert partial["untrained_classes"] == [gone]
+    assert partial["classes"][gone]["raw_share"] is None and partial["classes"][gone]["corrected_share"] is None
+    assert partial["classes"][gone]["class_match_rate"] == full["classes"][gone]["class_match_rate"]
+    for key in PROTOCOL.class_keys[1:]:
+        assert partial["classes"][key]["raw_share"] == full["classes"][key]["raw_share"]
+    assert partial["mean"]["classes"] == list(PROTOCOL.class_keys[1:])
+    assert partial["mean"]["raw_share"] == pytest.approx(
+        np.mean([full["classes"][k]["raw_share"] for k in PROTOCOL.class_keys[1:]]))
+    assert gone not in [k for k, _ in partial_bundle.seen]  # its classifier was never asked
+
+
 def test_sample_sheet(store, bundle, tmp_path):
     record = score(FakeTranslator(), store, bundle, sample_sheet=tmp_path / "samples-e7.npz")
     sheet = np.load(record["sample_sheet"], allow_pickle=False)

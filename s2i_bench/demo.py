@@ -1,0 +1,296 @@
+"""`s2i-bench demo` (what `make demo` runs): the paper's whole study on the embedded synthetic world.
+
+    synth -> prepare (video-disjoint) -> train-baseline at every embedding size of the protocol
+    (one checkpoint per epoch) -> pool from >= num_models checkpoints -> label --judge ->
+    train-classifiers -> score every run (every epoch: the series and its summary) -> report
+
+Each step is the same function its command calls, so the demo is also the end-to-end test of the
+commands fitting together. A step skips itself when its outputs exist and its key (protocol,
+parameters, the keys of the steps it reads, a hash of the code) is unchanged; `--force` redoes
+all. Working data (videos, store, runs, pool, bundle) goes to `--out` (ignored by git); the
+report goes to `--report` (committed as results/demo/).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import shutil
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+from s2i_bench.errors import UserError
+from s2i_bench.io import atomic_write_json, code_version, library_versions, now_iso, read_jsonl
+from s2i_bench.steps import StepRunner, code_hash, step_key
+
+RECORDS = "metric-informativity.jsonl"
+
+
+def _say(msg: str) -> None:
+    print(msg, flush=True)
+
+
+def pool_checkpoints(run_dirs: list[Path], num_models: int, late_fraction: float = 0.3) -> list[Path]:
+    """At least `num_models` checkpoints (the paper's 17 translator models), the same number
+    from every run, evenly spaced over the last `late_fraction` of each run's epochs, the last
+    epoch included. The paper screened its 17 models for quality before labelling; here early
+    checkpoints would add nothing: every model gives the same number of images to both labels,
+    so a model that draws nothing informative contributes no image at all."""
+    from s2i_bench.generators import list_checkpoints
+
+    per_run = math.ceil(num_models / len(run_dirs))
+    chosen: list[Path] = []
+    for run in run_dirs:
+        ckpts = list_checkpoints(run)
+        if len(ckpts) < per_run:
+            raise UserError(f"{run}: {len(ckpts)} checkpoints, the pool needs {per_run} from each run")
+        late = ckpts[-max(per_run, math.ceil(late_fraction * len(ckpts))):]
+        picks = np.round(np.linspace(len(late) - 1, 0, per_run)).astype(int)
+        chosen += [late[i] for i in sorted(set(picks.tolist()))]
+    return chosen
+
+
+def run_demo(out: Path = Path("demo-work"), report_dir: Path = Path("results/demo"), protocol=None,
+             force: bool = False, workers: int = 1) -> Path:
+    from s2i_bench.protocol import load_protocol
+
+    import torch
+
+    p = load_protocol(protocol or "synth")
+    # Every step here runs small convolutions, which gain little from a second thread, while two
+    # busy threads on cores that something else also uses slow each other down tens of times
+    # over (measured: 0.2 s -> 14 s per classifier epoch). One thread per process; the training
+    # and scoring steps use one process per core instead.
+    torch.set_num_threads(1)
+    out, report_dir = Path(out), Path(report_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    runner = StepRunner(out, force=force, log=_say)
+    started = time.perf_counter()
+    code = code_hash()
+    _say(f"s2i-bench demo: protocol {p.name} {p.version} ({p.fingerprint}), code {code_version()}, "
+         f"working folder {out}, report {report_dir}")
+
+    videos, store_dir, runs_dir = out / "videos", out / "store", out / "runs"
+    pool_dir, bundle = out / "pool", out / "classifiers" / "bundle.pt"
+
+    # 1. The synthetic world as real .mp4 files.
+    from s2i_bench.synth import write_world
+
+    k_synth = step_key(step="synth", protocol=p.fingerprint, code=code)
+    runner.run("synth", k_synth, [videos / "scenes.json"],
+               lambda: write_world(videos, p, overwrite=True))
+
+    # 2. The segment store with the video-disjoint split (and its leakage audit).
+    from s2i_bench.prepare import prepare_store
+
+    k_prepare = step_key(step="prepare", up=k_synth, code=code)
+    runner.run("prepare", k_prepare, [store_dir / "store.json"],
+               lambda: prepare_store(videos, store_dir, p, workers=workers, overwrite=True))
+
+    # 3. One translator per embedding size, a checkpoint after every epoch (the series). The runs
+    #    are independent, so they train side by side, one process per core.
+    run_dirs = [runs_dir / f"f{f}" for f in p.training.embedding_dims]
+    k_train = step_key(step="train", dims=list(p.training.embedding_dims), up=k_prepare, code=code)
+    last = [r / "checkpoints" / f"generator-{p.training.epochs - 1:06d}.pt" for r in run_dirs]
+    runner.run("train", k_train, last, lambda: _train_runs(store_dir, run_dirs, p))
+
+    # 4-6. Pool from >= 17 checkpoints, judge labels, the five classifiers + class-match.
+    from s2i_bench.classifiers import train_classifiers
+    from s2i_bench.labels import label_pool
+    from s2i_bench.pool import build_pool
+
+    k_pool = step_key(step="pool", up=k_train, code=code)
+    runner.run("pool", k_pool, [pool_dir / "pool.json"],
+               lambda: build_pool(pool_checkpoints(run_dirs, p.classifiers.num_models), store_dir, pool_dir,
+                                  split="val", seed=0, overwrite=True))
+    k_label = step_key(step="label", up=k_pool, code=code)
+    runner.run("label", k_label, [pool_dir / "sets.csv"], lambda: label_pool(pool_dir, use_judge=True))
+    k_classifiers = step_key(step="train-classifiers", up=k_label, code=code)
+    runner.run("train-classifiers", k_classifiers, [bundle, bundle.with_suffix(".json")],
+               lambda: train_classifiers(pool_dir, bundle, store=store_dir, seed=0))
+
+    # 7. Score every epoch of every run on the test sounds (the series), with sample sheets of
+    #    the first and the last epoch for Figs. 15/16 and the learning check.
+    k_score = step_key(step="score", up=[k_classifiers, k_train], code=code)
+    runner.run("score", k_score, [r / RECORDS for r in run_dirs],
+               lambda: _score_runs(run_dirs, store_dir, bundle))
+
+    # 8. The report.
+    from s2i_bench.report import build_report
+
+    k_report = step_key(step="report", up=k_score, code=code)
+    report_index = report_dir / "index.md"
+    runner.run("report", k_report, [report_index],
+               lambda: build_report(run_dirs, out=report_dir, figures=True, store=store_dir, bundle=bundle,
+                                    formats=["png"]))
+
+    total = time.perf_counter() - started
+    headline = _headline(run_dirs)
+    _write_provenance(report_dir, p, runner, total, headline, ran_any=any(runner.timings.values()))
+    _say("")
+    _say(f"demo finished in {total / 60:.1f} min; report: {report_index}")
+    for line in _format_headline(headline):
+        _say(line)
+    return report_index
+
+
+def _parallel(fn, jobs: list[tuple], what: str) -> None:
+    """Run `fn(*job)` for every job, one process per core (each with its share of the threads).
+
+    Small convolutions use threads poorly and two busy threads on two shared cores slow each
+    other down many times over, so independent jobs in single-threaded processes are the
+    fastest way through on a small CPU machine.
+    """
+    import concurrent.futures as cf
+    import multiprocessing as mp
+    import os
+
+    cores = os.cpu_count() or 1
+    workers = max(1, min(len(jobs), cores))
+    threads = max(1, cores // workers)
+    if workers == 1:
+        for job in jobs:
+            fn(*job)
+        return
+    started = time.perf_counter()
+    with cf.ProcessPoolExecutor(workers, mp_context=mp.get_context("spawn"), initializer=_worker_init,
+                                initargs=(threads,)) as pool:
+        futures = {pool.submit(fn, *job): job for job in jobs}
+        for done in cf.as_completed(futures):
+            done.result()  # re-raises a worker's error here
+            _say(f"  {what} {Path(futures[done][1]).name}: done at {time.perf_counter() - started:.0f} s")
+
+
+def _worker_init(threads: int) -> None:
+    import os
+
+    import torch
+
+    os.environ["S2I_BENCH_QUIET"] = "1"  # one progress line per job from the parent instead
+    torch.set_num_threads(threads)
+
+
+def _train_runs(store_dir: Path, run_dirs: list[Path], p) -> None:
+    jobs = [(store_dir, run, p.to_dict(), f) for run, f in zip(run_dirs, p.training.embedding_dims)]
+    _parallel(_train_one, jobs, "trained")
+
+
+def _train_one(store_dir: Path, run_dir: Path, protocol: dict, f: int) -> None:
+    from s2i_bench.protocol import protocol_from_dict
+    from s2i_translator.train import train_baseline
+
+    if run_dir.exists():
+        shutil.rmtree(run_dir)  # a fresh run: the step's key changed or --force
+    train_baseline(store_dir, run_dir, protocol=protocol_from_dict(protocol), embedding_dim=f, save_every=1)
+
+
+def _score_runs(run_dirs: list[Path], store_dir: Path, bundle: Path) -> None:
+    _parallel(_score_one, [(store_dir, run, bundle) for run in run_dirs], "scored")
+
+
+def _score_one(store_dir: Path, run: Path, bundle: Path) -> None:
+    """Every checkpoint of a run through the one scoring function: one record per epoch, and
+    sample sheets of the first and the last epoch (Figs. 15/16, the learning check)."""
+    from s2i_bench.classifiers import load_bundle
+    from s2i_bench.generators import list_checkpoints, load_translator
+    from s2i_bench.io import append_jsonl, progress
+    from s2i_bench.scoring import score_translator
+    from s2i_bench.store import open_store
+
+    store = open_store(store_dir)
+    p = store.protocol
+    bun = load_bundle(bundle)
+    records = run / RECORDS
+    if records.exists():
+        records.unlink()
+    for old in run.glob("samples-*.npz"):
+        old.unlink()
+    ckpts = list_checkpoints(run)
+    sheet_epochs = {ckpts[0], ckpts[-1]}
+    for ckpt in progress(ckpts, desc=f"score {run.name}", unit="ckpt"):
+        translator = load_translator(ckpt)
+        epoch = translator.info.get("epoch")
+        sheet = run / f"samples-epoch-{epoch:06d}.npz" if ckpt in sheet_epochs else None
+        record = score_translator(translator, store, bun, protocol=p, split=p.scoring.split,
+                                  seed=p.scoring.seed, samples=1, batch_size=p.scoring.batch_size,
+                                  run=run.name, sample_sheet=sheet)
+        append_jsonl(records, record)
+
+
+def _headline(run_dirs: list[Path]) -> list[dict]:
+    """First vs last epoch of each run: the judge's true share (mean over classes) with a 95%
+    Wilson interval over the scored images, and the classifiers' raw and corrected estimates."""
+    rows = []
+    for run in run_dirs:
+        path = run / RECORDS
+        if not path.is_file():
+            continue
+        recs = sorted((r for r in read_jsonl(path) if r.get("epoch") is not None), key=lambda r: r["epoch"])
+        if not recs:
+            continue
+        row = {"run": run.name, "embedding_dim": recs[-1]["generator"].get("embedding_dim")}
+        for tag, r in (("first", recs[0]), ("last", recs[-1])):
+            n = sum(c.get("n_images") or 0 for c in r["classes"].values())
+            true = r["mean"].get("true_share")
+            row[tag] = {
+                "epoch": r["epoch"], "n_images": n, "true_share": true,
+                "true_ci": wilson_interval(true, n) if true is not None else None,
+                "raw_share": r["mean"].get("raw_share"), "corrected_share": r["mean"].get("corrected_share"),
+                "corrected_ci": r["mean"].get("corrected_ci"), "class_match_rate": r["mean"].get("class_match_rate"),
+            }
+        rows.append(row)
+    return rows
+
+
+def wilson_interval(share: float, n: int, z: float = 1.959964) -> list[float]:
+    """95% Wilson score interval of a proportion observed on n trials."""
+    if n <= 0:
+        return [float("nan"), float("nan")]
+    centre = (share + z * z / (2 * n)) / (1 + z * z / n)
+    half = z * math.sqrt(share * (1 - share) / n + z * z / (4 * n * n)) / (1 + z * z / n)
+    return [max(0.0, centre - half), min(1.0, centre + half)]
+
+
+def _pct(x) -> str:
+    return "-" if x is None else f"{100 * x:.1f}%"
+
+
+def _format_headline(rows: list[dict]) -> list[str]:
+    lines = ["judge's true informativity (mean of the 5 classes, test sounds), first vs last epoch:"]
+    for r in rows:
+        a, b = r["first"], r["last"]
+        lines.append(
+            f"  {r['run']:>6}: epoch {a['epoch']:>3} {_pct(a['true_share'])} "
+            f"[{_pct(a['true_ci'][0])}, {_pct(a['true_ci'][1])}]  ->  epoch {b['epoch']:>3} "
+            f"{_pct(b['true_share'])} [{_pct(b['true_ci'][0])}, {_pct(b['true_ci'][1])}]; "
+            f"classifiers: raw {_pct(b['raw_share'])}, corrected {_pct(b['corrected_share'])}, "
+            f"class match {_pct(b['class_match_rate'])}")
+    return lines
+
+
+def _write_provenance(report_dir: Path, p, runner: StepRunner, total: float, headline: list[dict],
+                      ran_any: bool) -> None:
+    """demo.json beside the report: the command, protocol, seeds, code version and step times.
+    Rewritten only when some step ran, so a second `make demo` changes no committed file."""
+    path = report_dir / "demo.json"
+    if not ran_any and path.is_file():
+        return
+    previous = json.loads(path.read_text()) if path.is_file() else {}
+    steps = dict(previous.get("step_seconds", {}))
+    steps.update({k: round(v, 1) for k, v in runner.timings.items() if v > 0})
+    atomic_write_json(path, {
+        "command": "s2i-bench demo" + (" " + " ".join(sys.argv[2:]) if len(sys.argv) > 2 else ""),
+        "protocol": p.ref(),
+        "seeds": {"synth": p.synth.seed, "split": p.split.seed, "training": p.training.seed,
+                  "pool": 0, "classifiers": 0, "scoring": p.scoring.seed},
+        "code_version": code_version(),
+        "code_hash": code_hash(),
+        "libraries": library_versions(),
+        "finished": now_iso(),
+        "seconds_this_run": round(total, 1),
+        "step_seconds": steps,
+        "headline": headline,
+    })
