@@ -62,12 +62,14 @@ def _plan(store, class_keys, split: str, seed: int, samples: int) -> _Plan:
         return _PLANS[key]
     rows = store.split_indices(split)
     store_classes = store.manifest["class"].to_numpy()[rows]
+    videos = store.manifest["video_id"].to_numpy()[rows]
     parts, slices, sheet, start = [], {}, [], 0
     for ci, key_c in enumerate(class_keys):
-        mine = rows[store_classes == key_c]  # manifest order
+        in_class = store_classes == key_c
+        mine = rows[in_class]  # manifest order
         parts.append(mine)
         slices[key_c] = slice(start, start + len(mine))
-        sheet.extend(range(start, start + min(SHEET_PER_CLASS, len(mine))))
+        sheet.extend(start + p for p in _sheet_positions(videos[in_class], SHEET_PER_CLASS))
         start += len(mine)
     indices = np.concatenate(parts) if parts else np.zeros(0, dtype=np.int64)
     class_index = np.concatenate([np.full(len(p), ci) for ci, p in enumerate(parts)]) if parts else indices
@@ -79,6 +81,16 @@ def _plan(store, class_keys, split: str, seed: int, samples: int) -> _Plan:
         _PLANS.clear()
     _PLANS[key] = plan
     return plan
+
+
+def _sheet_positions(videos: np.ndarray, count: int) -> list[int]:
+    """The sample-sheet sounds of a class: the first segment of each video in manifest order,
+    then second segments and so on, so the sheet shows as many scenes as it can."""
+    order, seen = [], {}
+    for pos, video in enumerate(videos):
+        order.append((seen.get(video, 0), pos))
+        seen[video] = seen.get(video, 0) + 1
+    return sorted(pos for _, pos in sorted(order)[:count])
 
 
 _BUNDLE_HASHES: dict[tuple, str] = {}
@@ -128,8 +140,9 @@ def score_translator(translator, store, bundle, *, protocol, split: str = "test"
         and `.info` (path, sha256, kind, epoch, embedding_dim, run).
     epoch, d_update, run: what the record says about where the generator comes from (the
         training loop passes them); d_update defaults to epoch % d_every_epochs == 0.
-    sample_sheet: where to save the images of the first 8 sounds of each class (draw 0) with their
-        segment ids and real frames (.npz, for Figs. 15/16).
+    sample_sheet: where to save the images of 8 fixed sounds of each class (draw 0; the first
+        segment of each video first, see `_sheet_positions`) with their segment ids and real
+        frames (.npz, for Figs. 15/16).
     Returns the record (a plain dict); the caller appends it with `append_jsonl`.
     """
     import torch
