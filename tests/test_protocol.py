@@ -27,7 +27,7 @@ def test_extends_overrides_only_what_it_names():
     assert synth.extends == "vegas5" and synth.name == "synth"
     assert synth.audio == base.audio and synth.classes == base.classes
     assert synth.training.epochs != base.training.epochs
-    assert synth.training.lr_g == base.training.lr_g  # not overridden: inherited
+    assert synth.training.lr_d == base.training.lr_d  # not overridden: inherited
     tiny = load_protocol("tiny")
     assert tiny.model.profile == "small" and tiny.extends == "synth"
 

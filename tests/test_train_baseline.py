@@ -71,7 +71,8 @@ def test_run_folder(full_run, fake_store):
 
     grid = Image.open(full_run / "grids" / "grid-000005.png")
     per_class = PROTO.training.grid_per_class
-    assert grid.size == (2 + 2 * per_class * (48 + 2), 2 + 5 * (48 + 2))  # a row per class: reals, then fakes
+    cell = max(PROTO.model.image_size, train_mod.GRID_MIN_CELL)
+    assert grid.size == (2 + 2 * per_class * (cell + 2), 2 + 5 * (cell + 2))  # a row per class: reals, then fakes
 
 
 def test_interrupted_then_resumed_equals_uninterrupted(full_run, fake_store, tmp_path, monkeypatch):

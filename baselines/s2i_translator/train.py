@@ -45,6 +45,7 @@ from s2i_translator.models import AudioAutoencoder, DenseGenerator, Discriminato
 LOG_COLUMNS = ["epoch", "d_updated", "pixel_loss", "adv_loss", "adv_loss_ma", "d_loss", "d_real_score",
                "d_fake_score", "g_batches", "d_batches", "seconds"]
 RESUME_FORMAT = "s2i-train-resume"
+GRID_MIN_CELL = 64  # pixels of one image in the grids
 
 
 # -- small helpers ------------------------------------------------------------------------------
@@ -367,6 +368,8 @@ def save_grid(path: Path, encoder, G, grid_spec: torch.Tensor, grid_real: torch.
     for start in range(0, len(fake), per_class):
         rows.extend([real[start:start + per_class], fake[start:start + per_class]])
     tiles = torch.cat(rows)  # per class: per_class real, then per_class generated
+    if tiles.shape[-1] < GRID_MIN_CELL:  # small-profile images: enlarge (nearest) so they can be seen
+        tiles = F.interpolate(tiles, size=(GRID_MIN_CELL, GRID_MIN_CELL), mode="nearest")
     buf = io.BytesIO()
     save_image((tiles + 1) / 2, buf, nrow=2 * per_class, padding=2, format="png")
     from s2i_bench.io import atomic_write_bytes
