@@ -34,21 +34,12 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 os.environ.setdefault("S2I_BENCH_QUIET", "1")
 
-from s2i_bench.io import atomic_write_json, atomic_write_text, code_version, library_versions  # noqa: E402
+from s2i_bench.io import atomic_write_json, atomic_write_text, code_version, library_versions, cpu_model  # noqa: E402
 from s2i_bench.protocol import load_protocol  # noqa: E402
 
 VEGAS_VIDEOS = 14142
 VEGAS_MAX_SECONDS = 10
 
-
-def cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
 
 
 def write_clips(folder: Path, n: int, *, seconds, width, height, fps, seed0: int) -> list[Path]:

@@ -28,17 +28,8 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path[:0] = [str(ROOT), str(ROOT / "tests")]
 os.environ.setdefault("S2I_BENCH_QUIET", "1")
 
-from s2i_bench.io import atomic_write_json, atomic_write_text, code_version  # noqa: E402
+from s2i_bench.io import atomic_write_json, atomic_write_text, code_version, cpu_model  # noqa: E402
 
-
-def cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
 
 
 def main() -> None:

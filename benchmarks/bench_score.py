@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
-import json
 import os
 import platform
 import sys
@@ -31,18 +30,9 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 os.environ.setdefault("S2I_BENCH_QUIET", "1")
 
-from s2i_bench.io import atomic_write_json, atomic_write_text, code_version  # noqa: E402
+from s2i_bench.io import atomic_write_json, atomic_write_text, code_version, cpu_model  # noqa: E402
 from s2i_bench.protocol import load_protocol  # noqa: E402
 
-
-def cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
 
 
 def make_store(path: Path, protocol, per_class: int, seed: int = 0):

@@ -20,7 +20,6 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import os
-import platform
 import resource
 import sys
 import tempfile
@@ -33,23 +32,8 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 os.environ.setdefault("S2I_BENCH_QUIET", "1")
 
-from s2i_bench.io import atomic_write_json, atomic_write_text, code_version, library_versions  # noqa: E402
+from s2i_bench.io import atomic_write_json, atomic_write_text, code_version, library_versions, machine_info  # noqa: E402
 from s2i_bench.protocol import load_protocol  # noqa: E402
-
-
-def machine() -> dict:
-    import torch
-
-    cpu = platform.processor() or "unknown"
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    return {"cpu_count": os.cpu_count(), "cpu_model": cpu, "torch": torch.__version__,
-            "python": platform.python_version(), "load_average_before": list(os.getloadavg())}
 
 
 def cpu_seconds() -> float:
@@ -148,7 +132,7 @@ def main() -> None:
     protocol = load_protocol("synth")
     vpc = args.videos_per_class or protocol.synth.videos_per_class
 
-    record = {"kind": "bench_synth", "machine": machine(), "protocol": protocol.ref(),
+    record = {"kind": "bench_synth", "machine": machine_info(), "protocol": protocol.ref(),
               "videos_per_class": vpc, "code_version": code_version(), "libraries": library_versions()}
     record["stages"] = stage_times(protocol)
     record["write_world"] = world_times(protocol, vpc, args.workers)

@@ -20,7 +20,6 @@ import argparse
 import datetime as dt
 import json
 import os
-import platform
 import sys
 import time
 from pathlib import Path
@@ -31,6 +30,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 os.environ.setdefault("S2I_BENCH_QUIET", "1")
 
+from s2i_bench.io import machine_info  # noqa: E402
 from s2i_bench.protocol import load_protocol  # noqa: E402
 from s2i_translator.models import AudioAutoencoder, DenseGenerator, Discriminator, count_parameters  # noqa: E402
 from s2i_translator.train import discriminator_epoch, generator_epoch  # noqa: E402
@@ -39,24 +39,6 @@ PAPER_SEGMENTS = 48_945  # Table 1, training
 PAPER_EPOCHS = 4000
 # Dense bf16 tensor-core peaks (TFLOP/s, no sparsity), by device-name substring.
 PEAK_BF16_TFLOPS = {"H200": 989.0, "H100": 989.0, "A100": 312.0, "L40S": 362.0, "A10": 125.0, "V100": 125.0}
-
-
-def machine() -> dict:
-    cpu = platform.processor() or ""
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    info = {"cpu_count": os.cpu_count(), "cpu_model": cpu, "torch": torch.__version__,
-            "torch_threads": torch.get_num_threads(), "python": platform.python_version(),
-            "load_average": os.getloadavg() if hasattr(os, "getloadavg") else None}
-    if torch.cuda.is_available():
-        info["cuda_device"] = torch.cuda.get_device_name(0)
-        info["cuda"] = torch.version.cuda
-    return info
 
 
 def count_flops(build, run) -> float:
@@ -302,7 +284,7 @@ def main(argv=None):
     if args.device == "cuda" and not cuda:
         sys.exit("--device cuda: no CUDA device")
     results = {"benchmark": "bench_train", "created": dt.datetime.now(dt.timezone.utc).isoformat(),
-               "machine": machine(), "args": {k: str(v) for k, v in vars(args).items()}}
+               "machine": machine_info(), "args": {k: str(v) for k, v in vars(args).items()}}
     if args.device in ("auto", "cpu"):
         results["small_cpu"] = small_profile(args)
     results["paper_flops"] = paper_flops()

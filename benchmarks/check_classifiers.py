@@ -25,7 +25,6 @@ import datetime as dt
 import io
 import json
 import os
-import platform
 import sys
 import tempfile
 import time
@@ -39,7 +38,7 @@ sys.path.insert(0, str(ROOT))
 os.environ.setdefault("S2I_BENCH_QUIET", "1")
 
 from s2i_bench.errors import UserError  # noqa: E402
-from s2i_bench.io import atomic_write_json, atomic_write_text, code_version  # noqa: E402
+from s2i_bench.io import atomic_write_json, atomic_write_text, code_version, cpu_model  # noqa: E402
 
 PAPER_ACCURACY = {"baby_cry": 0.80, "dog": 0.80, "rail_transport": 0.84, "fireworks": 0.82, "water_flowing": 0.815}
 LIGHT_SHARE = 0.35
@@ -76,15 +75,6 @@ class DegradingProgram(torch.nn.Module):
             out.append(y.clamp(-1.0, 1.0))
         return torch.cat(out)
 
-
-def cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
 
 
 def write_programs(store, folder: Path, n: int) -> list[Path]:

@@ -21,8 +21,6 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import json
-import os
-import platform
 import sys
 import tempfile
 import time
@@ -34,27 +32,11 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from s2i_bench.features import extract_clip  # noqa: E402
-from s2i_bench.io import atomic_write_json, atomic_write_text, code_version, library_versions  # noqa: E402
+from s2i_bench.io import atomic_write_json, atomic_write_text, code_version, library_versions, machine_info  # noqa: E402
 from s2i_bench.protocol import load_protocol  # noqa: E402
 from s2i_bench.synth import judge, write_world  # noqa: E402
 
 TARGETS = {"own": 0.95, "blurred": 0.80, "negatives": 0.05, "r2": 0.5}
-
-
-def machine() -> dict:
-    import torch
-
-    cpu = platform.processor()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    return {"cpu_count": os.cpu_count(), "cpu_model": cpu, "torch": torch.__version__,
-            "torch_threads": torch.get_num_threads(), "python": platform.python_version(),
-            "load_average": os.getloadavg() if hasattr(os, "getloadavg") else None}
 
 
 def gaussian_blur(images: np.ndarray, sigma: float) -> np.ndarray:
@@ -200,7 +182,7 @@ def main() -> None:
         "judge": judged, "judge_images_per_s": judge_rate, "ridge_r2": r2,
         "worst_negative_rate": worst_negative, "passed": passed,
         "seconds": {"world_and_decode": seconds_world, "judging": seconds_judge},
-        "machine": machine(), "code_version": code_version(), "libraries": library_versions(),
+        "machine": machine_info(), "code_version": code_version(), "libraries": library_versions(),
     }
     stamp = now.strftime("%Y%m%d-%H%M%S")
     args.out.mkdir(parents=True, exist_ok=True)

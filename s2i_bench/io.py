@@ -177,3 +177,26 @@ def progress(iterable: Iterable | None = None, *, total: int | None = None, desc
     disable = os.environ.get("S2I_BENCH_QUIET") == "1"
     return tqdm(iterable, total=total, desc=desc, unit=unit, disable=disable, dynamic_ncols=True,
                 mininterval=0.5, leave=False, **kw)
+
+
+def cpu_model() -> str:
+    """The CPU's model name (Linux /proc/cpuinfo), else what platform knows."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown"
+
+
+def machine_info() -> dict[str, Any]:
+    """What a benchmark result records about the machine it ran on."""
+    import torch
+
+    info = {"cpu_count": os.cpu_count(), "cpu_model": cpu_model(), "torch": torch.__version__,
+            "torch_threads": torch.get_num_threads(), "python": platform.python_version(),
+            "load_average": list(os.getloadavg()) if hasattr(os, "getloadavg") else None}
+    if torch.cuda.is_available():
+        info["gpu"] = torch.cuda.get_device_name(0)
+    return info

@@ -11,6 +11,18 @@ import pytest
 os.environ.setdefault("S2I_BENCH_QUIET", "1")
 
 
+@pytest.fixture(autouse=True, scope="session")
+def one_torch_thread():
+    """One intra-op thread for the whole suite: the tests' tensors are tiny, and on a shared or
+    busy machine (CI) two spinning threads per process were measured 5-40x slower than one."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 def make_fake_store(path: Path, protocol_name: str = "tiny", per_class: dict[str, int] | None = None,
                     seed: int = 0, videos_per_class: int = 4) -> Path:
     """A small store written with `write_store`, without decoding any video.

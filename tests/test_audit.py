@@ -21,14 +21,6 @@ from s2i_bench.store import open_store, write_store
 PROTO = load_protocol("tiny")
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Feature code runs on one thread per process (as in prepare); on a shared 2-core machine
-    more threads only contend."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 def scene_segments(seed: int, n: int = 2, gain: float = 1.0, noise_seed: int | None = None):

@@ -25,14 +25,6 @@ from s2i_bench.protocol import load_protocol
 CLASSES = load_protocol("tiny").class_keys
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """One intra-op thread: these small convolutions gain little from two, and on a shared,
-    loaded machine two spinning threads are several times slower than one."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 # -- the network ------------------------------------------------------------------------------

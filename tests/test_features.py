@@ -18,14 +18,6 @@ PROTO = load_protocol("tiny")
 AUDIO = PROTO.audio
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Feature code runs on one thread per process (as in prepare); on a shared 2-core machine
-    more threads only contend."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 # -- the independent reference: SPEC section 3 written out in float64 numpy, loop by loop ------

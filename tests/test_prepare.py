@@ -3,12 +3,10 @@
 from __future__ import annotations
 
 import json
-import shutil
 
 import numpy as np
 import pandas as pd
 import pytest
-import torch
 
 import s2i_bench.prepare as prepare_module
 from s2i_bench.clips import tone, write_clip, write_scene_clip
@@ -23,16 +21,6 @@ PROTO = load_protocol("tiny")
 FOLDERS = ["Baby cry", "dogs", "rail_transport", "Fireworks", "water"]
 REUPLOAD = ("dogs", "dogreupload")  # scene 5 again, re-encoded as AAC in .mp4 under another id
 ORIGINAL = "dogsvid0001"
-
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Feature code runs on one thread per process (as in prepare); on a shared 2-core machine
-    more threads only contend."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 def make_world(root, videos_per_class=4, faults=True):

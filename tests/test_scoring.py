@@ -21,14 +21,6 @@ from s2i_bench.protocol import load_protocol
 PROTOCOL = load_protocol("tiny")
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny tensors: one thread is as fast, and several threads on a shared, busy machine spin
-    against each other (measured 20x slower). Restored afterwards."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 # -- fakes ------------------------------------------------------------------------------------------

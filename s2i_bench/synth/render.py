@@ -183,7 +183,7 @@ def _dog_body_geometry(s: dict):
 
 
 def _rail_static(c: Canvas, s: dict):
-    a, n = s["attributes"], s["nuisance"]
+    n = s["nuisance"]
     c.vgradient(hsv(210, 0.45, n["sky_val"]), hsv(200, 0.2, n["sky_val"]), 0.0, 0.6)
     hill = hsv(n["ground_hue"] + 20, 0.45, 0.5)
     hh, ph = n["hill_height"], n["hill_phase"]
