@@ -147,7 +147,7 @@ def main() -> None:
     m, st, j = record["machine"], record["stages"], record["judge"]
     lines = [f"# synth benchmark ({record['created']})", "",
              f"Machine: {m['cpu_count']} cores, {m['cpu_model']}, torch {m['torch']}; load average before "
-             f"{[round(x, 1) for x in m['load_average_before']]}, after {[round(x, 1) for x in m['load_average_after']]} "
+             f"{[round(x, 1) for x in m['load_average']]}, after {[round(x, 1) for x in m['load_average_after']]} "
              "(a busy machine makes wall times pessimistic; re-run on a quiet one).", "",
              f"Protocol `synth` ({protocol.synth.width}x{protocol.synth.height}, {protocol.synth.fps} fps, "
              f"{protocol.synth.min_seconds:g}-{protocol.synth.max_seconds:g} s, {protocol.synth.sample_rate} Hz x "

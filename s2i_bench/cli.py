@@ -133,11 +133,12 @@ def train_baseline(store, run_dir, protocol_name, embedding_dim, epochs, device,
 
 
 # -- informativity classifiers ----------------------------------------------------------------
-@main.command(short_help="Translate validation sounds with many generators into a candidate pool.")
+@main.command(short_help="Translate held-out sounds with many generators into a candidate pool.")
 @click.argument("generators", type=ExistingPath, nargs=-1, required=True)
 @click.option("--data", "store", type=ExistingPath, required=True)
 @click.option("--out", "pool_dir", type=PathArg, required=True)
-@click.option("--split", type=click.Choice(["train", "val", "test"]), default="val", show_default=True)
+@click.option("--split", type=click.Choice(["train", "val"]), default=None,
+              help="Whose sounds to translate. Default: the protocol's classifiers.pool_split (vegas5: val).")
 @click.option("--per-model", type=click.IntRange(1), default=None, help="Images per model and class. Default: the protocol's.")
 @click.option("--draws", "draws_per_sound", type=click.IntRange(1), default=None,
               help="Dropout draws per sound when a class has fewer sounds than --per-model. Default: the protocol's.")
@@ -147,7 +148,7 @@ def train_baseline(store, run_dir, protocol_name, embedding_dim, epochs, device,
 @click.option("--overwrite", is_flag=True)
 @_friendly
 def pool(generators, store, pool_dir, split, per_model, draws_per_sound, per_run_last, seed, device, overwrite):
-    """Translate the validation sounds of STORE with each GENERATOR (checkpoint files or run
+    """Translate the validation sounds of STORE (or the split the protocol names) with each GENERATOR (checkpoint files or run
     folders, any mix; every checkpoint of a run folder is one model)."""
     from s2i_bench.pool import build_pool
 

@@ -23,7 +23,7 @@ from pathlib import Path
 import numpy as np
 
 from s2i_bench.errors import UserError
-from s2i_bench.io import atomic_write_json, code_version, library_versions, now_iso, read_jsonl
+from s2i_bench.io import atomic_write_json, code_version, library_versions, machine_info, now_iso, read_jsonl
 from s2i_bench.steps import StepRunner, code_hash, step_key
 
 RECORDS = "metric-informativity.jsonl"
@@ -105,7 +105,7 @@ def run_demo(out: Path = Path("demo-work"), report_dir: Path = Path("results/dem
     k_pool = step_key(step="pool", up=k_train, code=code)
     runner.run("pool", k_pool, [pool_dir / "pool.json"],
                lambda: build_pool(pool_checkpoints(run_dirs, p.classifiers.num_models), store_dir, pool_dir,
-                                  split="val", seed=0, overwrite=True))
+                                  seed=0, overwrite=True))
     k_label = step_key(step="label", up=k_pool, code=code)
     runner.run("label", k_label, [pool_dir / "sets.csv"], lambda: label_pool(pool_dir, use_judge=True))
     k_classifiers = step_key(step="train-classifiers", up=k_label, code=code)
@@ -277,8 +277,8 @@ def _format_headline(rows: list[dict]) -> list[str]:
 
 def _write_provenance(report_dir: Path, p, runner: StepRunner, total: float, headline: list[dict],
                       ran_any: bool) -> None:
-    """demo.json beside the report: the command, protocol, seeds, code version and step times.
-    Rewritten only when some step ran, so a second `make demo` changes no committed file."""
+    """demo.json beside the report: the command, protocol, seeds, code version, the machine and
+    step times. Rewritten only when some step ran, so a second `make demo` changes no committed file."""
     path = report_dir / "demo.json"
     if not ran_any and path.is_file():
         return
@@ -294,6 +294,7 @@ def _write_provenance(report_dir: Path, p, runner: StepRunner, total: float, hea
         "code_hash": code_hash(),
         "libraries": library_versions(),
         "finished": now_iso(),
+        "machine": machine_info(),  # step times mean little without it (load average at the end)
         "seconds_this_run": round(total, 1),
         "step_seconds": steps,
         "headline": headline,

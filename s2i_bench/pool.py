@@ -1,8 +1,10 @@
 """The candidate pool: images translated from validation sounds by many generators (SPEC section 5).
 
 The paper drew its classifier images from the outputs of 17 translator models. `build_pool`
-does the same: every model translates, per class, the same number of validation sounds (a
-seeded choice per model and class), with test-time dropout keyed by per-image seeds, and every
+does the same: every model translates, per class, the same number of sounds of the protocol's
+`classifiers.pool_split` (the paper's validation split; `synth` uses the training split, whose
+~30 videos per class give the classifiers more scenes than ~4 validation videos), a seeded
+choice per model and class, with test-time dropout keyed by per-image seeds, and every
 image is kept with its provenance (model, epoch, file hash, segment, class) and a content hash.
 
 A pool is a folder:
@@ -142,11 +144,12 @@ def _model_id(info: dict, path: Path, taken: set[str]) -> str:
     return model_id
 
 
-def build_pool(generators, store, out, split: str = "val", per_model: int | None = None, seed: int = 0,
+def build_pool(generators, store, out, split: str | None = None, per_model: int | None = None, seed: int = 0,
                overwrite: bool = False, device: str = "cpu", per_run: str = "all",
                draws_per_sound: int | None = None, batch_size: int | None = None) -> Path:
     """Translate `per_model` sounds per class of `split` with each generator into the pool `out`.
 
+    `split` defaults to the protocol's `classifiers.pool_split` (the paper, `vegas5`: val).
     Each model gets its own seeded choice of sounds per class. When a class has fewer sounds
     than `per_model`, each sound is translated `draws_per_sound` times (different test-time
     dropout masks; default: the protocol's `classifiers.pool_draws_per_sound`); if that is still
@@ -167,6 +170,10 @@ def build_pool(generators, store, out, split: str = "val", per_model: int | None
     protocol = data.protocol
     spec = protocol.classifiers
     per_model = per_model or spec.pool_per_model
+    split = split or spec.pool_split
+    if split not in ("train", "val"):
+        # images of test sounds would train the classifiers that later score those same sounds
+        raise UserError(f"pool split must be train or val, not {split!r}: the test sounds are for scoring")
     draws_per_sound = draws_per_sound or getattr(spec, "pool_draws_per_sound", 1)
     batch_size = batch_size or protocol.scoring.batch_size
     if draws_per_sound < 1 or per_model < 1:

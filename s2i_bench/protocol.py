@@ -152,6 +152,9 @@ class ClassifierSpec:
     # When a class has fewer pool sounds than pool_per_model, each sound is translated up to
     # this many times (different test-time dropout draws) before a shortfall is reported.
     pool_draws_per_sound: int = 1
+    # Which split's sounds the pool translates. The paper: validation (1,115 sounds per class);
+    # a small store may have too few validation videos for classifiers that generalise.
+    pool_split: str = "val"
 
 
 @dataclass(frozen=True)
@@ -418,5 +421,8 @@ def _validate(p: Protocol) -> None:
         raise UserError(f"{src}: metrics.window_start > metrics.window_end")
     if p.scoring.split not in ("train", "val", "test"):
         raise UserError(f"{src}: " + _unknown(p.scoring.split, ["train", "val", "test"], "scoring.split"))
+    if p.classifiers.pool_split not in ("train", "val"):
+        # never the test split: the classifiers would then be trained on the sounds they score
+        raise UserError(f"{src}: " + _unknown(p.classifiers.pool_split, ["train", "val"], "classifiers.pool_split"))
     if p.training.embedding_dim % 4:
         raise UserError(f"{src}: training.embedding_dim must be a multiple of 4 (the discriminator views x as (f/4, 2, 2))")

@@ -67,6 +67,7 @@ def test_demo_runs_every_step_and_writes_the_report(demo_run):
     prov = json.loads((report / "demo.json").read_text())
     assert prov["protocol"]["name"] == "tiny" and prov["headline"]
     assert {"synth", "prepare", "train", "score", "report"} <= set(prov["step_seconds"])
+    assert prov["machine"]["cpu_count"] >= 1 and prov["machine"]["torch"]
 
 
 @pytest.mark.slow

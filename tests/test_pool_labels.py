@@ -91,6 +91,21 @@ def test_run_folder_gives_every_checkpoint_or_the_last(tmp_path, fake_store, mod
     assert open_pool(tmp_path / "dup").meta["num_models"] == 4
 
 
+def test_pool_split_comes_from_the_protocol_and_is_never_test(tmp_path, fake_store, models):
+    store = open_store(fake_store)
+    assert store.protocol.classifiers.pool_split == "val"  # tiny keeps the paper's choice
+    seg = store.manifest.set_index("segment_id")
+    build_pool(models[:1], fake_store, tmp_path / "train", per_model=2, split="train")
+    t = open_pool(tmp_path / "train").table
+    assert (seg.loc[t["segment_id"], "split"].to_numpy() == "train").all()
+    assert open_pool(tmp_path / "train").meta["split"] == "train"
+    with pytest.raises(UserError, match="train or val, not 'test'"):
+        build_pool(models[:1], fake_store, tmp_path / "test", per_model=2, split="test")
+    assert not (tmp_path / "test").exists()
+    assert load_protocol("synth").classifiers.pool_split == "train"
+    assert load_protocol("vegas5").classifiers.pool_split == "val"
+
+
 def test_pool_reports_shortfall_and_extra_draws_fill_it(tmp_path, fake_store, models, capsys):
     # the fake store has 6 validation sounds per class
     build_pool(models[:2], fake_store, tmp_path / "short", per_model=8, draws_per_sound=1)

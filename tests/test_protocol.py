@@ -61,6 +61,13 @@ def test_bad_value_type(tmp_path):
         load_protocol(str(f))
 
 
+def test_pool_split_must_not_be_the_scored_test_split(tmp_path):
+    f = tmp_path / "bad.toml"
+    f.write_text('extends = "tiny"\n[classifiers]\npool_split = "test"\n')
+    with pytest.raises(UserError, match="classifiers.pool_split"):
+        load_protocol(str(f))
+
+
 def test_match_class_aliases():
     p = load_protocol("vegas5")
     assert p.match_class("Baby crying") == "baby_cry"
