@@ -135,9 +135,14 @@ def sha256_bytes(data: bytes) -> str:
 
 
 # -- provenance -------------------------------------------------------------------------------
+CODE_PATHS = ("s2i_bench", "baselines", "protocols", "benchmarks", "pyproject.toml")
+
+
 @functools.lru_cache(maxsize=1)
 def code_version() -> str:
-    """Package version plus git commit (and '+dirty' when the tree has changes) if available."""
+    """Package version plus git commit (and '.dirty' when the code differs from that commit) if
+    available. Only code counts: a changed README or a result file being rewritten (the demo
+    overwrites results/demo/) says nothing about the code that produced a result."""
     root = Path(__file__).resolve().parent.parent
     try:
         commit = subprocess.run(
@@ -145,7 +150,8 @@ def code_version() -> str:
             capture_output=True, text=True, timeout=5, check=True,
         ).stdout.strip()
         dirty = subprocess.run(
-            ["git", "-C", str(root), "status", "--porcelain", "--untracked-files=no"],
+            ["git", "-C", str(root), "status", "--porcelain", "--untracked-files=no", "--",
+             *CODE_PATHS],
             capture_output=True, text=True, timeout=5, check=True,
         ).stdout.strip()
         return f"{__version__}+g{commit}{'.dirty' if dirty else ''}"
