@@ -203,8 +203,10 @@ def build_pool(generators, store, out, split: str | None = None, per_model: int 
         model_counts = {}
         for class_key in protocol.class_keys:
             rows = rows_of_class[class_key]
-            # (row, draw) candidates: every sound once, then again with the next draw index
-            rng = np.random.default_rng(item_seed(seed, f"pool|{sha}|{class_key}"))
+            # (row, draw) candidates: every sound once, then again with the next draw index.
+            # Keyed by the model id, not the file hash: a checkpoint records the code version,
+            # so the same weights saved by another commit would otherwise draw other sounds.
+            rng = np.random.default_rng(item_seed(seed, f"pool|{model_id}|{class_key}"))
             candidates = [(r, d) for d in range(draws_per_sound) for r in rng.permutation(rows)]
             chosen = candidates[:per_model]
             if len(chosen) < per_model:
@@ -217,8 +219,8 @@ def build_pool(generators, store, out, split: str | None = None, per_model: int 
                 batch = chosen[start:start + batch_size]
                 idx = np.array([r for r, _ in batch], dtype=np.int64)
                 seg_ids = [str(data.segment_ids[r]) for r in idx]
-                # Per-image seeds keyed by model file, segment and draw: independent of batching.
-                seeds = np.array([item_seed(seed, f"{sha[:16]}|{s}", d) for s, (_, d) in zip(seg_ids, batch)],
+                # Per-image seeds keyed by model id, segment and draw: independent of batching.
+                seeds = np.array([item_seed(seed, f"{model_id}|{s}", d) for s, (_, d) in zip(seg_ids, batch)],
                                  dtype=np.int64)
                 log_mel = np.asarray(data.spectrograms[idx], dtype=np.float32)  # (B, 1, 128, 100)
                 spec_in = torch.from_numpy(data.normalise(log_mel)).to(device)  # in [-1, 1]
