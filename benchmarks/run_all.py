@@ -40,6 +40,7 @@ def plan(work: Path) -> list[tuple[str, list[str] | None, str]]:
          ["--store", str(store)] + (["--runs", *map(str, runs), "--classifiers", str(bundle)]
                                     if runs and (bundle / "bundle.json").is_file() else [])
          if has_store else None, missing),
+        ("check_classifier_variance", ["--work", str(work)] if has_store and runs else None, missing),
         ("check_classifiers", ["--store", str(store), "--runs", *map(str, runs)] if has_store else None, missing),
     ]
 
