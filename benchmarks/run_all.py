@@ -37,8 +37,8 @@ def plan(work: Path) -> list[tuple[str, list[str] | None, str]]:
         ("bench_classifiers", [], ""),
         ("bench_report", [], ""),
         ("check_correction",
-         ["--store", str(store)] + (["--runs", *map(str, runs), "--classifiers", str(bundle)]
-                                    if runs and (bundle / "bundle.json").is_file() else [])
+         ["--store", str(store)] + (["--runs", *map(str, runs), "--classifiers", str(bundle / "bundle.pt")]
+                                    if runs and (bundle / "bundle.pt").is_file() else [])
          if has_store else None, missing),
         ("check_classifier_variance", ["--work", str(work)] if has_store and runs else None, missing),
         ("check_classifiers", ["--store", str(store), "--runs", *map(str, runs)] if has_store else None, missing),
