@@ -85,12 +85,13 @@ def _plan(store, class_keys, split: str, seed: int, samples: int) -> _Plan:
 
 def _sheet_positions(videos: np.ndarray, count: int) -> list[int]:
     """The sample-sheet sounds of a class: the first segment of each video in manifest order,
-    then second segments and so on, so the sheet shows as many scenes as it can."""
+    then second segments and so on, so the sheet shows as many scenes as it can, and any leading
+    part of it (Fig. 16 shows the first four) as many as that part can."""
     order, seen = [], {}
     for pos, video in enumerate(videos):
         order.append((seen.get(video, 0), pos))
         seen[video] = seen.get(video, 0) + 1
-    return sorted(pos for _, pos in sorted(order)[:count])
+    return [pos for _, pos in sorted(order)[:count]]
 
 
 _BUNDLE_HASHES: dict[tuple, str] = {}

@@ -208,6 +208,15 @@ def test_class_without_classifier_is_scored_without_an_estimate(store, tmp_path)
     assert gone not in [k for k, _ in partial_bundle.seen]  # its classifier was never asked
 
 
+def test_sheet_shows_distinct_videos_first():
+    from s2i_bench.scoring import _sheet_positions
+
+    videos = np.array(["a", "a", "b", "b", "c"])
+    assert _sheet_positions(videos, 3) == [0, 2, 4]
+    assert _sheet_positions(videos, 4) == [0, 2, 4, 1]  # a leading part keeps distinct videos
+    assert _sheet_positions(videos, 9) == [0, 2, 4, 1, 3]
+
+
 def test_sample_sheet(store, bundle, tmp_path):
     record = score(FakeTranslator(), store, bundle, sample_sheet=tmp_path / "samples-e7.npz")
     sheet = np.load(record["sample_sheet"], allow_pickle=False)
