@@ -112,11 +112,14 @@ def main() -> None:
     runs = list(results[0]["runs"])
     summary = {}
     for run in runs:
-        raw = [r["runs"][run]["mean"]["raw_share"] for r in results]
-        cor = [r["runs"][run]["mean"]["corrected_share"] for r in results]
+        # a mean is null when a class has no classifier or no usable correction (Se + Sp <= 1)
+        raw = [x for r in results if (x := r["runs"][run]["mean"]["raw_share"]) is not None]
+        cor = [x for r in results if (x := r["runs"][run]["mean"]["corrected_share"]) is not None]
         cls_cov = [covers(e) for r in results for e in r["runs"][run]["classes"].values()]
         summary[run] = {"true_share": results[0]["runs"][run]["mean"]["true_share"],
-                        "raw_min": min(raw), "raw_max": max(raw), "corrected_min": min(cor), "corrected_max": max(cor),
+                        "raw_min": min(raw, default=None), "raw_max": max(raw, default=None),
+                        "corrected_min": min(cor, default=None), "corrected_max": max(cor, default=None),
+                        "seeds_without_corrected_mean": len(results) - len(cor),
                         "mean_ci_covers": sum(bool(covers(r["runs"][run]["mean"])) for r in results),
                         "class_ci_covers": sum(c is True for c in cls_cov),
                         "class_cases": sum(c is not None for c in cls_cov)}
@@ -136,8 +139,9 @@ def main() -> None:
              "| run | judge's truth | raw mean, min–max | corrected mean, min–max | seeds whose mean CI holds the truth | (class, seed) CIs holding the truth |",
              "| --- | --- | --- | --- | --- | --- |"]
     for run, s in summary.items():
+        missing = f" ({s['seeds_without_corrected_mean']} seeds without)" if s["seeds_without_corrected_mean"] else ""
         lines.append(f"| {run} | {pct(s['true_share'])} | {pct(s['raw_min'])}–{pct(s['raw_max'])} | "
-                     f"{pct(s['corrected_min'])}–{pct(s['corrected_max'])} | {s['mean_ci_covers']} of {len(results)} | "
+                     f"{pct(s['corrected_min'])}–{pct(s['corrected_max'])}{missing} | {s['mean_ci_covers']} of {len(results)} | "
                      f"{s['class_ci_covers']} of {s['class_cases']} |")
     lines += ["", "Per seed (mean of the classes: raw / corrected [95% CI]; classifier accuracies):", "",
               "| seed | " + " | ".join(runs) + " | classifier accuracy (Se, Sp) |",
