@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
-import json
 import os
 import sys
 import time
@@ -30,7 +29,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 os.environ.setdefault("S2I_BENCH_QUIET", "1")
 
-from s2i_bench.io import machine_info  # noqa: E402
+from s2i_bench.io import atomic_write_json, atomic_write_text, machine_info  # noqa: E402
 from s2i_bench.protocol import load_protocol  # noqa: E402
 from s2i_translator.models import AudioAutoencoder, DenseGenerator, Discriminator, count_parameters  # noqa: E402
 from s2i_translator.train import discriminator_epoch, generator_epoch  # noqa: E402
@@ -225,12 +224,15 @@ def paper_profile_cuda(args, flops: dict) -> dict:
 def write(results: dict, out_dir: Path) -> tuple[Path, Path]:
     out_dir.mkdir(parents=True, exist_ok=True)
     stamp = dt.datetime.now().strftime("%Y%m%d-%H%M%S")
-    json_path, md_path = out_dir / f"bench_train-{stamp}.json", out_dir / f"bench_train-{stamp}.md"
-    json_path.write_text(json.dumps(results, indent=2) + "\n")
     m = results["machine"]
+    # a GPU result carries the GPU's name in its file name (e.g. bench_train-nvidia-h200-<date>)
+    device = "".join(c if c.isalnum() else "-" for c in m["gpu"].lower()).strip("-") + "-" if m.get("gpu") else ""
+    json_path = out_dir / f"bench_train-{device}{stamp}.json"
+    md_path = json_path.with_suffix(".md")
+    atomic_write_json(json_path, results)
     lines = [f"# bench_train ({stamp})", "",
              f"Machine: {m['cpu_count']} CPU cores ({m['cpu_model']}), torch {m['torch']} with {m['torch_threads']} "
-             f"threads, load average {m.get('load_average')}" + (f", {m['cuda_device']}" if m.get("cuda_device") else "")
+             f"threads, load average {m.get('load_average')}" + (f", {m['gpu']}" if m.get("gpu") else "")
              + ".", ""]
     s = results.get("small_cpu")
     if s:
@@ -262,7 +264,7 @@ def write(results: dict, out_dir: Path) -> tuple[Path, Path]:
     lines += ["Measured on a shared machine the times are upper bounds; re-run on a quiet one. With other",
               "processes on the cores, two torch threads can be many times slower than one (OpenMP",
               "threads spin-waiting on each other): compare --threads 1 and --threads 2.", ""]
-    md_path.write_text("\n".join(lines))
+    atomic_write_text(md_path, "\n".join(lines) + "\n")
     return json_path, md_path
 
 
