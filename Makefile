@@ -6,7 +6,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.s2i-bench-installed
 
-.PHONY: demo test bench clean-demo
+.PHONY: demo test bench clean-demo demo-reference
 
 demo: $(STAMP)
 	$(BIN)/s2i-bench demo
@@ -23,6 +23,11 @@ $(BIN)/python:
 $(STAMP): pyproject.toml | $(BIN)/python
 	$(BIN)/python -m pip install --disable-pip-version-check -q -e '.[test]'
 	touch $(STAMP)
+
+# The committed study (results/demo/) changes only here, on purpose: copy the finished
+# demo-work/report over it.
+demo-reference: $(STAMP)
+	$(BIN)/s2i-bench demo --update-reference
 
 clean-demo:
 	rm -rf demo-work

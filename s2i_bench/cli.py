@@ -248,27 +248,38 @@ def score(generator, store, bundle, split, seed, samples, audio_encoder, embeddi
 @click.option("--data", "store", type=ExistingPath, default=None, help="Store (Table 1, Figs. 15/16).")
 @click.option("--classifiers", "bundle", type=ExistingPath, default=None, help="Bundle card (classifier table).")
 @click.option("--format", "formats", default="png", show_default=True, help="Comma-separated: png,pdf,svg.")
+@click.option("--overwrite", is_flag=True, help="Write over files in OUT that the report did not write (or that were changed since).")
 @_friendly
-def report(inputs, out, figures, store, bundle, formats):
-    """Render the report for INPUTS (run folders or metric-*.jsonl files) into OUT."""
+def report(inputs, out, figures, store, bundle, formats, overwrite):
+    """Render the report for INPUTS (run folders or metric-*.jsonl files) into OUT. OUT must be new,
+    empty or an earlier report: the user's own files there are never overwritten or deleted."""
     from s2i_bench.report import build_report
 
     build_report(list(inputs), out=out, figures=figures, store=store, bundle=bundle,
-                 formats=[f.strip() for f in formats.split(",") if f.strip()])
+                 formats=[f.strip() for f in formats.split(",") if f.strip()], overwrite=overwrite)
 
 
 @main.command(short_help="The whole study on the embedded synthetic world (what `make demo` runs).")
-@click.option("--out", type=PathArg, default=Path("demo-work"), show_default=True, help="Working folder (videos, store, runs).")
-@click.option("--report", "report_dir", type=PathArg, default=Path("results/demo"), show_default=True)
+@click.option("--out", type=PathArg, default=Path("demo-work"), show_default=True,
+              help="Working folder (videos, store, runs, and the report in OUT/report).")
+@click.option("--report", "report_dir", type=PathArg, default=None, help="Report folder. Default: OUT/report.")
+@click.option("--reference", type=PathArg, default=Path("results/demo"), show_default=True,
+              help="The committed study to compare the headline with (read only).")
 @protocol_option
 @click.option("--force", is_flag=True, help="Redo every step.")
+@click.option("--update-reference", is_flag=True,
+              help="Instead of running: copy the finished report in OUT/report over --reference (the committed study).")
 @_friendly
-def demo(out, report_dir, protocol_name, force):
-    """synth -> prepare -> train translators -> pool -> label -> classifiers -> score -> report."""
-    protocol = _protocol(protocol_name or "synth")
-    from s2i_bench.demo import run_demo
+def demo(out, report_dir, reference, protocol_name, force, update_reference):
+    """synth -> prepare -> train translators -> pool -> label -> classifiers -> score -> report.
+    Writes only under OUT; the committed reference changes only with --update-reference."""
+    from s2i_bench.demo import run_demo, update_reference as update
 
-    run_demo(out=out, report_dir=report_dir, protocol=protocol, force=force)
+    if update_reference:
+        update(report_dir or out / "report", reference)
+        return
+    protocol = _protocol(protocol_name or "synth")
+    run_demo(out=out, report_dir=report_dir, protocol=protocol, force=force, reference=reference)
 
 
 if __name__ == "__main__":

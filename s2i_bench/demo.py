@@ -16,7 +16,6 @@ from __future__ import annotations
 import json
 import math
 import shutil
-import sys
 import time
 from pathlib import Path
 
@@ -53,8 +52,11 @@ def pool_checkpoints(run_dirs: list[Path], num_models: int, late_fraction: float
     return chosen
 
 
-def run_demo(out: Path = Path("demo-work"), report_dir: Path = Path("results/demo"), protocol=None,
-             force: bool = False, workers: int = 1) -> Path:
+def run_demo(out: Path = Path("demo-work"), report_dir: Path | None = None, protocol=None,
+             force: bool = False, workers: int = 1, reference: Path | None = None) -> Path:
+    """The whole study into `out` (the report into `report_dir`, default `out/report`); when
+    `reference` holds a committed study (results/demo/demo.json), its headline is compared
+    with this one's and every difference is printed with what the numbers depend on."""
     from s2i_bench.protocol import load_protocol
 
     import torch
@@ -65,7 +67,8 @@ def run_demo(out: Path = Path("demo-work"), report_dir: Path = Path("results/dem
     # over (measured: 0.2 s -> 14 s per classifier epoch). One thread per process; the training
     # and scoring steps use one process per core instead.
     torch.set_num_threads(1)
-    out, report_dir = Path(out), Path(report_dir)
+    out = Path(out)
+    report_dir = out / "report" if report_dir is None else Path(report_dir)
     out.mkdir(parents=True, exist_ok=True)
     runner = StepRunner(out, force=force, log=_say)
     started = time.perf_counter()
@@ -129,11 +132,18 @@ def run_demo(out: Path = Path("demo-work"), report_dir: Path = Path("results/dem
 
     total = time.perf_counter() - started
     headline = _headline(run_dirs)
-    _write_provenance(report_dir, p, runner, total, headline, ran_any=any(runner.timings.values()))
+    from s2i_bench.store import open_store
+
+    provenance = _provenance(p, headline, open_store(store_dir).store_hash, threads=_threads_per_job(len(run_dirs)))
+    _write_provenance(report_dir, provenance)
+    _write_timings(out / "timings.json", runner, total)
     _say("")
     _say(f"demo finished in {total / 60:.1f} min; report: {report_index}")
     for line in _format_headline(headline):
         _say(line)
+    if reference is not None:
+        for line in compare_with_reference(provenance, Path(reference)):
+            _say(line)
     return report_index
 
 
@@ -151,9 +161,8 @@ def _parallel(fn, jobs: list[tuple], what: str) -> None:
     # Every job in its own single-threaded process, even with more jobs than cores: the OS
     # time-slices single-threaded processes well (3 runs on 2 cores: 1.5x one run's time, not
     # 2x as in two rounds), while it is the threads of one process that fight for cores.
-    cores = os.cpu_count() or 1
-    workers = len(jobs) if cores > 1 else 1
-    threads = max(1, cores // workers)
+    workers = len(jobs) if (os.cpu_count() or 1) > 1 else 1
+    threads = _threads_per_job(len(jobs))
     if workers == 1:
         for job in jobs:
             fn(*job)
@@ -165,6 +174,19 @@ def _parallel(fn, jobs: list[tuple], what: str) -> None:
         for done in cf.as_completed(futures):
             done.result()  # re-raises a worker's error here
             _say(f"  {what} {Path(futures[done][1]).name}: done at {time.perf_counter() - started:.0f} s")
+
+
+def _threads_per_job(num_jobs: int) -> int:
+    """Torch threads of each training / scoring process: the cores shared among the jobs (the
+    numbers are bit-exact for a given CPU and this thread count)."""
+    import os
+
+    import torch
+
+    cores = os.cpu_count() or 1
+    if cores == 1:
+        return torch.get_num_threads()
+    return max(1, cores // num_jobs)
 
 
 def _worker_init(threads: int) -> None:
@@ -275,27 +297,120 @@ def _format_headline(rows: list[dict]) -> list[str]:
     return lines
 
 
-def _write_provenance(report_dir: Path, p, runner: StepRunner, total: float, headline: list[dict],
-                      ran_any: bool) -> None:
-    """demo.json beside the report: the command, protocol, seeds, code version, the machine and
-    step times. Rewritten only when some step ran, so a second `make demo` changes no committed file."""
-    path = report_dir / "demo.json"
-    if not ran_any and path.is_file():
-        return
-    previous = json.loads(path.read_text()) if path.is_file() else {}
-    steps = dict(previous.get("step_seconds", {}))
-    steps.update({k: round(v, 1) for k, v in runner.timings.items() if v > 0})
-    atomic_write_json(path, {
-        "command": "s2i-bench demo" + (" " + " ".join(sys.argv[2:]) if len(sys.argv) > 2 else ""),
+def _provenance(p, headline: list[dict], store_hash: str, threads: int) -> dict:
+    """demo.json: what the study is and what its numbers depend on. No time, no load, nothing
+    that differs between two runs of the same code on the same machine."""
+    from s2i_bench.io import numeric_environment
+
+    return {
+        "command": "s2i-bench demo",
         "protocol": p.ref(),
         "seeds": {"synth": p.synth.seed, "split": p.split.seed, "training": p.training.seed,
                   "pool": 0, "classifiers": 0, "scoring": p.scoring.seed},
         "code_version": code_version(),
         "code_hash": code_hash(),
-        "libraries": library_versions(),
-        "finished": now_iso(),
-        "machine": machine_info(),  # step times mean little without it (load average at the end)
-        "seconds_this_run": round(total, 1),
-        "step_seconds": steps,
+        "store_hash": store_hash,
+        # Training and scoring are bit-exact for a fixed CPU and thread count; on a CPU with other
+        # vector instructions, or with other library versions, the last bits and then the
+        # trained weights differ (see the README).
+        "depends_on": numeric_environment(threads),
         "headline": headline,
-    })
+    }
+
+
+def _write_provenance(report_dir: Path, provenance: dict) -> None:
+    """demo.json beside the report, rewritten only when its content changed."""
+    from s2i_bench.io import to_jsonable
+
+    path = report_dir / "demo.json"
+    text = json.dumps(to_jsonable(provenance), indent=2) + "\n"
+    if not path.is_file() or path.read_text() != text:
+        from s2i_bench.io import atomic_write_text
+
+        atomic_write_text(path, text)
+    _own(report_dir, path)
+
+
+def _own(report_dir: Path, path: Path) -> None:
+    """List demo.json in the report folder's file manifest (the report owns the rest), so the
+    folder can be published as one (`update_reference`)."""
+    from s2i_bench.io import OWNED_MANIFEST, sha256_file
+
+    manifest = report_dir / OWNED_MANIFEST
+    doc = json.loads(manifest.read_text()) if manifest.is_file() else {"kind": "s2i-bench-report", "files": {}}
+    rel = path.relative_to(report_dir).as_posix()
+    digest = sha256_file(path)
+    if doc["files"].get(rel) != digest:
+        doc["files"][rel] = digest
+        doc["files"] = dict(sorted(doc["files"].items()))
+        atomic_write_json(manifest, doc)
+
+
+def _write_timings(path: Path, runner: StepRunner, total: float) -> None:
+    """How long the steps took, on which machine (load average included): beside the working
+    data, not in the report, since no two runs take the same time."""
+    previous = json.loads(path.read_text()) if path.is_file() else {}
+    steps = dict(previous.get("step_seconds", {}))
+    steps.update({k: round(v, 1) for k, v in runner.timings.items() if v > 0})
+    atomic_write_json(path, {"finished": now_iso(), "seconds_this_run": round(total, 1), "step_seconds": steps,
+                             "machine": machine_info(), "libraries": library_versions()})
+
+
+HEADLINE_FIELDS = ("true_share", "raw_share", "corrected_share", "class_match_rate")
+
+
+def compare_with_reference(provenance: dict, reference: Path) -> list[str]:
+    """Lines saying whether this study's headline equals the committed one, and if not, which
+    numbers differ and what the two runs' numeric environments differ in (the likely cause)."""
+    ref_file = reference / "demo.json"
+    if not ref_file.is_file():
+        return [f"(no committed reference at {ref_file} to compare with)"]
+    try:
+        ref = json.loads(ref_file.read_text())
+    except (OSError, ValueError) as e:
+        return [f"warning: {ref_file}: cannot read ({e})"]
+    mine = {(r["run"], tag): r[tag] for r in provenance["headline"] for tag in ("first", "last")}
+    theirs = {(r["run"], tag): r[tag] for r in ref.get("headline", []) for tag in ("first", "last") if tag in r}
+    diffs = []
+    for key in sorted(set(mine) | set(theirs)):
+        a, b = mine.get(key), theirs.get(key)
+        if a is None or b is None:
+            diffs.append(f"  {key[0]} {key[1]} epoch: only in {'this run' if b is None else 'the reference'}")
+            continue
+        for field in HEADLINE_FIELDS:
+            if a.get(field) != b.get(field):
+                diffs.append(f"  {key[0]} epoch {a.get('epoch')}: {field} {_pct(a.get(field))} here, "
+                             f"{_pct(b.get(field))} in the reference")
+    if not diffs:
+        return [f"headline identical to the committed reference {ref_file}"]
+    lines = [f"headline differs from the committed reference {ref_file} in {len(diffs)} number(s):"] + diffs[:20]
+    if len(diffs) > 20:
+        lines.append(f"  ... and {len(diffs) - 20} more")
+    causes = []
+    here, there = provenance.get("depends_on", {}), ref.get("depends_on", {})
+    for field in ("cpu_model", "cpu_simd_flags", "torch_cpu_capability", "torch_threads_per_process", "libraries"):
+        if here.get(field) != there.get(field):
+            causes.append(f"  {field}: {here.get(field)!r} here, {there.get(field)!r} there")
+    for field in ("protocol", "code_hash", "store_hash"):
+        if provenance.get(field) != ref.get(field):
+            causes.append(f"  {field}: {provenance.get(field)!r} here, {ref.get(field)!r} there")
+    if causes:
+        lines.append("the two runs differ in what the numbers depend on (training is bit-exact only for the same "
+                     "CPU instruction set, thread count and library versions):")
+        lines += causes
+    else:
+        lines.append("same CPU, threads, libraries, code and store: this should not happen; please report it")
+    lines.append("(the committed reference changes only with `s2i-bench demo --update-reference`)")
+    return lines
+
+
+def update_reference(report_dir: Path, reference: Path) -> None:
+    """Copy a finished demo report over the committed reference (results/demo). Only files the
+    reference's own manifest lists, and unchanged, are replaced or removed."""
+    from s2i_bench.io import publish_folder
+
+    report_dir, reference = Path(report_dir), Path(reference)
+    if not (report_dir / "demo.json").is_file() or not (report_dir / "index.md").is_file():
+        raise UserError(f"{report_dir}: no finished demo report (run `s2i-bench demo` first)")
+    publish_folder(report_dir, reference, "s2i-bench-report", move=False, what="`s2i-bench demo`")
+    print(f"reference {reference} updated from {report_dir}")

@@ -23,6 +23,7 @@ from typing import Any, Iterable, Iterator
 import numpy as np
 
 from s2i_bench import __version__
+from s2i_bench.errors import UserError
 
 
 # -- atomic writes ----------------------------------------------------------------------------
@@ -196,6 +197,36 @@ def cpu_model() -> str:
     return platform.processor() or "unknown"
 
 
+SIMD_FLAGS = ("sse2", "sse4_1", "sse4_2", "avx", "avx2", "fma", "f16c", "avx512f", "avx512bw", "avx512vl",
+              "avx512_bf16", "avx512_fp16", "avx512_vnni", "avx_vnni", "amx_tile", "amx_bf16", "neon", "asimd",
+              "sve")
+
+
+def cpu_simd_flags() -> list[str]:
+    """The vector instruction sets this CPU reports (Linux /proc/cpuinfo): the kernels torch and
+    numpy pick depend on them, and with them the last bits of a float result."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith(("flags", "Features")):
+                have = set(line.split(":", 1)[1].split())
+                return [f for f in SIMD_FLAGS if f in have]
+    except OSError:
+        pass
+    return []
+
+
+def numeric_environment(threads: int | None = None) -> dict[str, Any]:
+    """What a CPU result's last bits depend on: the same code, seeds and data give the same
+    bytes only where all of these agree (training is bit-exact for a fixed CPU and thread count,
+    not across instruction sets)."""
+    import torch
+
+    return {"cpu_model": cpu_model(), "cpu_simd_flags": cpu_simd_flags(),
+            "torch_cpu_capability": torch.backends.cpu.get_cpu_capability(),
+            "torch_threads_per_process": torch.get_num_threads() if threads is None else int(threads),
+            "libraries": library_versions()}
+
+
 def machine_info() -> dict[str, Any]:
     """What a benchmark result records about the machine it ran on."""
     import torch
@@ -206,3 +237,140 @@ def machine_info() -> dict[str, Any]:
     if torch.cuda.is_available():
         info["gpu"] = torch.cuda.get_device_name(0)
     return info
+
+
+# -- folders a command owns -------------------------------------------------------------------
+OWNED_MANIFEST = ".s2i-bench-files.json"
+
+
+def _owned_files(dest: Path, kind: str) -> dict[str, str | None] | None:
+    """rel path -> sha256 of the files an earlier `kind` command wrote into `dest`; None when
+    `dest` holds no manifest of that kind. (A report folder written before manifests had hashes
+    lists its files in report.json: those count as the report's own, unchanged.)"""
+    manifest = dest / OWNED_MANIFEST
+    if manifest.is_file():
+        try:
+            doc = json.loads(manifest.read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            return None
+        if isinstance(doc, dict) and doc.get("kind") == kind and isinstance(doc.get("files"), dict):
+            return {str(k): (str(v) if v else None) for k, v in doc["files"].items()}
+        return None
+    legacy = dest / "report.json"
+    if kind == "s2i-bench-report" and legacy.is_file():
+        try:
+            doc = json.loads(legacy.read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            return None
+        if isinstance(doc, dict) and doc.get("format") == "s2i-bench-report" and isinstance(doc.get("files"), list):
+            return {str(f): None for f in doc["files"]} | {"report.json": None}
+    return None
+
+
+def check_publishable(dest: Path, kind: str, *, overwrite: bool = False, what: str = "",
+                      ignore: Path | None = None) -> dict[str, str | None]:
+    """The files `kind` owns in `dest` (see `publish_folder`); refuses a folder that holds other
+    files and no manifest of `kind`, unless `overwrite`. Cheap: call it before the real work."""
+    dest = Path(dest)
+    what = what or kind
+    if dest.exists() and not dest.is_dir():
+        raise UserError(f"{dest}: exists and is not a folder")
+    if not dest.is_dir():
+        return {}
+    owned = _owned_files(dest, kind)
+    if owned is not None:
+        return owned
+    present = next((p for p in dest.rglob("*") if p.is_file() and p.name != OWNED_MANIFEST
+                    and (ignore is None or ignore not in p.parents)), None)
+    if present is not None and not overwrite:
+        raise UserError(f"{dest}: holds files that {what} did not write (e.g. {present.relative_to(dest)}); "
+                        f"choose a new or empty folder, or pass --overwrite to write over them")
+    return {}
+
+
+def publish_folder(staging: Path, dest: Path, kind: str, *, overwrite: bool = False, replace: bool = True,
+                   move: bool = True, what: str = "") -> list[str]:
+    """Put every file of `staging` into `dest`, which the command `kind` owns by a manifest.
+
+    `dest` must be new, empty, or hold a manifest of `kind`. A file is written over only when
+    the manifest lists it and it is unchanged since (same sha256); anything else in the way is
+    refused (all checks before any file moves) unless `overwrite`. With `replace`, files the
+    manifest lists that `staging` no longer has are deleted when unchanged (changed ones are
+    kept, with a warning). Files are moved (or copied, `move=False`) one by one with
+    `os.replace`. Returns the warnings. The user's own files in `dest` are never touched.
+    """
+    import shutil
+
+    what = what or kind
+    staging, dest = Path(staging), Path(dest)
+    if dest.exists() and not dest.is_dir():
+        raise UserError(f"{dest}: exists and is not a folder")
+    new_files = {p.relative_to(staging).as_posix(): p for p in sorted(staging.rglob("*"))
+                 if p.is_file() and p.name != OWNED_MANIFEST}
+    owned = check_publishable(dest, kind, overwrite=overwrite, what=what, ignore=staging)
+    blocked = []
+    for rel in new_files:
+        target = dest / rel
+        if target.is_dir() or (target.exists() and not target.is_file()):
+            blocked.append(f"{rel} (a folder)")
+        elif target.is_file() and not overwrite:
+            if rel not in owned:
+                blocked.append(f"{rel} (not written by {what})")
+            elif owned[rel] is not None and sha256_file(target) != owned[rel]:
+                blocked.append(f"{rel} (changed since {what} wrote it)")
+    if blocked:
+        raise UserError(f"{dest}: refusing to write over {len(blocked)} file(s): {', '.join(blocked[:5])}"
+                        f"{' ...' if len(blocked) > 5 else ''}; move them away or pass --overwrite")
+    warnings = []
+    hashes: dict[str, str] = {}
+    for rel, src in new_files.items():
+        target = dest / rel
+        target.parent.mkdir(parents=True, exist_ok=True)
+        hashes[rel] = sha256_file(src)
+        if move:
+            os.replace(src, target)
+        else:
+            with atomic_path(target) as tmp:
+                shutil.copyfile(src, tmp)
+    if replace:
+        for rel, digest in owned.items():
+            if rel in new_files:
+                continue
+            old = dest / rel
+            if not old.is_file():
+                continue
+            if digest is not None and sha256_file(old) != digest:
+                warnings.append(f"{old}: changed since {what} wrote it; kept")
+                hashes[rel] = digest  # still ours to report on next time
+                continue
+            old.unlink()
+            parent = old.parent
+            while parent != dest and parent.is_dir() and not any(parent.iterdir()):
+                parent.rmdir()
+                parent = parent.parent
+    else:
+        hashes = {**{k: v for k, v in owned.items() if v and (dest / k).is_file()}, **hashes}
+    atomic_write_json(dest / OWNED_MANIFEST, {"kind": kind, "files": dict(sorted(hashes.items()))})
+    for w in warnings:
+        print(f"warning: {w}", file=sys.stderr)
+    return warnings
+
+
+@contextlib.contextmanager
+def staged_folder(dest: Path) -> Iterator[Path]:
+    """A hidden staging folder inside `dest` (created if needed) for `publish_folder`; removed
+    afterwards, also when the work in between fails."""
+    import shutil
+
+    dest = Path(dest)
+    if dest.exists() and not dest.is_dir():
+        raise UserError(f"{dest}: exists and is not a folder")
+    dest.mkdir(parents=True, exist_ok=True)
+    staging = dest / f".staging-{os.getpid()}"
+    if staging.exists():
+        shutil.rmtree(staging)
+    staging.mkdir()
+    try:
+        yield staging
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)

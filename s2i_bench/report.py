@@ -28,12 +28,13 @@ from typing import Any
 import numpy as np
 
 from s2i_bench.errors import UserError
-from s2i_bench.io import atomic_write_json, atomic_write_text, progress, read_jsonl
+from s2i_bench.io import (atomic_write_json, atomic_write_text, check_publishable, progress, publish_folder,
+                          read_jsonl, staged_folder)
 
 PAPER_NUMBERS = Path(__file__).resolve().parent.parent / "results" / "paper" / "paper-numbers.csv"
 FORMATS = ("png", "pdf", "svg")
 MEASURES = ("raw_share", "corrected_share", "true_share")
-REPORT_MARKER = "report.json"  # its presence says OUT's sub-folders are the report's own
+REPORT_KIND = "s2i-bench-report"  # the kind of folder `report` owns (io.publish_folder)
 
 
 # -- inputs ---------------------------------------------------------------------------------------
@@ -549,16 +550,27 @@ def _check_formats(formats) -> list[str]:
     return list(dict.fromkeys(formats)) or ["png"]
 
 
-def build_report(inputs, out, figures: bool = False, store=None, bundle=None, formats=("png",)) -> Path:
-    """Render the report of INPUTS (run folders, metric-*.jsonl files) into OUT; returns index.md."""
+def build_report(inputs, out, figures: bool = False, store=None, bundle=None, formats=("png",),
+                 overwrite: bool = False) -> Path:
+    """Render the report of INPUTS (run folders, metric-*.jsonl files) into OUT; returns index.md.
+
+    OUT is the report's own: new, empty, or an earlier report (its file manifest says which
+    files it wrote, with their hashes). The report is rendered into a staging folder inside OUT,
+    then moved in file by file; a file of the user's in the way, or one of the report's that the
+    user has changed since, is refused (unless `overwrite`); earlier report files that this one
+    does not write are removed only when unchanged."""
+    formats = _check_formats(formats)
+    final = Path(out)
+    check_publishable(final, REPORT_KIND, overwrite=overwrite, what="`s2i-bench report`")
+    with staged_folder(final) as stage:
+        _render_report(inputs, stage, figures=figures, store=store, bundle=bundle, formats=formats)
+        publish_folder(stage, final, REPORT_KIND, overwrite=overwrite, what="`s2i-bench report`")
+    return final / "index.md"
+
+
+def _render_report(inputs, out: Path, figures: bool, store, bundle, formats) -> None:
     from s2i_bench import tables as T
 
-    formats = _check_formats(formats)
-    out = Path(out)
-    if out.exists() and not out.is_dir():
-        raise UserError(f"{out}: exists and is not a folder")
-    # OUT's sub-folders are the report's own when OUT is new, empty or an earlier report.
-    owned = not out.exists() or not any(out.iterdir()) or (out / REPORT_MARKER).is_file()
     runs, notes = load_runs([Path(p) for p in inputs])
     store_obj = None
     if store is not None:
@@ -622,9 +634,6 @@ def build_report(inputs, out, figures: bool = False, store=None, bundle=None, fo
     _write_index(ctx, items, notes)
     written += [Path("index.md"), Path("index.html")]
     _write_manifest(ctx, written, formats, figures, notes)
-    if owned:
-        _remove_stale(out, set(written))
-    return out / "index.md"
 
 
 def _table1(T, store, protocol, paper):
@@ -897,16 +906,4 @@ def _write_manifest(ctx: _Context, written: list[Path], formats, figures: bool, 
         "figures": figures, "formats": formats, "notes": notes,
         "files": sorted(p.as_posix() for p in written),
     }
-    atomic_write_json(ctx.out / REPORT_MARKER, manifest)
-
-
-def _remove_stale(out: Path, written: set[Path]) -> None:
-    """Drop figures, tables and series a previous report left in OUT that this one did not write."""
-    for sub in ("figures", "tables", "series"):
-        folder = out / sub
-        if not folder.is_dir():
-            continue
-        for f in folder.iterdir():
-            if f.is_file() and f.relative_to(out) not in written:
-                f.unlink()
-
+    atomic_write_json(ctx.out / "report.json", manifest)

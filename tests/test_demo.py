@@ -34,7 +34,7 @@ def demo_run(tmp_path_factory):
     mp.setattr("os.cpu_count", lambda: 1)  # no worker processes: the stand-in judge stays in force
     work = tmp_path_factory.mktemp("demo")
     try:
-        index = run_demo(out=work / "work", report_dir=work / "report", protocol="tiny")
+        index = run_demo(out=work / "work", report_dir=work / "report", protocol="tiny", reference=None)
     finally:
         mp.undo()
     return work, index
@@ -66,8 +66,13 @@ def test_demo_runs_every_step_and_writes_the_report(demo_run):
         assert log["d_updated"].tolist() == [int(e % p.training.d_every_epochs == 0) for e in range(p.training.epochs)]
     prov = json.loads((report / "demo.json").read_text())
     assert prov["protocol"]["name"] == "tiny" and prov["headline"]
-    assert {"synth", "prepare", "train", "score", "report"} <= set(prov["step_seconds"])
-    assert prov["machine"]["cpu_count"] >= 1 and prov["machine"]["torch"]
+    env = prov["depends_on"]
+    assert env["cpu_model"] and env["torch_threads_per_process"] >= 1 and env["libraries"]["torch"]
+    assert prov["store_hash"] == json.loads((work / "work" / "store" / "store.json").read_text())["store_hash"]
+    assert not {"finished", "created", "step_seconds", "machine", "seconds_this_run"} & set(prov)  # same bytes every run
+    timings = json.loads((work / "work" / "timings.json").read_text())
+    assert {"synth", "prepare", "train", "score", "report"} <= set(timings["step_seconds"])
+    assert timings["machine"]["cpu_count"] >= 1
 
 
 @pytest.mark.slow
@@ -90,3 +95,34 @@ def test_second_demo_skips_every_step_and_changes_nothing(demo_run, capsys):
     assert out.count("up to date, skipped") == 8, out
     after = {p: p.read_bytes() for p in report.rglob("*") if p.is_file()}
     assert after == before
+
+
+@pytest.mark.slow
+def test_headline_is_compared_with_the_reference_and_updated_only_on_request(demo_run, tmp_path):
+    from s2i_bench.demo import compare_with_reference, update_reference
+
+    work, _ = demo_run
+    report = work / "report"
+    prov = json.loads((report / "demo.json").read_text())
+    reference = tmp_path / "reference"
+    assert "no committed reference" in compare_with_reference(prov, reference)[0]
+    update_reference(report, reference)
+    assert (reference / "demo.json").read_bytes() == (report / "demo.json").read_bytes()
+    assert compare_with_reference(prov, reference) == [f"headline identical to the committed reference {reference / 'demo.json'}"]
+    # another CPU: the numbers and the cause are named
+    other = json.loads((reference / "demo.json").read_text())
+    other["headline"][0]["last"]["true_share"] = 0.123
+    other["depends_on"]["torch_cpu_capability"] = "AVX2"
+    (reference / "demo.json").write_text(json.dumps(other))
+    lines = compare_with_reference(prov, reference)
+    assert "differs" in lines[0] and any("12.3%" in ln for ln in lines)
+    assert any("torch_cpu_capability" in ln and "AVX2" in ln for ln in lines)
+    # the user's own file in the reference is never overwritten; a changed report file is refused
+    from s2i_bench.errors import UserError
+
+    with pytest.raises(UserError, match="changed since"):
+        update_reference(report, reference)
+    (reference / "demo.json").write_bytes((report / "demo.json").read_bytes())
+    (reference / "mine.txt").write_text("keep")
+    update_reference(report, reference)
+    assert (reference / "mine.txt").read_text() == "keep"

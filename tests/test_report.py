@@ -269,15 +269,18 @@ def test_rerun_gives_the_same_bytes(study, report, tmp_path):
     again = tmp_path / "again"
     shutil.copytree(report, again)
     build_report(study["runs"][:1], again)
-    assert not any((again / "figures").iterdir())
+    assert not (again / "figures").exists()  # emptied folders go too
     assert not (again / "tables" / "table1-segments.csv").exists()
     assert (again / "tables" / "table-informativity.csv").is_file()
     # a folder that is not a report keeps its files
     foreign = tmp_path / "foreign"
     (foreign / "figures").mkdir(parents=True)
     (foreign / "figures" / "mine.png").write_bytes(b"x")
-    build_report(study["runs"][:1], foreign)
-    assert (foreign / "figures" / "mine.png").is_file()
+    with pytest.raises(UserError, match="did not write"):
+        build_report(study["runs"][:1], foreign)
+    assert sorted(p.name for p in foreign.rglob("*") if p.is_file()) == ["mine.png"]
+    build_report(study["runs"][:1], foreign, overwrite=True)  # writes beside it, never deletes it
+    assert (foreign / "figures" / "mine.png").read_bytes() == b"x"
 
 
 def test_records_given_alone(study, tmp_path):

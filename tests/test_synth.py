@@ -48,6 +48,19 @@ def test_same_seed_gives_identical_bytes_and_another_seed_does_not(dirty_world, 
     assert not set(a.values()) & set(b.values())  # no video shared between the two worlds
 
 
+@pytest.mark.slow
+def test_hundred_videos_per_class_written_three_times_are_byte_identical(tmp_path):
+    # The encoder once made moving scenes (rail, water) depend on the heap state of the worker
+    # process: 150 of these 500 files differed between two runs. The bug was intermittent, so
+    # the world is written three times, in worker processes as `synth` runs them (~35 s).
+    worlds = [file_hashes(write_world(tmp_path / name, TINY, videos_per_class=100, seed=4242, workers=2))
+              for name in ("a", "b", "c")]
+    assert len(worlds[0]) == 5 * 100 + 1
+    for other in worlds[1:]:
+        differing = sorted(p for p in worlds[0] if worlds[0][p] != other[p])
+        assert not differing, f"{len(differing)} files differ, e.g. {differing[:3]}"
+
+
 def test_more_videos_per_class_contain_the_smaller_world(dirty_world, tmp_path):
     # video i of class c depends only on (seed, c, i); --dirty only adds files; worker
     # processes change nothing
