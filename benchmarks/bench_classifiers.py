@@ -34,7 +34,8 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 os.environ.setdefault("S2I_BENCH_QUIET", "1")
 
-from s2i_bench.io import atomic_write_json, atomic_write_text, code_version, cpu_model  # noqa: E402
+from s2i_bench.fileio import atomic_write_json, atomic_write_text
+from s2i_bench.provenance import code_version, cpu_model
 from s2i_bench.protocol import load_protocol  # noqa: E402
 
 
@@ -42,7 +43,7 @@ from s2i_bench.protocol import load_protocol  # noqa: E402
 def make_store(path: Path, protocol, per_class: dict[str, int], seed: int = 0):
     import pandas as pd
 
-    from s2i_bench.store import write_store
+    from s2i_bench.data.store import write_store
 
     rng = np.random.default_rng(seed)
     rows = []
@@ -100,10 +101,10 @@ def main() -> None:
     if args.threads:
         torch.set_num_threads(args.threads)
 
-    from s2i_bench.classifiers import train_class_match, train_classifiers
-    from s2i_bench.labels import label_pool
-    from s2i_bench.pool import build_pool, open_pool
-    from s2i_bench.store import open_store
+    from s2i_bench.informativity.classifiers import train_class_match, train_classifiers
+    from s2i_bench.informativity.labels import label_pool
+    from s2i_bench.informativity.pool import build_pool, open_pool
+    from s2i_bench.data.store import open_store
 
     protocol = load_protocol(args.protocol)
     with tempfile.TemporaryDirectory() as tmp:

@@ -34,7 +34,8 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 os.environ.setdefault("S2I_BENCH_QUIET", "1")
 
-from s2i_bench.io import atomic_write_json, atomic_write_text, code_version, library_versions, cpu_model  # noqa: E402
+from s2i_bench.fileio import atomic_write_json, atomic_write_text
+from s2i_bench.provenance import code_version, library_versions, cpu_model
 from s2i_bench.protocol import load_protocol  # noqa: E402
 
 VEGAS_VIDEOS = 14142
@@ -43,7 +44,7 @@ VEGAS_MAX_SECONDS = 10
 
 
 def write_clips(folder: Path, n: int, *, seconds, width, height, fps, seed0: int) -> list[Path]:
-    from s2i_bench.clips import write_scene_clip
+    from helpers import write_scene_clip
 
     paths = []
     rng = np.random.default_rng(seed0)
@@ -61,7 +62,7 @@ def time_extraction(paths: list[Path], protocol) -> dict:
     (what a naive extractor pays before converting any frame), for comparison."""
     import av
 
-    from s2i_bench.features import extract_clip
+    from s2i_bench.data.features import extract_clip
 
     torch.set_num_threads(1)
     extract_clip(paths[0], protocol)  # warm-up: imports, filterbank cache
@@ -88,7 +89,7 @@ def time_extraction(paths: list[Path], protocol) -> dict:
 def time_pair_search(sizes=(5000, 10000, 20000)) -> dict:
     """Near-duplicate search on random fingerprints: quadratic, so t = a * n^2 with a read at the
     largest size (small sizes are dominated by fixed costs)."""
-    from s2i_bench.dedup import Fingerprints, near_duplicate_pairs
+    from s2i_bench.data.dedup import Fingerprints, near_duplicate_pairs
 
     out = {}
     for n in sizes:
@@ -103,13 +104,13 @@ def time_pair_search(sizes=(5000, 10000, 20000)) -> dict:
 
 
 def time_prepare(world: Path, protocol, workers: int) -> dict:
-    from s2i_bench.prepare import prepare_store
+    from s2i_bench.data.prepare import prepare_store
 
     out = world.parent / f"store-w{workers}"
     w0 = time.perf_counter()
     prepare_store(world, out, protocol, workers=workers, overwrite=True)
     wall = time.perf_counter() - w0
-    from s2i_bench.store import open_store
+    from s2i_bench.data.store import open_store
 
     s = open_store(out)
     return {"workers": workers, "wall_s": round(wall, 2), "segments_before_balance": s.meta["split"]["segments_before_balance"],

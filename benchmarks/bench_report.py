@@ -28,7 +28,8 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path[:0] = [str(ROOT), str(ROOT / "tests")]
 os.environ.setdefault("S2I_BENCH_QUIET", "1")
 
-from s2i_bench.io import atomic_write_json, atomic_write_text, code_version, cpu_model  # noqa: E402
+from s2i_bench.fileio import atomic_write_json, atomic_write_text
+from s2i_bench.provenance import code_version, cpu_model
 
 
 

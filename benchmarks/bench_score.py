@@ -30,7 +30,8 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 os.environ.setdefault("S2I_BENCH_QUIET", "1")
 
-from s2i_bench.io import atomic_write_json, atomic_write_text, code_version, cpu_model  # noqa: E402
+from s2i_bench.fileio import atomic_write_json, atomic_write_text
+from s2i_bench.provenance import code_version, cpu_model
 from s2i_bench.protocol import load_protocol  # noqa: E402
 
 
@@ -40,7 +41,7 @@ def make_store(path: Path, protocol, per_class: int, seed: int = 0):
     normalisation range)."""
     import pandas as pd
 
-    from s2i_bench.store import write_store
+    from s2i_bench.data.store import write_store
 
     rng = np.random.default_rng(seed)
     rows = []
@@ -71,7 +72,7 @@ def _judge_available() -> bool:
 
 
 def make_translator(protocol, device):
-    from s2i_bench.generators import Translator
+    from s2i_bench.translators.base import Translator
     from s2i_translator.models import AudioEncoder, DenseGenerator
 
     f = protocol.training.embedding_dim
@@ -84,7 +85,7 @@ def make_translator(protocol, device):
 
 
 def make_bundle(path: Path, protocol, device):
-    from s2i_bench.classifiers import Bundle, InformativityCNN
+    from s2i_bench.informativity.classifiers import Bundle, InformativityCNN
 
     torch.manual_seed(1)
     rng = np.random.default_rng(1)
@@ -105,8 +106,8 @@ def make_bundle(path: Path, protocol, device):
 
 
 def bench(protocol_name: str, per_class: int, device: str, repeats: int, tmp: Path) -> dict:
-    from s2i_bench.scoring import score_translator
-    from s2i_bench.store import open_store
+    from s2i_bench.scoring.score import score_translator
+    from s2i_bench.data.store import open_store
 
     protocol = load_protocol(protocol_name)
     store = open_store(make_store(tmp / f"store-{protocol_name}", protocol, per_class))
@@ -125,7 +126,7 @@ def bench(protocol_name: str, per_class: int, device: str, repeats: int, tmp: Pa
             torch.cuda.synchronize()
         times.append(time.perf_counter() - t0)
     # Parts: the translator alone, to see where the time goes.
-    from s2i_bench.store import normalise_log_mel
+    from s2i_bench.data.store import normalise_log_mel
 
     rows = store.split_indices("test")
     spec = normalise_log_mel(torch.from_numpy(np.asarray(store.spectrograms[rows], dtype=np.float32)).to(device),

@@ -29,7 +29,8 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 os.environ.setdefault("S2I_BENCH_QUIET", "1")
 
-from s2i_bench.io import atomic_write_json, atomic_write_text, machine_info  # noqa: E402
+from s2i_bench.fileio import atomic_write_json, atomic_write_text
+from s2i_bench.provenance import machine_info
 from s2i_bench.protocol import load_protocol  # noqa: E402
 from s2i_translator.models import AudioAutoencoder, DenseGenerator, Discriminator, count_parameters  # noqa: E402
 from s2i_translator.train import discriminator_epoch, generator_epoch  # noqa: E402

@@ -27,7 +27,8 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 os.environ.setdefault("S2I_BENCH_QUIET", "1")
 
-from s2i_bench.io import atomic_write_json, atomic_write_text, code_version, machine_info  # noqa: E402
+from s2i_bench.fileio import atomic_write_json, atomic_write_text
+from s2i_bench.provenance import code_version, machine_info
 
 
 def one_seed(work: Path, scratch: Path, seed: int) -> dict:
@@ -38,13 +39,13 @@ def one_seed(work: Path, scratch: Path, seed: int) -> dict:
     import torch
 
     torch.set_num_threads(1)
-    from s2i_bench.classifiers import load_bundle, train_classifiers
+    from s2i_bench.informativity.classifiers import load_bundle, train_classifiers
     from s2i_bench.demo import pool_checkpoints
-    from s2i_bench.generators import list_checkpoints, load_translator
-    from s2i_bench.labels import label_pool
-    from s2i_bench.pool import build_pool
-    from s2i_bench.scoring import score_translator
-    from s2i_bench.store import open_store
+    from s2i_bench.translators.base import list_checkpoints, load_translator
+    from s2i_bench.informativity.labels import label_pool
+    from s2i_bench.informativity.pool import build_pool
+    from s2i_bench.scoring.score import score_translator
+    from s2i_bench.data.store import open_store
 
     store = open_store(work / "store")
     p = store.protocol

@@ -38,7 +38,8 @@ sys.path.insert(0, str(ROOT))
 os.environ.setdefault("S2I_BENCH_QUIET", "1")
 
 from s2i_bench.errors import UserError  # noqa: E402
-from s2i_bench.io import atomic_write_json, atomic_write_text, code_version, cpu_model  # noqa: E402
+from s2i_bench.fileio import atomic_write_json, atomic_write_text
+from s2i_bench.provenance import code_version, cpu_model
 
 PAPER_ACCURACY = {"baby_cry": 0.80, "dog": 0.80, "rail_transport": 0.84, "fireworks": 0.82, "water_flowing": 0.815}
 LIGHT_SHARE = 0.35
@@ -112,10 +113,10 @@ def main() -> None:
 
     import pandas as pd
 
-    from s2i_bench.classifiers import train_classifiers
-    from s2i_bench.labels import label_pool
-    from s2i_bench.pool import build_pool
-    from s2i_bench.store import open_store
+    from s2i_bench.informativity.classifiers import train_classifiers
+    from s2i_bench.informativity.labels import label_pool
+    from s2i_bench.informativity.pool import build_pool
+    from s2i_bench.data.store import open_store
 
     store = open_store(args.store)
     if not store.synthetic:

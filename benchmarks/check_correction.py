@@ -37,7 +37,8 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 os.environ.setdefault("S2I_BENCH_QUIET", "1")
 
-from s2i_bench.io import atomic_write_json, atomic_write_text, code_version  # noqa: E402
+from s2i_bench.fileio import atomic_write_json, atomic_write_text
+from s2i_bench.provenance import code_version
 
 # Share of lightly degraded images per class in the controlled translator (the "true"
 # informativity it aims at; the judge's verdict on the actual images is the truth scored).
@@ -65,7 +66,7 @@ class DegradingTranslator:
     seed (per image, batch-independent). The sound is found from its spectrogram."""
 
     def __init__(self, store, target: dict[str, float]):
-        from s2i_bench.store import normalise_log_mel
+        from s2i_bench.data.store import normalise_log_mel
 
         rows = store.split_indices("test")
         spec = normalise_log_mel(torch.from_numpy(np.asarray(store.spectrograms[rows], dtype=np.float32)),
@@ -96,7 +97,7 @@ class DegradingTranslator:
 def train_bundle(store, protocol, seed: int, tmp: Path):
     """Five informativity CNNs on degraded train/val frames labelled by the judge (balanced,
     train / val / test sizes of the protocol), as a `Bundle`."""
-    from s2i_bench.classifiers import Bundle, InformativityCNN, _predict_log_probs, fit_classifier
+    from s2i_bench.informativity.classifiers import Bundle, InformativityCNN, _predict_log_probs, fit_classifier
     from s2i_bench.synth import judge
 
     spec = protocol.classifiers
@@ -144,8 +145,8 @@ def covered(ci, truth) -> bool | None:
 
 
 def controlled(store_path: Path, seeds: int, tmp: Path) -> dict:
-    from s2i_bench.scoring import score_translator
-    from s2i_bench.store import open_store
+    from s2i_bench.scoring.score import score_translator
+    from s2i_bench.data.store import open_store
 
     store = open_store(store_path)
     if not store.synthetic:
@@ -190,10 +191,10 @@ def controlled(store_path: Path, seeds: int, tmp: Path) -> dict:
 
 
 def real_runs(runs: list[Path], store_path: Path, bundle_path: Path) -> list[dict]:
-    from s2i_bench.classifiers import load_bundle
-    from s2i_bench.generators import list_checkpoints, load_translator
-    from s2i_bench.scoring import score_translator
-    from s2i_bench.store import open_store
+    from s2i_bench.informativity.classifiers import load_bundle
+    from s2i_bench.translators.base import list_checkpoints, load_translator
+    from s2i_bench.scoring.score import score_translator
+    from s2i_bench.data.store import open_store
 
     store = open_store(store_path)
     bundle = load_bundle(bundle_path)

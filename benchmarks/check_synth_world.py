@@ -31,8 +31,9 @@ import numpy as np
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from s2i_bench.features import extract_clip  # noqa: E402
-from s2i_bench.io import atomic_write_json, atomic_write_text, code_version, library_versions, machine_info  # noqa: E402
+from s2i_bench.data.features import extract_clip  # noqa: E402
+from s2i_bench.fileio import atomic_write_json, atomic_write_text
+from s2i_bench.provenance import code_version, library_versions, machine_info
 from s2i_bench.protocol import load_protocol  # noqa: E402
 from s2i_bench.synth import judge, write_world  # noqa: E402
 

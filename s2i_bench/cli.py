@@ -89,7 +89,7 @@ def prepare(source, out, protocol_name, split_policy, seed, allow_leakage, worke
     """Turn SOURCE (a folder with one sub-folder per class, or a manifest CSV with columns
     path,class[,video_id][,split]) into the segment store that training and scoring read."""
     protocol = _protocol(protocol_name or "synth")
-    from s2i_bench.prepare import prepare_store
+    from s2i_bench.data.prepare import prepare_store
 
     prepare_store(source, out, protocol, split_policy=split_policy, seed=seed,
                   allow_leakage=allow_leakage, workers=workers, resume=resume, overwrite=overwrite)
@@ -102,7 +102,7 @@ def prepare(source, out, protocol_name, split_policy, seed, allow_leakage, worke
 def audit(store, as_json):
     """Check STORE for the same video id in two splits and near-duplicate videos across splits.
     Exits 1 when leakage is found."""
-    from s2i_bench.audit import audit_command
+    from s2i_bench.data.audit import audit_command
 
     sys.exit(audit_command(store, as_json=as_json))
 
@@ -150,7 +150,7 @@ def train_baseline(store, run_dir, protocol_name, embedding_dim, epochs, device,
 def pool(generators, store, pool_dir, split, per_model, draws_per_sound, per_run_last, seed, device, overwrite):
     """Translate the validation sounds of STORE (or the split the protocol names) with each GENERATOR (checkpoint files or run
     folders, any mix; every checkpoint of a run folder is one model)."""
-    from s2i_bench.pool import build_pool
+    from s2i_bench.informativity.pool import build_pool
 
     build_pool(list(generators), store=store, out=pool_dir, split=split, per_model=per_model, seed=seed,
                overwrite=overwrite, device=device, per_run="last" if per_run_last else "all",
@@ -165,7 +165,7 @@ def pool(generators, store, pool_dir, split, per_model, draws_per_sound, per_run
 @_friendly
 def label(pool_dir, use_judge, csv_path, seed):
     """Label POOL_DIR with exactly one source, then build the balanced sets of SPEC section 5."""
-    from s2i_bench.labels import label_pool
+    from s2i_bench.informativity.labels import label_pool
 
     label_pool(pool_dir, use_judge=use_judge, csv_path=csv_path, seed=seed)
 
@@ -183,7 +183,7 @@ def label(pool_dir, use_judge, csv_path, seed):
 def train_classifiers(pool_dir, bundle, store, seed, device, authors, protocol_name):
     """Train the five per-class informativity classifiers on a labelled POOL_DIR, or import the
     authors' five classifiers with --authors (sensitivity and specificity then unknown)."""
-    from s2i_bench import classifiers
+    from s2i_bench.informativity import classifiers
 
     if authors:
         if pool_dir is not None:
@@ -213,7 +213,7 @@ def metrics(series_csv, protocol_name, as_json, out):
     """Window average, maximum moving average and replaced epochs of SERIES_CSV (columns epoch,
     d_update and one per class key)."""
     protocol = _protocol(protocol_name or "vegas5")
-    from s2i_bench.metrics import metrics_command
+    from s2i_bench.scoring.metrics import metrics_command
 
     metrics_command(series_csv, protocol, as_json=as_json, out=out)
 
@@ -234,7 +234,7 @@ def metrics(series_csv, protocol_name, as_json, out):
 def score(generator, store, bundle, split, seed, samples, audio_encoder, embedding_dim, device, records, as_json):
     """Score GENERATOR: a checkpoint, a run folder, the authors' state dict, or a TorchScript /
     torch.export program mapping (B,1,128,100) spectrograms in [-1,1] to (B,3,96,96) images."""
-    from s2i_bench.scoring import score_command
+    from s2i_bench.scoring.score import score_command
 
     score_command(generator, store=store, bundle=bundle, split=split, seed=seed, samples=samples,
                   audio_encoder=audio_encoder, embedding_dim=embedding_dim, device=device,

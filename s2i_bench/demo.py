@@ -22,7 +22,8 @@ from pathlib import Path
 import numpy as np
 
 from s2i_bench.errors import UserError
-from s2i_bench.io import atomic_write_json, code_version, library_versions, machine_info, now_iso, read_jsonl
+from s2i_bench.fileio import atomic_write_json, read_jsonl
+from s2i_bench.provenance import code_version, library_versions, machine_info, now_iso
 from s2i_bench.steps import StepRunner, code_hash, step_key
 
 RECORDS = "metric-informativity.jsonl"
@@ -38,7 +39,7 @@ def pool_checkpoints(run_dirs: list[Path], num_models: int, late_fraction: float
     epoch included. The paper screened its 17 models for quality before labelling; here early
     checkpoints would add nothing: every model gives the same number of images to both labels,
     so a model that draws nothing informative contributes no image at all."""
-    from s2i_bench.generators import list_checkpoints
+    from s2i_bench.translators.base import list_checkpoints
 
     per_run = math.ceil(num_models / len(run_dirs))
     chosen: list[Path] = []
@@ -87,7 +88,7 @@ def run_demo(out: Path = Path("demo-work"), report_dir: Path | None = None, prot
                lambda: write_world(videos, p, overwrite=True))
 
     # 2. The segment store with the video-disjoint split (and its leakage audit).
-    from s2i_bench.prepare import prepare_store
+    from s2i_bench.data.prepare import prepare_store
 
     k_prepare = step_key(step="prepare", up=k_synth, code=code)
     runner.run("prepare", k_prepare, [store_dir / "store.json"],
@@ -101,9 +102,9 @@ def run_demo(out: Path = Path("demo-work"), report_dir: Path | None = None, prot
     runner.run("train", k_train, last, lambda: _train_runs(store_dir, run_dirs, p))
 
     # 4-6. Pool from >= 17 checkpoints, judge labels, the five classifiers + class-match.
-    from s2i_bench.classifiers import train_classifiers
-    from s2i_bench.labels import label_pool
-    from s2i_bench.pool import build_pool
+    from s2i_bench.informativity.classifiers import train_classifiers
+    from s2i_bench.informativity.labels import label_pool
+    from s2i_bench.informativity.pool import build_pool
 
     k_pool = step_key(step="pool", up=k_train, code=code)
     runner.run("pool", k_pool, [pool_dir / "pool.json"],
@@ -132,7 +133,7 @@ def run_demo(out: Path = Path("demo-work"), report_dir: Path | None = None, prot
 
     total = time.perf_counter() - started
     headline = _headline(run_dirs)
-    from s2i_bench.store import open_store
+    from s2i_bench.data.store import open_store
 
     provenance = _provenance(p, headline, open_store(store_dir).store_hash, threads=_threads_per_job(len(run_dirs)))
     _write_provenance(report_dir, provenance)
@@ -219,11 +220,11 @@ def _score_runs(run_dirs: list[Path], store_dir: Path, bundle: Path) -> None:
 def _score_one(store_dir: Path, run: Path, bundle: Path) -> None:
     """Every checkpoint of a run through the one scoring function: one record per epoch, and
     sample sheets of the first and the last epoch (Figs. 15/16, the learning check)."""
-    from s2i_bench.classifiers import load_bundle
-    from s2i_bench.generators import list_checkpoints, load_translator
-    from s2i_bench.io import append_jsonl, progress
-    from s2i_bench.scoring import score_translator
-    from s2i_bench.store import open_store
+    from s2i_bench.informativity.classifiers import load_bundle
+    from s2i_bench.translators.base import list_checkpoints, load_translator
+    from s2i_bench.fileio import append_jsonl, progress
+    from s2i_bench.scoring.score import score_translator
+    from s2i_bench.data.store import open_store
 
     store = open_store(store_dir)
     p = store.protocol
@@ -300,7 +301,7 @@ def _format_headline(rows: list[dict]) -> list[str]:
 def _provenance(p, headline: list[dict], store_hash: str, threads: int) -> dict:
     """demo.json: what the study is and what its numbers depend on. No time, no load, nothing
     that differs between two runs of the same code on the same machine."""
-    from s2i_bench.io import numeric_environment
+    from s2i_bench.provenance import numeric_environment
 
     return {
         "command": "s2i-bench demo",
@@ -320,12 +321,12 @@ def _provenance(p, headline: list[dict], store_hash: str, threads: int) -> dict:
 
 def _write_provenance(report_dir: Path, provenance: dict) -> None:
     """demo.json beside the report, rewritten only when its content changed."""
-    from s2i_bench.io import to_jsonable
+    from s2i_bench.fileio import to_jsonable
 
     path = report_dir / "demo.json"
     text = json.dumps(to_jsonable(provenance), indent=2) + "\n"
     if not path.is_file() or path.read_text() != text:
-        from s2i_bench.io import atomic_write_text
+        from s2i_bench.fileio import atomic_write_text
 
         atomic_write_text(path, text)
     _own(report_dir, path)
@@ -334,7 +335,7 @@ def _write_provenance(report_dir: Path, provenance: dict) -> None:
 def _own(report_dir: Path, path: Path) -> None:
     """List demo.json in the report folder's file manifest (the report owns the rest), so the
     folder can be published as one (`update_reference`)."""
-    from s2i_bench.io import OWNED_MANIFEST, sha256_file
+    from s2i_bench.fileio import OWNED_MANIFEST, sha256_file
 
     manifest = report_dir / OWNED_MANIFEST
     doc = json.loads(manifest.read_text()) if manifest.is_file() else {"kind": "s2i-bench-report", "files": {}}
@@ -407,7 +408,7 @@ def compare_with_reference(provenance: dict, reference: Path) -> list[str]:
 def update_reference(report_dir: Path, reference: Path) -> None:
     """Copy a finished demo report over the committed reference (results/demo). Only files the
     reference's own manifest lists, and unchanged, are replaced or removed."""
-    from s2i_bench.io import publish_folder
+    from s2i_bench.fileio import publish_folder
 
     report_dir, reference = Path(report_dir), Path(reference)
     if not (report_dir / "demo.json").is_file() or not (report_dir / "index.md").is_file():

@@ -15,6 +15,7 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import hashlib
+import importlib.resources
 import json
 import tomllib
 from dataclasses import dataclass, field, fields
@@ -23,7 +24,9 @@ from typing import Any, get_args, get_origin, get_type_hints
 
 from s2i_bench.errors import UserError
 
-PROTOCOLS_DIR = Path(__file__).resolve().parent.parent / "protocols"
+# The shipped protocols: `protocols/` in the repository, package data `s2i_bench.protocols` when
+# installed (editable or not).
+PROTOCOLS_DIR = Path(str(importlib.resources.files("s2i_bench.protocols")))
 
 
 @dataclass(frozen=True)

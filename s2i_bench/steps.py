@@ -18,7 +18,8 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any, Callable
 
-from s2i_bench.io import atomic_write_json, now_iso, to_jsonable
+from s2i_bench.fileio import atomic_write_json, to_jsonable
+from s2i_bench.provenance import now_iso
 
 
 @lru_cache(maxsize=1)

@@ -60,10 +60,10 @@ def install_fake_generators(monkeypatch) -> None:
     import types
 
     try:
-        module = importlib.import_module("s2i_bench.generators")
+        module = importlib.import_module("s2i_bench.translators.base")
     except ImportError:
-        module = types.ModuleType("s2i_bench.generators")
-        monkeypatch.setitem(sys.modules, "s2i_bench.generators", module)
+        module = types.ModuleType("s2i_bench.translators.base")
+        monkeypatch.setitem(sys.modules, "s2i_bench.translators.base", module)
     monkeypatch.setattr(module, "load_translator", fake_load_translator, raising=False)
     monkeypatch.setattr(module, "list_checkpoints", fake_list_checkpoints, raising=False)
 

@@ -10,13 +10,13 @@ import pytest
 import torch
 from click.testing import CliRunner
 
-from s2i_bench.audit import audit_command, audit_store, format_report
-from s2i_bench.clips import scene_painter, scene_sound
-from s2i_bench.dedup import (fingerprints, frame_hashes, near_duplicate_pairs, spectrogram_distance,
+from s2i_bench.data.audit import audit_command, audit_store, format_report
+from helpers import scene_painter, scene_sound
+from s2i_bench.data.dedup import (fingerprints, frame_hashes, near_duplicate_pairs, spectrogram_distance,
                              video_groups)
-from s2i_bench.features import centre_square, log_mel_segments
+from s2i_bench.data.features import centre_square, log_mel_segments
 from s2i_bench.protocol import load_protocol
-from s2i_bench.store import open_store, write_store
+from s2i_bench.data.store import open_store, write_store
 
 PROTO = load_protocol("tiny")
 

@@ -14,7 +14,7 @@ import torch
 from click.testing import CliRunner
 
 from classifier_helpers import install_fake_generators, square_labels, write_fake_models, write_label_csv
-from s2i_bench.classifiers import (InformativityCNN, binary_summary, count_parameters, fingerprint_probe,
+from s2i_bench.informativity.classifiers import (InformativityCNN, binary_summary, count_parameters, fingerprint_probe,
                                    fit_classifier, import_authors_classifiers, load_bundle, train_class_match,
                                    train_classifiers, wilson_interval, _probe_card)
 from s2i_bench.cli import main
@@ -142,8 +142,8 @@ def test_fingerprint_probe_sees_model_artefacts_and_not_noise():
 # -- the whole command on a fake labelled pool ------------------------------------------------
 @pytest.fixture(scope="module")
 def labelled_pool(tmp_path_factory, fake_store):
-    from s2i_bench.labels import label_pool
-    from s2i_bench.pool import build_pool, open_pool
+    from s2i_bench.informativity.labels import label_pool
+    from s2i_bench.informativity.pool import build_pool, open_pool
 
     mp = pytest.MonkeyPatch()
     install_fake_generators(mp)
@@ -167,7 +167,7 @@ def bundle_path(labelled_pool, tmp_path_factory):
 def test_bundle_card_and_outcomes_agree(bundle_path, labelled_pool):
     import pandas as pd
 
-    from s2i_bench.pool import open_pool
+    from s2i_bench.informativity.pool import open_pool
 
     bundle = load_bundle(bundle_path)
     card = json.loads(bundle_path.with_suffix(".json").read_text())
@@ -176,7 +176,7 @@ def test_bundle_card_and_outcomes_agree(bundle_path, labelled_pool):
     assert bundle.class_keys == CLASSES and card["source"] == "trained"
     assert card["pool_hash"] == pool.pool_hash and card["protocol"] == pool.protocol.ref()
     assert card["store"]["hash"] == pool.meta["store"]["hash"]
-    from s2i_bench.io import sha256_file
+    from s2i_bench.fileio import sha256_file
 
     assert card["bundle_sha256"] == sha256_file(bundle_path)
     for key in CLASSES:
@@ -249,7 +249,7 @@ def test_training_is_reproducible(labelled_pool, bundle_path, tmp_path):
 
 
 def test_class_match_learns_real_frames(fake_store):
-    from s2i_bench.store import open_store
+    from s2i_bench.data.store import open_store
 
     # batches of 8 so that 10 epochs of 60 frames are enough SGD steps at lr 0.001
     spec = dataclasses.replace(load_protocol("tiny").classifiers, batch_size=8)
@@ -260,7 +260,7 @@ def test_class_match_learns_real_frames(fake_store):
 
 
 def test_unlabelled_pool_is_refused(tmp_path, fake_store, monkeypatch):
-    from s2i_bench.pool import build_pool
+    from s2i_bench.informativity.pool import build_pool
 
     install_fake_generators(monkeypatch)
     models = write_fake_models(tmp_path / "m", 2)
@@ -347,7 +347,7 @@ class _Oracle(torch.nn.Module):
 
 @pytest.fixture(scope="module")
 def synthetic_store(tmp_path_factory):
-    from s2i_bench.prepare import prepare_store
+    from s2i_bench.data.prepare import prepare_store
     from s2i_bench.synth import write_world
 
     work = tmp_path_factory.mktemp("chain")
@@ -360,11 +360,11 @@ def synthetic_store(tmp_path_factory):
 def test_whole_chain_on_the_synthetic_world(synthetic_store, tmp_path, capsys):
     """synth -> prepare -> checkpoints + programs -> pool -> label --judge -> train-classifiers
     -> load_bundle -> score, through the real loaders, judge and store."""
-    from s2i_bench.labels import label_pool
-    from s2i_bench.pool import build_pool, open_pool
-    from s2i_bench.scoring import score_translator
-    from s2i_bench.generators import load_translator
-    from s2i_bench.store import open_store
+    from s2i_bench.informativity.labels import label_pool
+    from s2i_bench.informativity.pool import build_pool, open_pool
+    from s2i_bench.scoring.score import score_translator
+    from s2i_bench.translators.base import load_translator
+    from s2i_bench.data.store import open_store
     from s2i_bench.synth import judge
     from s2i_translator.checkpoint import make_checkpoint, save_checkpoint
     from s2i_translator.models import AudioEncoder, DenseGenerator
@@ -451,7 +451,7 @@ def test_cli_trains_a_bundle(labelled_pool, tmp_path):
 def test_class_without_a_set_gets_no_classifier(labelled_pool, tmp_path):
     import shutil
 
-    from s2i_bench.pool import open_pool
+    from s2i_bench.informativity.pool import open_pool
 
     pool_dir = tmp_path / "pool"
     shutil.copytree(labelled_pool, pool_dir)
@@ -459,7 +459,7 @@ def test_class_without_a_set_gets_no_classifier(labelled_pool, tmp_path):
     labels = square_labels(np.asarray(pool.images))
     labels[(pool.table["class"] == "fireworks").to_numpy()] = 0  # no informative fireworks image
     write_label_csv(tmp_path / "l.csv", pool.table["image_id"], labels)
-    from s2i_bench.labels import label_pool
+    from s2i_bench.informativity.labels import label_pool
 
     label_pool(pool_dir, csv_path=tmp_path / "l.csv")
     out = train_classifiers(pool_dir, tmp_path / "b.pt", class_match_epochs=1)

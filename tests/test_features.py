@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 import torch
 
-from s2i_bench.clips import frame_level, tone, write_clip
-from s2i_bench.features import (ClipError, _NearestFrames, centre_square, extract_clip, log_mel_segments,
+from helpers import frame_level, tone, write_clip
+from s2i_bench.data.features import (ClipError, _NearestFrames, centre_square, extract_clip, log_mel_segments,
                                 mel_filterbank, resample)
 from s2i_bench.protocol import load_protocol
 
@@ -226,7 +226,7 @@ def test_bad_inputs_raise_clip_error_with_reason(tmp_path):
 ])
 def test_selective_decoding_equals_decoding_every_frame(tmp_path, name, video_codec, options):
     """Skipping unreferenced frames changes nothing in the frames we keep (B-frames, pyramid)."""
-    from s2i_bench.clips import write_scene_clip
+    from helpers import write_scene_clip
 
     path = tmp_path / name
     write_scene_clip(path, seed=4, seconds=4.0, audio_codec="libopus" if name.endswith(".webm") else "aac",

@@ -1,4 +1,4 @@
-"""`s2i_bench.generators`: every generator as a Translator; checkpoints, run folders, the
+"""`s2i_bench.translators.base`: every generator as a Translator; checkpoints, run folders, the
 authors' state dicts, dispatch to programs, and refusal of unsafe or broken files."""
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ import pytest
 import torch
 
 from s2i_bench.errors import UserError
-from s2i_bench.generators import Translator, list_checkpoints, load_translator
+from s2i_bench.translators.base import Translator, list_checkpoints, load_translator
 from s2i_bench.protocol import load_protocol
 from s2i_translator.checkpoint import make_checkpoint, save_checkpoint
 from s2i_translator.models import AudioAutoencoder, DenseGenerator
@@ -178,9 +178,9 @@ def test_authors_generator_with_audio_encoder(tmp_path):
 @pytest.mark.filterwarnings("ignore::DeprecationWarning")
 def test_programs_are_dispatched(tmp_path, monkeypatch):
     calls = []
-    fake = types.ModuleType("s2i_bench.programs")
+    fake = types.ModuleType("s2i_bench.translators.programs")
     fake.load_program_translator = lambda path, device="cpu": calls.append((Path(path).name, device)) or "program"
-    monkeypatch.setitem(sys.modules, "s2i_bench.programs", fake)
+    monkeypatch.setitem(sys.modules, "s2i_bench.translators.programs", fake)
     pt2 = tmp_path / "g.pt2"
     pt2.write_bytes(b"whatever")
     assert load_translator(pt2) == "program"

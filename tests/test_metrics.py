@@ -10,7 +10,7 @@ import pandas as pd
 import pytest
 from click.testing import CliRunner
 
-from s2i_bench import metrics as M
+from s2i_bench.scoring import metrics as M
 from s2i_bench.cli import main
 from s2i_bench.protocol import load_protocol
 

@@ -15,10 +15,10 @@ from click.testing import CliRunner
 from classifier_helpers import install_fake_generators, square_labels, write_fake_models, write_label_csv
 from s2i_bench.cli import main
 from s2i_bench.errors import UserError
-from s2i_bench.labels import assign_parts, label_pool, majority_labels, water_fill
-from s2i_bench.pool import build_pool, open_pool
+from s2i_bench.informativity.labels import assign_parts, label_pool, majority_labels, water_fill
+from s2i_bench.informativity.pool import build_pool, open_pool
 from s2i_bench.protocol import load_protocol
-from s2i_bench.store import open_store
+from s2i_bench.data.store import open_store
 
 CLASSES = load_protocol("tiny").class_keys
 

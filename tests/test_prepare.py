@@ -8,13 +8,13 @@ import numpy as np
 import pandas as pd
 import pytest
 
-import s2i_bench.prepare as prepare_module
-from s2i_bench.clips import tone, write_clip, write_scene_clip
+import s2i_bench.data.prepare as prepare_module
+from helpers import tone, write_clip, write_scene_clip
 from s2i_bench.errors import UserError
-from s2i_bench.features import extract_clip
-from s2i_bench.prepare import balance, fit_normalisation, prepare_store, video_split
+from s2i_bench.data.features import extract_clip
+from s2i_bench.data.prepare import balance, fit_normalisation, prepare_store, video_split
 from s2i_bench.protocol import load_protocol
-from s2i_bench.store import open_store
+from s2i_bench.data.store import open_store
 
 PROTO = load_protocol("tiny")
 # Folder names as people write them: matched to class keys through the protocol's aliases.

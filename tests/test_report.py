@@ -2,7 +2,7 @@
 docs/architecture.md (run folder, metric records, sample sheets, store, bundle card).
 
 The informativity numbers in the tables are checked against an independent reference written
-here (plain Python loops and pandas rolling means), not against `s2i_bench.metrics`.
+here (plain Python loops and pandas rolling means), not against `s2i_bench.scoring.metrics`.
 """
 
 from __future__ import annotations
@@ -73,7 +73,7 @@ def make_run(root: Path, store: Path, dim: int, policy: str = "video", epochs: i
             "split": "test", "seed": 0, "samples": 1, "classifiers": {"path": "bundle.pt", "sha256": "ab" * 32},
             "classes": classes, "mean": mean, "code_version": "test", "created": f"2025-01-01T00:00:{e % 60:02d}"}))
     if samples:
-        # A sample sheet as `s2i_bench.scoring` writes it. f32's has no real frames and is found by
+        # A sample sheet as `s2i_bench.scoring.score` writes it. f32's has no real frames and is found by
         # its name only (Fig. 16 then takes the frames from the store); the others are named by
         # the last record's `sample_sheet` and carry the frames.
         manifest = pd.read_csv(store / "manifest.csv")
@@ -379,9 +379,9 @@ def test_paper_numbers_are_sourced():
 
 
 def test_fig16_takes_frames_from_the_store_when_the_sheet_has_none(study):
-    from s2i_bench import figures as F
+    from s2i_bench.report import figures as F
     from s2i_bench.report import pick_sample_sheet, _run_from_folder
-    from s2i_bench.store import open_store
+    from s2i_bench.data.store import open_store
 
     store = open_store(study["store"])
     keys, names = store.protocol.class_keys, store.protocol.class_names
@@ -398,7 +398,7 @@ def test_fig16_takes_frames_from_the_store_when_the_sheet_has_none(study):
 
 
 def test_class_colours_are_fixed_across_figures():
-    from s2i_bench.figures import class_colours
+    from s2i_bench.report.figures import class_colours
 
     keys = load_protocol(PROTOCOL).class_keys
     a, b = class_colours(keys), class_colours(list(keys))

@@ -11,11 +11,11 @@ import numpy as np
 import pytest
 import torch
 
-from s2i_bench import scoring
+from s2i_bench.scoring import score as scoring
 from s2i_bench.errors import UserError
 from s2i_bench.images import net_to_uint8
-from s2i_bench.programs import load_program_translator, program_kind
-from s2i_bench.store import open_store
+from s2i_bench.translators.programs import load_program_translator, program_kind
+from s2i_bench.data.store import open_store
 from s2i_bench.protocol import load_protocol
 
 PROTOCOL = load_protocol("tiny")
@@ -209,7 +209,7 @@ def test_class_without_classifier_is_scored_without_an_estimate(store, tmp_path)
 
 
 def test_sheet_shows_distinct_videos_first():
-    from s2i_bench.scoring import _sheet_positions
+    from s2i_bench.scoring.score import _sheet_positions
 
     videos = np.array(["a", "a", "b", "b", "c"])
     assert _sheet_positions(videos, 3) == [0, 2, 4]
@@ -397,7 +397,7 @@ from s2i_bench.cli import main  # noqa: E402
 
 def write_bundle(path: Path, protocol, seed: int = 0) -> Path:
     """A classifier bundle in the real format (random weights; a fixed test confusion)."""
-    from s2i_bench.classifiers import BUNDLE_FORMAT, BUNDLE_FORMAT_VERSION, InformativityCNN
+    from s2i_bench.informativity.classifiers import BUNDLE_FORMAT, BUNDLE_FORMAT_VERSION, InformativityCNN
 
     torch.manual_seed(seed)
     spec = protocol.classifiers
@@ -531,8 +531,8 @@ def test_score_refuses_a_crafted_pickle(chain, tmp_path):
 @pytest.mark.cuda
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 def test_cuda_scoring_matches_cpu(chain):
-    from s2i_bench.classifiers import load_bundle
-    from s2i_bench.generators import load_translator
+    from s2i_bench.informativity.classifiers import load_bundle
+    from s2i_bench.translators.base import load_translator
 
     run, bundle_path, store_path = chain
     ckpt = run / "checkpoints" / "generator-000002.pt"

@@ -139,7 +139,7 @@ def test_dirty_faults_are_planted_and_listed(dirty_world, scenes):
     source = re_up["duplicates"]
     assert re_up["video_id"] != source["video_id"]
     assert (dirty_world / re_up["path"]).read_bytes() != (dirty_world / source["path"]).read_bytes()
-    from s2i_bench.features import centre_square
+    from s2i_bench.data.features import centre_square
 
     def centre_crop(path):
         with av.open(str(path)) as box:

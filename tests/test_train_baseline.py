@@ -61,7 +61,7 @@ def test_run_folder(full_run, fake_store):
     assert ckpt["format"] == "s2i-translator-checkpoint" and ckpt["epoch"] == 5 and ckpt["run"] == "f16"
     assert set(ckpt) >= {"encoder", "generator", "normalisation", "protocol", "store", "model", "code_version"}
     assert not any(k.startswith("decoder") for k in ckpt["encoder"])  # small: no decoder, no D, no optimiser
-    from s2i_bench.generators import load_translator
+    from s2i_bench.translators.base import load_translator
 
     t = load_translator(full_run)
     assert t.info["epoch"] == 5
@@ -165,8 +165,8 @@ class FakeBundle:
 
 
 def test_classifiers_score_every_epoch(full_run, fake_store, tmp_path, monkeypatch):
-    scoring = pytest.importorskip("s2i_bench.scoring", reason="scoring module not landed")
-    classifiers = pytest.importorskip("s2i_bench.classifiers", reason="classifiers module not landed")
+    scoring = pytest.importorskip("s2i_bench.scoring.score", reason="scoring module not landed")
+    classifiers = pytest.importorskip("s2i_bench.informativity.classifiers", reason="classifiers module not landed")
     assert hasattr(scoring, "score_translator")
     bundle_path = tmp_path / "bundle.pt"
     bundle_path.write_bytes(b"fake")
@@ -174,7 +174,7 @@ def test_classifiers_score_every_epoch(full_run, fake_store, tmp_path, monkeypat
     run = tmp_path / "scored"
     train_baseline(store=fake_store, run_dir=run, autoencoder=full_run / "autoencoder.pt", epochs=3,
                    classifiers=bundle_path)
-    from s2i_bench.io import read_jsonl
+    from s2i_bench.fileio import read_jsonl
 
     records = read_jsonl(run / "metric-informativity.jsonl")
     assert [r["epoch"] for r in records] == [0, 1, 2]

@@ -24,7 +24,8 @@ from typing import Any
 import torch
 
 from s2i_bench.errors import UserError
-from s2i_bench.io import atomic_torch_save, code_version
+from s2i_bench.fileio import atomic_torch_save
+from s2i_bench.provenance import code_version
 from s2i_bench.protocol import ModelSpec
 
 CHECKPOINT_FORMAT = "s2i-translator-checkpoint"

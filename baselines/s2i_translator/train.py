@@ -34,8 +34,8 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from s2i_bench.errors import UserError
-from s2i_bench.io import (append_jsonl, atomic_torch_save, atomic_write_json, atomic_write_text, code_version,
-                          library_versions, now_iso, progress, read_jsonl)
+from s2i_bench.fileio import append_jsonl, atomic_torch_save, atomic_write_json, atomic_write_text, progress, read_jsonl
+from s2i_bench.provenance import code_version, library_versions, now_iso
 from s2i_bench.seeding import item_seed, item_seeds
 from s2i_translator.checkpoint import (load_state_into, load_weights_only, make_autoencoder_checkpoint,
                                        make_checkpoint, model_spec_from_dict, read_autoencoder, save_checkpoint,
@@ -372,7 +372,7 @@ def save_grid(path: Path, encoder, G, grid_spec: torch.Tensor, grid_real: torch.
         tiles = F.interpolate(tiles, size=(GRID_MIN_CELL, GRID_MIN_CELL), mode="nearest")
     buf = io.BytesIO()
     save_image((tiles + 1) / 2, buf, nrow=2 * per_class, padding=2, format="png")
-    from s2i_bench.io import atomic_write_bytes
+    from s2i_bench.fileio import atomic_write_bytes
 
     atomic_write_bytes(path, buf.getvalue())
 
@@ -383,7 +383,7 @@ def train_baseline(store, run_dir, protocol=None, embedding_dim=None, epochs=Non
                    grid_every=None) -> Path:
     """Train the reference translator on `store` into `run_dir` (see the module docstring)."""
     from s2i_bench.protocol import load_protocol, protocol_from_dict
-    from s2i_bench.store import open_store
+    from s2i_bench.data.store import open_store
 
     if device == "cuda" and not torch.cuda.is_available():
         raise UserError("--device cuda: no CUDA device is available")
@@ -561,7 +561,7 @@ def _train(store, run_dir, proto, f, epochs, device, dist, previous, autoencoder
 
     bundle = None
     if classifiers is not None and dist.main:
-        from s2i_bench.classifiers import load_bundle
+        from s2i_bench.informativity.classifiers import load_bundle
 
         bundle = load_bundle(classifiers, device=device)
 
@@ -636,7 +636,7 @@ def _train(store, run_dir, proto, f, epochs, device, dist, previous, autoencoder
 
 
 def list_saved(run_dir: Path) -> list[Path]:
-    from s2i_bench.generators import list_checkpoints
+    from s2i_bench.translators.base import list_checkpoints
 
     return list_checkpoints(run_dir)
 
@@ -651,12 +651,12 @@ def _score_epoch(run_dir, run_name, store, bundle, proto, encoder, G, f, epoch, 
     """Informativity of this epoch's generator through the one scoring function."""
     import hashlib
 
-    from s2i_bench.generators import Translator
-    from s2i_bench.scoring import score_translator
+    from s2i_bench.translators.base import Translator
+    from s2i_bench.scoring.score import score_translator
 
     saved = run_dir / "checkpoints" / f"generator-{epoch:06d}.pt"
     if saved.is_file():
-        from s2i_bench.io import sha256_file
+        from s2i_bench.fileio import sha256_file
 
         path, sha, kind = str(saved), sha256_file(saved), "checkpoint"
     else:  # not saved this epoch: identify the weights by their hash

@@ -99,7 +99,7 @@ def _render_features(scene: dict, t: float) -> np.ndarray:
 
 def build_bank() -> Bank:
     """Render the templates and calibrate the thresholds (deterministic; a few seconds)."""
-    from s2i_bench.io import progress
+    from s2i_bench.fileio import progress
 
     rng = np.random.default_rng(BANK_SEED)
     P = FEATURE_SIZE * FEATURE_SIZE
@@ -203,7 +203,7 @@ _FIELDS = ("means", "weights", "regions", "colours", "colour_weights", "labels",
 
 
 def save_bank(bank: Bank, path: Path) -> None:
-    from s2i_bench.io import atomic_write_bytes
+    from s2i_bench.fileio import atomic_write_bytes
 
     buf = io.BytesIO()
     np.savez(buf, **{f: getattr(bank, f) for f in _FIELDS})

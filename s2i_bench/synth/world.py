@@ -33,7 +33,7 @@ from pathlib import Path
 import numpy as np
 
 from s2i_bench.errors import UserError
-from s2i_bench.io import atomic_write_bytes, progress, sha256_file
+from s2i_bench.fileio import atomic_write_bytes, progress, sha256_file
 from s2i_bench.protocol import load_protocol
 from s2i_bench.synth.audio import render_audio
 from s2i_bench.synth.render import render_frames

@@ -154,7 +154,7 @@ def load_program_translator(path: str | Path, device: str = "cpu") -> ProgramTra
     """Load a TorchScript file or a `torch.export` program as a translator, probe it, return it."""
     import torch
 
-    from s2i_bench.io import sha256_file
+    from s2i_bench.fileio import sha256_file
 
     path = Path(path)
     if not path.is_file():

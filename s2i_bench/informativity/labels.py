@@ -29,7 +29,8 @@ from typing import Any
 import numpy as np
 
 from s2i_bench.errors import UserError
-from s2i_bench.io import atomic_write_json, atomic_write_text, code_version, now_iso, sha256_file
+from s2i_bench.fileio import atomic_write_json, atomic_write_text, sha256_file
+from s2i_bench.provenance import code_version, now_iso
 from s2i_bench.seeding import item_seed
 
 MAX_SHOWN = 5  # offending CSV lines quoted in an error message
@@ -40,7 +41,7 @@ def label_pool(pool_dir: str | Path, use_judge: bool = False, csv_path: str | Pa
     """Label the pool with one source, build the balanced sets, write labels.csv / sets.csv / labels.json."""
     import pandas as pd
 
-    from s2i_bench.pool import open_pool
+    from s2i_bench.informativity.pool import open_pool
 
     if bool(use_judge) == (csv_path is not None):
         raise UserError("give exactly one label source: --judge or --from-csv FILE")

@@ -495,7 +495,7 @@ def _ranges(epochs: Sequence[int], limit: int = 12) -> str:
 
 def metrics_command(series_csv, protocol, *, as_json: bool = False, out=None) -> dict[str, Any]:
     """`s2i-bench metrics SERIES.csv`: print the paper's metrics of a per-epoch series."""
-    from s2i_bench.io import atomic_write_text, to_jsonable
+    from s2i_bench.fileio import atomic_write_text, to_jsonable
 
     keys = protocol.class_keys
     df = read_series_csv(series_csv, keys)

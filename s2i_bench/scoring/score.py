@@ -10,7 +10,7 @@ the device order) are translated in batches on the device and classified in batc
 
     raw share          share of a class's images its informativity classifier calls informative
     corrected share    Rogan-Gladen with the classifier's Se, Sp; 95% bootstrap interval over
-                       the sounds and the classifier's test set (s2i_bench.metrics)
+                       the sounds and the classifier's test set (s2i_bench.scoring.metrics)
     class-match rate   share the 5-class real-frame classifier assigns to the sound's class
     true share         synthetic stores only: what the synthetic world's judge says
 
@@ -30,10 +30,10 @@ from typing import Any
 
 import numpy as np
 
-from s2i_bench import metrics as M
+from s2i_bench.scoring import metrics as M
 from s2i_bench.errors import UserError
-from s2i_bench.io import (append_jsonl, atomic_write_bytes, code_version, now_iso, progress, read_jsonl,
-                          sha256_file, to_jsonable)
+from s2i_bench.fileio import append_jsonl, atomic_write_bytes, progress, read_jsonl, sha256_file, to_jsonable
+from s2i_bench.provenance import code_version, now_iso
 from s2i_bench.seeding import item_seed, item_seeds
 
 RECORDS_NAME = "metric-informativity.jsonl"
@@ -180,7 +180,7 @@ def score_translator(translator, store, bundle, *, protocol, split: str = "test"
     sheet_images: dict[int, np.ndarray] = {}
     sheet_set = set(plan.sheet.tolist())
     normalisation = store.meta["normalisation"]
-    from s2i_bench.store import normalise_log_mel
+    from s2i_bench.data.store import normalise_log_mel
 
     with torch.inference_mode():
         for k in range(samples):
@@ -389,8 +389,8 @@ def summarise_records(records, protocol, *, d_update_epochs=None) -> dict[str, A
 def score_command(generator, *, store, bundle, split=None, seed=None, samples=None, audio_encoder=None,
                   embedding_dim=None, device="cpu", records=None, as_json=False) -> dict[str, Any]:
     """Score a generator file, or every checkpoint of a run folder (or reuse its in-loop records)."""
-    from s2i_bench.classifiers import load_bundle
-    from s2i_bench.store import open_store
+    from s2i_bench.informativity.classifiers import load_bundle
+    from s2i_bench.data.store import open_store
 
     generator = Path(generator)
     st = open_store(store)
@@ -415,7 +415,7 @@ def score_command(generator, *, store, bundle, split=None, seed=None, samples=No
             print(format_run(result, protocol))
         return result
 
-    from s2i_bench.generators import load_translator
+    from s2i_bench.translators.base import load_translator
 
     translator = load_translator(generator, device=device, audio_encoder=audio_encoder, embedding_dim=embedding_dim)
     out = Path(records) if records else generator.parent / RECORDS_NAME
@@ -452,7 +452,7 @@ def _check_classes(protocol, bundle) -> None:
 def _score_run(run_dir: Path, store, bundle, *, records, kwargs) -> dict[str, Any]:
     """Every checkpoint of a run, or its in-loop records when they match the classifiers, the store,
     split, seed and samples; then the paper's series summary."""
-    from s2i_bench.generators import list_checkpoints, load_translator
+    from s2i_bench.translators.base import list_checkpoints, load_translator
 
     protocol = kwargs["protocol"]
     bundle_sha = _file_sha256(Path(bundle.path))

@@ -2,7 +2,7 @@
 
 Leakage is
   - the same video id in two splits (whatever the class: AudioSet is multi-label), or
-  - near-duplicate segments (see `s2i_bench.dedup`) of different videos in different splits:
+  - near-duplicate segments (see `s2i_bench.data.dedup`) of different videos in different splits:
     the same content uploaded twice.
 Reported but not leakage: near-duplicates within one split, video ids in several classes.
 On a store the audit also checks that the files agree (hash, row counts, unique ids, finite
@@ -16,8 +16,8 @@ from pathlib import Path
 
 import numpy as np
 
-from s2i_bench.io import code_version, now_iso
-from s2i_bench.store import SPLITS
+from s2i_bench.provenance import code_version, now_iso
+from s2i_bench.data.store import SPLITS
 
 
 def _video_pairs(manifest, pairs: dict[str, np.ndarray]) -> list[dict]:
@@ -43,7 +43,7 @@ def _video_pairs(manifest, pairs: dict[str, np.ndarray]) -> list[dict]:
 
 def audit_segments(manifest, fp, protocol, pairs: dict[str, np.ndarray] | None = None) -> dict:
     """Leakage report for segments with a `split` column (fp: `dedup.Fingerprints` of the rows)."""
-    from s2i_bench.dedup import near_duplicate_pairs
+    from s2i_bench.data.dedup import near_duplicate_pairs
 
     sp = protocol.split
     if pairs is None:
@@ -90,8 +90,8 @@ def audit_store(store) -> dict:
     """Audit an opened store (`s2i_bench.store.Store`): leakage plus consistency checks."""
     import hashlib
 
-    from s2i_bench.dedup import fingerprints
-    from s2i_bench.io import sha256_file
+    from s2i_bench.data.dedup import fingerprints
+    from s2i_bench.fileio import sha256_file
 
     protocol = store.protocol
     fp = fingerprints(store.spectrograms, store.frames, protocol.audio)
@@ -147,12 +147,12 @@ def format_report(report: dict, limit: int = 10) -> str:
 
 def audit_command(store, as_json: bool = False) -> int:
     """`s2i-bench audit STORE`: print the report; exit code 0 when clean, 1 otherwise."""
-    from s2i_bench.store import open_store
+    from s2i_bench.data.store import open_store
 
     opened = open_store(Path(store))
     report = audit_store(opened)
     if as_json:
-        from s2i_bench.io import to_jsonable
+        from s2i_bench.fileio import to_jsonable
 
         print(json.dumps(to_jsonable(report), indent=2))
     else:

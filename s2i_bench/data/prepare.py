@@ -26,8 +26,8 @@ from pathlib import Path
 import numpy as np
 
 from s2i_bench.errors import UserError
-from s2i_bench.io import atomic_path, atomic_write_json, progress, sha256_file
-from s2i_bench.store import SPLITS, write_store
+from s2i_bench.fileio import atomic_path, atomic_write_json, progress, sha256_file
+from s2i_bench.data.store import SPLITS, write_store
 
 SPLIT_ALIASES = {"train": "train", "training": "train", "val": "val", "valid": "val", "validation": "val",
                  "dev": "val", "test": "test", "testing": "test"}
@@ -146,7 +146,7 @@ def _cache_name(src: Source, features_key: str) -> str:
 
 def _extract_to_cache(path: Path, protocol, cache_path: Path) -> dict:
     """Decode one file, save its features (or its skip reason) to `cache_path`; small result."""
-    from s2i_bench.features import ClipError, extract_clip
+    from s2i_bench.data.features import ClipError, extract_clip
 
     meta = {"size": path.stat().st_size, "sha256": sha256_file(path), "reason": None}
     arrays = {}
@@ -328,8 +328,8 @@ def prepare_store(source, out, protocol, *, split_policy=None, seed=None, allow_
                   resume=False, overwrite=False) -> Path:
     import pandas as pd
 
-    from s2i_bench.audit import audit_segments, format_report
-    from s2i_bench.dedup import fingerprints, near_duplicate_pairs, video_groups
+    from s2i_bench.data.audit import audit_segments, format_report
+    from s2i_bench.data.dedup import fingerprints, near_duplicate_pairs, video_groups
     from s2i_bench.protocol import load_protocol
 
     protocol = load_protocol(protocol)
@@ -560,6 +560,6 @@ def _synthetic_world(root: Path) -> dict | None:
 
 
 def _jsonable(obj):
-    from s2i_bench.io import to_jsonable
+    from s2i_bench.fileio import to_jsonable
 
     return to_jsonable(obj)

@@ -139,7 +139,7 @@ def near_duplicate_pairs(fp: Fingerprints, video_codes: np.ndarray, phash_max_di
     idx = np.flatnonzero(fp.usable)
     hashes, codes = fp.hashes[idx], np.asarray(video_codes)[idx]
     found_i, found_j, found_h = [], [], []
-    from s2i_bench.io import progress
+    from s2i_bench.fileio import progress
 
     rows = max(1, block_elements // max(1, len(idx)))
     for lo in progress(range(0, len(idx), rows), desc="near-duplicate search", unit="block"):

@@ -68,7 +68,7 @@ def save(fig, stem: Path, formats) -> list[Path]:
     stem = Path(stem)
     stem.parent.mkdir(parents=True, exist_ok=True)
     paths = []
-    from s2i_bench.io import atomic_path
+    from s2i_bench.fileio import atomic_path
 
     for fmt in formats:
         path = stem.with_name(f"{stem.name}.{fmt}")

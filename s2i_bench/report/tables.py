@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
-from s2i_bench.io import atomic_write_text
+from s2i_bench.fileio import atomic_write_text
 
 SPLIT_NAMES = {"train": "Training", "val": "Validation", "test": "Test"}
 RELATION_SIGN = {"eq": "", "gt": "> ", "lt": "< ", "approx": "≈ ", "": ""}

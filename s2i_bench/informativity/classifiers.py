@@ -29,8 +29,8 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from s2i_bench.errors import UserError
-from s2i_bench.io import (atomic_torch_save, atomic_write_json, code_version, now_iso, progress,
-                          sha256_file)
+from s2i_bench.fileio import atomic_torch_save, atomic_write_json, progress, sha256_file
+from s2i_bench.provenance import code_version, now_iso
 from s2i_bench.seeding import item_seed
 
 BUNDLE_FORMAT = "s2i-bench-classifiers"
@@ -232,8 +232,8 @@ def train_classifiers(pool_dir: str | Path, out: str | Path, store: str | Path |
                       overwrite: bool = True) -> Path:
     """Train the per-class informativity CNNs on a labelled pool and the class-match CNN on the
     store's real frames; write the bundle (`out`, .pt) and its card (`out` with .json)."""
-    from s2i_bench.labels import read_sets
-    from s2i_bench.pool import open_pool
+    from s2i_bench.informativity.labels import read_sets
+    from s2i_bench.informativity.pool import open_pool
 
     out = Path(out)
     card_path = _card_path(out)
@@ -316,7 +316,7 @@ def train_classifiers(pool_dir: str | Path, out: str | Path, store: str | Path |
         raise UserError(f"{pool.path}: no class has a labelled set to train on: {untrained}")
 
     # The class-match classifier learns the five classes from REAL frames of the store.
-    from s2i_bench.store import open_store
+    from s2i_bench.data.store import open_store
 
     store_path = Path(store) if store is not None else Path(pool.meta["store"]["path"])
     class_match, class_match_card = None, None
@@ -598,7 +598,7 @@ def import_authors_classifiers(files: dict[str, str | Path], out: str | Path, pr
         }
     class_match, class_match_card = None, None
     if store is not None:
-        from s2i_bench.store import open_store
+        from s2i_bench.data.store import open_store
 
         real = open_store(store)
         class_match, class_match_card = train_class_match(real, epochs=spec.class_match_epochs, seed=seed,

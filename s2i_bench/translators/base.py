@@ -11,7 +11,7 @@
 `path` may be: our generator checkpoint (`generator-EEEEEE.pt`), a run folder (its latest
 checkpoint; `list_checkpoints` gives all), the authors' generator state dict (with
 `audio_encoder` = their autoencoder state dict or our autoencoder.pt, and `embedding_dim`), a
-TorchScript archive or a `torch.export` program (`.pt2`; both handled by `s2i_bench.programs`).
+TorchScript archive or a `torch.export` program (`.pt2`; both handled by `s2i_bench.translators.programs`).
 Files are loaded with `weights_only=True`: a pickle that would run code is refused, naming it.
 """
 
@@ -24,7 +24,7 @@ from typing import Any, Callable
 import numpy as np
 
 from s2i_bench.errors import UserError
-from s2i_bench.io import sha256_file
+from s2i_bench.fileio import sha256_file
 
 OUTPUT_SIZE = 96  # every translator answers with the paper's image size
 _CHECKPOINT_NAME = re.compile(r"^generator-(\d+)\.pt$")
@@ -120,7 +120,7 @@ def load_translator(path: str | Path, device: str = "cpu", audio_encoder: str | 
     from s2i_translator.checkpoint import is_torchscript_archive, load_weights_only
 
     if path.suffix == ".pt2" or is_torchscript_archive(path):
-        from s2i_bench.programs import load_program_translator  # lazy: torch.export machinery
+        from s2i_bench.translators.programs import load_program_translator  # lazy: torch.export machinery
 
         return load_program_translator(path, device)
 

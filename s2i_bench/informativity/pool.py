@@ -31,7 +31,8 @@ from typing import Any
 import numpy as np
 
 from s2i_bench.errors import UserError
-from s2i_bench.io import atomic_save_npy, atomic_write_json, code_version, now_iso, progress, sha256_file
+from s2i_bench.fileio import atomic_save_npy, atomic_write_json, progress, sha256_file
+from s2i_bench.provenance import code_version, now_iso
 
 POOL_FORMAT = "s2i-bench-pool"
 POOL_FORMAT_VERSION = 1
@@ -111,7 +112,7 @@ def expand_generators(generators, per_run: str = "all") -> list[Path]:
     """Checkpoint files stay as they are; a run folder contributes every checkpoint in it
     (`per_run="all"`, each checkpoint is a distinct model, as the paper's 17) or only its
     latest (`per_run="last"`)."""
-    from s2i_bench.generators import list_checkpoints
+    from s2i_bench.translators.base import list_checkpoints
 
     if per_run not in ("all", "last"):
         raise ValueError(f"per_run must be 'all' or 'last', got {per_run!r}")
@@ -158,10 +159,10 @@ def build_pool(generators, store, out, split: str | None = None, per_model: int 
     import pandas as pd
     import torch
 
-    from s2i_bench.generators import load_translator
+    from s2i_bench.translators.base import load_translator
     from s2i_bench.images import net_to_uint8
     from s2i_bench.seeding import item_seed
-    from s2i_bench.store import open_store
+    from s2i_bench.data.store import open_store
 
     out = Path(out)
     if out.exists() and not overwrite:

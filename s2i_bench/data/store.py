@@ -28,7 +28,8 @@ from typing import Any
 import numpy as np
 
 from s2i_bench.errors import UserError
-from s2i_bench.io import atomic_save_npy, atomic_write_json, code_version, now_iso, sha256_file
+from s2i_bench.fileio import atomic_save_npy, atomic_write_json, sha256_file
+from s2i_bench.provenance import code_version, now_iso
 
 STORE_FORMAT = "s2i-bench-store"
 STORE_FORMAT_VERSION = 1

@@ -10,7 +10,7 @@ The report only reads what the other commands wrote (docs/architecture.md):
 and writes OUT/index.md, OUT/index.html, OUT/tables/*.{csv,md,tex}, OUT/series/*.csv,
 OUT/figures/*.{png,pdf,svg} (with --figures) and OUT/report.json (what was read and written).
 It never trains or scores. The series metrics (post-update replacement, window average,
-moving averages) are those of `s2i_bench.metrics`; nothing here recomputes them differently.
+moving averages) are those of `s2i_bench.scoring.metrics`; nothing here recomputes them differently.
 
 Tables contain no time stamps and no absolute paths, so the same inputs give the same bytes.
 """
@@ -18,6 +18,7 @@ Tables contain no time stamps and no absolute paths, so the same inputs give the
 from __future__ import annotations
 
 import html
+import importlib.resources
 import json
 import re
 import shutil
@@ -28,10 +29,10 @@ from typing import Any
 import numpy as np
 
 from s2i_bench.errors import UserError
-from s2i_bench.io import (atomic_write_json, atomic_write_text, check_publishable, progress, publish_folder,
-                          read_jsonl, staged_folder)
+from s2i_bench.fileio import atomic_write_json, atomic_write_text, check_publishable, progress, publish_folder, read_jsonl, staged_folder
 
-PAPER_NUMBERS = Path(__file__).resolve().parent.parent / "results" / "paper" / "paper-numbers.csv"
+# results/paper/paper-numbers.csv, shipped as package data (s2i_bench.paper)
+PAPER_NUMBERS = Path(str(importlib.resources.files("s2i_bench.paper"))) / "paper-numbers.csv"
 FORMATS = ("png", "pdf", "svg")
 MEASURES = ("raw_share", "corrected_share", "true_share")
 REPORT_KIND = "s2i-bench-report"  # the kind of folder `report` owns (io.publish_folder)
@@ -378,7 +379,7 @@ def _resolve_protocols(runs: list[Run], store) -> Any:
 # -- analysis ------------------------------------------------------------------------------------------
 @dataclass
 class Analysis:
-    """The series of one run and their summaries, from `s2i_bench.metrics`."""
+    """The series of one run and their summaries, from `s2i_bench.scoring.metrics`."""
 
     run: Run
     summaries: dict[str, dict]  # measure -> summarise_classes summary
@@ -390,7 +391,7 @@ class Analysis:
 
 
 def analyse(run: Run, protocol) -> Analysis:
-    from s2i_bench import metrics
+    from s2i_bench.scoring import metrics
 
     keys = protocol.class_keys
     spec = protocol.metrics
@@ -454,7 +455,7 @@ def load_card(bundle: Path) -> dict:
     bundle = Path(bundle)
     card_path = bundle if bundle.suffix == ".json" else bundle.with_suffix(".json")
     if not card_path.is_file() and bundle.suffix == ".pt" and bundle.is_file():
-        from s2i_bench.classifiers import load_bundle
+        from s2i_bench.informativity.classifiers import load_bundle
 
         return load_bundle(bundle).card  # loaded with weights_only=True
     card = _load_json(card_path, "s2i-bench train-classifiers")
@@ -490,7 +491,7 @@ def _attach_sheets(run: Run, records: list[dict], base: Path) -> None:
 
 
 def read_sample_sheet(path: Path) -> dict:
-    """A sample sheet written by `s2i_bench.scoring`: images (N,S,S,3) uint8 and segment_ids (N,)
+    """A sample sheet written by `s2i_bench.scoring.score`: images (N,S,S,3) uint8 and segment_ids (N,)
     str; optional frames (N,S',S',3) uint8 (the real centre frames), class_keys (N,) str, seeds.
     Loaded without pickle; shapes and types checked."""
     try:
@@ -569,12 +570,12 @@ def build_report(inputs, out, figures: bool = False, store=None, bundle=None, fo
 
 
 def _render_report(inputs, out: Path, figures: bool, store, bundle, formats) -> None:
-    from s2i_bench import tables as T
+    from s2i_bench.report import tables as T
 
     runs, notes = load_runs([Path(p) for p in inputs])
     store_obj = None
     if store is not None:
-        from s2i_bench.store import open_store
+        from s2i_bench.data.store import open_store
 
         store_obj = open_store(store)
     card = load_card(bundle) if bundle is not None else None
@@ -718,7 +719,7 @@ def _slug(s: str) -> str:
 
 
 def _figure_jobs(ctx: _Context, analyses: list[Analysis], paper, formats) -> list:
-    from s2i_bench import figures as F
+    from s2i_bench.report import figures as F
 
     keys, names = ctx.protocol.class_keys, ctx.protocol.class_names
     spec = ctx.protocol.metrics
