@@ -32,6 +32,14 @@ def _friendly(fn):
         except KeyboardInterrupt:
             click.echo("interrupted", err=True)
             sys.exit(130)
+        except OSError as e:  # disk full, permission denied, ...: the file and the reason, no traceback
+            where = f"{e.filename}: " if getattr(e, "filename", None) else ""
+            click.echo(f"error: {where}{e.strerror or e} (nothing half-written was left in place: "
+                       f"files are written to a temporary name first)", err=True)
+            sys.exit(2)
+        except MemoryError:
+            click.echo("error: out of memory", err=True)
+            sys.exit(2)
 
     return wrapper
 
@@ -114,22 +122,25 @@ def audit(store, as_json):
 @protocol_option
 @click.option("--embedding-dim", type=int, default=None, help="f. Default: the protocol's training.embedding_dim.")
 @click.option("--epochs", type=click.IntRange(1), default=None, help="Default: the protocol's training.epochs.")
-@click.option("--device", type=click.Choice(["cpu", "cuda"]), default="cpu", show_default=True)
+@click.option("--device", default="cpu", show_default=True, help="cpu, cuda or cuda:N.")
 @click.option("--resume", is_flag=True, help="Continue the run in --out where it stopped.")
 @click.option("--autoencoder", type=ExistingPath, default=None, help="Reuse a trained autoencoder checkpoint.")
 @click.option("--classifiers", type=ExistingPath, default=None, help="Bundle: score informativity every epoch.")
 @click.option("--save-every", type=click.IntRange(1), default=None, help="Epochs between checkpoints.")
 @click.option("--seed", type=int, default=None, help="Default: the protocol's training.seed.")
 @click.option("--compile", "use_compile", is_flag=True, help="torch.compile the models (CUDA).")
+@click.option("--baseline", default=None, metavar="NAME",
+              help="Which installed translator plugin trains (default: the only one, s2i-translator).")
 @_friendly
 def train_baseline(store, run_dir, protocol_name, embedding_dim, epochs, device, resume, autoencoder,
-                   classifiers, save_every, seed, use_compile):
+                   classifiers, save_every, seed, use_compile, baseline):
     """Train the reference translator of the paper on STORE (Algorithm 1, SPEC section 4)."""
-    from s2i_translator.train import train_baseline as run
+    protocol = _protocol(protocol_name) if protocol_name else None  # default: the store's (or the run's)
+    from s2i_bench.training import train_baseline as run
 
-    run(store=store, run_dir=run_dir, protocol=protocol_name, embedding_dim=embedding_dim, epochs=epochs,
+    run(store=store, run_dir=run_dir, protocol=protocol, embedding_dim=embedding_dim, epochs=epochs,
         device=device, resume=resume, autoencoder=autoencoder, classifiers=classifiers,
-        save_every=save_every, seed=seed, use_compile=use_compile)
+        save_every=save_every, seed=seed, use_compile=use_compile, baseline=baseline)
 
 
 # -- informativity classifiers ----------------------------------------------------------------
@@ -146,15 +157,19 @@ def train_baseline(store, run_dir, protocol_name, embedding_dim, epochs, device,
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--device", default="cpu", show_default=True)
 @click.option("--overwrite", is_flag=True)
+@click.option("--program-timeout", type=click.FloatRange(min=0.1), default=None, metavar="SECONDS",
+              help="Time limit per batch for TorchScript / torch.export programs (default 120).")
 @_friendly
-def pool(generators, store, pool_dir, split, per_model, draws_per_sound, per_run_last, seed, device, overwrite):
+def pool(generators, store, pool_dir, split, per_model, draws_per_sound, per_run_last, seed, device, overwrite,
+         program_timeout):
     """Translate the validation sounds of STORE (or the split the protocol names) with each GENERATOR (checkpoint files or run
     folders, any mix; every checkpoint of a run folder is one model)."""
     from s2i_bench.informativity.pool import build_pool
+    from s2i_bench.scoring.command import check_device
 
     build_pool(list(generators), store=store, out=pool_dir, split=split, per_model=per_model, seed=seed,
-               overwrite=overwrite, device=device, per_run="last" if per_run_last else "all",
-               draws_per_sound=draws_per_sound)
+               overwrite=overwrite, device=check_device(device), per_run="last" if per_run_last else "all",
+               draws_per_sound=draws_per_sound, translator_options={"program_timeout": program_timeout})
 
 
 @main.command(short_help="Label a pool (judge or CSV) and build the balanced per-class sets.")
@@ -183,8 +198,9 @@ def label(pool_dir, use_judge, csv_path, seed):
 def train_classifiers(pool_dir, bundle, store, seed, device, authors, protocol_name):
     """Train the five per-class informativity classifiers on a labelled POOL_DIR, or import the
     authors' five classifiers with --authors (sensitivity and specificity then unknown)."""
-    from s2i_bench.informativity import classifiers
+    from s2i_bench.scoring.command import check_device
 
+    device = check_device(device)
     if authors:
         if pool_dir is not None:
             raise UserError("give either POOL_DIR (train) or --authors (import), not both")
@@ -194,12 +210,16 @@ def train_classifiers(pool_dir, bundle, store, seed, device, authors, protocol_n
             if not sep or not path:
                 raise UserError(f"--authors {item!r}: expected CLASS=FILE")
             files[key.strip()] = Path(path)
-        classifiers.import_authors_classifiers(files, out=bundle, protocol=protocol_name or "vegas5",
-                                               store=store, seed=seed, device=device)
+        protocol = _protocol(protocol_name or "vegas5")
+        from s2i_bench.informativity.authors import import_authors_classifiers
+
+        import_authors_classifiers(files, out=bundle, protocol=protocol, store=store, seed=seed, device=device)
         return
     if pool_dir is None:
         raise UserError("missing POOL_DIR (a labelled pool), or --authors CLASS=FILE to import the authors' classifiers")
-    classifiers.train_classifiers(pool_dir, out=bundle, store=store, seed=seed, device=device)
+    from s2i_bench.informativity.classifiers import train_classifiers as train
+
+    train(pool_dir, out=bundle, store=store, seed=seed, device=device)
 
 
 # -- metrics, scoring, report -----------------------------------------------------------------
@@ -213,13 +233,13 @@ def metrics(series_csv, protocol_name, as_json, out):
     """Window average, maximum moving average and replaced epochs of SERIES_CSV (columns epoch,
     d_update and one per class key)."""
     protocol = _protocol(protocol_name or "vegas5")
-    from s2i_bench.scoring.metrics import metrics_command
+    from s2i_bench.scoring.command import metrics_command
 
     metrics_command(series_csv, protocol, as_json=as_json, out=out)
 
 
-@main.command(short_help="Score a generator's informativity on the test sounds.")
-@click.argument("generator", type=ExistingPath)
+@main.command(short_help="Score a translator's informativity on the test sounds.")
+@click.argument("translator", type=ExistingPath)
 @click.option("--data", "store", type=ExistingPath, required=True)
 @click.option("--classifiers", "bundle", type=ExistingPath, required=True)
 @click.option("--split", type=click.Choice(["train", "val", "test"]), default=None)
@@ -227,18 +247,24 @@ def metrics(series_csv, protocol_name, as_json, out):
 @click.option("--samples", type=click.IntRange(1), default=None, help="Images per sound (reports the spread).")
 @click.option("--audio-encoder", type=ExistingPath, default=None, help="For the authors' generator state dict.")
 @click.option("--embedding-dim", type=int, default=None, help="For the authors' generator state dict.")
+@click.option("--program-timeout", type=click.FloatRange(min=0.1), default=None, metavar="SECONDS",
+              help="Time limit per batch for TorchScript / torch.export programs (default 120).")
 @click.option("--device", default="cpu", show_default=True)
 @click.option("--out", "records", type=PathArg, default=None, help="metric-informativity.jsonl to append to.")
 @click.option("--json", "as_json", is_flag=True)
 @_friendly
-def score(generator, store, bundle, split, seed, samples, audio_encoder, embedding_dim, device, records, as_json):
-    """Score GENERATOR: a checkpoint, a run folder, the authors' state dict, or a TorchScript /
-    torch.export program mapping (B,1,128,100) spectrograms in [-1,1] to (B,3,96,96) images."""
-    from s2i_bench.scoring.score import score_command
+def score(translator, store, bundle, split, seed, samples, audio_encoder, embedding_dim, program_timeout, device,
+          records, as_json):
+    """Score TRANSLATOR: a checkpoint, a run folder (every checkpoint that has no record yet), the
+    authors' state dict, or a TorchScript / torch.export program mapping (B,1,128,100) spectrograms
+    in [-1,1] to images. Programs are strangers' files: their operators are checked against an
+    allowlist of pure tensor computation before they run, in a separate process with a time limit."""
+    from s2i_bench.scoring.command import score_command
 
-    score_command(generator, store=store, bundle=bundle, split=split, seed=seed, samples=samples,
-                  audio_encoder=audio_encoder, embedding_dim=embedding_dim, device=device,
-                  records=records, as_json=as_json)
+    score_command(translator, store=store, bundle=bundle, split=split, seed=seed, samples=samples, device=device,
+                  records_out=records, as_json=as_json,
+                  translator_options={"audio_encoder": audio_encoder, "embedding_dim": embedding_dim,
+                                      "program_timeout": program_timeout})
 
 
 @main.command(short_help="The paper's figures and tables for a set of runs.")

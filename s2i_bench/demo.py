@@ -17,16 +17,18 @@ import json
 import math
 import shutil
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
 from s2i_bench.errors import UserError
-from s2i_bench.fileio import atomic_write_json, read_jsonl
+from s2i_bench.fileio import atomic_write_json
+from s2i_bench.runs import RECORDS, RunFolder
+from s2i_bench.stats import wilson_interval
 from s2i_bench.provenance import code_version, library_versions, machine_info, now_iso
 from s2i_bench.steps import StepRunner, code_hash, step_key
 
-RECORDS = "metric-informativity.jsonl"
 
 
 def _say(msg: str) -> None:
@@ -39,12 +41,10 @@ def pool_checkpoints(run_dirs: list[Path], num_models: int, late_fraction: float
     epoch included. The paper screened its 17 models for quality before labelling; here early
     checkpoints would add nothing: every model gives the same number of images to both labels,
     so a model that draws nothing informative contributes no image at all."""
-    from s2i_bench.translators.base import list_checkpoints
-
     per_run = math.ceil(num_models / len(run_dirs))
     chosen: list[Path] = []
     for run in run_dirs:
-        ckpts = list_checkpoints(run)
+        ckpts = RunFolder(run).checkpoints()
         if len(ckpts) < per_run:
             raise UserError(f"{run}: {len(ckpts)} checkpoints, the pool needs {per_run} from each run")
         late = ckpts[-max(per_run, math.ceil(late_fraction * len(ckpts))):]
@@ -53,14 +53,42 @@ def pool_checkpoints(run_dirs: list[Path], num_models: int, late_fraction: float
     return chosen
 
 
+@dataclass(frozen=True)
+class Work:
+    """Where the demo keeps its working data (all under `root`, ignored by git)."""
+
+    root: Path
+
+    @property
+    def videos(self) -> Path:
+        return self.root / "videos"
+
+    @property
+    def store(self) -> Path:
+        return self.root / "store"
+
+    @property
+    def runs(self) -> Path:
+        return self.root / "runs"
+
+    @property
+    def pool(self) -> Path:
+        return self.root / "pool"
+
+    @property
+    def bundle(self) -> Path:
+        return self.root / "classifiers" / "bundle.pt"
+
+
 def run_demo(out: Path = Path("demo-work"), report_dir: Path | None = None, protocol=None,
              force: bool = False, workers: int = 1, reference: Path | None = None) -> Path:
     """The whole study into `out` (the report into `report_dir`, default `out/report`); when
     `reference` holds a committed study (results/demo/demo.json), its headline is compared
     with this one's and every difference is printed with what the numbers depend on."""
-    from s2i_bench.protocol import load_protocol
-
     import torch
+
+    from s2i_bench.data.store import open_store
+    from s2i_bench.protocol import load_protocol
 
     p = load_protocol(protocol or "synth")
     # Every step here runs small convolutions, which gain little from a second thread, while two
@@ -68,76 +96,27 @@ def run_demo(out: Path = Path("demo-work"), report_dir: Path | None = None, prot
     # over (measured: 0.2 s -> 14 s per classifier epoch). One thread per process; the training
     # and scoring steps use one process per core instead.
     torch.set_num_threads(1)
-    out = Path(out)
-    report_dir = out / "report" if report_dir is None else Path(report_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    runner = StepRunner(out, force=force, log=_say)
+    work = Work(Path(out))
+    report_dir = work.root / "report" if report_dir is None else Path(report_dir)
+    work.root.mkdir(parents=True, exist_ok=True)
+    runner = StepRunner(work.root, force=force, log=_say)
     started = time.perf_counter()
-    code = code_hash()
     _say(f"s2i-bench demo: protocol {p.name} {p.version} ({p.fingerprint}), code {code_version()}, "
-         f"working folder {out}, report {report_dir}")
-
-    videos, store_dir, runs_dir = out / "videos", out / "store", out / "runs"
-    pool_dir, bundle = out / "pool", out / "classifiers" / "bundle.pt"
-
-    # 1. The synthetic world as real .mp4 files.
-    from s2i_bench.synth import write_world
-
-    k_synth = step_key(step="synth", protocol=p.fingerprint, code=code)
-    runner.run("synth", k_synth, [videos / "scenes.json"],
-               lambda: write_world(videos, p, overwrite=True))
-
-    # 2. The segment store with the video-disjoint split (and its leakage audit).
-    from s2i_bench.data.prepare import prepare_store
-
-    k_prepare = step_key(step="prepare", up=k_synth, code=code)
-    runner.run("prepare", k_prepare, [store_dir / "store.json"],
-               lambda: prepare_store(videos, store_dir, p, workers=workers, overwrite=True))
-
-    # 3. One translator per embedding size, a checkpoint after every epoch (the series). The runs
-    #    are independent, so they train side by side, one process per core.
-    run_dirs = [runs_dir / f"f{f}" for f in p.training.embedding_dims]
-    k_train = step_key(step="train", dims=list(p.training.embedding_dims), up=k_prepare, code=code)
-    last = [r / "checkpoints" / f"generator-{p.training.epochs - 1:06d}.pt" for r in run_dirs]
-    runner.run("train", k_train, last, lambda: _train_runs(store_dir, run_dirs, p))
-
-    # 4-6. Pool from >= 17 checkpoints, judge labels, the five classifiers + class-match.
-    from s2i_bench.informativity.classifiers import train_classifiers
-    from s2i_bench.informativity.labels import label_pool
-    from s2i_bench.informativity.pool import build_pool
-
-    k_pool = step_key(step="pool", up=k_train, code=code)
-    runner.run("pool", k_pool, [pool_dir / "pool.json"],
-               lambda: build_pool(pool_checkpoints(run_dirs, p.classifiers.num_models), store_dir, pool_dir,
-                                  seed=0, overwrite=True))
-    k_label = step_key(step="label", up=k_pool, code=code)
-    runner.run("label", k_label, [pool_dir / "sets.csv"], lambda: label_pool(pool_dir, use_judge=True))
-    k_classifiers = step_key(step="train-classifiers", up=k_label, code=code)
-    runner.run("train-classifiers", k_classifiers, [bundle, bundle.with_suffix(".json")],
-               lambda: train_classifiers(pool_dir, bundle, store=store_dir, seed=0))
-
-    # 7. Score every epoch of every run on the test sounds (the series), with sample sheets of
-    #    the first and the last epoch for Figs. 15/16 and the learning check.
-    k_score = step_key(step="score", up=[k_classifiers, k_train], code=code)
-    runner.run("score", k_score, [r / RECORDS for r in run_dirs],
-               lambda: _score_runs(run_dirs, store_dir, bundle))
-
-    # 8. The report.
+         f"working folder {work.root}, report {report_dir}")
+    run_dirs = [work.runs / f"f{f}" for f in p.training.embedding_dims]
+    k_train = _data_and_training(runner, p, work, run_dirs, workers)
+    k_score = _classifiers_and_scores(runner, p, work, run_dirs, k_train)
     from s2i_bench.report import build_report
 
-    k_report = step_key(step="report", up=k_score, code=code)
     report_index = report_dir / "index.md"
-    runner.run("report", k_report, [report_index],
-               lambda: build_report(run_dirs, out=report_dir, figures=True, store=store_dir, bundle=bundle,
+    runner.run("report", step_key(step="report", up=k_score, code=code_hash()), [report_index],
+               lambda: build_report(run_dirs, out=report_dir, figures=True, store=work.store, bundle=work.bundle,
                                     formats=["png"]))
-
     total = time.perf_counter() - started
     headline = _headline(run_dirs)
-    from s2i_bench.data.store import open_store
-
-    provenance = _provenance(p, headline, open_store(store_dir).store_hash, threads=_threads_per_job(len(run_dirs)))
+    provenance = _provenance(p, headline, open_store(work.store).store_hash, threads=_threads_per_job(len(run_dirs)))
     _write_provenance(report_dir, provenance)
-    _write_timings(out / "timings.json", runner, total)
+    _write_timings(work.root / "timings.json", runner, total)
     _say("")
     _say(f"demo finished in {total / 60:.1f} min; report: {report_index}")
     for line in _format_headline(headline):
@@ -146,6 +125,52 @@ def run_demo(out: Path = Path("demo-work"), report_dir: Path | None = None, prot
         for line in compare_with_reference(provenance, Path(reference)):
             _say(line)
     return report_index
+
+
+def _data_and_training(runner: StepRunner, p, work: Work, run_dirs: list[Path], workers: int) -> str:
+    """Steps 1-3: the world, the store, one translator per embedding size. Returns the key."""
+    from s2i_bench.data.prepare import prepare_store
+    from s2i_bench.synth import write_world
+
+    code = code_hash()
+    # 1. The synthetic world as real .mp4 files.
+    k_synth = step_key(step="synth", protocol=p.fingerprint, code=code)
+    runner.run("synth", k_synth, [work.videos / "scenes.json"], lambda: write_world(work.videos, p, overwrite=True))
+    # 2. The segment store with the video-disjoint split (and its leakage audit).
+    k_prepare = step_key(step="prepare", up=k_synth, code=code)
+    runner.run("prepare", k_prepare, [work.store / "store.json"],
+               lambda: prepare_store(work.videos, work.store, p, workers=workers, overwrite=True))
+    # 3. One translator per embedding size, a checkpoint after every epoch (the series). The runs
+    #    are independent, so they train side by side, one process per core.
+    k_train = step_key(step="train", dims=list(p.training.embedding_dims), up=k_prepare, code=code)
+    last = [RunFolder(r).checkpoint_path(p.training.epochs - 1) for r in run_dirs]
+    runner.run("train", k_train, last, lambda: _train_runs(work.store, run_dirs, p))
+    return k_train
+
+
+def _classifiers_and_scores(runner: StepRunner, p, work: Work, run_dirs: list[Path], k_train: str) -> str:
+    """Steps 4-7: pool from >= 17 checkpoints, judge labels, the five classifiers and the
+    class-match one, then every epoch of every run scored. Returns the key."""
+    from s2i_bench.informativity.classifiers import train_classifiers
+    from s2i_bench.informativity.labels import label_pool
+    from s2i_bench.informativity.pool import build_pool
+
+    code = code_hash()
+    k_pool = step_key(step="pool", up=k_train, code=code)
+    runner.run("pool", k_pool, [work.pool / "pool.json"],
+               lambda: build_pool(pool_checkpoints(run_dirs, p.classifiers.num_models), work.store, work.pool,
+                                  seed=0, overwrite=True))
+    k_label = step_key(step="label", up=k_pool, code=code)
+    runner.run("label", k_label, [work.pool / "sets.csv"], lambda: label_pool(work.pool, use_judge=True))
+    k_classifiers = step_key(step="train-classifiers", up=k_label, code=code)
+    runner.run("train-classifiers", k_classifiers, [work.bundle, work.bundle.with_suffix(".json")],
+               lambda: train_classifiers(work.pool, work.bundle, store=work.store, seed=0))
+    # Every epoch of every run on the test sounds (the series), with sample sheets of the first
+    # and the last epoch for Figs. 15/16 and the learning check.
+    k_score = step_key(step="score", up=[k_classifiers, k_train], code=code)
+    runner.run("score", k_score, [RunFolder(r).records_path for r in run_dirs],
+               lambda: _score_runs(run_dirs, work.store, work.bundle))
+    return k_score
 
 
 def _parallel(fn, jobs: list[tuple], what: str) -> None:
@@ -206,7 +231,7 @@ def _train_runs(store_dir: Path, run_dirs: list[Path], p) -> None:
 
 def _train_one(store_dir: Path, run_dir: Path, protocol: dict, f: int) -> None:
     from s2i_bench.protocol import protocol_from_dict
-    from s2i_translator.train import train_baseline
+    from s2i_bench.training import train_baseline
 
     if run_dir.exists():
         shutil.rmtree(run_dir)  # a fresh run: the step's key changed or --force
@@ -217,33 +242,23 @@ def _score_runs(run_dirs: list[Path], store_dir: Path, bundle: Path) -> None:
     _parallel(_score_one, [(store_dir, run, bundle) for run in run_dirs], "scored")
 
 
-def _score_one(store_dir: Path, run: Path, bundle: Path) -> None:
-    """Every checkpoint of a run through the one scoring function: one record per epoch, and
-    sample sheets of the first and the last epoch (Figs. 15/16, the learning check)."""
-    from s2i_bench.informativity.classifiers import load_bundle
-    from s2i_bench.translators.base import list_checkpoints, load_translator
-    from s2i_bench.fileio import append_jsonl, progress
-    from s2i_bench.scoring.score import score_translator
+def _score_one(store_dir: Path, run_dir: Path, bundle: Path) -> None:
+    """Every checkpoint of a run through the one scoring loop: one record per epoch, and sample
+    sheets of the first and the last epoch (Figs. 15/16, the learning check)."""
     from s2i_bench.data.store import open_store
+    from s2i_bench.informativity.bundle import load_bundle
+    from s2i_bench.scoring.score import score_checkpoints
 
     store = open_store(store_dir)
     p = store.protocol
-    bun = load_bundle(bundle)
-    records = run / RECORDS
-    if records.exists():
-        records.unlink()
-    for old in run.glob("samples-*.npz"):
-        old.unlink()
-    ckpts = list_checkpoints(run)
-    sheet_epochs = {ckpts[0], ckpts[-1]}
-    for ckpt in progress(ckpts, desc=f"score {run.name}", unit="ckpt"):
-        translator = load_translator(ckpt)
-        epoch = translator.info.get("epoch")
-        sheet = run / f"samples-epoch-{epoch:06d}.npz" if ckpt in sheet_epochs else None
-        record = score_translator(translator, store, bun, protocol=p, split=p.scoring.split,
-                                  seed=p.scoring.seed, samples=1, batch_size=p.scoring.batch_size,
-                                  run=run.name, sample_sheet=sheet)
-        append_jsonl(records, record)
+    run = RunFolder(run_dir)
+    with run.lock():
+        if run.records_path.exists():  # a fresh series: the step's key changed or --force
+            run.records_path.unlink()
+        for old in run.path.glob("samples-*.npz"):
+            old.unlink()
+        score_checkpoints(run, store, load_bundle(bundle), protocol=p, split=p.scoring.split, seed=p.scoring.seed,
+                          samples=1, batch_size=p.scoring.batch_size, sheets="first-last")
 
 
 def _headline(run_dirs: list[Path]) -> list[dict]:
@@ -254,7 +269,9 @@ def _headline(run_dirs: list[Path]) -> list[dict]:
         path = run / RECORDS
         if not path.is_file():
             continue
-        recs = sorted((r for r in read_jsonl(path) if r.get("epoch") is not None), key=lambda r: r["epoch"])
+        from s2i_bench.scoring import records
+
+        recs = [r for _, r in sorted(records.last_per_epoch(records.read(path)).items())]
         if not recs:
             continue
         row = {"run": run.name, "embedding_dim": recs[-1]["generator"].get("embedding_dim")}
@@ -264,21 +281,12 @@ def _headline(run_dirs: list[Path]) -> list[dict]:
             true = (r.get("mean_all_classes") or r["mean"]).get("true_share")
             row[tag] = {
                 "epoch": r["epoch"], "n_images": n, "true_share": true,
-                "true_ci": wilson_interval(true, n) if true is not None else None,
+                "true_ci": (list(wilson_interval(int(round(true * n)), n)) if true is not None and n else None),
                 "raw_share": r["mean"].get("raw_share"), "corrected_share": r["mean"].get("corrected_share"),
                 "corrected_ci": r["mean"].get("corrected_ci"), "class_match_rate": r["mean"].get("class_match_rate"),
             }
         rows.append(row)
     return rows
-
-
-def wilson_interval(share: float, n: int, z: float = 1.959964) -> list[float]:
-    """95% Wilson score interval of a proportion observed on n trials."""
-    if n <= 0:
-        return [float("nan"), float("nan")]
-    centre = (share + z * z / (2 * n)) / (1 + z * z / n)
-    half = z * math.sqrt(share * (1 - share) / n + z * z / (4 * n * n)) / (1 + z * z / n)
-    return [max(0.0, centre - half), min(1.0, centre + half)]
 
 
 def _pct(x) -> str:

@@ -272,3 +272,112 @@ def staged_folder(dest: Path) -> Iterator[Path]:
         yield staging
     finally:
         shutil.rmtree(staging, ignore_errors=True)
+
+
+# -- locks --------------------------------------------------------------------------------------
+class Locked(UserError):
+    """Another process holds the lock: the message names the lock file and its holder."""
+
+
+@contextlib.contextmanager
+def exclusive_lock(lock_path: Path, what: str) -> Iterator[None]:
+    """Hold an exclusive advisory lock (fcntl.flock) on `lock_path` while writing `what`; a second
+    writer refuses at once with the lock and its holder (pid, host, command) named. The lock
+    goes with the process: a killed holder leaves no stale lock behind (the file stays, unlocked)."""
+    import fcntl
+    import socket
+    import time
+
+    lock_path = Path(lock_path)
+    lock_path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.pread(fd, 4096, 0).decode("utf-8", "replace").strip() or "unknown process"
+            raise Locked(f"{what} is being written by another process ({holder}); lock {lock_path}: wait for it "
+                         f"to finish or stop it") from None
+        info = (f"pid {os.getpid()} on {socket.gethostname()} since "
+                f"{time.strftime('%Y-%m-%dT%H:%M:%S')}: {' '.join(sys.argv)[:300]}")
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, info.encode(), 0)
+        try:
+            yield
+        finally:
+            os.ftruncate(fd, 0)
+            fcntl.flock(fd, fcntl.LOCK_UN)
+    finally:
+        os.close(fd)
+
+
+def remove_stale_temporaries(folder: Path, pattern: str = ".*.tmp") -> list[Path]:
+    """Delete temp files (`atomic_path` names: .<name>.<random>.tmp) that a killed process left in
+    `folder` (not below it); call it while holding the folder's lock. Returns what was removed."""
+    removed = []
+    folder = Path(folder)
+    if not folder.is_dir():
+        return removed
+    for p in folder.glob(pattern):
+        if p.is_file() and p.name.startswith(".") and p.name.endswith(".tmp"):
+            try:
+                p.unlink()
+                removed.append(p)
+            except OSError:
+                pass
+    return removed
+
+
+# -- folders built aside and swapped in -----------------------------------------------------------
+def folder_hash(folder: Path, names) -> str:
+    """16 hex digits over the named files of a folder (name and content of each, in order)."""
+    h = hashlib.sha256()
+    for name in names:
+        h.update(name.encode())
+        h.update(sha256_file(Path(folder) / name).encode())
+    return h.hexdigest()[:16]
+
+
+def staging_sibling(out: Path) -> Path:
+    """A fresh `<out>.partial-<pid>` beside `out` to build a folder in."""
+    import shutil
+
+    tmp = out.with_name(f"{out.name}.partial-{os.getpid()}")
+    if tmp.exists():
+        shutil.rmtree(tmp)
+    tmp.mkdir(parents=True)
+    return tmp
+
+
+def check_replaceable(out: Path, marker: str, what: str, overwrite: bool) -> None:
+    """`out` may be written: it does not exist, or `overwrite` is given and it is a folder of
+    this kind (it holds `marker`). A file, or a folder of something else, is never replaced."""
+    out = Path(out)
+    if not out.exists():
+        for parent in out.parents:
+            if parent.exists():
+                if not parent.is_dir():
+                    raise UserError(f"{out}: {parent} is a file, so no {what} can be made under it")
+                break
+        return
+    if not out.is_dir():
+        raise UserError(f"{out}: exists and is a file, not a {what}; choose another --out")
+    if not overwrite:
+        raise UserError(f"{out}: exists; pass --overwrite to replace it")
+    if any(out.iterdir()) and not (out / marker).is_file():
+        raise UserError(f"{out}: holds no {marker}, so it is not a {what}; refusing to replace it even with "
+                        f"--overwrite: choose a new or empty folder")
+
+
+def swap_into_place(tmp: Path, out: Path) -> None:
+    """Put the finished folder `tmp` at `out` (replacing the earlier one of its kind, which
+    `check_replaceable` allowed): readers see the old folder or the whole new one."""
+    import shutil
+
+    if out.exists():
+        old = out.with_name(f"{out.name}.old-{os.getpid()}")
+        os.replace(out, old)
+        os.replace(tmp, out)
+        shutil.rmtree(old, ignore_errors=True)
+    else:
+        os.replace(tmp, out)

@@ -19,6 +19,11 @@ def uint8_to_net(frames):
     return t.permute(0, 3, 1, 2).float().div(127.5).sub(1.0)
 
 
+def chw_uint8_to_net(images_u8):
+    """(N, 3, S, S) uint8 tensor (frames already in network layout) -> float32 in [-1, 1]."""
+    return images_u8.float().div_(127.5).sub_(1.0)
+
+
 def net_to_uint8(images) -> np.ndarray:
     """(N, 3, S, S) float in [-1, 1] -> (N, S, S, 3) uint8 numpy (rounded, clipped)."""
     import torch

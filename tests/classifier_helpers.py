@@ -1,7 +1,8 @@
 """Helpers for the pool / label / classifier tests: a fake translator file format and a labeller.
 
 The fake translator stands in for a real checkpoint in the fast unit tests (the end-to-end test
-uses the real chain). Each fake model is a small `.pt` dict; its output is a flat colour set by
+uses the real chain). It is loaded through a plugin registered in the translator registry, as a
+third-party package would register one. Each fake model is a small `.pt` dict; its output is a flat colour set by
 the sound's loudness and the model's `shade` (its "fingerprint"), and, for about half of the
 seeds, a bright square in the centre: the "informative" object that `square_labels` detects.
 """
@@ -15,13 +16,14 @@ import torch
 
 
 class FakeTranslator:
-    def __init__(self, path: Path):
-        d = torch.load(path, weights_only=True)
+    def __init__(self, path: Path, d: dict):
         self.shade = float(d["shade"])
         self.info = {"path": str(path), "sha256": "", "kind": "fake", "epoch": int(d["epoch"]),
                      "embedding_dim": 4, "run": str(d["run"])}
+        self.inputs = ("log_mel",)
 
-    def translate(self, spectrograms: torch.Tensor, seeds: torch.Tensor) -> torch.Tensor:
+    def translate(self, batch) -> torch.Tensor:
+        spectrograms, seeds = batch.log_mel, batch.seeds
         assert spectrograms.ndim == 4 and spectrograms.shape[1:] == (1, 128, 100)
         assert spectrograms.min() >= -1 and spectrograms.max() <= 1
         out = []
@@ -36,36 +38,26 @@ class FakeTranslator:
 
 
 def write_fake_models(folder: Path, n: int) -> list[Path]:
-    folder.mkdir(parents=True, exist_ok=True)
+    """`n` fake translator files laid out as checkpoints of the run folder `folder`."""
     paths = []
     for i in range(n):
-        p = folder / f"fake-{i}.pt"
-        torch.save({"shade": -0.4 + 0.15 * i, "epoch": 10 * i, "run": "fakerun"}, p)
+        p = folder / "checkpoints" / f"generator-{10 * i:06d}.pt"
+        p.parent.mkdir(parents=True, exist_ok=True)
+        torch.save({"fake_translator": True, "shade": -0.4 + 0.15 * i, "epoch": 10 * i, "run": "fakerun"}, p)
         paths.append(p)
     return paths
 
 
-def fake_load_translator(path, device="cpu", **kwargs):
-    return FakeTranslator(Path(path))
-
-
-def fake_list_checkpoints(run_dir):
-    return sorted(Path(run_dir).glob("fake-*.pt"))
-
-
 def install_fake_generators(monkeypatch) -> None:
-    """Route `s2i_bench.generators.load_translator` / `list_checkpoints` to the fakes."""
-    import importlib
-    import sys
-    import types
+    """Register a translator plugin that loads the fake files, through the registry a real
+    translator package uses (undone when the test ends)."""
+    from s2i_bench.translators import Loader, Plugin, registry
 
-    try:
-        module = importlib.import_module("s2i_bench.translators.base")
-    except ImportError:
-        module = types.ModuleType("s2i_bench.translators.base")
-        monkeypatch.setitem(sys.modules, "s2i_bench.translators.base", module)
-    monkeypatch.setattr(module, "load_translator", fake_load_translator, raising=False)
-    monkeypatch.setattr(module, "list_checkpoints", fake_list_checkpoints, raising=False)
+    plugin = Plugin(name="fake-translators", loaders=(
+        Loader("fake", lambda path, obj: isinstance(obj, dict) and obj.get("fake_translator") is True,
+               lambda path, obj, device="cpu", options=None: FakeTranslator(Path(path), obj), "a test fake"),))
+    registry.plugins()  # the installed ones first
+    monkeypatch.setitem(registry._REGISTRY.plugins, plugin.name, plugin)
 
 
 def square_labels(images: np.ndarray) -> np.ndarray:

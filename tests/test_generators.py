@@ -1,5 +1,6 @@
-"""`s2i_bench.translators.base`: every generator as a Translator; checkpoints, run folders, the
-authors' state dicts, dispatch to programs, and refusal of unsafe or broken files."""
+"""`s2i_bench.translators`: every translator file as a Translator through the registry (the
+reference translator's checkpoints and the authors' state dicts, registered by its plugin),
+run folders, dispatch to programs, the output contract, and refusal of unsafe or broken files."""
 
 from __future__ import annotations
 
@@ -13,10 +14,12 @@ import pytest
 import torch
 
 from s2i_bench.errors import UserError
-from s2i_bench.translators.base import Translator, list_checkpoints, load_translator
 from s2i_bench.protocol import load_protocol
+from s2i_bench.runs import RunFolder
+from s2i_bench.translators import Batch, load_translator, translate_checked
 from s2i_translator.checkpoint import make_checkpoint, save_checkpoint
 from s2i_translator.models import AudioAutoencoder, DenseGenerator
+from s2i_translator.plugin import translator_from_modules
 
 F = 16
 
@@ -49,10 +52,16 @@ def _spectrograms(n, seed=0):
     return torch.rand(n, 1, 128, 100, generator=g) * 2 - 1
 
 
+def translate(t, spectrograms, seeds, size=96):
+    """The translator's images at the protocol's size, through the checked path scoring uses."""
+    batch = Batch(log_mel=torch.as_tensor(spectrograms), seeds=torch.as_tensor(np.asarray(seeds), dtype=torch.int64))
+    return translate_checked(t, batch, size=size)[1]
+
+
 def test_list_checkpoints_sorted_by_epoch(run_dir):
-    assert [p.name for p in list_checkpoints(run_dir)] == [
+    assert [p.name for p in RunFolder(run_dir).checkpoints()] == [
         "generator-000001.pt", "generator-000002.pt", "generator-000010.pt"]
-    assert list_checkpoints(run_dir.parent / "nothing") == []
+    assert RunFolder(run_dir.parent / "nothing").checkpoints() == []
 
 
 def test_checkpoint_translates_deterministically_and_batch_independently(run_dir):
@@ -62,14 +71,14 @@ def test_checkpoint_translates_deterministically_and_batch_independently(run_dir
     assert t.info["run"] == "runA" and len(t.info["sha256"]) == 64 and t.info["path"] == str(path)
     spec = _spectrograms(5)
     seeds = np.array([3, 1, 4, 1, 5], dtype=np.int64)
-    a = t.translate(spec, seeds)
+    a = translate(t, spec, seeds)
     assert a.shape == (5, 3, 96, 96) and a.dtype == torch.float32
     assert a.min() >= -1 and a.max() <= 1
-    torch.testing.assert_close(t.translate(spec, seeds), a, rtol=0, atol=0)
-    one_by_one = torch.cat([t.translate(spec[i:i + 1], seeds[i:i + 1]) for i in range(5)])
+    torch.testing.assert_close(translate(t, spec, seeds), a, rtol=0, atol=0)
+    one_by_one = torch.cat([translate(t, spec[i:i + 1], seeds[i:i + 1]) for i in range(5)])
     torch.testing.assert_close(one_by_one, a, rtol=0, atol=1e-5)
     # images 1 and 3 share a seed but not a sound; same sound with another seed differs
-    assert not torch.allclose(t.translate(spec[:1], np.array([99])), a[:1])
+    assert not torch.allclose(translate(t, spec[:1], np.array([99])), a[:1])
 
 
 def test_translation_equals_the_modules_in_eval_mode(run_dir):
@@ -83,16 +92,16 @@ def test_translation_equals_the_modules_in_eval_mode(run_dir):
         expected = resize_net(g(ae.encode(spec), dropout_seeds=seeds), 96)
     path = run_dir.parent / "loose.pt"
     save_checkpoint(path, ckpt)
-    torch.testing.assert_close(load_translator(path).translate(spec, seeds), expected.clamp(-1, 1))
+    torch.testing.assert_close(translate(load_translator(path), spec, seeds), expected.clamp(-1, 1))
 
 
 def test_from_modules_restores_training_mode():
     proto = load_protocol("tiny")
     ae, g = AudioAutoencoder(F, proto.model), DenseGenerator(F, proto.model)
     ae.train(), g.train()
-    t = Translator.from_modules(ae.encoder, g, {"path": "live", "kind": "live"})
+    t = translator_from_modules(ae.encoder, g, {"path": "live", "kind": "live"})
     before = {k: v.clone() for k, v in g.state_dict().items()}
-    t.translate(_spectrograms(2), [1, 2])
+    translate(t, _spectrograms(2), [1, 2])
     assert ae.encoder.training and g.training
     for k, v in g.state_dict().items():  # eval mode: no BN statistics updated by translating
         assert torch.equal(v, before[k]), k
@@ -104,11 +113,6 @@ def test_run_folder_gives_latest_checkpoint(run_dir):
 
 
 def test_bad_inputs(run_dir, tmp_path):
-    t = load_translator(run_dir)
-    with pytest.raises(UserError, match=r"expected \(B, 1, 128, 100\)"):
-        t.translate(torch.zeros(2, 1, 64, 100), [1, 2])
-    with pytest.raises(UserError, match="seeds"):
-        t.translate(_spectrograms(2), [1, 2, 3])
     with pytest.raises(UserError, match="without checkpoints"):
         load_translator(tmp_path)
     with pytest.raises(UserError, match="not found"):
@@ -119,7 +123,7 @@ def test_bad_inputs(run_dir, tmp_path):
         load_translator(junk)
     other = tmp_path / "other.pt"
     torch.save({"weights": torch.zeros(3)}, other)
-    with pytest.raises(UserError, match="not a recognised generator"):
+    with pytest.raises(UserError, match="not a recognised translator"):
         load_translator(other)
 
 
@@ -169,7 +173,7 @@ def test_authors_generator_with_audio_encoder(tmp_path):
         load_translator(g_path)
     t = load_translator(g_path, audio_encoder=ae_path, embedding_dim=128)
     assert t.info["kind"] == "authors" and t.info["embedding_dim"] == 128
-    out = t.translate(_spectrograms(2), [1, 2])
+    out = translate(t, _spectrograms(2), [1, 2])
     assert out.shape == (2, 3, 96, 96) and torch.isfinite(out).all()
     with pytest.raises(UserError, match="--embedding-dim is 256"):
         load_translator(g_path, audio_encoder=ae_path, embedding_dim=256)
@@ -179,7 +183,8 @@ def test_authors_generator_with_audio_encoder(tmp_path):
 def test_programs_are_dispatched(tmp_path, monkeypatch):
     calls = []
     fake = types.ModuleType("s2i_bench.translators.programs")
-    fake.load_program_translator = lambda path, device="cpu": calls.append((Path(path).name, device)) or "program"
+    fake.load_program_translator = (lambda path, device="cpu", timeout_s=None:
+                                    calls.append((Path(path).name, device)) or "program")
     monkeypatch.setitem(sys.modules, "s2i_bench.translators.programs", fake)
     pt2 = tmp_path / "g.pt2"
     pt2.write_bytes(b"whatever")

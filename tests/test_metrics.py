@@ -11,6 +11,7 @@ import pytest
 from click.testing import CliRunner
 
 from s2i_bench.scoring import metrics as M
+from s2i_bench.scoring import records
 from s2i_bench.cli import main
 from s2i_bench.protocol import load_protocol
 
@@ -245,10 +246,10 @@ def test_series_from_records_last_record_wins_and_log_overrides():
         {"epoch": 1, "d_update": False, "classes": {"a": {"raw_share": 0.3}}},  # resumed: re-scored
         {"epoch": None, "classes": {"a": {"raw_share": 0.9}}},
     ]
-    df = M.series_from_records(recs, ["a"])
+    df = records.series_frame(recs, ["a"])
     assert df["epoch"].tolist() == [0, 1] and df["a"].tolist() == [0.1, 0.3]
     assert df["d_update"].tolist() == [1, 0]
-    df = M.series_from_records(recs, ["a"], d_update_epochs=[1])
+    df = records.series_frame(recs, ["a"], d_update_epochs=[1])
     assert df["d_update"].tolist() == [0, 1]
 
 

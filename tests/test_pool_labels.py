@@ -81,13 +81,13 @@ def test_pool_is_reproducible_and_batch_independent(tmp_path, fake_store, models
 
 
 def test_run_folder_gives_every_checkpoint_or_the_last(tmp_path, fake_store, models):
-    build_pool([models[0].parent], fake_store, tmp_path / "all", per_model=2)
-    build_pool([models[0].parent], fake_store, tmp_path / "last", per_model=2, per_run="last")
+    build_pool([models[0].parent.parent], fake_store, tmp_path / "all", per_model=2)
+    build_pool([models[0].parent.parent], fake_store, tmp_path / "last", per_model=2, per_run="last")
     assert open_pool(tmp_path / "all").meta["num_models"] == 4
     last = open_pool(tmp_path / "last").meta["models"]
     assert [m["path"] for m in last] == [str(models[-1])]
     # the same file twice (directly and through its run folder) is one model
-    build_pool([models[0].parent, models[0]], fake_store, tmp_path / "dup", per_model=2)
+    build_pool([models[0].parent.parent, models[0]], fake_store, tmp_path / "dup", per_model=2)
     assert open_pool(tmp_path / "dup").meta["num_models"] == 4
 
 
@@ -123,10 +123,15 @@ def test_pool_reports_shortfall_and_extra_draws_fill_it(tmp_path, fake_store, mo
 def test_bad_translator_output_names_the_file(tmp_path, fake_store, models, monkeypatch):
     import classifier_helpers as h
 
-    monkeypatch.setattr(h.FakeTranslator, "translate", lambda self, s, seeds: torch.zeros(len(s), 3, 48, 48))
-    with pytest.raises(UserError, match=re.escape(str(models[0])) + ".*expected"):
-        build_pool(models, fake_store, tmp_path / "pool", per_model=2)
-    assert not (tmp_path / "pool").exists()
+    # every output `score` refuses is refused here too (it once became white images)
+    for bad, message in ((lambda b: torch.zeros(len(b), 3, 96, 96) + 5.0, r"values in \[5, 5\]"),
+                         (lambda b: torch.zeros(len(b), 3, 96, 96, dtype=torch.int64), "torch.int64"),
+                         (lambda b: torch.zeros(1, 3, 96, 96), r"for 2 sounds"),
+                         (lambda b: torch.full((len(b), 3, 96, 96), float("nan")), "NaN")):
+        monkeypatch.setattr(h.FakeTranslator, "translate", lambda self, batch, bad=bad: bad(batch))
+        with pytest.raises(UserError, match=re.escape(str(models[0])) + ".*" + message):
+            build_pool(models, fake_store, tmp_path / "pool", per_model=2)
+        assert not (tmp_path / "pool").exists()
 
 
 # -- CSV labels ------------------------------------------------------------------------------
@@ -255,7 +260,7 @@ def test_assign_parts_proportions():
 
 def test_cli_pool_and_label(tmp_path, fake_store, models):
     runner = CliRunner()
-    r = runner.invoke(main, ["pool", str(models[0].parent), "--data", str(fake_store), "--out", str(tmp_path / "p"),
+    r = runner.invoke(main, ["pool", str(models[0].parent.parent), "--data", str(fake_store), "--out", str(tmp_path / "p"),
                              "--per-model", "6", "--seed", "0"])
     assert r.exit_code == 0, r.output
     pool = open_pool(tmp_path / "p")

@@ -8,11 +8,12 @@ import numpy as np
 import pandas as pd
 import pytest
 
-import s2i_bench.data.prepare as prepare_module
+import s2i_bench.data.extract as extract_module
 from helpers import tone, write_clip, write_scene_clip
 from s2i_bench.errors import UserError
 from s2i_bench.data.features import extract_clip
-from s2i_bench.data.prepare import balance, fit_normalisation, prepare_store, video_split
+from s2i_bench.data.prepare import prepare_store
+from s2i_bench.data.splits import balance, fit_normalisation, video_split
 from s2i_bench.protocol import load_protocol
 from s2i_bench.data.store import open_store
 
@@ -169,7 +170,7 @@ def test_other_seed_other_split(world, tmp_path, store):
 
 
 def test_resume_continues_without_redoing_finished_videos(world, tmp_path, monkeypatch, store):
-    real = prepare_module._extract_to_cache
+    real = extract_module._extract_to_cache
     calls = []
 
     def interrupted(path, protocol, cache):
@@ -178,14 +179,14 @@ def test_resume_continues_without_redoing_finished_videos(world, tmp_path, monke
         calls.append(path.name)
         return real(path, protocol, cache)
 
-    monkeypatch.setattr(prepare_module, "_extract_to_cache", interrupted)
+    monkeypatch.setattr(extract_module, "_extract_to_cache", interrupted)
     with pytest.raises(KeyboardInterrupt):
         prepare_store(world, tmp_path / "store", PROTO)
     assert not (tmp_path / "store").exists()  # no half store that looks complete
     first = list(calls)
 
     calls.clear()
-    monkeypatch.setattr(prepare_module, "_extract_to_cache", lambda p, pr, c: (calls.append(p.name), real(p, pr, c))[1])
+    monkeypatch.setattr(extract_module, "_extract_to_cache", lambda p, pr, c: (calls.append(p.name), real(p, pr, c))[1])
     out = prepare_store(world, tmp_path / "store", PROTO, resume=True)
     assert not set(first) & set(calls), "resume decoded a finished video again"
     assert len(first) + len(calls) == 5 * 4 + 1 + 3  # every decodable-looking file exactly once

@@ -73,9 +73,9 @@ def make_run(root: Path, store: Path, dim: int, policy: str = "video", epochs: i
             "split": "test", "seed": 0, "samples": 1, "classifiers": {"path": "bundle.pt", "sha256": "ab" * 32},
             "classes": classes, "mean": mean, "code_version": "test", "created": f"2025-01-01T00:00:{e % 60:02d}"}))
     if samples:
-        # A sample sheet as `s2i_bench.scoring.score` writes it. f32's has no real frames and is found by
-        # its name only (Fig. 16 then takes the frames from the store); the others are named by
-        # the last record's `sample_sheet` and carry the frames.
+        # A sample sheet as `s2i_bench.scoring.score` writes it, named by the last record's
+        # `sample_sheet`. f32's has no real frames (Fig. 16 then takes them from the store); the
+        # others carry the frames.
         manifest = pd.read_csv(store / "manifest.csv")
         test = manifest[manifest["split"] == "test"]
         idx = test["class_index"].to_numpy()
@@ -85,15 +85,16 @@ def make_run(root: Path, store: Path, dim: int, policy: str = "video", epochs: i
         arrays = dict(images=images, segment_ids=test["segment_id"].to_numpy().astype(str),
                       class_keys=test["class"].to_numpy().astype(str), seeds=np.arange(len(idx), dtype=np.int64))
         if dim == 32:
-            np.savez_compressed(run / f"samples-e{epochs - 1:06d}.npz", **arrays)
+            sheet = run / f"samples-e{epochs - 1:06d}.npz"
+            np.savez_compressed(sheet, **arrays)
         else:
             frames = np.load(store / "frames.npy")[test.index.to_numpy()]
             sheet = run / "sheets" / f"test-e{epochs - 1:06d}.npz"
             sheet.parent.mkdir()
             np.savez_compressed(sheet, frames=frames, **arrays)
-            last = json.loads(lines[-1])
-            last["sample_sheet"] = str(sheet)
-            lines[-1] = json.dumps(last)
+        last = json.loads(lines[-1])
+        last["sample_sheet"] = str(sheet) if dim != 32 else sheet.name  # relative: found beside the records
+        lines[-1] = json.dumps(last)
     (run / "metric-informativity.jsonl").write_text("\n".join(lines) + "\n")
     return run
 
@@ -333,7 +334,7 @@ def test_missing_and_bad_inputs_are_named(study, tmp_path):
     record = json.loads((study["runs"][0] / "metric-informativity.jsonl").read_text().splitlines()[0])
     record["classes"]["dog"]["raw_share"] = 1.7
     bad.write_text(json.dumps(record) + "\n")
-    with pytest.raises(UserError, match=r"bad.jsonl: record 1: classes.dog.raw_share"):
+    with pytest.raises(UserError, match=r"bad.jsonl: line 1: classes.dog.raw_share"):
         build_report([bad], tmp_path / "o")
     bad.write_text(json.dumps(record) + "\n{not json\n" + json.dumps(record) + "\n")
     with pytest.raises(UserError, match=r"bad.jsonl: line 2 is not valid JSON"):
@@ -344,6 +345,10 @@ def test_missing_and_bad_inputs_are_named(study, tmp_path):
     shutil.copytree(study["runs"][0], sheet_run)
     np.savez(sheet_run / "samples-e000059.npz", images=np.zeros((2, 8, 8, 3), np.float32),
              segment_ids=np.array(["a", "b"]))
+    lines = (sheet_run / "metric-informativity.jsonl").read_text().splitlines()
+    last = json.loads(lines[-1])
+    last["sample_sheet"] = "samples-e000059.npz"  # a record names its sheet; a stray file is never adopted
+    (sheet_run / "metric-informativity.jsonl").write_text("\n".join(lines[:-1] + [json.dumps(last)]) + "\n")
     with pytest.raises(UserError, match="samples-e000059.npz: images must be uint8"):
         build_report([sheet_run], tmp_path / "o", figures=True)
 
@@ -380,7 +385,7 @@ def test_paper_numbers_are_sourced():
 
 def test_fig16_takes_frames_from_the_store_when_the_sheet_has_none(study):
     from s2i_bench.report import figures as F
-    from s2i_bench.report import pick_sample_sheet, _run_from_folder
+    from s2i_bench.report.inputs import _run_from_folder, pick_sample_sheet
     from s2i_bench.data.store import open_store
 
     store = open_store(study["store"])

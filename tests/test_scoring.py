@@ -11,12 +11,14 @@ import numpy as np
 import pytest
 import torch
 
-from s2i_bench.scoring import score as scoring
+from s2i_bench.data.store import open_store
 from s2i_bench.errors import UserError
 from s2i_bench.images import net_to_uint8
-from s2i_bench.translators.programs import load_program_translator, program_kind
-from s2i_bench.data.store import open_store
 from s2i_bench.protocol import load_protocol
+from s2i_bench.safeload import archive_kind
+from s2i_bench.scoring import score as scoring
+from s2i_bench.translators import Batch, translate_checked
+from s2i_bench.translators.programs import load_program_translator
 
 PROTOCOL = load_protocol("tiny")
 
@@ -32,7 +34,8 @@ class FakeTranslator:
         self.info = {"path": path, "sha256": "0" * 64, "kind": "fake", "epoch": 7, "embedding_dim": 16, "run": "r"}
         self.noise, self.broken, self.calls = noise, broken, []
 
-    def translate(self, spectrograms, seeds):
+    def translate(self, batch):
+        spectrograms, seeds = batch.log_mel, batch.seeds
         b = spectrograms.shape[0]
         self.calls.append(b)
         assert spectrograms.shape[1:] == (1, 128, 100) and seeds.dtype == torch.int64 and seeds.shape == (b,)
@@ -43,8 +46,10 @@ class FakeTranslator:
         images = colour[:, :, None, None].expand(b, 3, 96, 96).clone()
         if self.broken == "nan":
             images[0, 0, 0, 0] = float("nan")
-        elif self.broken == "shape":
-            images = images[:, :, :48, :48]
+        elif self.broken == "batch":
+            images = images[:1]  # one image for B sounds
+        elif self.broken == "dtype":
+            images = (images * 100).to(torch.int64)
         elif self.broken == "range":
             images = images * 3
         return images
@@ -104,6 +109,12 @@ def score(translator, store, bundle, **kw):
     return scoring.score_translator(translator, store, bundle, **kw)
 
 
+def run_translator(t, spectrograms, seeds):
+    """Images at the protocol's size (96), through the checked path scoring uses."""
+    seeds = torch.as_tensor(np.asarray(seeds), dtype=torch.int64)
+    return translate_checked(t, Batch(log_mel=torch.as_tensor(spectrograms), seeds=seeds), size=96)[1]
+
+
 def strip(record):
     """The parts of a record that describe the result (not when or how fast it was made)."""
     return {k: v for k, v in record.items() if k not in ("created", "seconds")}
@@ -126,7 +137,7 @@ def test_record_matches_an_image_by_image_reference(store, bundle):
         called, matched = [], []
         for r in rows:
             spec = torch.from_numpy(store.normalise(np.asarray(store.spectrograms[r:r + 1], dtype=np.float32)))
-            img = translator.translate(spec, torch.tensor([item_seed(3, store.segment_ids[r], 0)]))
+            img = run_translator(translator, spec, [item_seed(3, store.segment_ids[r], 0)])
             called.append(bool(bundle.predict_informative(img, key)[0]))
             matched.append(int(bundle.predict_class(img)[0]) == ci)
         c = record["classes"][key]
@@ -172,7 +183,8 @@ def test_several_samples_report_the_spread(store, bundle):
         assert c["draws"]["raw_share"][0] == pytest.approx(one["classes"][key]["raw_share"])
 
 
-@pytest.mark.parametrize("broken, message", [("nan", "NaN"), ("shape", "shape"), ("range", r"expected \[-1, 1\]")])
+@pytest.mark.parametrize("broken, message", [("nan", "NaN"), ("batch", r"shape \(1, 3, 96, 96\) for 6 sounds"),
+                                             ("range", r"expected \[-1, 1\]"), ("dtype", "torch.int64")])
 def test_bad_generator_output_is_refused_naming_the_file(store, bundle, broken, message):
     with pytest.raises(UserError, match=message) as e:
         score(FakeTranslator(path="/x/evil-gen.pt", broken=broken), store, bundle)
@@ -209,12 +221,12 @@ def test_class_without_classifier_is_scored_without_an_estimate(store, tmp_path)
 
 
 def test_sheet_shows_distinct_videos_first():
-    from s2i_bench.scoring.score import _sheet_positions
+    from s2i_bench.scoring.collect import sheet_positions
 
     videos = np.array(["a", "a", "b", "b", "c"])
-    assert _sheet_positions(videos, 3) == [0, 2, 4]
-    assert _sheet_positions(videos, 4) == [0, 2, 4, 1]  # a leading part keeps distinct videos
-    assert _sheet_positions(videos, 9) == [0, 2, 4, 1, 3]
+    assert sheet_positions(videos, 3) == [0, 2, 4]
+    assert sheet_positions(videos, 4) == [0, 2, 4, 1]  # a leading part keeps distinct videos
+    assert sheet_positions(videos, 9) == [0, 2, 4, 1, 3]
 
 
 def test_sample_sheet(store, bundle, tmp_path):
@@ -228,7 +240,7 @@ def test_sample_sheet(store, bundle, tmp_path):
     assert np.array_equal(sheet["frames"], store.frames[rows])
     # The saved images are the scored ones: regenerate the first.
     spec = torch.from_numpy(store.normalise(np.asarray(store.spectrograms[rows[:1]], dtype=np.float32)))
-    img = FakeTranslator().translate(spec, torch.from_numpy(sheet["seeds"][:1]))
+    img = run_translator(FakeTranslator(), spec, sheet["seeds"][:1])
     assert np.array_equal(net_to_uint8(img)[0], sheet["images"][0])
 
 
@@ -306,26 +318,25 @@ def test_torchscript_and_export_programs(programs):
     x = _spec(5)
     with torch.no_grad():
         expected = model(x)
-    assert (program_kind(ts), program_kind(dyn), program_kind(static)) == ("torchscript", "export", "export")
+    assert (archive_kind(ts), archive_kind(dyn), archive_kind(static)) == ("torchscript", "export", "export")
     seeds = torch.arange(5)
-    for path in (ts, dyn, static):
+    for path in (ts, dyn, static):  # the static one runs 5 images in padded chunks of 2
         t = load_program_translator(path)
         assert t.info["kind"] in ("torchscript", "export") and len(t.info["sha256"]) == 64
-        assert t.stochastic is False
-        torch.testing.assert_close(t.translate(x, seeds), expected)
-    assert load_program_translator(static).static_batch == 2  # 5 images -> chunks of 2, padded
+        assert t.info["calls"] == "batched (deterministic program)"
+        torch.testing.assert_close(run_translator(t, x, seeds), expected)
 
 
 def test_stochastic_program_is_run_per_image_and_seeded(tmp_path):
     path = tmp_path / "drop.pt"
     torch.jit.script(ProgramGenerator(dropout=0.5)).save(str(path))
     t = load_program_translator(path)
-    assert t.stochastic is True and "per image" in t.info["calls"]
+    assert "per image" in t.info["calls"]
     x, seeds = _spec(4), torch.tensor([11, 12, 13, 14])
-    whole = t.translate(x, seeds)
-    parts = torch.cat([t.translate(x[:1], seeds[:1]), t.translate(x[1:], seeds[1:])])
+    whole = run_translator(t, x, seeds)
+    parts = torch.cat([run_translator(t, x[:1], seeds[:1]), run_translator(t, x[1:], seeds[1:])])
     assert torch.equal(whole, parts)
-    assert not torch.equal(whole, t.translate(x, seeds + 1))
+    assert not torch.equal(whole, run_translator(t, x, seeds + 1))
 
 
 def test_two_input_program_gets_the_seeds(tmp_path):
@@ -334,18 +345,20 @@ def test_two_input_program_gets_the_seeds(tmp_path):
     t = load_program_translator(path)
     assert t.info["inputs"] == ["spectrograms", "seeds"]
     x = _spec(3)
-    assert not torch.equal(t.translate(x, torch.tensor([1, 2, 3])), t.translate(x, torch.tensor([4, 5, 6])))
+    assert not torch.equal(run_translator(t, x, [1, 2, 3]), run_translator(t, x, [4, 5, 6]))
 
 
-def test_program_with_wrong_output_is_refused(tmp_path):
+def test_program_of_another_image_size_is_resized(tmp_path):
     class Small(torch.nn.Module):
         def forward(self, x):
-            return torch.tanh(x[:, :, :48, :48].expand(-1, 3, -1, -1))
+            return torch.tanh(x[:, :, :48, :64].expand(-1, 3, -1, -1))  # (B, 3, 48, 64)
 
     path = tmp_path / "small.pt"
     torch.jit.script(Small()).save(str(path))
-    with pytest.raises(UserError, match=r"small.pt.*expected \(2, 3, 96, 96\)"):
-        load_program_translator(path)
+    t = load_program_translator(path)
+    x = _spec(2)
+    native, images = translate_checked(t, Batch(log_mel=x, seeds=torch.tensor([1, 2])), size=96)
+    assert native.shape == (2, 3, 48, 64) and images.shape == (2, 3, 96, 96)
 
 
 class _Evil:
@@ -397,7 +410,7 @@ from s2i_bench.cli import main  # noqa: E402
 
 def write_bundle(path: Path, protocol, seed: int = 0) -> Path:
     """A classifier bundle in the real format (random weights; a fixed test confusion)."""
-    from s2i_bench.informativity.classifiers import BUNDLE_FORMAT, BUNDLE_FORMAT_VERSION, InformativityCNN
+    from s2i_bench.informativity.bundle import BUNDLE_FORMAT, BUNDLE_FORMAT_VERSION, InformativityCNN
 
     torch.manual_seed(seed)
     spec = protocol.classifiers
@@ -472,7 +485,7 @@ def test_score_run_folder_scores_checkpoints_then_reuses_records(chain):
     res = invoke(run, "--data", store, "--classifiers", bundle, "--json")
     assert res.exit_code == 0, res.output
     result = json.loads(res.stdout)
-    assert result["num_records"] == 2 and result["source"] == "2 checkpoints"
+    assert result["num_records"] == 2 and result["scored_now"] == 2 and result["had_records"] == 0
     assert result["d_update_from"] == "log.csv"
     raw = result["summary"]["raw_share"]
     # epoch 2 follows a D update: replaced by the mean of epochs 0..1 that exist (epoch 0 only).
@@ -480,14 +493,15 @@ def test_score_run_folder_scores_checkpoints_then_reuses_records(chain):
     assert raw["missing_epochs"] == [1]
     lines = (run / "metric-informativity.jsonl").read_text().splitlines()
     assert len(lines) == 2 and [json.loads(x)["epoch"] for x in lines] == [0, 2]
-    assert json.loads(lines[1])["sample_sheet"] == str(run / "samples-generator-000002.npz")
-    assert np.load(run / "samples-generator-000002.npz")["images"].shape == (30, 96, 96, 3)
+    assert json.loads(lines[1])["sample_sheet"] == str(run / "samples-epoch-000002.npz")
+    assert np.load(run / "samples-epoch-000002.npz")["images"].shape == (30, 96, 96, 3)
     for key in PROTOCOL.class_keys:
         assert raw["classes"][key]["window_average"] == pytest.approx(json.loads(lines[0])["classes"][key]["raw_share"])
     # Again: the in-loop records match (same bundle, store, split, seed, samples): nothing rescored.
     res = invoke(run, "--data", store, "--classifiers", bundle, "--json")
     again = json.loads(res.stdout)
-    assert again["source"].startswith("in-loop") and len((run / "metric-informativity.jsonl").read_text().splitlines()) == 2
+    assert again["scored_now"] == 0 and again["had_records"] == 2
+    assert len((run / "metric-informativity.jsonl").read_text().splitlines()) == 2
     assert again["summary"] == result["summary"]
     # Another seed does not match them: the checkpoints are scored again and appended.
     res = invoke(run, "--data", store, "--classifiers", bundle, "--seed", "9")
@@ -531,8 +545,8 @@ def test_score_refuses_a_crafted_pickle(chain, tmp_path):
 @pytest.mark.cuda
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 def test_cuda_scoring_matches_cpu(chain):
-    from s2i_bench.informativity.classifiers import load_bundle
-    from s2i_bench.translators.base import load_translator
+    from s2i_bench.informativity.bundle import load_bundle
+    from s2i_bench.translators import load_translator
 
     run, bundle_path, store_path = chain
     ckpt = run / "checkpoints" / "generator-000002.pt"

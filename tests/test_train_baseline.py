@@ -1,5 +1,6 @@
-"""`train-baseline` on the tiny protocol and a fake store: the run folder, the D cadence, exact
-resume after an interruption, faults, in-loop scoring and two-process data parallelism."""
+"""`train-baseline` (the toolkit's command, the reference translator's trainer through its
+plugin) on the tiny protocol and a fake store: the run folder, the D cadence, exact resume after
+an interruption, faults, in-loop scoring (the toolkit's hook) and two-process data parallelism."""
 
 from __future__ import annotations
 
@@ -17,8 +18,8 @@ import torch
 
 from s2i_bench.errors import UserError
 from s2i_bench.protocol import load_protocol
+from s2i_bench.training import train_baseline
 from s2i_translator import train as train_mod
-from s2i_translator.train import train_baseline
 
 PROTO = load_protocol("tiny")  # 6 epochs, batch 16, D before epochs 0 and 5, save every 2, grid every 3
 
@@ -61,17 +62,19 @@ def test_run_folder(full_run, fake_store):
     assert ckpt["format"] == "s2i-translator-checkpoint" and ckpt["epoch"] == 5 and ckpt["run"] == "f16"
     assert set(ckpt) >= {"encoder", "generator", "normalisation", "protocol", "store", "model", "code_version"}
     assert not any(k.startswith("decoder") for k in ckpt["encoder"])  # small: no decoder, no D, no optimiser
-    from s2i_bench.translators.base import load_translator
+    from s2i_bench.translators import Batch, load_translator
 
     t = load_translator(full_run)
     assert t.info["epoch"] == 5
-    out = t.translate(torch.rand(2, 1, 128, 100) * 2 - 1, [1, 2])
-    assert out.shape == (2, 3, 96, 96)
+    out = t.translate(Batch(log_mel=torch.rand(2, 1, 128, 100) * 2 - 1, seeds=torch.tensor([1, 2])))
+    assert out.shape == (2, 3, 32, 32)  # the small profile's native size
     from PIL import Image
 
     grid = Image.open(full_run / "grids" / "grid-000005.png")
     per_class = PROTO.training.grid_per_class
-    cell = max(PROTO.model.image_size, train_mod.GRID_MIN_CELL)
+    from s2i_translator.grids import GRID_MIN_CELL
+
+    cell = max(PROTO.model.image_size, GRID_MIN_CELL)
     assert grid.size == (2 + 2 * per_class * (cell + 2), 2 + 5 * (cell + 2))  # a row per class: reals, then fakes
 
 
@@ -165,18 +168,17 @@ class FakeBundle:
 
 
 def test_classifiers_score_every_epoch(full_run, fake_store, tmp_path, monkeypatch):
-    scoring = pytest.importorskip("s2i_bench.scoring.score", reason="scoring module not landed")
-    classifiers = pytest.importorskip("s2i_bench.informativity.classifiers", reason="classifiers module not landed")
-    assert hasattr(scoring, "score_translator")
+    import s2i_bench.informativity.bundle as bundle_module
+
     bundle_path = tmp_path / "bundle.pt"
     bundle_path.write_bytes(b"fake")
-    monkeypatch.setattr(classifiers, "load_bundle", lambda path, device="cpu": FakeBundle(Path(path)))
+    monkeypatch.setattr(bundle_module, "load_bundle", lambda path, device="cpu": FakeBundle(Path(path)))
     run = tmp_path / "scored"
     train_baseline(store=fake_store, run_dir=run, autoencoder=full_run / "autoencoder.pt", epochs=3,
                    classifiers=bundle_path)
-    from s2i_bench.fileio import read_jsonl
+    from s2i_bench.scoring import records as records_module
 
-    records = read_jsonl(run / "metric-informativity.jsonl")
+    records = records_module.read(run / "metric-informativity.jsonl")
     assert [r["epoch"] for r in records] == [0, 1, 2]
     assert [r["d_update"] for r in records] == [True, False, False]
     assert all(r["generator"]["run"] == "scored" and r["generator"]["embedding_dim"] == 16 for r in records)

@@ -16,8 +16,6 @@ discriminator, no optimiser), so a run can keep one per epoch. Everything resume
 from __future__ import annotations
 
 import dataclasses
-import pickle
-import zipfile
 from pathlib import Path
 from typing import Any
 
@@ -25,8 +23,10 @@ import torch
 
 from s2i_bench.errors import UserError
 from s2i_bench.fileio import atomic_torch_save
-from s2i_bench.provenance import code_version
 from s2i_bench.protocol import ModelSpec
+from s2i_bench.provenance import code_version
+from s2i_bench.runs import MAX_EPOCH
+from s2i_bench.safeload import load_state_into, load_weights_only
 
 CHECKPOINT_FORMAT = "s2i-translator-checkpoint"
 AUTOENCODER_FORMAT = "s2i-autoencoder"
@@ -56,69 +56,6 @@ def model_spec_from_dict(d: Any, source: str) -> ModelSpec:
         return ModelSpec(**{k: _tuplify(v) for k, v in d.items()})
     except TypeError as e:
         raise UserError(f"{source}: incomplete model spec ({e})") from None
-
-
-# -- loading untrusted files ------------------------------------------------------------------
-def is_torchscript_archive(path: Path) -> bool:
-    """A TorchScript archive is a zip with `constants.pkl` and a `code/` folder; torch.save
-    zips have neither."""
-    if not zipfile.is_zipfile(path):
-        return False
-    try:
-        with zipfile.ZipFile(path) as z:
-            names = z.namelist()
-    except (OSError, zipfile.BadZipFile):
-        return False
-    return any(n.endswith("/constants.pkl") or n == "constants.pkl" or "/code/" in n for n in names)
-
-
-def load_weights_only(path: str | Path, what: str = "file") -> Any:
-    """`torch.load(path, weights_only=True)` with every failure turned into a UserError naming
-    the file; a pickle that would run code is refused, never executed."""
-    path = Path(path)
-    if not path.is_file():
-        raise UserError(f"{path}: {what} not found")
-    try:
-        return torch.load(path, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError as e:
-        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise UserError(f"{path}: refused: not loadable with weights_only=True (it may hold code, "
-                        f"which s2i-bench never runs): {first}") from None
-    except (RuntimeError, EOFError, OSError, ValueError, zipfile.BadZipFile) as e:
-        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise UserError(f"{path}: cannot read as a torch {what}: {first}") from None
-
-
-def check_state_dict(state: Any, source: str, what: str) -> dict[str, torch.Tensor]:
-    """A state dict is a mapping of names to tensors, all finite."""
-    if not isinstance(state, dict) or not all(isinstance(k, str) for k in state):
-        raise UserError(f"{source}: {what} is not a state dict (a mapping of names to tensors)")
-    for key, value in state.items():
-        if not isinstance(value, torch.Tensor):
-            raise UserError(f"{source}: {what} entry {key!r} is a {type(value).__name__}, not a tensor")
-        if value.is_floating_point() and not torch.isfinite(value).all():
-            raise UserError(f"{source}: {what} entry {key!r} holds NaN or infinite values")
-    return state
-
-
-def load_state_into(model: torch.nn.Module, state: dict, source: str, what: str) -> torch.nn.Module:
-    """Strict load with a message naming the file and the first bad key."""
-    check_state_dict(state, source, what)
-    own = model.state_dict()
-    for key in state:
-        if key not in own:
-            raise UserError(f"{source}: {what} has unexpected key {key!r}")
-        if tuple(state[key].shape) != tuple(own[key].shape):
-            raise UserError(f"{source}: {what} key {key!r} has shape {tuple(state[key].shape)}, "
-                            f"the model expects {tuple(own[key].shape)}")
-    for key in own:
-        if key not in state:
-            raise UserError(f"{source}: {what} is missing key {key!r}")
-    # A model built on the meta device takes the loaded tensors as they are (assign); a real one
-    # is copied into, so that an optimiser holding its parameters keeps training them.
-    on_meta = any(t.is_meta for t in own.values())
-    model.load_state_dict(state, strict=True, assign=on_meta)
-    return model
 
 
 def cpu_state(module: torch.nn.Module) -> dict[str, torch.Tensor]:
@@ -171,6 +108,9 @@ def read_checkpoint(path: str | Path, obj: Any | None = None) -> dict[str, Any]:
     for key in ("epoch", "embedding_dim", "model", "encoder", "generator", "normalisation"):
         if key not in ckpt:
             raise UserError(f"{path}: checkpoint is missing {key!r}")
+    epoch = ckpt["epoch"]
+    if not isinstance(epoch, int) or isinstance(epoch, bool) or not 0 <= epoch <= MAX_EPOCH:
+        raise UserError(f"{path}: checkpoint epoch {epoch!r} is not a whole number in 0..{MAX_EPOCH}")
     if not isinstance(ckpt["embedding_dim"], int) or ckpt["embedding_dim"] <= 0 or ckpt["embedding_dim"] % 4:
         raise UserError(f"{path}: embedding_dim {ckpt['embedding_dim']!r} is not a positive multiple of 4")
     return ckpt

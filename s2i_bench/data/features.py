@@ -205,7 +205,9 @@ def extract_clip(path: str | Path, protocol, *, skip_frames: bool = True) -> Cli
 
     Segment k is kept when audio and video both cover [k, k+1) s up to
     `protocol.data.coverage_tolerance_s` (encoders round a clip's end to their frame size: AAC
-    to 1024 samples); the uncovered audio, at most that much, is zero.
+    to 1024 samples); the uncovered audio, at most that much, is zero. A segment whose nearest
+    frame lies farther from its centre than half the clip's frame interval (plus 10 ms)
+    (a variable-frame-rate clip with a hole) is left out, and `info["dropped_segments"]` says so.
 
     Video is decoded selectively: the container's packet timestamps say which frame is nearest
     each segment centre before anything is decoded; then frames nobody references (B-frames)
@@ -215,9 +217,6 @@ def extract_clip(path: str | Path, protocol, *, skip_frames: bool = True) -> Cli
     """
     import av
 
-    audio_spec, image_spec = protocol.audio, protocol.image
-    seg = float(protocol.data.segment_seconds)
-    tol = protocol.data.coverage_tolerance_s
     path = Path(path)
     try:
         container = av.open(str(path), metadata_errors="ignore")
@@ -232,90 +231,128 @@ def extract_clip(path: str | Path, protocol, *, skip_frames: bool = True) -> Cli
         # One core per worker: `prepare --workers N` is the parallelism.
         a_stream.codec_context.thread_count = 1
         v_stream.codec_context.thread_count = 1
-
-        # 1. one pass through the file: decode the audio, keep the video packets for later.
-        chunks: list[np.ndarray] = []
-        audio_t0: float | None = None
-        audio_rate: int | None = None
-        video_packets = []
-        try:
-            for packet in container.demux(a_stream, v_stream):
-                if packet.stream.type == "video":
-                    if packet.size:
-                        video_packets.append(packet)
-                    continue
-                for frame in packet.decode():
-                    if audio_t0 is None:
-                        audio_t0 = float(frame.time) if frame.time is not None else 0.0
-                        audio_rate = int(frame.sample_rate)
-                    elif int(frame.sample_rate) != audio_rate:
-                        raise ClipError(f"audio sample rate changes mid-stream ({audio_rate} -> {frame.sample_rate} Hz)")
-                    data = _audio_to_float(frame)  # (C, n)
-                    if chunks and data.shape[0] != chunks[0].shape[0]:
-                        raise ClipError(f"audio channel count changes mid-stream ({chunks[0].shape[0]} -> {data.shape[0]})")
-                    chunks.append(data)
-        except av.FFmpegError as e:
-            raise ClipError(f"decode error: {_short(e)}") from None
-        if audio_t0 is None or not chunks:
-            raise ClipError("audio stream has no decodable samples")
-        if not video_packets:
-            raise ClipError("video stream has no packets")
-
-        # 2. audio on the clip's timeline, mono (mean of channels), at the protocol's rate.
-        channels = chunks[0].shape[0]
-        wave = torch.from_numpy(np.concatenate(chunks, axis=1).mean(axis=0, dtype=np.float32))  # (T,)
-        del chunks
-        if not torch.isfinite(wave).all():
-            raise ClipError("audio contains NaN or infinite samples")
-        wave = resample(wave, audio_rate, audio_spec.sample_rate)
-        sr = audio_spec.sample_rate
-        shift = round(audio_t0 * sr)
-        wave = F.pad(wave, (shift, 0)) if shift > 0 else wave[-shift:]
-        audio_start = max(0.0, audio_t0)
-        audio_end = wave.numel() / sr  # sample 0 is now t = 0
-
-        # 3. the video timeline (from packet timestamps when every packet has one), the segments,
-        #    and the frame nearest each segment centre.
-        fps = float(v_stream.average_rate) if v_stream.average_rate else None
-        times = _packet_times(video_packets) if skip_frames else None
-        picker = None
-        if times is None:
-            picker = _decode_every_frame(video_packets, v_stream, seg, image_spec, fps)
-            frame_times = picker.times
-        else:
-            frame_times = sorted(set(times.values()))
-        gap = frame_times[-1] - frame_times[-2] if len(frame_times) > 1 else (1.0 / fps if fps else 0.0)
-        video_start, video_end = frame_times[0], frame_times[-1] + gap
-
-        # Segment k is kept when both audio and video cover [k*seg, (k+1)*seg), up to `tol`.
-        start_cover = max(audio_start, video_start)
-        end_cover = min(audio_end, video_end)
-        starts = [k for k in range(int(math.floor(end_cover / seg + 1e-9)) + 1)
-                  if k * seg >= start_cover - tol and (k + 1) * seg <= end_cover + tol]
-        if not starts:
-            raise ClipError(f"no complete {seg:g}-s segment (audio {audio_start:.2f}-{audio_end:.2f} s, "
-                            f"video {video_start:.2f}-{video_end:.2f} s)")
-        chosen = None
-        if picker is None:
-            targets = [k * seg + image_spec.frame_offset_s for k in starts]
-            wanted = _nearest(frame_times, targets)  # (S,) frame times
-            chosen = _decode_selected(video_packets, v_stream, times, wanted, image_spec.size)
-            if chosen is None:  # a frame did not come out as its packet said: decode everything
-                picker = _decode_every_frame(video_packets, v_stream, seg, image_spec, fps)
-        if picker is not None:
-            picker.finish(up_to_k=starts[-1] + 1)
-            frames = np.stack([picker.chosen[k] for k in starts])
-        else:
-            frames = np.stack([chosen[t] for t in wanted])
-        spectrograms = log_mel_segments(wave, starts, audio_spec, seg).numpy()
-        info = {"audio_codec": a_stream.codec_context.name, "sample_rate": audio_rate, "channels": channels,
-                "video_codec": v_stream.codec_context.name, "width": v_stream.codec_context.width,
-                "height": v_stream.codec_context.height, "video_frames": len(frame_times),
-                "selective_decoding": picker is None}
-        return ClipFeatures(starts=starts, spectrograms=spectrograms, frames=frames,
-                            audio_seconds=audio_end, video_seconds=video_end, info=info)
+        chunks, audio_t0, audio_rate, video_packets = _demux(container, a_stream, v_stream)  # 1. one pass
+        wave, audio_start, audio_end = _mono_wave(chunks, audio_t0, audio_rate, protocol.audio)  # 2. the sound
+        return _segments_of(wave, audio_start, audio_end, audio_rate, len(chunks[0]) if chunks else 0,
+                            video_packets, a_stream, v_stream, protocol, skip_frames)  # 3. the segments
     finally:
         container.close()
+
+
+def _demux(container, a_stream, v_stream):
+    """Decode the audio, keep the video packets for later: (chunks, t0, rate, video packets)."""
+    import av
+
+    chunks: list[np.ndarray] = []
+    audio_t0: float | None = None
+    audio_rate: int | None = None
+    video_packets = []
+    try:
+        for packet in container.demux(a_stream, v_stream):
+            if packet.stream.type == "video":
+                if packet.size:
+                    video_packets.append(packet)
+                continue
+            for frame in packet.decode():
+                if audio_t0 is None:
+                    audio_t0 = float(frame.time) if frame.time is not None else 0.0
+                    audio_rate = int(frame.sample_rate)
+                elif int(frame.sample_rate) != audio_rate:
+                    raise ClipError(f"audio sample rate changes mid-stream ({audio_rate} -> {frame.sample_rate} Hz)")
+                data = _audio_to_float(frame)  # (C, n)
+                if chunks and data.shape[0] != chunks[0].shape[0]:
+                    raise ClipError(f"audio channel count changes mid-stream ({chunks[0].shape[0]} -> {data.shape[0]})")
+                chunks.append(data)
+    except av.FFmpegError as e:
+        raise ClipError(f"decode error: {_short(e)}") from None
+    if audio_t0 is None or not chunks:
+        raise ClipError("audio stream has no decodable samples")
+    if not video_packets:
+        raise ClipError("video stream has no packets")
+    return chunks, audio_t0, audio_rate, video_packets
+
+
+def _mono_wave(chunks, audio_t0: float, audio_rate: int, audio_spec):
+    """The audio on the clip's timeline (sample 0 at t = 0), mono (mean of channels), at the
+    protocol's rate: (wave (T,), audio start s, audio end s)."""
+    wave = torch.from_numpy(np.concatenate(chunks, axis=1).mean(axis=0, dtype=np.float32))  # (T,)
+    if not torch.isfinite(wave).all():
+        raise ClipError("audio contains NaN or infinite samples")
+    wave = resample(wave, audio_rate, audio_spec.sample_rate)
+    sr = audio_spec.sample_rate
+    shift = round(audio_t0 * sr)
+    wave = F.pad(wave, (shift, 0)) if shift > 0 else wave[-shift:]
+    return wave, max(0.0, audio_t0), wave.numel() / sr
+
+
+def _segments_of(wave, audio_start: float, audio_end: float, audio_rate: int, channels: int, video_packets,
+                 a_stream, v_stream, protocol, skip_frames: bool) -> ClipFeatures:
+    """The video timeline (from packet timestamps when every packet has one), the covered
+    segments, the frame nearest each segment centre, and the spectrograms."""
+    audio_spec, image_spec = protocol.audio, protocol.image
+    seg = float(protocol.data.segment_seconds)
+    tol = protocol.data.coverage_tolerance_s
+    fps = float(v_stream.average_rate) if v_stream.average_rate else None
+    times = _packet_times(video_packets) if skip_frames else None
+    picker = None
+    if times is None:
+        picker = _decode_every_frame(video_packets, v_stream, seg, image_spec, fps)
+        frame_times = picker.times
+    else:
+        frame_times = sorted(set(times.values()))
+    gap = frame_times[-1] - frame_times[-2] if len(frame_times) > 1 else (1.0 / fps if fps else 0.0)
+    video_start, video_end = frame_times[0], frame_times[-1] + gap
+    # Segment k is kept when both audio and video cover [k*seg, (k+1)*seg), up to `tol`.
+    start_cover, end_cover = max(audio_start, video_start), min(audio_end, video_end)
+    starts = [k for k in range(int(math.floor(end_cover / seg + 1e-9)) + 1)
+              if k * seg >= start_cover - tol and (k + 1) * seg <= end_cover + tol]
+    if not starts:
+        raise ClipError(f"no complete {seg:g}-s segment (audio {audio_start:.2f}-{audio_end:.2f} s, "
+                        f"video {video_start:.2f}-{video_end:.2f} s)")
+    starts, dropped = _near_frames_only(starts, frame_times, seg, image_spec.frame_offset_s)
+    if not starts:
+        raise ClipError(f"no segment has a video frame near its centre (variable frame rate?): {dropped[:3]}")
+    wanted = _nearest(frame_times, [k * seg + image_spec.frame_offset_s for k in starts])  # (S,) frame times
+    chosen = None
+    if picker is None:
+        chosen = _decode_selected(video_packets, v_stream, times, wanted, image_spec.size)
+        if chosen is None:  # a frame did not come out as its packet said: decode everything
+            picker = _decode_every_frame(video_packets, v_stream, seg, image_spec, fps)
+    if picker is not None:
+        picker.finish(up_to_k=starts[-1] + 1)
+        frames = np.stack([picker.chosen[k] for k in starts])
+    else:
+        frames = np.stack([chosen[t] for t in wanted])
+    spectrograms = log_mel_segments(wave, starts, audio_spec, seg).numpy()
+    info = {"audio_codec": a_stream.codec_context.name, "sample_rate": audio_rate, "channels": channels,
+            "video_codec": v_stream.codec_context.name, "width": v_stream.codec_context.width,
+            "height": v_stream.codec_context.height, "video_frames": len(frame_times),
+            "selective_decoding": picker is None}
+    if dropped:
+        info["dropped_segments"] = dropped
+    return ClipFeatures(starts=starts, spectrograms=spectrograms, frames=frames,
+                        audio_seconds=audio_end, video_seconds=video_end, info=info)
+
+
+FRAME_TIME_TOLERANCE_S = 0.01  # timestamp jitter allowed beyond half a frame interval
+
+
+def _near_frames_only(starts: list[int], frame_times: list[float], seg: float, offset: float):
+    """(kept starts, dropped [{start_s, centre_s, nearest_frame_s}]): a segment keeps its frame only
+    when the nearest one is within half the clip's (median) frame interval plus
+    FRAME_TIME_TOLERANCE_S of its centre."""
+    if len(frame_times) < 2:
+        return starts, []
+    limit = 0.5 * float(np.median(np.diff(frame_times))) + FRAME_TIME_TOLERANCE_S
+    nearest = _nearest(frame_times, [k * seg + offset for k in starts])
+    kept, dropped = [], []
+    for k, t in zip(starts, nearest):
+        centre = k * seg + offset
+        if abs(t - centre) <= limit:
+            kept.append(k)
+        else:
+            dropped.append({"start_s": k * seg, "centre_s": round(centre, 4), "nearest_frame_s": round(float(t), 4)})
+    return kept, dropped
 
 
 def _packet_times(packets) -> dict[int, float] | None:
@@ -396,9 +433,9 @@ def _decode_every_frame(packets, stream, seg: float, image_spec, fps: float | No
 
     def push(frames):
         for frame in frames:
-            if frame.time is not None:
+            if frame.time is not None and math.isfinite(float(frame.time)):
                 t = float(frame.time)
-            elif fps:  # no timestamps (some raw/AVI streams): count frames
+            elif fps:  # no timestamp (some raw/AVI streams, frames flushed at the end): count frames
                 t = picker.count / fps
             else:
                 raise ClipError("video frames have no timestamps and the stream no frame rate")

@@ -16,10 +16,7 @@ file when something is wrong.
 
 from __future__ import annotations
 
-import hashlib
 import json
-import os
-import shutil
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
@@ -28,13 +25,29 @@ from typing import Any
 import numpy as np
 
 from s2i_bench.errors import UserError
-from s2i_bench.fileio import atomic_save_npy, atomic_write_json, sha256_file
+from s2i_bench.fileio import (atomic_save_npy, atomic_write_json, check_replaceable, folder_hash, staging_sibling,
+                              swap_into_place)
 from s2i_bench.provenance import code_version, now_iso
 
 STORE_FORMAT = "s2i-bench-store"
 STORE_FORMAT_VERSION = 1
 MANIFEST_COLUMNS = ["segment_id", "video_id", "class", "class_index", "split", "start_s", "source", "group"]
 SPLITS = ("train", "val", "test")
+
+
+def segment_id(video_id: str, class_key: str, start_s: int) -> str:
+    """The id of the segment [start_s, start_s + 1) s of a video of a class: unique in a store."""
+    return f"{video_id}_{class_key}_{int(start_s):03d}"
+
+
+def segment_class(segment_id_: str, class_keys) -> str | None:
+    """The class key inside `<video_id>_<class_key>_<k>`, or None."""
+    import re
+
+    for key in sorted(class_keys, key=len, reverse=True):
+        if re.search(rf"_{re.escape(key)}_\d+$", segment_id_):
+            return key
+    return None
 
 
 @dataclass
@@ -99,6 +112,21 @@ class Store:
     @cached_property
     def segment_ids(self) -> np.ndarray:
         return self.manifest["segment_id"].to_numpy(dtype=object)
+
+    @property
+    def format_version(self) -> int:
+        return int(self.meta.get("format_version", STORE_FORMAT_VERSION))
+
+    @property
+    def has_waveforms(self) -> bool:
+        return False
+
+    @property
+    def sample_rate(self) -> int:
+        return int(self.meta.get("protocol_full", {}).get("audio", {}).get("sample_rate", 16000))
+
+    def waveforms_of(self, rows) -> np.ndarray | None:
+        return None
 
     def normalise(self, log_mel: np.ndarray) -> np.ndarray:
         """Log-Mel values -> network input in [-1, 1] with the range fitted on the train split."""
@@ -177,8 +205,7 @@ def write_store(path: str | Path, manifest, spectrograms: np.ndarray, frames: np
     audit.json, table1.csv, ...).
     """
     path = Path(path)
-    if path.exists() and not overwrite:
-        raise UserError(f"{path}: exists; pass --overwrite to replace it")
+    check_replaceable(path, "store.json", "store", overwrite)
     manifest = manifest.reset_index(drop=True)
     missing = [c for c in MANIFEST_COLUMNS if c not in manifest.columns]
     if missing:
@@ -189,20 +216,13 @@ def write_store(path: str | Path, manifest, spectrograms: np.ndarray, frames: np
     if not np.isfinite(spectrograms).all():
         raise ValueError("spectrograms contain NaN or infinity")
 
-    tmp = path.with_name(f"{path.name}.partial-{os.getpid()}")
-    if tmp.exists():
-        shutil.rmtree(tmp)
-    tmp.mkdir(parents=True)
+    tmp = staging_sibling(path)
     manifest.to_csv(tmp / "manifest.csv", index=False)
     atomic_save_npy(tmp / "spectrograms.npy", np.ascontiguousarray(spectrograms))
     atomic_save_npy(tmp / "frames.npy", np.ascontiguousarray(frames))
     for name, data in (extra_files or {}).items():
         (tmp / name).write_bytes(data)
 
-    h = hashlib.sha256()
-    for name in ("manifest.csv", "spectrograms.npy", "frames.npy"):
-        h.update(name.encode())
-        h.update(sha256_file(tmp / name).encode())
     counts: dict[str, dict[str, int]] = {}
     for (cls, split), k in manifest.groupby(["class", "split"]).size().items():
         counts.setdefault(cls, {})[split] = int(k)
@@ -212,17 +232,11 @@ def write_store(path: str | Path, manifest, spectrograms: np.ndarray, frames: np
         **meta,
         "num_segments": n,
         "counts": counts,
-        "store_hash": h.hexdigest()[:16],
+        "store_hash": folder_hash(tmp, ("manifest.csv", "spectrograms.npy", "frames.npy")),
         "code_version": code_version(),
         "created": now_iso(),
     }
     # store.json last: its presence is what marks the folder complete.
     atomic_write_json(tmp / "store.json", full_meta)
-    if path.exists():
-        old = path.with_name(f"{path.name}.old-{os.getpid()}")
-        os.replace(path, old)
-        os.replace(tmp, path)
-        shutil.rmtree(old, ignore_errors=True)
-    else:
-        os.replace(tmp, path)
+    swap_into_place(tmp, path)
     return path

@@ -21,8 +21,6 @@ looks complete. `labels.py` adds labels.csv / sets.csv / labels.json to it later
 from __future__ import annotations
 
 import hashlib
-import os
-import shutil
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
@@ -31,7 +29,8 @@ from typing import Any
 import numpy as np
 
 from s2i_bench.errors import UserError
-from s2i_bench.fileio import atomic_save_npy, atomic_write_json, progress, sha256_file
+from s2i_bench.fileio import (atomic_save_npy, atomic_write_json, check_replaceable, folder_hash, progress, sha256_file,
+                              staging_sibling, swap_into_place)
 from s2i_bench.provenance import code_version, now_iso
 
 POOL_FORMAT = "s2i-bench-pool"
@@ -39,6 +38,7 @@ POOL_FORMAT_VERSION = 1
 POOL_COLUMNS = ["image_id", "class", "model_id", "model_epoch", "model_path", "model_sha256", "segment_id",
                 "draw", "image_seed", "image_sha256"]
 IMAGE_SIZE = 96
+POOL_HASHED = ("pool.csv", "images.npy")  # what the pool hash covers
 
 
 @dataclass
@@ -112,7 +112,7 @@ def expand_generators(generators, per_run: str = "all") -> list[Path]:
     """Checkpoint files stay as they are; a run folder contributes every checkpoint in it
     (`per_run="all"`, each checkpoint is a distinct model, as the paper's 17) or only its
     latest (`per_run="last"`)."""
-    from s2i_bench.translators.base import list_checkpoints
+    from s2i_bench.runs import RunFolder
 
     if per_run not in ("all", "last"):
         raise ValueError(f"per_run must be 'all' or 'last', got {per_run!r}")
@@ -120,7 +120,7 @@ def expand_generators(generators, per_run: str = "all") -> list[Path]:
     for g in generators:
         g = Path(g)
         if g.is_dir():
-            found = [Path(p) for p in list_checkpoints(g)]
+            found = RunFolder(g).checkpoints()
             if not found:
                 raise UserError(f"{g}: run folder without checkpoints")
             paths.extend(found if per_run == "all" else found[-1:])
@@ -145,9 +145,20 @@ def _model_id(info: dict, path: Path, taken: set[str]) -> str:
     return model_id
 
 
+@dataclass
+class _PoolParts:
+    """What the models have translated so far."""
+
+    records: list[dict] = field(default_factory=list)
+    image_chunks: list[np.ndarray] = field(default_factory=list)
+    models: list[dict] = field(default_factory=list)
+    shortfall: list[dict] = field(default_factory=list)
+
+
 def build_pool(generators, store, out, split: str | None = None, per_model: int | None = None, seed: int = 0,
                overwrite: bool = False, device: str = "cpu", per_run: str = "all",
-               draws_per_sound: int | None = None, batch_size: int | None = None) -> Path:
+               draws_per_sound: int | None = None, batch_size: int | None = None,
+               translator_options: dict | None = None) -> Path:
     """Translate `per_model` sounds per class of `split` with each generator into the pool `out`.
 
     `split` defaults to the protocol's `classifiers.pool_split` (the paper, `vegas5`: val).
@@ -156,17 +167,11 @@ def build_pool(generators, store, out, split: str | None = None, per_model: int 
     dropout masks; default: the protocol's `classifiers.pool_draws_per_sound`); if that is still
     not enough the model supplies what exists, and the shortfall is printed and recorded.
     """
-    import pandas as pd
-    import torch
-
-    from s2i_bench.translators.base import load_translator
-    from s2i_bench.images import net_to_uint8
-    from s2i_bench.seeding import item_seed
     from s2i_bench.data.store import open_store
+    from s2i_bench.translators import load_translator
 
     out = Path(out)
-    if out.exists() and not overwrite:
-        raise UserError(f"{out}: exists; pass --overwrite to replace it")
+    check_replaceable(out, "pool.json", "pool", overwrite)
     data = open_store(store)
     protocol = data.protocol
     spec = protocol.classifiers
@@ -183,114 +188,121 @@ def build_pool(generators, store, out, split: str | None = None, per_model: int 
     split_rows = data.split_indices(split)
     rows_of_class = {c: split_rows[data.class_index[split_rows] == i] for i, c in enumerate(protocol.class_keys)}
 
-    records: list[dict] = []
-    image_chunks: list[np.ndarray] = []
-    models: list[dict] = []
-    shortfall: list[dict] = []
+    parts = _PoolParts()
     seen_sha: dict[str, str] = {}
     taken: set[str] = set()
     bar = progress(total=len(paths) * len(protocol.class_keys), desc="pool", unit="model-class")
     for path in paths:
-        sha = sha256_file(path)
+        sha = _file_sha(path)
         if sha in seen_sha:
             print(f"note: {path} is the same file as {seen_sha[sha]}; used once")
             bar.update(len(protocol.class_keys))
             continue
         seen_sha[sha] = str(path)
-        translator = load_translator(path, device=device)
-        info = dict(translator.info)
-        model_id = _model_id(info, path, taken)
+        translator = load_translator(path, device=device, **(translator_options or {}))
+        model_id = _model_id(translator.info, path, taken)
         taken.add(model_id)
-        model_counts = {}
+        counts = {}
         for class_key in protocol.class_keys:
-            rows = rows_of_class[class_key]
-            # (row, draw) candidates: every sound once, then again with the next draw index.
-            # Keyed by the model id, not the file hash: a checkpoint records the code version,
-            # so the same weights saved by another commit would otherwise draw other sounds.
-            rng = np.random.default_rng(item_seed(seed, f"pool|{model_id}|{class_key}"))
-            candidates = [(r, d) for d in range(draws_per_sound) for r in rng.permutation(rows)]
-            chosen = candidates[:per_model]
-            if len(chosen) < per_model:
-                short = {"model_id": model_id, "class": class_key, "wanted": per_model, "got": len(chosen),
-                         "missing": per_model - len(chosen), "sounds": int(len(rows)),
-                         "draws_per_sound": draws_per_sound}
-                shortfall.append(short)
-            model_counts[class_key] = len(chosen)
-            for start in range(0, len(chosen), batch_size):
-                batch = chosen[start:start + batch_size]
-                idx = np.array([r for r, _ in batch], dtype=np.int64)
-                seg_ids = [str(data.segment_ids[r]) for r in idx]
-                # Per-image seeds keyed by model id, segment and draw: independent of batching.
-                seeds = np.array([item_seed(seed, f"{model_id}|{s}", d) for s, (_, d) in zip(seg_ids, batch)],
-                                 dtype=np.int64)
-                log_mel = np.asarray(data.spectrograms[idx], dtype=np.float32)  # (B, 1, 128, 100)
-                spec_in = torch.from_numpy(data.normalise(log_mel)).to(device)  # in [-1, 1]
-                with torch.no_grad():
-                    images = translator.translate(spec_in, torch.from_numpy(seeds).to(device))
-                if (not isinstance(images, torch.Tensor) or tuple(images.shape) != (len(batch), 3, IMAGE_SIZE, IMAGE_SIZE)
-                        or not torch.isfinite(images).all()):
-                    shape = tuple(images.shape) if isinstance(images, torch.Tensor) else type(images).__name__
-                    raise UserError(f"{path}: translator returned {shape} (or non-finite values), expected "
-                                    f"({len(batch)}, 3, {IMAGE_SIZE}, {IMAGE_SIZE}) finite images")
-                images_u8 = net_to_uint8(images)  # (B, 96, 96, 3) uint8
-                image_chunks.append(images_u8)
-                for k, (seg, (_, d)) in enumerate(zip(seg_ids, batch)):
-                    records.append({"class": class_key, "model_id": model_id, "model_epoch": info.get("epoch"),
-                                    "model_path": str(path), "model_sha256": sha, "segment_id": seg, "draw": d,
-                                    "image_seed": int(seeds[k]),
-                                    "image_sha256": hashlib.sha256(images_u8[k].tobytes()).hexdigest()})
+            counts[class_key] = _translate_class(translator, data, path, sha, model_id, class_key,
+                                                 rows_of_class[class_key], parts, seed=seed, per_model=per_model,
+                                                 draws_per_sound=draws_per_sound, batch_size=batch_size, device=device)
             bar.update(1)
-        models.append({"model_id": model_id, "path": str(path), "sha256": sha, "kind": info.get("kind"),
-                       "epoch": info.get("epoch"), "embedding_dim": info.get("embedding_dim"),
-                       "run": info.get("run"), "counts": model_counts})
+        info = translator.info
+        parts.models.append({"model_id": model_id, "path": str(path), "sha256": sha, "kind": info.get("kind"),
+                             "epoch": info.get("epoch"), "embedding_dim": info.get("embedding_dim"),
+                             "run": info.get("run"), "counts": counts})
         del translator
     bar.close()
-    if not records:
+    if not parts.records:
         raise UserError("the pool is empty: no generator produced an image")
+    settings = {"split": split, "per_model": per_model, "draws_per_sound": draws_per_sound, "seed": seed,
+                "per_run": per_run, "device": str(device)}
+    meta = _write_pool(out, parts, data, store, protocol, settings)
+    print(f"pool {out}: {meta['num_images']} images from {len(parts.models)} models, {per_model} per model and "
+          f"class (hash {meta['pool_hash']})")
+    if len(parts.models) < spec.num_models:
+        print(f"note: {len(parts.models)} models; the protocol asks for {spec.num_models}")
+    _report_shortfall(parts.shortfall)
+    return out
 
-    table = pd.DataFrame(records)
+
+def _file_sha(path: Path) -> str:
+    try:
+        return sha256_file(path)
+    except OSError as e:
+        raise UserError(f"{path}: cannot read ({e.strerror or e})") from None
+
+
+def _translate_class(translator, data, path: Path, sha: str, model_id: str, class_key: str, rows: np.ndarray,
+                     parts: _PoolParts, *, seed: int, per_model: int, draws_per_sound: int, batch_size: int,
+                     device) -> int:
+    """One model's images of one class into `parts`; returns how many it gave."""
+    import torch
+
+    from s2i_bench.images import net_to_uint8
+    from s2i_bench.scoring.collect import check_inputs
+    from s2i_bench.seeding import item_seed
+    from s2i_bench.translators import Batch, translate_checked
+
+    check_inputs(translator, data)
+    # (row, draw) candidates: every sound once, then again with the next draw index. Keyed by
+    # the model id, not the file hash: a checkpoint records the code version, so the same
+    # weights saved by another commit would otherwise draw other sounds.
+    rng = np.random.default_rng(item_seed(seed, f"pool|{model_id}|{class_key}"))
+    chosen = [(r, d) for d in range(draws_per_sound) for r in rng.permutation(rows)][:per_model]
+    if len(chosen) < per_model:
+        parts.shortfall.append({"model_id": model_id, "class": class_key, "wanted": per_model, "got": len(chosen),
+                                "missing": per_model - len(chosen), "sounds": int(len(rows)),
+                                "draws_per_sound": draws_per_sound})
+    for start in range(0, len(chosen), batch_size):
+        batch = chosen[start:start + batch_size]
+        idx = np.array([r for r, _ in batch], dtype=np.int64)
+        seg_ids = [str(data.segment_ids[r]) for r in idx]
+        # Per-image seeds keyed by model id, segment and draw: independent of batching.
+        seeds = np.array([item_seed(seed, f"{model_id}|{s}", d) for s, (_, d) in zip(seg_ids, batch)], dtype=np.int64)
+        log_mel = np.asarray(data.spectrograms[idx], dtype=np.float32)  # (B, 1, 128, 100)
+        waveform = data.waveforms_of(idx) if data.has_waveforms else None
+        batch_in = Batch(log_mel=torch.from_numpy(data.normalise(log_mel)).to(device),  # in [-1, 1]
+                         seeds=torch.from_numpy(seeds).to(device),
+                         waveform=None if waveform is None else torch.from_numpy(waveform).to(device),
+                         sample_rate=data.sample_rate)
+        # the same checks as scoring: B images, finite, in [-1, 1]; then the protocol's size
+        _, images = translate_checked(translator, batch_in, size=IMAGE_SIZE, where=str(path))
+        images_u8 = net_to_uint8(images)  # (B, 96, 96, 3) uint8
+        parts.image_chunks.append(images_u8)
+        for k, (seg, (_, d)) in enumerate(zip(seg_ids, batch)):
+            parts.records.append({"class": class_key, "model_id": model_id, "model_epoch": translator.info.get("epoch"),
+                                  "model_path": str(path), "model_sha256": sha, "segment_id": seg, "draw": d,
+                                  "image_seed": int(seeds[k]),
+                                  "image_sha256": hashlib.sha256(images_u8[k].tobytes()).hexdigest()})
+    return len(chosen)
+
+
+def _write_pool(out: Path, parts: _PoolParts, data, store, protocol, settings: dict) -> dict:
+    """pool.csv, images.npy and (last) pool.json in a folder beside `out`, then swapped in."""
+    import pandas as pd
+
+    table = pd.DataFrame(parts.records)
     table.insert(0, "image_id", [f"img{i:06d}" for i in range(len(table))])
     table = table[POOL_COLUMNS]
-    images = np.concatenate(image_chunks)  # (N, 96, 96, 3) uint8
-
-    tmp = out.with_name(f"{out.name}.partial-{os.getpid()}")
-    if tmp.exists():
-        shutil.rmtree(tmp)
-    tmp.mkdir(parents=True)
+    tmp = staging_sibling(out)
     table.to_csv(tmp / "pool.csv", index=False)
-    atomic_save_npy(tmp / "images.npy", images)
-    h = hashlib.sha256()
-    for name in ("pool.csv", "images.npy"):
-        h.update(name.encode())
-        h.update(sha256_file(tmp / name).encode())
+    atomic_save_npy(tmp / "images.npy", np.concatenate(parts.image_chunks))  # (N, 96, 96, 3) uint8
     meta = {
         "format": POOL_FORMAT, "format_version": POOL_FORMAT_VERSION,
         # absolute store path: train-classifiers finds the real frames from any working folder
         "store": {**data.ref(), "path": str(Path(store).resolve()), "synthetic_world": data.meta.get("synthetic_world")},
-        "protocol": protocol.ref(), "protocol_full": protocol.to_dict(),
-        "split": split, "per_model": per_model, "draws_per_sound": draws_per_sound, "seed": seed,
-        "per_run": per_run, "device": str(device),
-        "num_images": int(len(table)), "num_models": len(models), "models": models,
+        "protocol": protocol.ref(), "protocol_full": protocol.to_dict(), **settings,
+        "num_images": int(len(table)), "num_models": len(parts.models), "models": parts.models,
         "counts": {c: int((table["class"] == c).sum()) for c in protocol.class_keys},
-        "shortfall": shortfall,
-        "pool_hash": h.hexdigest()[:16],
+        "shortfall": parts.shortfall,
+        "pool_hash": folder_hash(tmp, POOL_HASHED),
         "code_version": code_version(), "created": now_iso(),
     }
     atomic_write_json(tmp / "pool.json", meta)  # last: its presence marks the folder complete
-    if out.exists():
-        old = out.with_name(f"{out.name}.old-{os.getpid()}")
-        os.replace(out, old)
-        os.replace(tmp, out)
-        shutil.rmtree(old, ignore_errors=True)
-    else:
-        os.replace(tmp, out)
-
-    print(f"pool {out}: {len(table)} images from {len(models)} models, {per_model} per model and class "
-          f"(hash {meta['pool_hash']})")
-    if len(models) < spec.num_models:
-        print(f"note: {len(models)} models; the protocol asks for {spec.num_models}")
-    _report_shortfall(shortfall)
-    return out
+    swap_into_place(tmp, out)
+    return meta
 
 
 def _report_shortfall(shortfall: list[dict]) -> None:

@@ -221,7 +221,7 @@ def _sheet_classes(sheet, class_keys, store=None) -> list[str | None]:
     if store is not None:
         known = dict(zip(store.segment_ids.tolist(), store.manifest["class"].tolist()))
         return [known.get(s) for s in sheet["segment_ids"]]
-    from s2i_bench.report import segment_class
+    from s2i_bench.data.store import segment_class
 
     return [segment_class(s, class_keys) for s in sheet["segment_ids"]]
 

@@ -1,8 +1,7 @@
 """The informativity metrics of the paper (SPEC section 6), as pure functions.
 
-Numbers in, numbers out: numpy arrays / pandas frames, no torch, no files (except
-`metrics_command`, the `s2i-bench metrics` command at the end). Every length and window comes
-from the caller or from a `MetricsSpec` of the protocol.
+Numbers in, numbers out: numpy arrays / pandas frames, no torch, no files. Every length and
+window comes from the caller or from a `MetricsSpec` of the protocol.
 
 A per-epoch series is three aligned arrays:
 
@@ -28,16 +27,11 @@ resamples both the scored images and the classifier's test set, and the class-ma
 
 from __future__ import annotations
 
-import json
 import math
-import sys
 from dataclasses import dataclass
-from pathlib import Path
-from typing import Any, Iterable, Mapping, Sequence
+from typing import Any, Mapping, Sequence
 
 import numpy as np
-
-from s2i_bench.errors import UserError
 
 # Moving averages are compared with this slack so that two windows holding the same numbers
 # in another order (a rounding difference of one ulp) count as a tie -> the earliest wins.
@@ -115,25 +109,18 @@ def window_average(epochs, values, start: int, end: int) -> tuple[float, int]:
 
 def moving_average(epochs, values, length: int) -> np.ndarray:
     """(T,) the mean of epochs t-length+1 .. t at every epoch t whose window is full (every epoch
-    of it present with a value); NaN elsewhere. Aligned with `epochs`."""
+    of it present with a value); NaN elsewhere. Aligned with `epochs`. Linear in the number of
+    epochs present, whatever their range (a gap of 10^9 epochs allocates nothing)."""
     epochs, values = _as_series(epochs, values)
     out = np.full(len(epochs), np.nan)
-    if len(epochs) == 0 or length < 1:
+    if length < 1 or len(epochs) < length:
         return out
-    # Dense over the epoch range: a missing epoch becomes NaN, so its windows are not full.
-    first = int(epochs[0])
-    dense = np.full(int(epochs[-1]) - first + 1, np.nan)
-    dense[epochs - first] = values
-    if len(dense) < length:
-        return out
-    windows = np.lib.stride_tricks.sliding_window_view(dense, length)  # (len - length + 1, length)
-    full = ~np.isnan(windows).any(axis=1)
-    means = np.full(len(windows), np.nan)
-    means[full] = windows[full].mean(axis=1)
-    # window w ends at epoch first + w + length - 1
-    end_positions = epochs - first - (length - 1)
-    ok = end_positions >= 0
-    out[ok] = means[end_positions[ok]]
+    ends = np.arange(length - 1, len(epochs))  # positions where a window of `length` present epochs ends
+    consecutive = epochs[ends] - epochs[ends - (length - 1)] == length - 1  # no missing epoch inside
+    nan_before = np.concatenate([[0], np.cumsum(np.isnan(values))])
+    full = consecutive & (nan_before[ends + 1] - nan_before[ends + 1 - length] == 0)
+    windows = np.lib.stride_tricks.sliding_window_view(values, length)  # (T - length + 1, length)
+    out[ends[full]] = windows[full].mean(axis=1)
     return out
 
 
@@ -152,9 +139,10 @@ def max_moving_average(epochs, values, length: int) -> tuple[float, int | None]:
 def missing_epochs(epochs) -> list[int]:
     """Epochs absent between the first and last epoch of a series (gaps), reported, not filled."""
     epochs = np.asarray(epochs, dtype=np.int64)
-    if epochs.size == 0:
+    if epochs.size < 2:
         return []
-    return sorted(set(range(int(epochs[0]), int(epochs[-1]) + 1)) - set(epochs.tolist()))
+    gaps = np.flatnonzero(np.diff(epochs) > 1)
+    return [e for g in gaps.tolist() for e in range(int(epochs[g]) + 1, int(epochs[g + 1]))]
 
 
 def summarise_series(epochs, values, d_update, spec) -> tuple[dict[str, Any], Replaced]:
@@ -363,154 +351,20 @@ def class_match_rate(predicted_classes, true_classes) -> float | None:
     return float((p == t).mean()) if p.size else None
 
 
-# -- records -> series ---------------------------------------------------------------------------
-def series_from_records(records: Iterable[Mapping[str, Any]], class_keys: Sequence[str], *,
-                        measure: str = "raw_share", d_update_epochs: Iterable[int] | None = None,
-                        d_every_epochs: int | None = None):
-    """A per-epoch frame (epoch, d_update, <class keys>) from informativity records.
-
-    Records without an epoch are skipped; when an epoch was scored twice (a resumed run) the last
-    record wins. D-update epochs come from `d_update_epochs` (the run's log.csv) when given, else
-    from the records' `d_update`, else from `d_every_epochs` (epoch % n == 0)."""
-    import pandas as pd
-
-    by_epoch: dict[int, Mapping[str, Any]] = {}
-    for r in records:
-        if r.get("epoch") is None:
-            continue
-        by_epoch[int(r["epoch"])] = r
-    epochs = sorted(by_epoch)
-    known = set(int(e) for e in d_update_epochs) if d_update_epochs is not None else None
-    rows = []
-    for e in epochs:
-        r = by_epoch[e]
-        if known is not None:
-            d = e in known
-        elif r.get("d_update") is not None:
-            d = bool(r["d_update"])
-        elif d_every_epochs:
-            d = e % d_every_epochs == 0
-        else:
-            raise UserError(f"epoch {e}: no record of whether the discriminator was updated")
-        row = {"epoch": e, "d_update": int(d)}
-        for key in class_keys:
-            v = (r.get("classes") or {}).get(key, {}).get(measure)
-            row[key] = np.nan if v is None else float(v)
-        rows.append(row)
-    return pd.DataFrame(rows, columns=["epoch", "d_update", *class_keys])
-
-
-# -- `s2i-bench metrics` -------------------------------------------------------------------------
-def read_series_csv(path: str | Path, class_keys: Sequence[str]):
-    """Read and check a per-epoch series CSV: epoch, d_update (0/1), one column per class key
-    with values in [0, 1]. Every problem is a `UserError` naming the file."""
-    import pandas as pd
-
-    path = Path(path)
-    try:
-        df = pd.read_csv(path)
-    except (OSError, ValueError) as e:  # pandas' parser errors are ValueErrors
-        raise UserError(f"{path}: cannot read as CSV ({e})") from None
-    df.columns = [str(c).strip() for c in df.columns]
-    missing = [c for c in ("epoch", "d_update", *class_keys) if c not in df.columns]
-    if missing:
-        raise UserError(f"{path}: missing columns {missing} (need epoch, d_update and one per class: "
-                        f"{', '.join(class_keys)}; found {', '.join(df.columns)})")
-    if df.empty:
-        raise UserError(f"{path}: no rows")
-    for col in ("epoch", "d_update", *class_keys):
-        values = pd.to_numeric(df[col], errors="coerce")
-        bad = values.isna()
-        if bad.any():
-            row = int(np.flatnonzero(bad.to_numpy())[0])
-            raise UserError(f"{path}: column {col!r} has an empty or non-numeric value at data row {row + 1} "
-                            f"({df[col].iloc[row]!r})")
-        df[col] = values
-    epoch = df["epoch"].to_numpy(dtype=np.float64)
-    if (epoch != np.round(epoch)).any() or (epoch < 0).any():
-        raise UserError(f"{path}: epoch must be whole numbers >= 0")
-    df["epoch"] = df["epoch"].astype(np.int64)
-    dup = df["epoch"][df["epoch"].duplicated()].unique().tolist()
-    if dup:
-        raise UserError(f"{path}: duplicate epochs {dup[:10]}{' ...' if len(dup) > 10 else ''}")
-    if not df["d_update"].isin([0, 1]).all():
-        raise UserError(f"{path}: d_update must be 0 or 1")
-    for key in class_keys:
-        v = df[key].to_numpy(dtype=np.float64)
-        if (v < 0).any() or (v > 1).any():
-            raise UserError(f"{path}: column {key!r} has values outside 0..1 (informativity is a share); "
-                            f"min {v.min():g}, max {v.max():g}")
-    return df.sort_values("epoch").reset_index(drop=True)
-
-
 def summarise_frame(df, class_keys: Sequence[str], spec):
     """`summarise_classes` on a frame with columns epoch, d_update, <class keys>."""
     return summarise_classes(df["epoch"].to_numpy(), df["d_update"].to_numpy().astype(bool),
                              {k: df[k].to_numpy(dtype=np.float64) for k in class_keys}, spec)
 
 
-def format_summary(summary: Mapping[str, Any], class_names: Mapping[str, str] | None = None) -> str:
-    """A plain-text table of a `summarise_classes` summary."""
-    def pct(x):
-        return "     -" if x is None else f"{100 * x:5.1f}%"
-
-    lines = []
-    s, e = summary["window"]
-    covered = summary["epochs"]
-    lines.append(f"epochs {covered[0]}..{covered[1]} ({summary['num_epochs']} scored)" if covered else "no epochs")
-    if summary["missing_epochs"]:
-        lines.append(f"missing epochs (not filled): {_ranges(summary['missing_epochs'])}")
-    lines.append(f"window average over epochs {s}..{e} (inclusive); moving average over "
-                 f"{summary['moving_average']} epochs (full windows only)")
-    lines.append("")
-    header = f"{'class':<16} {'window avg':>10} {'epochs':>7} {'max MA':>8} {'at epoch':>9}"
-    lines.append(header)
-    lines.append("-" * len(header))
-    rows = [(class_names.get(k, k) if class_names else k, v) for k, v in summary["classes"].items()]
-    rows.append(("mean I(t)", summary["mean"]))
-    for name, v in rows:
-        at = "-" if v["max_moving_average_epoch"] is None else str(v["max_moving_average_epoch"])
-        lines.append(f"{name:<16} {pct(v['window_average']):>10} {v['window_epochs']:>7} "
-                     f"{pct(v['max_moving_average']):>8} {at:>9}")
-    m = summary["mean"]
-    lines.append("")
-    lines.append(f"replaced (after a D update): {_ranges(m['replaced_epochs']) or 'none'}")
-    lines.append(f"left out (nothing earlier):  {_ranges(m['left_out_epochs']) or 'none'}")
-    return "\n".join(lines)
-
-
-def _ranges(epochs: Sequence[int], limit: int = 12) -> str:
-    """[0, 1, 2, 5, 6] -> '0-2, 5-6'; more than `limit` runs: the first and last few and a count."""
-    runs: list[list[int]] = []
-    for e in epochs:
-        if runs and e == runs[-1][1] + 1:
-            runs[-1][1] = e
-        else:
-            runs.append([e, e])
-    parts = [f"{a}" if a == b else f"{a}-{b}" for a, b in runs]
-    if len(parts) > limit:
-        return f"{len(epochs)} epochs: " + ", ".join(parts[:limit - 2] + ["..."] + parts[-2:])
-    return ", ".join(parts)
-
-
-def metrics_command(series_csv, protocol, *, as_json: bool = False, out=None) -> dict[str, Any]:
-    """`s2i-bench metrics SERIES.csv`: print the paper's metrics of a per-epoch series."""
-    from s2i_bench.fileio import atomic_write_text, to_jsonable
-
-    keys = protocol.class_keys
-    df = read_series_csv(series_csv, keys)
-    extra = [c for c in df.columns if c not in ("epoch", "d_update", *keys)]
-    if extra:
-        print(f"note: {series_csv}: ignoring columns {extra}", file=sys.stderr)
-    summary, replaced = summarise_frame(df, keys, protocol.metrics)
-    result = {"protocol": protocol.ref(), "source": str(series_csv), **summary}
-    if out is not None:
-        atomic_write_text(out, replaced.to_csv(index=False, na_rep=""))
-    if as_json:
-        print(json.dumps(to_jsonable(result), indent=2))
-    else:
-        print(f"protocol {protocol.name} {protocol.version} ({protocol.fingerprint}); series {series_csv}")
-        print(format_summary(summary, dict(zip(keys, protocol.class_names))))
-        if out is not None:
-            print(f"replaced series written to {out}")
-    return result
+def mean_interval(replicates: Sequence[np.ndarray], confidence: float) -> list[float] | None:
+    """Percentile interval of the mean over classes, from each class's bootstrap replicates of
+    its corrected share ((B,) each, NaN where a replicate had none). The classes' bootstraps are
+    independent (other sounds, other classifiers), so the mean of their replicates, replicate
+    by replicate, is a bootstrap of the mean."""
+    reps = np.stack(list(replicates)).mean(axis=0)  # (B,), NaN where any class had none
+    reps = reps[~np.isnan(reps)]
+    if not reps.size:
+        return None
+    alpha = (1 - confidence) / 2
+    return [float(np.quantile(reps, alpha)), float(np.quantile(reps, 1 - alpha))]

@@ -172,16 +172,36 @@ def write_world(out, protocol, *, videos_per_class: int | None = None, seed: int
     if tmp.exists():
         shutil.rmtree(tmp)
     tmp.mkdir(parents=True)
-
     taken: set[str] = set()
-    plan = []  # (class key, scene), in folder order
+    plan = _plan(folders, videos_per_class, seed, spec, taken)
+    try:
+        videos, faults = _render_all(tmp, plan, folders, spec, seed, taken, dirty, workers)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    doc = _scenes_doc(protocol, spec, folders, seed, videos_per_class, dirty, videos, faults)
+    atomic_write_bytes(tmp / "scenes.json", (json.dumps(doc, indent=1) + "\n").encode())
+    _swap_in(tmp, out)
+    print(f"synthetic world: {len(videos)} videos" + (f" + {len(faults)} planted faults" if faults else "")
+          + f" ({sum(v['duration_s'] for v in videos) / 60:.1f} min of video, seed {seed}) in {out}")
+    return out
+
+
+def _plan(folders: dict[str, str], videos_per_class: int, seed: int, spec, taken: set[str]) -> list[tuple]:
+    """(class key, scene) of every clean video, in folder order: video i of class c depends only
+    on (seed, c, i)."""
+    plan = []
     for key in folders:
         for i in range(videos_per_class):
             rng = np.random.default_rng([seed, CLASS_KEYS.index(key), i])
             vid = _unique_id(rng, taken)
             duration = round(float(rng.uniform(spec.min_seconds, spec.max_seconds)) * spec.fps) / spec.fps
             plan.append((key, draw_scene(key, rng, video_id=vid, duration=duration)))
+    return plan
 
+
+def _render_all(tmp: Path, plan, folders, spec, seed: int, taken: set[str], dirty: bool, workers: int | None):
+    """Render and encode every clean video (in worker processes) and the faults: (videos, faults)."""
     num_faults = 5 if dirty else 0
     workers = _default_workers(len(plan)) if workers is None else max(1, int(workers))
     rels = [f"{folders[key]}/{scene['video_id']}.mp4" for key, scene in plan]
@@ -206,18 +226,20 @@ def write_world(out, protocol, *, videos_per_class: int | None = None, seed: int
             bar.update()
         faults = _write_faults(tmp, videos, folders, spec, seed, taken, bar) if dirty else []
     except BaseException:
-        bar.close()
         if pool is not None:
             pool.shutdown(cancel_futures=True)
             pool = None
-        shutil.rmtree(tmp, ignore_errors=True)
         raise
     finally:
+        bar.close()
         if pool is not None:
             pool.shutdown()
-    bar.close()
+    return videos, faults
 
-    doc = {
+
+def _scenes_doc(protocol, spec, folders, seed, videos_per_class, dirty, videos, faults) -> dict:
+    names = dict(zip(protocol.class_keys, protocol.class_names))
+    return {
         "format": SCENES_FORMAT,
         "version": WORLD_VERSION,
         "seed": seed,
@@ -229,7 +251,7 @@ def write_world(out, protocol, *, videos_per_class: int | None = None, seed: int
         "audio": {"sample_rate": spec.sample_rate, "channels": spec.channels, "codec": "aac",
                   "bit_rate": AUDIO_BITRATE},
         "encoders": _encoder_versions(),
-        "classes": {key: {"name": dict(zip(protocol.class_keys, protocol.class_names))[key], "folder": folders[key],
+        "classes": {key: {"name": names[key], "folder": folders[key],
                           "picture": CLASS_ATTRIBUTES[key]["picture"], "sound": CLASS_ATTRIBUTES[key]["sound"],
                           "audible_visible": {a: CLASS_ATTRIBUTES[key][a] for a in ("tone", "size", "wagon")
                                               if a in CLASS_ATTRIBUTES[key]}}
@@ -241,8 +263,9 @@ def write_world(out, protocol, *, videos_per_class: int | None = None, seed: int
         "videos": videos,
         "faults": faults,
     }
-    atomic_write_bytes(tmp / "scenes.json", (json.dumps(doc, indent=1) + "\n").encode())
 
+
+def _swap_in(tmp: Path, out: Path) -> None:
     if out.exists():
         # keep the folder itself (it may be the shell's working directory): swap its contents
         for child in list(out.iterdir()):
@@ -252,9 +275,6 @@ def write_world(out, protocol, *, videos_per_class: int | None = None, seed: int
         tmp.rmdir()
     else:
         tmp.rename(out)
-    print(f"synthetic world: {len(videos)} videos" + (f" + {len(faults)} planted faults" if faults else "")
-          + f" ({sum(v['duration_s'] for v in videos) / 60:.1f} min of video, seed {seed}) in {out}")
-    return out
 
 
 def _encoder_versions() -> dict[str, str]:

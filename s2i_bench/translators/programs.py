@@ -1,31 +1,38 @@
-"""Generators given as programs: TorchScript files and `torch.export` programs (`.pt2`).
+"""Translators given as programs: TorchScript files and `torch.export` programs (`.pt2`).
 
-A program lets anyone score any architecture without shipping Python code: it maps normalised
-spectrograms (B, 1, 128, 100) in [-1, 1] to images (B, 3, 96, 96) in [-1, 1]. Two calling
-conventions are accepted:
+A program lets anyone score any architecture without shipping Python code. It maps normalised
+spectrograms (B, 1, 128, 100) in [-1, 1] to images (the contract of `translators.base`: uint8
+(B, H, W, 3) or float (B, 3, H, W) in [-1, 1], any size). Two calling conventions:
 
-    program(spectrograms)          -> images   run as given; see "randomness" below
-    program(spectrograms, seeds)   -> images   seeds: (B,) int64, one per image; the program
-                                               draws its own per-image randomness from them
+    program(spectrograms)          -> images   see "randomness" below
+    program(spectrograms, seeds)   -> images   seeds (B,) int64: the program draws its own
+                                               per-image randomness from them
 
-Randomness. Scoring needs outputs that depend on (sound, seed) only, never on the batch. A
-one-input program is probed once when loaded: the same input is run under two global torch
-seeds. If the outputs agree, the program is deterministic and runs in batches; if not, it
-draws from torch's global generator (e.g. dropout left on) and is then run one image at a
-time, with the global generator seeded from that image's seed: slower, but batch-independent
-and reproducible. `info["calls"]` records which.
+A program is a stranger's file, so it stays data until it is known to be pure computation:
 
-Safety. TorchScript is loaded with `torch.jit.load`, whose unpickler builds only tensors and
-TorchScript objects. `torch.export.load` is NOT safe on its own: an archive may declare pickled
-weights or constants, which torch unpickles with `weights_only=False` (arbitrary code). We read
-the archive's configuration first and refuse any pickled entry, then load with `torch.load`
-forced to `weights_only=True` as a second guard.
+1. Before loading: a TorchScript archive whose code defines `__setstate__` (code that runs
+   while the file is loaded) is refused; a `.pt2` with pickled weights, constants or sample
+   inputs is refused (torch would unpickle them with code execution allowed).
+2. Loading and running happen in a child process. There, every graph the program can run is
+   checked against the operator allowlist of `opcheck` before it runs once; a refused operator
+   (a file read or write, a custom op) is named and nothing runs.
+3. Every call has a time limit (`timeout_s`, default 120 s per batch; `--program-timeout` raises
+   it): a program that does not answer is killed and named. Ctrl-C kills it at once (the
+   TorchScript interpreter would not return to Python to notice).
+4. The program's own error message is passed on, not only TorchScript's "operation failed".
+
+Randomness. Scoring needs outputs that depend on (sound, seed) only. A one-input program is
+probed when loaded: the same input under two global torch seeds. Equal outputs: it is
+deterministic and runs in batches; different: it draws from torch's global generator (dropout
+left on, say) and runs one image at a time with that generator seeded from the image's seed.
+`info["calls"]` records which.
 """
 
 from __future__ import annotations
 
-import contextlib
 import json
+import re
+import time
 import zipfile
 from pathlib import Path
 from typing import Any
@@ -33,182 +40,29 @@ from typing import Any
 import numpy as np
 
 from s2i_bench.errors import UserError
+from s2i_bench.translators.base import Translator
 
 SPECTROGRAM_SHAPE = (1, 128, 100)
-IMAGE_SHAPE = (3, 96, 96)
+DEFAULT_TIMEOUT_S = 120.0
+START_TIMEOUT_S = 300.0  # process start, torch import, load, graph check and the probe
+_SETSTATE = re.compile(r"def\s+__setstate__\s*\(")
 
 
-def program_kind(path: str | Path) -> str | None:
-    """"torchscript", "export" or None, from the archive's file list (nothing is unpickled)."""
-    path = Path(path)
-    if not path.is_file() or not zipfile.is_zipfile(path):
-        return None
+# -- before anything is loaded ----------------------------------------------------------------------
+def _check_torchscript_archive(path: Path) -> None:
+    """Refuse a TorchScript archive with code that would run while it loads (`__setstate__`)."""
     try:
         with zipfile.ZipFile(path) as z:
-            names = z.namelist()
-    except (zipfile.BadZipFile, OSError):
-        return None
-    if any(n.endswith("/archive_format") or "/models/" in n and n.endswith(".json") for n in names):
-        return "export"
-    if any("/code/" in n and n.endswith(".py") for n in names) and any(n.endswith("/constants.pkl") for n in names):
-        return "torchscript"
-    return None
-
-
-class ProgramTranslator:
-    """A program behind the `Translator` interface: `.translate(spectrograms, seeds)`, `.info`."""
-
-    def __init__(self, program, *, path: Path, kind: str, num_inputs: int, static_batch: int | None,
-                 device, sha256: str):
-        self.program = program
-        self.path = path
-        self.kind = kind
-        self.num_inputs = num_inputs
-        self.static_batch = static_batch  # export programs traced without a dynamic batch size
-        self.device = device
-        self.stochastic: bool | None = None  # one-input programs: set by the probe
-        self.info: dict[str, Any] = {"path": str(path), "sha256": sha256, "kind": kind, "epoch": None,
-                                     "embedding_dim": None, "run": None}
-
-    # -- calling --------------------------------------------------------------------------------
-    def _call(self, x, seeds):
-        """One program call on a batch whose size the program accepts."""
-        import torch
-
-        args = (x, seeds) if self.num_inputs == 2 else (x,)
-        try:
-            out = self.program(*args)
-        except Exception as e:  # a program raising on our input is the program's fault: name it
-            raise UserError(f"{self.path}: the program failed on input {tuple(x.shape)} "
-                            f"({type(e).__name__}: {str(e).splitlines()[0][:200] if str(e) else ''})") from None
-        if isinstance(out, (tuple, list)) and len(out) == 1:
-            out = out[0]
-        if not isinstance(out, torch.Tensor):
-            raise UserError(f"{self.path}: the program must return one image tensor, got {type(out).__name__}")
-        return out
-
-    def _call_any_batch(self, x, seeds):
-        """Chunk to a static batch size (padding the last chunk by repeating its last item)."""
-        import torch
-
-        b = self.static_batch
-        if b is None or x.shape[0] == b:
-            return self._call(x, seeds)
-        outs = []
-        for start in range(0, x.shape[0], b):
-            xs, ss = x[start:start + b], seeds[start:start + b]
-            n = xs.shape[0]
-            if n < b:
-                pad = b - n
-                xs = torch.cat([xs, xs[-1:].expand(pad, *xs.shape[1:])])
-                ss = torch.cat([ss, ss[-1:].expand(pad)])
-            outs.append(self._call(xs, ss)[:n])
-        return torch.cat(outs)
-
-    def translate(self, spectrograms, seeds):
-        """(B, 1, 128, 100) float in [-1, 1] on the device, seeds (B,) int64 -> (B, 3, 96, 96)."""
-        import torch
-
-        seeds = torch.as_tensor(np.asarray(seeds, dtype=np.int64) if not isinstance(seeds, torch.Tensor) else seeds)
-        seeds = seeds.to(device=spectrograms.device, dtype=torch.int64)
-        with torch.inference_mode():
-            if self.num_inputs == 2 or not self.stochastic:
-                return self._call_any_batch(spectrograms, seeds)
-            # Stochastic one-input program: one image at a time, the global generator seeded
-            # per image, so the output depends on (sound, seed) only.
-            devices = [spectrograms.device] if spectrograms.device.type == "cuda" else []
-            outs = []
-            with torch.random.fork_rng(devices=devices):
-                for i in range(spectrograms.shape[0]):
-                    torch.manual_seed(int(seeds[i]) & ((1 << 63) - 1))
-                    outs.append(self._call_any_batch(spectrograms[i:i + 1], seeds[i:i + 1]))
-            return torch.cat(outs)
-
-    def probe(self) -> None:
-        """Check the program once on random input: output shape, and whether it is stochastic."""
-        import torch
-
-        gen = torch.Generator().manual_seed(0)
-        x = (torch.rand(2, *SPECTROGRAM_SHAPE, generator=gen) * 2 - 1).to(self.device)
-        seeds = torch.tensor([1, 2], dtype=torch.int64, device=self.device)
-        self.stochastic = False
-        devices = [x.device] if x.device.type == "cuda" else []
-        with torch.inference_mode(), torch.random.fork_rng(devices=devices):
-            torch.manual_seed(1)
-            a = self._call_any_batch(x, seeds)
-            torch.manual_seed(2)
-            b = self._call_any_batch(x, seeds)
-        if tuple(a.shape) != (2, *IMAGE_SHAPE):
-            raise UserError(f"{self.path}: the program maps (2, 1, 128, 100) spectrograms to {tuple(a.shape)}, "
-                            f"expected (2, 3, 96, 96) images")
-        if self.num_inputs == 1:
-            self.stochastic = not torch.equal(a, b)
-        self.info["inputs"] = ["spectrograms", "seeds"][: self.num_inputs]
-        self.info["calls"] = ("batched, seeds passed to the program" if self.num_inputs == 2 else
-                              "per image, global generator seeded per image" if self.stochastic else
-                              "batched (deterministic program)")
-
-
-# -- loading ---------------------------------------------------------------------------------------
-def load_program_translator(path: str | Path, device: str = "cpu") -> ProgramTranslator:
-    """Load a TorchScript file or a `torch.export` program as a translator, probe it, return it."""
-    import torch
-
-    from s2i_bench.fileio import sha256_file
-
-    path = Path(path)
-    if not path.is_file():
-        raise UserError(f"{path}: generator program not found")
-    kind = program_kind(path)
-    dev = torch.device(device)
-    if kind == "torchscript":
-        try:
-            program = torch.jit.load(str(path), map_location=dev)
-        except Exception as e:
-            raise UserError(f"{path}: cannot load as a TorchScript program ({_first_line(e)})") from None
-        program.eval()  # batch norm on running statistics: outputs must not depend on the batch
-        try:
-            num_inputs = len(program.forward.schema.arguments) - 1  # minus self
-        except (AttributeError, RuntimeError):
-            num_inputs = 1
-        static_batch = None
-    elif kind == "export":
-        _check_export_archive(path)
-        try:
-            with _weights_only_unpickling():
-                exported = torch.export.load(str(path))
-        except UserError as e:
-            raise UserError(f"{path}: {e}") from None
-        except Exception as e:
-            raise UserError(f"{path}: cannot load as a torch.export program ({_first_line(e)})") from None
-        user_inputs = list(exported.graph_signature.user_inputs)
-        num_inputs = len(user_inputs)
-        static_batch = _static_batch(exported, user_inputs[0]) if user_inputs else None
-        program = exported.module().to(dev)
-    else:
-        raise UserError(f"{path}: not a TorchScript file or a torch.export program (.pt2)")
-    if num_inputs not in (1, 2):
-        raise UserError(f"{path}: the program takes {num_inputs} inputs; expected (spectrograms) or "
-                        f"(spectrograms, seeds)")
-    translator = ProgramTranslator(program, path=path, kind=kind, num_inputs=num_inputs,
-                                   static_batch=static_batch, device=dev, sha256=sha256_file(path))
-    translator.probe()
-    return translator
-
-
-def _first_line(e: Exception) -> str:
-    text = str(e).strip().splitlines()
-    return f"{type(e).__name__}: {text[0][:200]}" if text else type(e).__name__
-
-
-def _static_batch(exported, input_name: str) -> int | None:
-    """The batch size an export program was traced with, or None when it is dynamic."""
-    for node in exported.graph.nodes:
-        if node.op == "placeholder" and node.name == input_name:
-            val = node.meta.get("val")
-            if val is not None and hasattr(val, "shape") and len(val.shape):
-                return val.shape[0] if isinstance(val.shape[0], int) else None
-    return None
+            for name in z.namelist():
+                if "/code/" in name and name.endswith(".py"):
+                    text = z.read(name).decode("utf-8", "replace")
+                    if _SETSTATE.search(text):
+                        raise UserError(f"{path}: refused: its code defines __setstate__ ({name}), which TorchScript "
+                                        f"runs while the file is loaded; a translator program needs none")
+    except UserError:
+        raise
+    except (zipfile.BadZipFile, OSError, ValueError) as e:
+        raise UserError(f"{path}: cannot read the program archive ({_short(e)})") from None
 
 
 def _check_export_archive(path: Path) -> None:
@@ -231,26 +85,320 @@ def _check_export_archive(path: Path) -> None:
     except UserError:
         raise
     except (zipfile.BadZipFile, OSError, ValueError) as e:
-        raise UserError(f"{path}: cannot read the program archive ({_first_line(e)})") from None
+        raise UserError(f"{path}: cannot read the program archive ({_short(e)})") from None
 
 
-@contextlib.contextmanager
-def _weights_only_unpickling():
-    """Within: every `torch.load` is weights_only=True and TorchScript object unpickling is off,
-    whatever the caller inside torch asked for."""
+def _short(e: BaseException) -> str:
+    text = str(e).strip().splitlines()
+    return f"{type(e).__name__}: {text[0][:200]}" if text else type(e).__name__
+
+
+def program_error(e: BaseException) -> str:
+    """The program's own message: TorchScript puts it on the last line, after its traceback."""
+    lines = [ln.strip() for ln in str(e).strip().splitlines() if ln.strip()]
+    if not lines:
+        return type(e).__name__
+    for line in reversed(lines):
+        if re.match(r"^[A-Za-z_.]*(Error|Exception)\b", line):
+            return line[:300]
+    return f"{type(e).__name__}: {lines[-1][:300]}"
+
+
+# -- the child process ------------------------------------------------------------------------------
+def _send(conn, header: dict, arrays: tuple = ()) -> None:
+    """A JSON header and raw array bytes: nothing is pickled across the process boundary."""
+    meta = [{"dtype": a.dtype.str, "shape": list(a.shape)} for a in arrays]
+    conn.send_bytes(json.dumps({**header, "arrays": meta}).encode())
+    for a in arrays:
+        conn.send_bytes(np.ascontiguousarray(a).tobytes())
+
+
+def _recv(conn) -> tuple[dict, list[np.ndarray]]:
+    header = json.loads(conn.recv_bytes().decode())
+    arrays = []
+    for meta in header.get("arrays", []):
+        dtype = np.dtype(meta["dtype"])
+        if dtype.hasobject:
+            raise ValueError("object arrays are not accepted")
+        arrays.append(np.frombuffer(conn.recv_bytes(), dtype=dtype).reshape(meta["shape"]))
+    return header, arrays
+
+
+def _load_checked(path: Path, kind: str, device):
+    """(callable, number of inputs, static batch size or None): loaded, every graph checked."""
     import torch
 
-    real_load, real_pickle_obj = torch.load, torch._C._pickle_load_obj
+    from s2i_bench.safeload import weights_only_unpickling
+    from s2i_bench.translators import opcheck
 
-    def safe_load(*args, **kwargs):
-        kwargs["weights_only"] = True
-        return real_load(*args, **kwargs)
-
-    def refuse_obj(*args, **kwargs):
-        raise UserError("refused: the program contains a pickled custom object")
-
-    torch.load, torch._C._pickle_load_obj = safe_load, refuse_obj
+    if kind == "torchscript":
+        try:
+            program = torch.jit.load(str(path), map_location=device)
+        except Exception as e:
+            raise UserError(f"{path}: cannot load as a TorchScript program ({_short(e)})") from None
+        refused = opcheck.refused_operators(opcheck.script_operators(program))
+        if refused:
+            raise UserError(f"{path}: refused: the program uses operator(s) outside the allowlist of pure tensor "
+                            f"computation: {', '.join(refused[:8])}{' ...' if len(refused) > 8 else ''}; it was "
+                            f"not run")
+        program.eval()  # batch norm on running statistics: outputs must not depend on the batch
+        try:
+            num_inputs = len(program.forward.schema.arguments) - 1  # minus self
+        except (AttributeError, RuntimeError):
+            num_inputs = 1
+        return program, num_inputs, None
     try:
-        yield
-    finally:
-        torch.load, torch._C._pickle_load_obj = real_load, real_pickle_obj
+        with weights_only_unpickling():
+            exported = torch.export.load(str(path))
+    except UserError as e:
+        raise UserError(f"{path}: {e}") from None
+    except Exception as e:
+        raise UserError(f"{path}: cannot load as a torch.export program ({_short(e)})") from None
+    refused = opcheck.refused_operators(opcheck.export_operators(exported))
+    if refused:
+        raise UserError(f"{path}: refused: the program uses operator(s) outside the allowlist of pure tensor "
+                        f"computation: {', '.join(refused[:8])}{' ...' if len(refused) > 8 else ''}; it was not run")
+    user_inputs = list(exported.graph_signature.user_inputs)
+    static_batch = _static_batch(exported, user_inputs[0]) if user_inputs else None
+    return exported.module().to(device), len(user_inputs), static_batch
+
+
+def _static_batch(exported, input_name: str) -> int | None:
+    """The batch size an export program was traced with, or None when it is dynamic."""
+    for node in exported.graph.nodes:
+        if node.op == "placeholder" and node.name == input_name:
+            val = node.meta.get("val")
+            if val is not None and hasattr(val, "shape") and len(val.shape):
+                return val.shape[0] if isinstance(val.shape[0], int) else None
+    return None
+
+
+class _Runner:
+    """Inside the child: calls the program by its convention, chunked to a static batch."""
+
+    def __init__(self, program, num_inputs: int, static_batch: int | None, device):
+        self.program, self.num_inputs, self.static_batch, self.device = program, num_inputs, static_batch, device
+        self.stochastic = False
+
+    def _call(self, x, seeds):
+        import torch
+
+        out = self.program(*((x, seeds) if self.num_inputs == 2 else (x,)))
+        if isinstance(out, (tuple, list)) and len(out) == 1:
+            out = out[0]
+        if not isinstance(out, torch.Tensor):
+            raise UserError(f"the program must return one image tensor, got {type(out).__name__}")
+        return out
+
+    def _any_batch(self, x, seeds):
+        import torch
+
+        b = self.static_batch
+        if b is None or x.shape[0] == b:
+            return self._call(x, seeds)
+        outs = []
+        for start in range(0, x.shape[0], b):
+            xs, ss = x[start:start + b], seeds[start:start + b]
+            n = xs.shape[0]
+            if n < b:  # pad the last chunk by repeating its last item
+                xs = torch.cat([xs, xs[-1:].expand(b - n, *xs.shape[1:])])
+                ss = torch.cat([ss, ss[-1:].expand(b - n)])
+            outs.append(self._call(xs, ss)[:n])
+        return torch.cat(outs)
+
+    def translate(self, x, seeds):
+        import torch
+
+        with torch.inference_mode():
+            if self.num_inputs == 2 or not self.stochastic:
+                return self._any_batch(x, seeds)
+            devices = [x.device] if x.device.type == "cuda" else []
+            outs = []
+            with torch.random.fork_rng(devices=devices):
+                for i in range(x.shape[0]):
+                    torch.manual_seed(int(seeds[i]) & ((1 << 63) - 1))
+                    outs.append(self._any_batch(x[i:i + 1], seeds[i:i + 1]))
+            return torch.cat(outs)
+
+    def probe(self) -> str:
+        """Run once on random input; a one-input program is stochastic when two global seeds
+        give different outputs."""
+        import torch
+
+        gen = torch.Generator().manual_seed(0)
+        x = (torch.rand(2, *SPECTROGRAM_SHAPE, generator=gen) * 2 - 1).to(self.device)
+        seeds = torch.tensor([1, 2], dtype=torch.int64, device=self.device)
+        devices = [x.device] if x.device.type == "cuda" else []
+        with torch.inference_mode(), torch.random.fork_rng(devices=devices):
+            torch.manual_seed(1)
+            a = self._any_batch(x, seeds)
+            torch.manual_seed(2)
+            b = self._any_batch(x, seeds)
+        if self.num_inputs == 1:
+            self.stochastic = tuple(a.shape) != tuple(b.shape) or not torch.equal(a, b)
+        return ("batched, seeds passed to the program" if self.num_inputs == 2 else
+                "per image, global generator seeded per image" if self.stochastic else
+                "batched (deterministic program)")
+
+
+def _serve(conn, path: str, kind: str, device: str, threads: int) -> None:
+    """The child process: load, check, probe, then answer `call` requests until `close`."""
+    import os
+    import signal
+
+    os.environ["S2I_BENCH_QUIET"] = "1"
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent decides; it kills this process on Ctrl-C
+    import torch
+
+    torch.set_num_threads(max(1, threads))
+    dev = torch.device(device)
+    try:
+        program, num_inputs, static_batch = _load_checked(Path(path), kind, dev)
+        if num_inputs not in (1, 2):
+            raise UserError(f"{path}: the program takes {num_inputs} inputs; expected (spectrograms) or "
+                            f"(spectrograms, seeds)")
+        runner = _Runner(program, num_inputs, static_batch, dev)
+        try:
+            calls = runner.probe()
+        except UserError:
+            raise
+        except Exception as e:
+            raise UserError(f"{path}: the program failed on a probe batch of 2 spectrograms "
+                            f"({program_error(e)})") from None
+    except UserError as e:
+        _send(conn, {"error": str(e)})
+        return
+    except Exception as e:
+        _send(conn, {"error": f"{path}: cannot load the program ({_short(e)})"})
+        return
+    _send(conn, {"ok": True, "num_inputs": num_inputs, "calls": calls, "static_batch": static_batch})
+    while True:
+        try:
+            header, arrays = _recv(conn)
+        except (EOFError, OSError):
+            return
+        if header.get("op") != "call":
+            return
+        x = torch.from_numpy(arrays[0].copy()).to(dev)
+        seeds = torch.from_numpy(arrays[1].copy()).to(dev)
+        try:
+            out = runner.translate(x, seeds).detach()
+        except UserError as e:
+            _send(conn, {"error": f"{path}: {e}"})
+            continue
+        except Exception as e:
+            _send(conn, {"error": f"{path}: the program failed on input {tuple(x.shape)} ({program_error(e)})"})
+            continue
+        if out.dtype == torch.bfloat16:
+            out = out.float()
+        _send(conn, {"ok": True}, (out.cpu().numpy(),))
+
+
+class ProgramWorker:
+    """A program in a child process: every call waits at most `timeout_s`; Ctrl-C or a time-out
+    kills the child."""
+
+    def __init__(self, path: Path, kind: str, device: str, timeout_s: float = DEFAULT_TIMEOUT_S):
+        import multiprocessing as mp
+
+        import torch
+
+        self.path, self.timeout_s = path, float(timeout_s)
+        ctx = mp.get_context("spawn")  # a fresh interpreter: nothing of ours is shared with it
+        self._conn, child = ctx.Pipe()
+        self._process = ctx.Process(target=_serve, args=(child, str(path), kind, str(device), torch.get_num_threads()),
+                                    daemon=True)
+        self._process.start()
+        child.close()
+        header, _ = self._wait(START_TIMEOUT_S, "to load")
+        self.num_inputs, self.calls = header["num_inputs"], header["calls"]
+
+    def _wait(self, timeout_s: float, doing: str):
+        deadline = time.monotonic() + timeout_s
+        try:
+            while not self._conn.poll(0.1):
+                if not self._process.is_alive():
+                    self.close()
+                    raise UserError(f"{self.path}: the program's process ended unexpectedly (exit code "
+                                    f"{self._process.exitcode}) {doing}")
+                if time.monotonic() > deadline:
+                    self.close()
+                    raise UserError(f"{self.path}: the program took longer than {timeout_s:g} s {doing}; it was "
+                                    f"stopped (raise the limit with --program-timeout SECONDS)")
+            header, arrays = _recv(self._conn)
+        except KeyboardInterrupt:
+            self.close()
+            raise
+        except (EOFError, OSError, ValueError) as e:
+            self.close()
+            raise UserError(f"{self.path}: lost the program's process {doing} ({_short(e)})") from None
+        if "error" in header:
+            if doing == "to load":
+                self.close()
+            raise UserError(header["error"])
+        return header, arrays
+
+    def call(self, x: np.ndarray, seeds: np.ndarray) -> np.ndarray:
+        if self._process is None:
+            raise UserError(f"{self.path}: the program's process was stopped")
+        _send(self._conn, {"op": "call"}, (x.astype(np.float32, copy=False), seeds.astype(np.int64, copy=False)))
+        _, arrays = self._wait(self.timeout_s, f"for a batch of {len(x)}")
+        return arrays[0]
+
+    def close(self) -> None:
+        process, self._process = getattr(self, "_process", None), None
+        if process is None:
+            return
+        try:
+            if process.is_alive():
+                try:
+                    _send(self._conn, {"op": "close"})
+                except (OSError, ValueError):
+                    pass
+                process.join(0.5)
+            if process.is_alive():
+                process.kill()
+                process.join(5)
+        finally:
+            self._conn.close()
+
+    def __del__(self):
+        try:
+            self.close()
+        except Exception:
+            pass
+
+
+def load_program_translator(path: str | Path, device: str = "cpu", timeout_s: float | None = None) -> Translator:
+    """A TorchScript file or a torch.export program as a Translator, checked and probed in its
+    own process (see the module docstring)."""
+    import torch
+
+    from s2i_bench.fileio import sha256_file
+    from s2i_bench.safeload import archive_kind
+
+    path = Path(path)
+    if not path.is_file():
+        raise UserError(f"{path}: translator program not found")
+    kind = archive_kind(path)
+    if kind == "torchscript":
+        _check_torchscript_archive(path)
+    elif kind == "export":
+        _check_export_archive(path)
+    else:
+        raise UserError(f"{path}: not a TorchScript file or a torch.export program (.pt2): "
+                        f"{'not a zip archive, or cut short' if kind is None else 'a torch.save file'}")
+    sha = sha256_file(path)
+    worker = ProgramWorker(path, "torchscript" if kind == "torchscript" else "export", device,
+                           DEFAULT_TIMEOUT_S if timeout_s is None else timeout_s)
+
+    def fn(batch):
+        x = batch.log_mel.detach().to("cpu", torch.float32).numpy()
+        out = worker.call(x, batch.seeds.detach().cpu().numpy())
+        return torch.from_numpy(out.copy())
+
+    translator = Translator(fn, {"path": str(path), "sha256": sha, "kind": kind,
+                                 "inputs": ["spectrograms", "seeds"][:worker.num_inputs], "calls": worker.calls},
+                            str(device), inputs=("log_mel",))
+    translator.worker = worker  # closed with the translator (and at exit)
+    return translator

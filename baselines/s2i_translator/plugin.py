@@ -1,0 +1,127 @@
+"""The reference translator plugs into s2i-bench like any third-party package would: through
+the entry point `s2i_bench.translators` (pyproject.toml) naming `PLUGIN`.
+
+Two loaders (our generator checkpoints; the authors' generator state dicts, which need their
+audio encoder) and the trainer that `s2i-bench train-baseline` runs (`train.train`).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from s2i_bench.errors import UserError
+from s2i_bench.fileio import sha256_file
+from s2i_bench.translators import Loader, Plugin, Translator
+
+from s2i_translator.checkpoint import AUTOENCODER_FORMAT, CHECKPOINT_FORMAT
+
+NAME = "s2i-translator"
+
+
+def translator_from_modules(encoder, generator, info: dict[str, Any], device: str | None = None) -> Translator:
+    """An AudioEncoder and a DenseGenerator as a Translator (also for in-loop scoring while they
+    train). Translation runs both in eval mode (BN running statistics; the generator's dropout
+    stays on, its masks drawn from each image's seed) and restores their modes afterwards."""
+    if device is None:
+        device = str(next(generator.parameters()).device)
+
+    def fn(batch):
+        was = encoder.training, generator.training
+        encoder.eval()
+        generator.eval()
+        try:
+            x = encoder(batch.log_mel.to(device))  # (B, f)
+            return generator(x, dropout_seeds=batch.seeds.cpu())  # (B, 3, S, S) in [-1, 1]
+        finally:
+            encoder.train(was[0])
+            generator.train(was[1])
+
+    return Translator(fn, {"plugin": NAME, **info}, device, inputs=("log_mel",))
+
+
+# -- our checkpoints ------------------------------------------------------------------------------
+def _is_checkpoint(path: Path, obj: Any) -> bool:
+    if isinstance(obj, dict) and obj.get("format") == AUTOENCODER_FORMAT:
+        raise UserError(f"{path}: an autoencoder, not a generator (pass it as --audio-encoder)")
+    return isinstance(obj, dict) and obj.get("format") == CHECKPOINT_FORMAT
+
+
+def _load_checkpoint(path: Path, obj: Any, *, device: str = "cpu", options: dict | None = None) -> Translator:
+    from s2i_translator.checkpoint import build_translator_modules, read_checkpoint
+
+    ckpt = read_checkpoint(path, obj)
+    encoder, generator, _ = build_translator_modules(ckpt, str(path))
+    run = ckpt.get("run") or (path.parent.parent.name if path.parent.name == "checkpoints" else path.stem)
+    info = {"path": str(path), "sha256": sha256_file(path), "kind": "checkpoint", "epoch": int(ckpt["epoch"]),
+            "embedding_dim": int(ckpt["embedding_dim"]), "run": str(run)}
+    return translator_from_modules(encoder.to(device).eval(), generator.to(device).eval(), info, device)
+
+
+# -- the authors' state dicts -----------------------------------------------------------------------
+def _is_authors_generator(path: Path, obj: Any) -> bool:
+    from s2i_translator.authors import looks_like_authors_generator, unwrap_state_dict
+
+    if not isinstance(obj, dict) or not obj:
+        return False
+    try:
+        return looks_like_authors_generator(unwrap_state_dict(obj, str(path)))
+    except UserError:  # not a state dict at all: not the authors' generator
+        return False
+
+
+def _load_authors(path: Path, obj: Any, *, device: str = "cpu", options: dict | None = None) -> Translator:
+    from s2i_bench.safeload import load_weights_only
+
+    from s2i_translator.authors import load_authors_encoder, load_authors_generator
+    from s2i_translator.checkpoint import read_autoencoder
+
+    options = options or {}
+    audio_encoder, embedding_dim = options.get("audio_encoder"), options.get("embedding_dim")
+    if audio_encoder is None:
+        raise UserError(f"{path}: the authors' generator state dict needs --audio-encoder (their autoencoder "
+                        f"state dict or our autoencoder.pt) and --embedding-dim")
+    generator = load_authors_generator(obj, embedding_dim, str(path))
+    f = generator.embedding_dim
+    ae_path = Path(audio_encoder)
+    ae_obj = load_weights_only(ae_path, "audio encoder")
+    if isinstance(ae_obj, dict) and ae_obj.get("format") == AUTOENCODER_FORMAT:
+        autoencoder, _ = read_autoencoder(ae_path, ae_obj)
+        encoder = autoencoder.encoder
+    else:
+        encoder = load_authors_encoder(ae_obj, f, str(ae_path))
+    if encoder.embedding_dim != f:
+        raise UserError(f"{ae_path}: audio encoder gives embeddings of size {encoder.embedding_dim}, "
+                        f"the generator {path} takes {f}")
+    info = {"path": str(path), "sha256": sha256_file(path), "kind": "authors", "epoch": None,
+            "embedding_dim": f, "run": path.stem}
+    return translator_from_modules(encoder.to(device).eval(), generator.to(device).eval(), info, device)
+
+
+def _train(*args, **kwargs):
+    from s2i_translator.train import train
+
+    return train(*args, **kwargs)
+
+
+def _version() -> str | None:
+    import importlib.metadata
+
+    try:
+        return importlib.metadata.version("s2i-bench")
+    except importlib.metadata.PackageNotFoundError:
+        return None
+
+
+PLUGIN = Plugin(
+    name=NAME,
+    loaders=(
+        Loader("checkpoint", _is_checkpoint, _load_checkpoint,
+               "our generator checkpoint (checkpoints/generator-EEEEEE.pt)"),
+        Loader("authors", _is_authors_generator, _load_authors,
+               "the authors' generator state dict (with --audio-encoder, --embedding-dim)"),
+    ),
+    trainer=_train,
+    version=_version(),
+    options=("audio_encoder", "embedding_dim"),
+)

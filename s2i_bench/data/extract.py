@@ -1,0 +1,129 @@
+"""Extraction: every source decoded once (in worker processes), its features cached per video in
+`<out>.work/videos/` so that `prepare --resume` continues an interrupted run."""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import os
+import sys
+from concurrent.futures import ProcessPoolExecutor, as_completed
+from pathlib import Path
+
+import numpy as np
+
+from s2i_bench.errors import UserError
+from s2i_bench.data.discovery import Source
+from s2i_bench.fileio import atomic_path, progress, sha256_file
+
+
+def _features_key(protocol) -> str:
+    d = protocol.to_dict()
+    blob = json.dumps({k: d[k] for k in ("data", "audio", "image")}, sort_keys=True)
+    return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
+def _cache_name(src: Source, features_key: str) -> str:
+    st = src.path.stat()
+    blob = f"{src.path.resolve()}|{st.st_size}|{st.st_mtime_ns}|{features_key}"
+    return hashlib.sha256(blob.encode()).hexdigest()[:24] + ".npz"
+
+
+def _extract_to_cache(path: Path, protocol, cache_path: Path) -> dict:
+    """Decode one file, save its features (or its skip reason) to `cache_path`; small result."""
+    from s2i_bench.data.features import ClipError, extract_clip
+
+    meta = {"size": path.stat().st_size, "sha256": sha256_file(path), "reason": None}
+    arrays = {}
+    try:
+        clip = extract_clip(path, protocol)
+        arrays = {"starts": np.asarray(clip.starts, np.int64), "spectrograms": clip.spectrograms,
+                  "frames": clip.frames}
+        meta.update(info=clip.info, audio_seconds=clip.audio_seconds, video_seconds=clip.video_seconds)
+    except ClipError as e:
+        meta["reason"] = str(e)
+    except Exception as e:  # bad input must never lose the run; the reason says what happened
+        meta["reason"] = f"unexpected error: {type(e).__name__}: {' '.join(str(e).split())[:200]}"
+    buf = io.BytesIO()
+    np.savez(buf, meta=np.frombuffer(json.dumps(meta).encode(), np.uint8), **arrays)
+    with atomic_path(cache_path) as tmp:
+        tmp.write_bytes(buf.getvalue())
+    return {"segments": len(arrays.get("starts", [])), "reason": meta["reason"]}
+
+
+def load_cache(cache_path: Path) -> tuple[dict, dict]:
+    with np.load(cache_path, allow_pickle=False) as z:
+        meta = json.loads(z["meta"].tobytes().decode())
+        arrays = {k: z[k] for k in z.files if k != "meta"}
+    return meta, arrays
+
+
+def _worker_init() -> None:
+    import torch
+
+    torch.set_num_threads(1)  # one core per worker: --workers is the parallelism
+    os.environ.setdefault("S2I_BENCH_QUIET", "1")
+
+
+def extract_all(sources: list[Source], protocol, work: Path, workers: int) -> dict[str, Path]:
+    """Features of every decodable source, cached in `work/videos/`. Returns rel -> cache path."""
+    import torch
+
+    features_key = _features_key(protocol)
+    (work / "videos").mkdir(parents=True, exist_ok=True)
+    todo: dict[str, tuple[Path, Path]] = {}
+    caches: dict[str, Path] = {}
+    for src in sources:
+        if src.skip_reason:
+            continue
+        cache = work / "videos" / _cache_name(src, features_key)
+        caches[src.rel] = cache
+        if not cache.is_file():
+            todo.setdefault(str(cache), (src.path, cache))
+    done = sum(1 for c in set(caches.values()) if c.is_file())
+    if done:
+        print(f"prepare: resuming, {done} videos already extracted in {work}", file=sys.stderr)
+    bar = progress(total=len(todo), desc="prepare: decoding", unit="video")
+    segments = 0
+    # A worker costs seconds to start (it imports torch): never more workers than videos left.
+    workers = min(workers, len(todo))
+    if workers <= 1:
+        threads = torch.get_num_threads()
+        torch.set_num_threads(1)
+        try:
+            for path, cache in todo.values():
+                segments += _extract_to_cache(path, protocol, cache)["segments"]
+                bar.update(1)
+                bar.set_postfix(segments=segments)
+        finally:
+            torch.set_num_threads(threads)
+    else:
+        import multiprocessing as mp
+
+        # spawn, not fork: the parent may hold torch/OpenMP threads, which fork does not survive.
+        with ProcessPoolExecutor(max_workers=workers, mp_context=mp.get_context("spawn"),
+                                 initializer=_worker_init) as pool:
+            futures = [pool.submit(_extract_to_cache, path, protocol, cache) for path, cache in todo.values()]
+            try:
+                for fut in as_completed(futures):
+                    segments += fut.result()["segments"]
+                    bar.update(1)
+                    bar.set_postfix(segments=segments)
+            except BaseException:
+                pool.shutdown(wait=False, cancel_futures=True)
+                raise
+    bar.close()
+    return caches
+
+
+def check_cached_arrays(arrays: dict, protocol, rel: str) -> None:
+    """The cache is our own file, but a resumed run may meet one from another version."""
+    a, im = protocol.audio, protocol.image
+    s = arrays["spectrograms"].shape
+    f = arrays["frames"].shape
+    n = len(arrays["starts"])
+    if s != (n, 1, a.n_mels, a.frames_per_segment) or f != (n, im.size, im.size, 3) or arrays["frames"].dtype != np.uint8:
+        raise UserError(f"{rel}: cached features have shapes {s}, {f}; delete the .work folder and rerun")
+    if not np.isfinite(arrays["spectrograms"]).all():
+        raise UserError(f"{rel}: cached spectrograms contain NaN; delete the .work folder and rerun")

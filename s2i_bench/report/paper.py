@@ -1,0 +1,49 @@
+"""What the report shows beside the runs: the paper's numbers and the classifiers' card."""
+
+from __future__ import annotations
+
+import importlib.resources
+import json
+from pathlib import Path
+
+from s2i_bench.errors import UserError
+
+# results/paper/paper-numbers.csv, shipped as package data (s2i_bench.paper)
+PAPER_NUMBERS = Path(str(importlib.resources.files("s2i_bench.paper"))) / "paper-numbers.csv"
+
+
+def _load_json(path: Path, made_by: str) -> dict:
+    if not path.is_file():
+        raise UserError(f"{path}: missing (written by `{made_by}`)")
+    try:
+        obj = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError) as e:
+        raise UserError(f"{path}: not valid JSON ({e})") from None
+    if not isinstance(obj, dict):
+        raise UserError(f"{path}: expected a JSON object")
+    return obj
+
+
+def load_paper_numbers(path: Path = PAPER_NUMBERS):
+    """results/paper/paper-numbers.csv indexed by key (None when the file is not shipped)."""
+    import pandas as pd
+
+    if not path.is_file():
+        return None
+    table = pd.read_csv(path, dtype={"key": str, "relation": str, "source": str})
+    return table.set_index("key")
+
+
+def load_card(bundle: Path) -> dict:
+    """The bundle's JSON card (BUNDLE.json); without one, the card stored inside BUNDLE.pt."""
+    bundle = Path(bundle)
+    card_path = bundle if bundle.suffix == ".json" else bundle.with_suffix(".json")
+    if not card_path.is_file() and bundle.suffix == ".pt" and bundle.is_file():
+        from s2i_bench.informativity.bundle import load_bundle
+
+        return load_bundle(bundle).card  # loaded with weights_only=True
+    card = _load_json(card_path, "s2i-bench train-classifiers")
+    if card.get("format") != "s2i-bench-classifiers":
+        raise UserError(f"{card_path}: not a classifier bundle card (format={card.get('format')!r}; written by "
+                        "`s2i-bench train-classifiers`)")
+    return card

@@ -1,0 +1,167 @@
+"""Collect: translate every sound of a split and record the per-image decisions, once.
+
+    plan = make_plan(store, class_keys, split, seed, samples)
+    outcomes = collect(translator, store, bundle, plan, device=..., batch_size=..., keep_sheet=True)
+
+For every sound, K images (K = `samples`; their seeds are `item_seeds(seed, segment_ids,
+draw=k)`, so nothing depends on batch size or device) are translated in batches and judged:
+`informative` (the class's informativity classifier), `predicted` (the 5-class real-frame
+classifier), `truth` (the synthetic world's judge, synthetic stores only). The arithmetic on
+these decisions is `scoring.metrics`; `scoring.score` writes the record.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from s2i_bench.errors import UserError
+from s2i_bench.seeding import item_seeds
+
+SHEET_PER_CLASS = 8  # fixed test sounds per class saved for the report's Figs. 15/16
+
+
+@dataclass(frozen=True)
+class Plan:
+    """Which sounds, in which order, with which seeds."""
+
+    indices: np.ndarray  # (N,) store rows, grouped by class, manifest order within a class
+    class_index: np.ndarray  # (N,) protocol class index of each row
+    segment_ids: np.ndarray  # (N,) str
+    seeds: np.ndarray  # (K, N) int64: seed of draw k for sound n
+    class_slices: dict[str, slice]  # class key -> its positions in `indices`
+    sheet: np.ndarray  # positions (into `indices`) of the sample-sheet sounds
+    split: str
+    seed: int
+
+    @property
+    def samples(self) -> int:
+        return int(self.seeds.shape[0])
+
+
+@dataclass
+class Outcomes:
+    """The per-image decisions of one translator on one plan."""
+
+    informative: np.ndarray  # (K, N) bool; False for classes without a classifier
+    predicted: np.ndarray | None  # (K, N) int64 class index, None without a class-match classifier
+    truth: np.ndarray | None  # (K, N) bool, None when the store is not the synthetic world
+    scored_keys: tuple[str, ...]  # the classes that have an informativity classifier
+    sheet_images: dict[int, np.ndarray] = field(default_factory=dict)  # plan position -> (S, S, 3) uint8, draw 0
+    native_size: tuple[int, int] | None = None  # (H, W) the translator answered with
+
+
+_PLANS: dict[tuple, Plan] = {}
+
+
+def make_plan(store, class_keys, split: str, seed: int, samples: int) -> Plan:
+    """Cached per (store, split, seed, samples): the training loop scores every epoch."""
+    key = (str(store.path), store.store_hash, tuple(class_keys), split, seed, samples)
+    if key in _PLANS:
+        return _PLANS[key]
+    rows = store.split_indices(split)
+    store_classes = store.manifest["class"].to_numpy()[rows]
+    videos = store.manifest["video_id"].to_numpy()[rows]
+    parts, slices, sheet, start = [], {}, [], 0
+    for key_c in class_keys:
+        in_class = store_classes == key_c
+        mine = rows[in_class]  # manifest order
+        parts.append(mine)
+        slices[key_c] = slice(start, start + len(mine))
+        sheet.extend(start + p for p in sheet_positions(videos[in_class], SHEET_PER_CLASS))
+        start += len(mine)
+    indices = np.concatenate(parts) if parts else np.zeros(0, dtype=np.int64)
+    class_index = np.concatenate([np.full(len(p), ci) for ci, p in enumerate(parts)]) if parts else indices
+    segment_ids = store.segment_ids[indices]
+    seeds = np.stack([item_seeds(seed, segment_ids, draw=k) for k in range(samples)])
+    plan = Plan(indices=indices, class_index=class_index.astype(np.int64), segment_ids=segment_ids, seeds=seeds,
+                class_slices=slices, sheet=np.array(sheet, dtype=np.int64), split=split, seed=int(seed))
+    if len(_PLANS) > 16:
+        _PLANS.clear()
+    _PLANS[key] = plan
+    return plan
+
+
+def sheet_positions(videos: np.ndarray, count: int) -> list[int]:
+    """The sample-sheet sounds of a class: the first segment of each video in manifest order,
+    then second segments and so on, so the sheet shows as many scenes as it can, and any leading
+    part of it (Fig. 16 shows the first four) as many as that part can."""
+    order, seen = [], {}
+    for pos, video in enumerate(videos):
+        order.append((seen.get(video, 0), pos))
+        seen[video] = seen.get(video, 0) + 1
+    return [pos for _, pos in sorted(order)[:count]]
+
+
+def batches_of(store, plan: Plan, batch_size: int, device):
+    """(class position, start, stop, Batch) for every draw k, class and batch, in plan order."""
+    import torch
+
+    from s2i_bench.data.store import normalise_log_mel
+    from s2i_bench.translators import Batch
+
+    normalisation = store.meta["normalisation"]
+    for k in range(plan.samples):
+        for ci, (key, sl) in enumerate(plan.class_slices.items()):
+            for start in range(sl.start, sl.stop, batch_size):
+                stop = min(start + batch_size, sl.stop)
+                rows = plan.indices[start:stop]
+                # (B, 1, 128, 100) log-Mel -> network input in [-1, 1]
+                log_mel = torch.from_numpy(np.ascontiguousarray(store.spectrograms[rows], dtype=np.float32))
+                log_mel = normalise_log_mel(log_mel.to(device), normalisation)
+                waveform = store.waveforms_of(rows) if store.has_waveforms else None
+                batch = Batch(log_mel=log_mel, seeds=torch.from_numpy(plan.seeds[k, start:stop]).to(device),
+                              waveform=None if waveform is None else torch.from_numpy(waveform).to(device),
+                              sample_rate=store.sample_rate)
+                yield k, ci, key, start, stop, batch
+
+
+def collect(translator, store, bundle, plan: Plan, *, device="cpu", batch_size: int = 256, judge=None,
+            keep_sheet: bool = False, image_size: int = 96, where: str | None = None) -> Outcomes:
+    """Translate and judge every image of `plan` (see the module docstring)."""
+    import torch
+
+    from s2i_bench.images import net_to_uint8
+    from s2i_bench.translators import translate_checked
+
+    scored_keys = tuple(k for k in plan.class_slices if k in tuple(bundle.class_keys))
+    if not scored_keys:
+        raise UserError(f"{getattr(bundle, 'path', 'classifiers')}: no classifier for any class of the plan "
+                        f"({', '.join(plan.class_slices)})")
+    check_inputs(translator, store)
+    k_n = (plan.samples, len(plan.indices))
+    out = Outcomes(informative=np.zeros(k_n, dtype=bool), predicted=np.full(k_n, -1, dtype=np.int64),
+                   truth=np.zeros(k_n, dtype=bool) if judge is not None else None, scored_keys=scored_keys)
+    sheet_set = set(plan.sheet.tolist()) if keep_sheet else set()
+    dev = torch.device(device)
+    for k, _, key, start, stop, batch in batches_of(store, plan, batch_size, dev):
+        native, images = translate_checked(translator, batch, size=image_size, where=where)  # (B, 3, S, S)
+        out.native_size = tuple(int(v) for v in native.shape[-2:])
+        if key in scored_keys:
+            out.informative[k, start:stop] = np.asarray(bundle.predict_informative(images, key), dtype=bool)
+        if out.predicted is not None:
+            cls = bundle.predict_class(images)
+            if cls is None:
+                out.predicted = None
+            else:
+                out.predicted[k, start:stop] = np.asarray(cls, dtype=np.int64)
+        if judge is not None:
+            out.truth[k, start:stop] = np.asarray(judge(net_to_uint8(images), key), dtype=bool)
+        if k == 0 and sheet_set:
+            wanted = [p for p in range(start, stop) if p in sheet_set]
+            if wanted:
+                sheet_u8 = net_to_uint8(images[[p - start for p in wanted]])  # (M, S, S, 3)
+                for i, p in enumerate(wanted):
+                    out.sheet_images[p] = sheet_u8[i]
+    return out
+
+
+def check_inputs(translator, store) -> None:
+    """A translator that listens to the waveform needs a store that keeps audio."""
+    needs = tuple(getattr(translator, "inputs", ("log_mel",)))
+    if "waveform" in needs and not store.has_waveforms:
+        where = (getattr(translator, "info", {}) or {}).get("path") or "the translator"
+        raise UserError(f"{where} takes the waveform, but {store.path} keeps no audio (a store of format version "
+                        f"{store.format_version}); rebuild it with `s2i-bench prepare SOURCE --out STORE --overwrite` "
+                        f"(this s2i-bench stores 16 kHz waveforms)")

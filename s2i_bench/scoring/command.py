@@ -1,0 +1,258 @@
+"""The `score` and `metrics` commands and their text output.
+
+    s2i-bench score TRANSLATOR --data STORE --classifiers BUNDLE    a file, or a run folder
+    s2i-bench metrics SERIES.csv --protocol P                       the paper's numbers of a series
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Any, Mapping, Sequence
+
+import numpy as np
+
+from s2i_bench.errors import UserError
+from s2i_bench.fileio import atomic_write_text, to_jsonable
+from s2i_bench.runs import MAX_EPOCH, RunFolder
+from s2i_bench.scoring import metrics as M
+from s2i_bench.scoring import records
+
+
+def check_device(device: str) -> str:
+    """`cpu`, `cuda` or `cuda:N` that exists here, else a one-line refusal."""
+    import torch
+
+    device = str(device)
+    if device != "cpu" and device != "cuda" and not (device.startswith("cuda:") and device[5:].isdigit()):
+        raise UserError(f"--device {device!r}: expected cpu, cuda or cuda:N")
+    if device.startswith("cuda"):
+        if not torch.cuda.is_available():
+            raise UserError(f"--device {device}: CUDA is not available on this machine")
+        if ":" in device and int(device[5:]) >= torch.cuda.device_count():
+            raise UserError(f"--device {device}: this machine has {torch.cuda.device_count()} CUDA device(s)")
+    return device
+
+
+def check_classes(protocol, bundle) -> None:
+    missing = [k for k in protocol.class_keys if k not in bundle.class_keys]
+    if missing and set(missing) <= set((getattr(bundle, "card", {}) or {}).get("untrained", {})):
+        print(f"warning: {bundle.path}: no classifier for {', '.join(missing)} (too few labelled images, see the "
+              f"card's `untrained`); those classes get no informativity estimate", file=sys.stderr)
+        return
+    if missing:
+        raise UserError(f"{bundle.path}: classifiers for {sorted(bundle.class_keys)} do not cover the store's "
+                        f"classes {list(protocol.class_keys)}")
+
+
+def score_command(translator, *, store, bundle, split=None, seed=None, samples=None, device="cpu", records_out=None,
+                  as_json=False, translator_options: dict | None = None) -> dict[str, Any]:
+    """Score a translator file, or every checkpoint of a run folder that has no record yet."""
+    from s2i_bench.data.store import open_store
+    from s2i_bench.informativity.bundle import load_bundle
+    from s2i_bench.scoring.score import file_sha256, score_checkpoints, score_translator
+    from s2i_bench.scoring.sheets import sheet_name
+    from s2i_bench.translators import load_translator
+
+    translator = Path(translator)
+    st = open_store(store)
+    protocol = st.protocol
+    split = split or protocol.scoring.split
+    seed = protocol.scoring.seed if seed is None else seed
+    samples = samples or protocol.scoring.samples
+    device = check_device(device)
+    out = Path(records_out) if records_out else None
+    if out is not None and out.exists() and not out.is_file():
+        raise UserError(f"{out}: exists and is not a file; give --out a .jsonl file path")
+    bun = load_bundle(bundle, device=device)
+    check_classes(protocol, bun)
+    if st.leaky:
+        print(f"warning: {st.path}: split policy {st.split_policy!r} is leaky; scores on it overstate what a "
+              f"translator does on unseen videos", file=sys.stderr)
+    kwargs = dict(protocol=protocol, split=split, seed=seed, samples=samples, batch_size=protocol.scoring.batch_size,
+                  device=device)
+    if translator.is_dir():
+        run = RunFolder(translator)
+        scored, now = score_checkpoints(run, st, bun, out=out, translator_options=translator_options, **kwargs)
+        result = {"kind": "informativity-series", "run": str(run.path), "records_path": str(out or run.records_path),
+                  "num_checkpoints": len(run.checkpoints()), "scored_now": len(now),
+                  "had_records": len(scored) - len(now), "num_records": len(scored),
+                  "protocol": protocol.ref(), "store": st.ref(), "split": split, "seed": seed, "samples": samples,
+                  "classifiers": {"path": str(bun.path), "sha256": file_sha256(Path(bun.path))},
+                  "d_update_from": "log.csv" if run.log_path.is_file() else "records",
+                  "summary": records.summarise(scored, protocol, d_update_epochs=run.d_update_epochs()),
+                  "records": scored}
+        print(json.dumps(to_jsonable(result), indent=2) if as_json else format_run(result, protocol))
+        return result
+    loaded = load_translator(translator, device=device, **(translator_options or {}))
+    out = out or translator.parent / records.RECORDS_NAME
+    # The images of the fixed test sounds go beside the records (Figs. 15/16 of the report).
+    record = score_translator(loaded, st, bun, sample_sheet=out.parent / sheet_name(loaded.info), **kwargs)
+    records.append(out, record)
+    if as_json:
+        print(json.dumps(to_jsonable(record), indent=2))
+    else:
+        print(format_record(record, protocol))
+        print(f"record appended to {out}")
+    return record
+
+
+# -- text output ---------------------------------------------------------------------------------
+def _pct(x) -> str:
+    return "-" if x is None else f"{100 * x:.1f}%"
+
+
+def format_record(record: dict[str, Any], protocol) -> str:
+    g, s = record["generator"], record["store"]
+    names = dict(zip(protocol.class_keys, protocol.class_names))
+    lines = [
+        f"generator  {g.get('path')} ({g.get('kind')}, sha256 {str(g.get('sha256'))[:12]}, "
+        f"epoch {'-' if record['epoch'] is None else record['epoch']})",
+        f"protocol   {record['protocol']['name']} {record['protocol']['version']} ({record['protocol']['fingerprint']})",
+        f"store      {s['path']} (hash {s['hash']}, split policy {s['split_policy']}{', LEAKY' if s.get('leaky') else ''})",
+        f"scored     split {record['split']}, seed {record['seed']}, {record['samples']} image(s) per sound, "
+        f"{record['num_sounds']} sounds, {record['seconds']} s",
+        "",
+    ]
+    spread = record["samples"] > 1
+    header = (f"{'class':<16} {'images':>6} {'raw':>7} {'corrected [95% CI]':>24} {'class-match':>11} {'true':>7}"
+              + (f" {'raw spread':>10}" if spread else ""))
+    lines += [header, "-" * len(header)]
+    for key, c in record["classes"].items():
+        ci = c.get("corrected_ci")
+        corr = _pct(c["corrected_share"]) + (f" [{100 * ci[0]:.1f}, {100 * ci[1]:.1f}]" if ci else "")
+        line = (f"{names.get(key, key):<16} {c['n_images']:>6} {_pct(c['raw_share']):>7} {corr:>24} "
+                f"{_pct(c['class_match_rate']):>11} {_pct(c['true_share']):>7}")
+        if spread:
+            rs = "-" if c["raw_spread"] is None else f"{100 * c['raw_spread']:.1f} pp"
+            line += f" {rs:>10}"
+        lines.append(line)
+    m = record["mean"]
+    lines.append(f"{'mean':<16} {'':>6} {_pct(m['raw_share']):>7} {_pct(m['corrected_share']):>24} "
+                 f"{_pct(m['class_match_rate']):>11} {_pct(m['true_share']):>7}")
+    return "\n".join(lines)
+
+
+def format_run(result: dict[str, Any], protocol) -> str:
+    lines = [f"run {result['run']}: {result['num_checkpoints']} checkpoints; scored {result['scored_now']} now, "
+             f"{result['had_records']} already had a record in {result['records_path']}; "
+             f"D-update epochs from {result['d_update_from']}",
+             f"store {result['store']['hash']} (split policy {result['store']['split_policy']}), split "
+             f"{result['split']}, seed {result['seed']}, {result['samples']} image(s) per sound", ""]
+    titles = {"raw_share": "Informativity (raw classifier share, the paper's I(t))",
+              "corrected_share": "Corrected share (Rogan-Gladen)", "true_share": "True share (synthetic judge)",
+              "class_match_rate": "Class-match rate"}
+    for measure, summary in result["summary"].items():
+        lines.append(f"== {titles[measure]}")
+        lines.append(format_summary(summary, dict(zip(protocol.class_keys, protocol.class_names))))
+        lines.append("")
+    return "\n".join(lines)
+
+
+# -- `s2i-bench metrics` -------------------------------------------------------------------------
+def read_series_csv(path: str | Path, class_keys: Sequence[str]):
+    """Read and check a per-epoch series CSV: epoch, d_update (0/1), one column per class key
+    with values in [0, 1]. Every problem is a `UserError` naming the file."""
+    import pandas as pd
+
+    path = Path(path)
+    try:
+        df = pd.read_csv(path)
+    except (OSError, ValueError) as e:  # pandas' parser errors are ValueErrors
+        raise UserError(f"{path}: cannot read as CSV ({e})") from None
+    df.columns = [str(c).strip() for c in df.columns]
+    missing = [c for c in ("epoch", "d_update", *class_keys) if c not in df.columns]
+    if missing:
+        raise UserError(f"{path}: missing columns {missing} (need epoch, d_update and one per class: "
+                        f"{', '.join(class_keys)}; found {', '.join(df.columns)})")
+    if df.empty:
+        raise UserError(f"{path}: no rows")
+    for col in ("epoch", "d_update", *class_keys):
+        values = pd.to_numeric(df[col], errors="coerce")
+        bad = values.isna()
+        if bad.any():
+            row = int(np.flatnonzero(bad.to_numpy())[0])
+            raise UserError(f"{path}: column {col!r} has an empty or non-numeric value at data row {row + 1} "
+                            f"({df[col].iloc[row]!r})")
+        df[col] = values
+    epoch = df["epoch"].to_numpy(dtype=np.float64)
+    if (epoch != np.round(epoch)).any() or (epoch < 0).any() or (epoch > MAX_EPOCH).any():
+        raise UserError(f"{path}: epoch must be whole numbers in 0..{MAX_EPOCH} (largest here: {epoch.max():.6g})")
+    df["epoch"] = df["epoch"].astype(np.int64)
+    dup = df["epoch"][df["epoch"].duplicated()].unique().tolist()
+    if dup:
+        raise UserError(f"{path}: duplicate epochs {dup[:10]}{' ...' if len(dup) > 10 else ''}")
+    if not df["d_update"].isin([0, 1]).all():
+        raise UserError(f"{path}: d_update must be 0 or 1")
+    for key in class_keys:
+        v = df[key].to_numpy(dtype=np.float64)
+        if (v < 0).any() or (v > 1).any():
+            raise UserError(f"{path}: column {key!r} has values outside 0..1 (informativity is a share); "
+                            f"min {v.min():g}, max {v.max():g}")
+    return df.sort_values("epoch").reset_index(drop=True)
+
+
+def format_summary(summary: Mapping[str, Any], class_names: Mapping[str, str] | None = None) -> str:
+    """A plain-text table of a `summarise_classes` summary."""
+    def pct(x):
+        return "     -" if x is None else f"{100 * x:5.1f}%"
+
+    lines = []
+    s, e = summary["window"]
+    covered = summary["epochs"]
+    lines.append(f"epochs {covered[0]}..{covered[1]} ({summary['num_epochs']} scored)" if covered else "no epochs")
+    if summary["missing_epochs"]:
+        lines.append(f"missing epochs (not filled): {_ranges(summary['missing_epochs'])}")
+    lines.append(f"window average over epochs {s}..{e} (inclusive); moving average over "
+                 f"{summary['moving_average']} epochs (full windows only)")
+    lines.append("")
+    header = f"{'class':<16} {'window avg':>10} {'epochs':>7} {'max MA':>8} {'at epoch':>9}"
+    lines.append(header)
+    lines.append("-" * len(header))
+    rows = [(class_names.get(k, k) if class_names else k, v) for k, v in summary["classes"].items()]
+    rows.append(("mean I(t)", summary["mean"]))
+    for name, v in rows:
+        at = "-" if v["max_moving_average_epoch"] is None else str(v["max_moving_average_epoch"])
+        lines.append(f"{name:<16} {pct(v['window_average']):>10} {v['window_epochs']:>7} "
+                     f"{pct(v['max_moving_average']):>8} {at:>9}")
+    m = summary["mean"]
+    lines.append("")
+    lines.append(f"replaced (after a D update): {_ranges(m['replaced_epochs']) or 'none'}")
+    lines.append(f"left out (nothing earlier):  {_ranges(m['left_out_epochs']) or 'none'}")
+    return "\n".join(lines)
+
+
+def _ranges(epochs: Sequence[int], limit: int = 12) -> str:
+    """[0, 1, 2, 5, 6] -> '0-2, 5-6'; more than `limit` runs: the first and last few and a count."""
+    runs: list[list[int]] = []
+    for e in epochs:
+        if runs and e == runs[-1][1] + 1:
+            runs[-1][1] = e
+        else:
+            runs.append([e, e])
+    parts = [f"{a}" if a == b else f"{a}-{b}" for a, b in runs]
+    if len(parts) > limit:
+        return f"{len(epochs)} epochs: " + ", ".join(parts[:limit - 2] + ["..."] + parts[-2:])
+    return ", ".join(parts)
+
+
+def metrics_command(series_csv, protocol, *, as_json: bool = False, out=None) -> dict[str, Any]:
+    """`s2i-bench metrics SERIES.csv`: print the paper's metrics of a per-epoch series."""
+    keys = protocol.class_keys
+    df = read_series_csv(series_csv, keys)
+    extra = [c for c in df.columns if c not in ("epoch", "d_update", *keys)]
+    if extra:
+        print(f"note: {series_csv}: ignoring columns {extra}", file=sys.stderr)
+    summary, replaced = M.summarise_frame(df, keys, protocol.metrics)
+    result = {"protocol": protocol.ref(), "source": str(series_csv), **summary}
+    if out is not None:
+        atomic_write_text(out, replaced.to_csv(index=False, na_rep=""))
+    if as_json:
+        print(json.dumps(to_jsonable(result), indent=2))
+    else:
+        print(f"protocol {protocol.name} {protocol.version} ({protocol.fingerprint}); series {series_csv}")
+        print(format_summary(summary, dict(zip(keys, protocol.class_names))))
+        if out is not None:
+            print(f"replaced series written to {out}")
+    return result

@@ -1,0 +1,265 @@
+"""Metric records: the one owner of their schema, their file and their reading.
+
+`metric-informativity.jsonl` holds one JSON object per line, one per scored translator
+(docs/architecture.md, "Metric records"). Written by `append` (the one writer: under a lock, and
+a line cut by a crash is set aside before the next line goes in), read by `read` (the one
+checked reader: every problem names the file and the record), selected into series by
+`series_key` / `select`, turned into per-epoch frames by `series_frame` and summarised by
+`summarise` (the paper's series metrics, `scoring.metrics`).
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Any, Iterable, Mapping, Sequence, TypedDict
+
+import numpy as np
+
+from s2i_bench.errors import UserError
+from s2i_bench.fileio import exclusive_lock, to_jsonable
+from s2i_bench.runs import MAX_EPOCH, RECORDS
+
+RECORDS_NAME = RECORDS
+KIND = "informativity"
+FORMAT_VERSION = 2  # 2: format_version and translator input/size fields; version-1 records (no field) still read
+MEASURES = ("raw_share", "corrected_share", "true_share", "class_match_rate")
+SERIES_FIELDS = ("classifiers.sha256", "store.hash", "split", "seed", "samples")
+
+
+class ClassResult(TypedDict, total=False):
+    n_sounds: int
+    n_images: int
+    raw_share: float | None
+    raw_ci: list[float] | None
+    corrected_share: float | None
+    corrected_ci: list[float] | None
+    ci_method: str
+    sensitivity: float | None
+    specificity: float | None
+    class_match_rate: float | None
+    true_share: float | None
+
+
+class InformativityRecord(TypedDict, total=False):
+    """One scored translator (the keys every reader may rely on)."""
+
+    kind: str  # "informativity"
+    format_version: int
+    generator: dict[str, Any]  # path, sha256, kind, epoch, embedding_dim, run (+ plugin's keys)
+    run: str | None
+    epoch: int | None
+    d_update: bool | None
+    protocol: dict[str, str]  # name, version, fingerprint
+    store: dict[str, Any]  # path, hash, split_policy, leaky, protocol
+    split: str
+    seed: int
+    samples: int
+    classifiers: dict[str, Any]  # path, sha256, source, protocol, store_hash, class_match
+    bootstrap: dict[str, Any]
+    classes: dict[str, ClassResult]
+    mean: dict[str, Any]
+    mean_all_classes: dict[str, Any]
+    untrained_classes: list[str]
+    num_sounds: int
+    sample_sheet: str | None
+    code_version: str
+    created: str
+    seconds: float | None
+
+
+# -- writing ---------------------------------------------------------------------------------------
+def _lock_path(path: Path) -> Path:
+    return path.with_name(f".{path.name}.lock")
+
+
+def append(path: str | Path, record: Mapping[str, Any]) -> None:
+    """Append one record as one line, under the file's lock. A last line cut by a crash (no
+    newline at the end) is moved to `<file>.cut-N` first, with a warning: the new record never
+    glues onto it, and the cut bytes are kept, not dropped."""
+    import os
+
+    path = Path(path)
+    if path.exists() and not path.is_file():
+        raise UserError(f"{path}: exists and is not a file; give --out a .jsonl file path")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    line = (json.dumps(to_jsonable(dict(record)), sort_keys=False) + "\n").encode("utf-8")
+    with exclusive_lock(_lock_path(path), f"records file {path}"):
+        _set_aside_cut_line(path)
+        with open(path, "ab") as f:
+            f.write(line)
+            f.flush()
+            os.fsync(f.fileno())
+
+
+def _set_aside_cut_line(path: Path) -> None:
+    import os
+
+    if not path.is_file() or path.stat().st_size == 0:
+        return
+    with open(path, "rb+") as f:
+        f.seek(-1, os.SEEK_END)
+        if f.read(1) == b"\n":
+            return
+        f.seek(0)
+        data = f.read()
+        keep = data.rfind(b"\n") + 1
+        tail = data[keep:]
+        n = 1
+        while path.with_name(f"{path.name}.cut-{n}").exists():
+            n += 1
+        aside = path.with_name(f"{path.name}.cut-{n}")
+        aside.write_bytes(tail)
+        f.truncate(keep)
+    print(f"warning: {path}: its last line was cut ({len(tail)} bytes, an interrupted write); moved to {aside}",
+          file=sys.stderr)
+
+
+# -- reading ---------------------------------------------------------------------------------------
+def _share_ok(v) -> bool:
+    return v is None or (isinstance(v, (int, float)) and not isinstance(v, bool) and 0.0 <= float(v) <= 1.0)
+
+
+def _lines(path: Path) -> list[tuple[int, Any]]:
+    """(line number, parsed object) of every non-empty line; a cut last line is skipped with a
+    warning (it holds no whole record), any other bad line is an error."""
+    try:
+        data = path.read_bytes()
+    except OSError as e:
+        raise UserError(f"{path}: cannot read ({e.strerror or e})") from None
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise UserError(f"{path}: not UTF-8 text ({e}); not a metric record file") from None
+    lines = text.split("\n")
+    cut = not text.endswith("\n") and bool(text)
+    out = []
+    for i, line in enumerate(lines, start=1):
+        if not line.strip():
+            continue
+        try:
+            out.append((i, json.loads(line)))
+        except json.JSONDecodeError:
+            if cut and i == len(lines):
+                print(f"warning: {path}: line {i} was cut by an interrupted write and is not a whole record; skipped "
+                      f"(the next `s2i-bench score` into this file moves it to {path.name}.cut-N)", file=sys.stderr)
+                continue
+            raise UserError(f"{path}: line {i} is not valid JSON; not a metric record file written by "
+                            "`s2i-bench score`") from None
+    return out
+
+
+def check(r: Any, where: str) -> dict:
+    """One informativity record, checked (what the readers rely on)."""
+    if not isinstance(r, dict):
+        raise UserError(f"{where}: not a JSON object")
+    version = r.get("format_version", 1)
+    if not isinstance(version, int) or version > FORMAT_VERSION:
+        raise UserError(f"{where}: record format version {version!r} is newer than this s2i-bench reads "
+                        f"({FORMAT_VERSION}); update s2i-bench")
+    epoch = r.get("epoch")
+    if epoch is not None and (not isinstance(epoch, int) or isinstance(epoch, bool) or not 0 <= epoch <= MAX_EPOCH):
+        raise UserError(f"{where}: epoch must be a whole number in 0..{MAX_EPOCH}, got {epoch!r}")
+    classes = r.get("classes")
+    if not isinstance(classes, dict) or not classes:
+        raise UserError(f"{where}: no per-class results ('classes')")
+    for key, c in classes.items():
+        if not isinstance(c, dict):
+            raise UserError(f"{where}: classes.{key} is not an object")
+        for m in MEASURES:
+            if not _share_ok(c.get(m)):
+                raise UserError(f"{where}: classes.{key}.{m} = {c.get(m)!r} is not a share in [0, 1]")
+        ci = c.get("corrected_ci")
+        if ci is not None and (not isinstance(ci, list) or len(ci) != 2 or not all(_share_ok(b) for b in ci)):
+            raise UserError(f"{where}: classes.{key}.corrected_ci = {ci!r} is not an interval in [0, 1]")
+    for field in ("store", "classifiers", "generator", "protocol"):
+        if r.get(field) is not None and not isinstance(r[field], dict):
+            raise UserError(f"{where}: '{field}' is not an object")
+    return r
+
+
+def read(path: str | Path) -> list[dict]:
+    """The informativity records of one records file, checked, in file order; each carries
+    `_source` ("<file name>:<line>"). Records of other kinds are skipped."""
+    path = Path(path)
+    out = []
+    for line, r in _lines(path):
+        if isinstance(r, dict) and r.get("kind") not in (None, KIND):
+            continue
+        where = f"{path}: line {line}"
+        if not isinstance(r, dict) or r.get("kind") != KIND:
+            raise UserError(f"{where}: not an informativity record")
+        r = dict(check(r, where))
+        r["_source"] = f"{path.name}:{line}"
+        out.append(r)
+    return out
+
+
+# -- series --------------------------------------------------------------------------------------
+def series_key(r: Mapping[str, Any]) -> tuple:
+    """What must agree for records to form one series: the same classifiers, store, split,
+    seed and samples (`SERIES_FIELDS`)."""
+    return ((r.get("classifiers") or {}).get("sha256"), (r.get("store") or {}).get("hash"), r.get("split"),
+            r.get("seed"), r.get("samples"))
+
+
+def select(records: Iterable[Mapping[str, Any]], *, classifiers_sha256: str | None, store_hash: str, split: str,
+           seed: int, samples: int) -> list[dict]:
+    """The records scored with these classifiers on this store, split, seed and samples."""
+    wanted = (classifiers_sha256, store_hash, split, seed, samples)
+    return [dict(r) for r in records if r.get("kind") == KIND and series_key(r) == wanted]
+
+
+def last_per_epoch(records: Iterable[Mapping[str, Any]]) -> dict[int, Mapping[str, Any]]:
+    """epoch -> its record; an epoch scored twice (a resumed run): the last record wins."""
+    by_epoch: dict[int, Mapping[str, Any]] = {}
+    for r in records:
+        if r.get("epoch") is not None:
+            by_epoch[int(r["epoch"])] = r
+    return by_epoch
+
+
+def series_frame(records: Iterable[Mapping[str, Any]], class_keys: Sequence[str], *, measure: str = "raw_share",
+                 d_update_epochs: Iterable[int] | None = None, d_every_epochs: int | None = None):
+    """A per-epoch frame (epoch, d_update, <class keys>) of one measure. D-update epochs come from
+    `d_update_epochs` (the run's log.csv) when given, else from the records' `d_update`, else
+    from `d_every_epochs` (epoch % n == 0)."""
+    import pandas as pd
+
+    by_epoch = last_per_epoch(records)
+    known = set(int(e) for e in d_update_epochs) if d_update_epochs is not None else None
+    rows = []
+    for e in sorted(by_epoch):
+        r = by_epoch[e]
+        if known is not None:
+            d = e in known
+        elif r.get("d_update") is not None:
+            d = bool(r["d_update"])
+        elif d_every_epochs:
+            d = e % d_every_epochs == 0
+        else:
+            raise UserError(f"epoch {e}: no record of whether the discriminator was updated")
+        row = {"epoch": e, "d_update": int(d)}
+        for key in class_keys:
+            v = (r.get("classes") or {}).get(key, {}).get(measure)
+            row[key] = np.nan if v is None else float(v)
+        rows.append(row)
+    return pd.DataFrame(rows, columns=["epoch", "d_update", *class_keys])
+
+
+def summarise(records, protocol, *, d_update_epochs=None, measures: Sequence[str] = MEASURES) -> dict[str, Any]:
+    """The paper's series metrics of a run's records for each measure every record has:
+    {measure: summary (scoring.metrics.summarise_classes)}."""
+    from s2i_bench.scoring import metrics
+
+    out: dict[str, Any] = {}
+    keys = protocol.class_keys
+    for measure in measures:
+        df = series_frame(records, keys, measure=measure, d_update_epochs=d_update_epochs,
+                          d_every_epochs=protocol.training.d_every_epochs)
+        if df.empty or df[list(keys)].isna().all().all():
+            continue
+        summary, _ = metrics.summarise_frame(df, keys, protocol.metrics)
+        out[measure] = summary
+    return out
