@@ -8,7 +8,7 @@ Self-contained: it writes a random store of the protocol's size class (no videos
           probes, and the class-match CNN on the store's real-frame splits).
 What the weights learn does not change the time, so random data is enough.
 
-    .venv/bin/python benchmarks/bench_classifiers.py [--protocol synth] [--models 17] [--device cpu]
+    .venv/bin/python -m benchmarks.bench_classifiers [--protocol synth] [--models 17] [--device cpu]
 
 Writes results/benchmarks/bench_classifiers-<device>-<date>.json and .md, recording the machine.
 Numbers taken on a shared or busy machine are upper bounds: re-run on a quiet one.
@@ -31,12 +31,11 @@ import numpy as np
 import torch
 
 ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
 os.environ.setdefault("S2I_BENCH_QUIET", "1")
 
 from s2i_bench.fileio import atomic_write_json, atomic_write_text
 from s2i_bench.provenance import code_version, cpu_model
-from s2i_bench.protocol import load_protocol  # noqa: E402
+from s2i_bench.protocol import load_protocol
 
 
 

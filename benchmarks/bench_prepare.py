@@ -8,7 +8,7 @@ extraction (`s2i_bench.features.extract_clip`, one thread, one process = one cor
 It also times the near-duplicate search (quadratic in segments) at a few sizes and extrapolates
 it to VEGAS-5, and runs `prepare_store` end to end on the synth-like clips with 1 and 2 workers.
 
-    .venv/bin/python benchmarks/bench_prepare.py [--vegas-videos 6] [--synth-videos 25]
+    .venv/bin/python -m benchmarks.bench_prepare [--vegas-videos 6] [--synth-videos 25]
 
 Writes results/benchmarks/bench_prepare-<date>.json and .md, recording the machine. CPU time
 (process time) is what "per core" means here; wall time on a shared machine is larger. Numbers
@@ -31,12 +31,11 @@ import numpy as np
 import torch
 
 ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
 os.environ.setdefault("S2I_BENCH_QUIET", "1")
 
 from s2i_bench.fileio import atomic_write_json, atomic_write_text
 from s2i_bench.provenance import code_version, library_versions, cpu_model
-from s2i_bench.protocol import load_protocol  # noqa: E402
+from s2i_bench.protocol import load_protocol
 
 VEGAS_VIDEOS = 14142
 VEGAS_MAX_SECONDS = 10
@@ -44,7 +43,7 @@ VEGAS_MAX_SECONDS = 10
 
 
 def write_clips(folder: Path, n: int, *, seconds, width, height, fps, seed0: int) -> list[Path]:
-    from helpers import write_scene_clip
+    from tests.helpers import write_scene_clip
 
     paths = []
     rng = np.random.default_rng(seed0)

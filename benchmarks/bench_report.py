@@ -5,7 +5,7 @@ Self-contained: it fabricates, exactly per docs/architecture.md, what the demo g
 a sample sheet, a bundle card) with the fabricators of tests/test_report.py, then times the
 report in a fresh process (imports included, as `make demo` pays them) for each format set.
 
-    .venv/bin/python benchmarks/bench_report.py [--runs 3] [--epochs 60] [--repeats 2]
+    .venv/bin/python -m benchmarks.bench_report [--runs 3] [--epochs 60] [--repeats 2]
 
 Writes results/benchmarks/bench_report-<date>.json and .md, recording the machine. Numbers taken
 on a shared or busy machine are upper bounds: re-run on a quiet one.
@@ -25,7 +25,6 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-sys.path[:0] = [str(ROOT), str(ROOT / "tests")]
 os.environ.setdefault("S2I_BENCH_QUIET", "1")
 
 from s2i_bench.fileio import atomic_write_json, atomic_write_text
@@ -42,7 +41,7 @@ def main() -> None:
 
     import torch
 
-    from conftest import make_fake_store
+    from tests.helpers import make_fake_store
     from test_report import make_card, make_run
 
     tmp = Path(tempfile.mkdtemp(prefix="bench_report-"))

@@ -6,7 +6,7 @@ protocol's profile and a classifier bundle with random weights (throughput does 
 what the weights learned), and times `score_translator` after one warm-up call. With the
 synthetic world's judge importable, the store is marked synthetic so the judge is timed too.
 
-    .venv/bin/python benchmarks/bench_score.py [--device cpu|cuda] [--sounds-per-class N] [--repeats R]
+    .venv/bin/python -m benchmarks.bench_score [--device cpu|cuda] [--sounds-per-class N] [--repeats R]
 
 Writes results/benchmarks/bench_score-<date>.json and .md, recording the machine. Numbers taken
 on a shared or busy machine are upper bounds on the time: re-run on a quiet one.
@@ -27,12 +27,11 @@ import numpy as np
 import torch
 
 ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
 os.environ.setdefault("S2I_BENCH_QUIET", "1")
 
 from s2i_bench.fileio import atomic_write_json, atomic_write_text
 from s2i_bench.provenance import code_version, cpu_model
-from s2i_bench.protocol import load_protocol  # noqa: E402
+from s2i_bench.protocol import load_protocol
 
 
 
@@ -72,8 +71,8 @@ def _judge_available() -> bool:
 
 
 def make_translator(protocol, device):
-    from s2i_bench.translators.base import Translator
     from s2i_translator.models import AudioEncoder, DenseGenerator
+    from s2i_translator.plugin import translator_from_modules
 
     f = protocol.training.embedding_dim
     torch.manual_seed(0)
@@ -81,11 +80,11 @@ def make_translator(protocol, device):
     generator = DenseGenerator(f, protocol.model).to(device).eval()
     info = {"path": f"random-{protocol.model.profile}-f{f}", "sha256": "-", "kind": "benchmark", "epoch": None,
             "embedding_dim": f, "run": None}
-    return Translator.from_modules(encoder, generator, info, str(device))
+    return translator_from_modules(encoder, generator, info, str(device))
 
 
 def make_bundle(path: Path, protocol, device):
-    from s2i_bench.informativity.classifiers import Bundle, InformativityCNN
+    from s2i_bench.informativity.bundle import Bundle, InformativityCNN
 
     torch.manual_seed(1)
     rng = np.random.default_rng(1)
@@ -132,11 +131,13 @@ def bench(protocol_name: str, per_class: int, device: str, repeats: int, tmp: Pa
     spec = normalise_log_mel(torch.from_numpy(np.asarray(store.spectrograms[rows], dtype=np.float32)).to(device),
                              store.meta["normalisation"])
     seeds = torch.arange(len(rows), dtype=torch.int64)
+    from s2i_bench.translators import Batch
+
+    b = protocol.scoring.batch_size
     t0 = time.perf_counter()
     with torch.inference_mode():
-        for start in range(0, len(rows), protocol.scoring.batch_size):
-            translator.translate(spec[start:start + protocol.scoring.batch_size],
-                                 seeds[start:start + protocol.scoring.batch_size])
+        for start in range(0, len(rows), b):
+            translator.translate(Batch(log_mel=spec[start:start + b], seeds=seeds[start:start + b]))
     if device.startswith("cuda"):
         torch.cuda.synchronize()
     translate_s = time.perf_counter() - t0

@@ -1,6 +1,6 @@
 """`s2i-bench synth` throughput (videos per second) and the judge's speed.
 
-    .venv/bin/python benchmarks/bench_synth.py [--videos-per-class 40] [--workers 1 2]
+    .venv/bin/python -m benchmarks.bench_synth [--videos-per-class 40] [--workers 1 2]
 
 Times, on the `synth` protocol (160x120, 10 fps, 3-10 s, 22.05 kHz stereo AAC):
   - one video's stages on one core (process time): render frames, synthesise audio, encode
@@ -29,12 +29,11 @@ from pathlib import Path
 import numpy as np
 
 ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
 os.environ.setdefault("S2I_BENCH_QUIET", "1")
 
 from s2i_bench.fileio import atomic_write_json, atomic_write_text
 from s2i_bench.provenance import code_version, library_versions, machine_info
-from s2i_bench.protocol import load_protocol  # noqa: E402
+from s2i_bench.protocol import load_protocol
 
 
 def cpu_seconds() -> float:

@@ -2,8 +2,8 @@
 `train-baseline` runs them (the same `generator_epoch` / `discriminator_epoch` functions, on
 random data of the right shapes), seconds per epoch, and counted FLOPs.
 
-    .venv/bin/python benchmarks/bench_train.py                 # small profile on CPU (+ paper on CUDA if present)
-    .venv/bin/python benchmarks/bench_train.py --device cuda --compile
+    .venv/bin/python -m benchmarks.bench_train                 # small profile on CPU (+ paper on CUDA if present)
+    .venv/bin/python -m benchmarks.bench_train --device cuda --compile
 
 CPU: the `synth` protocol's small profile (f = 64) on ~1,000 training segments (the demo's size).
 CUDA: the paper profile at f = 512 (bf16 autocast, channels_last, cuDNN benchmark), seconds per
@@ -26,14 +26,13 @@ from pathlib import Path
 import torch
 
 ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
 os.environ.setdefault("S2I_BENCH_QUIET", "1")
 
 from s2i_bench.fileio import atomic_write_json, atomic_write_text
 from s2i_bench.provenance import machine_info
-from s2i_bench.protocol import load_protocol  # noqa: E402
-from s2i_translator.models import AudioAutoencoder, DenseGenerator, Discriminator, count_parameters  # noqa: E402
-from s2i_translator.train import discriminator_epoch, generator_epoch  # noqa: E402
+from s2i_bench.protocol import load_protocol
+from s2i_translator.models import AudioAutoencoder, DenseGenerator, Discriminator, count_parameters
+from s2i_translator.train import discriminator_epoch, generator_epoch
 
 PAPER_SEGMENTS = 48_945  # Table 1, training
 PAPER_EPOCHS = 4000

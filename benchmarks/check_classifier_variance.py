@@ -3,7 +3,7 @@ judge labels -> five classifiers) repeated with other pool and classifier seeds 
 checkpoints, and the last checkpoint of every run scored with each classifier set: raw and
 corrected shares beside the judge's truth, which does not change between seeds.
 
-    .venv/bin/python benchmarks/check_classifier_variance.py [--work demo-work] [--seeds 0 1 2 3 4 5]
+    .venv/bin/python -m benchmarks.check_classifier_variance [--work demo-work] [--seeds 0 1 2 3 4 5]
 
 Seed 0 repeats the demo's own classifiers (the demo uses pool seed 0 and classifier seed 0), so
 its row must equal the demo's last-epoch numbers. Each seed runs in its own single-threaded
@@ -24,7 +24,6 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
 os.environ.setdefault("S2I_BENCH_QUIET", "1")
 
 from s2i_bench.fileio import atomic_write_json, atomic_write_text
@@ -39,9 +38,11 @@ def one_seed(work: Path, scratch: Path, seed: int) -> dict:
     import torch
 
     torch.set_num_threads(1)
-    from s2i_bench.informativity.classifiers import load_bundle, train_classifiers
+    from s2i_bench.informativity.bundle import load_bundle
+    from s2i_bench.informativity.classifiers import train_classifiers
     from s2i_bench.demo import pool_checkpoints
-    from s2i_bench.translators.base import list_checkpoints, load_translator
+    from s2i_bench.runs import RunFolder
+    from s2i_bench.translators import load_translator
     from s2i_bench.informativity.labels import label_pool
     from s2i_bench.informativity.pool import build_pool
     from s2i_bench.scoring.score import score_translator
@@ -63,7 +64,7 @@ def one_seed(work: Path, scratch: Path, seed: int) -> dict:
         out["classifiers"][key] = {"accuracy": entry.get("test_accuracy"), "sensitivity": entry.get("sensitivity"),
                                    "specificity": entry.get("specificity"), "n_test": entry.get("n_test")}
     for run in runs:
-        ckpt = list_checkpoints(run)[-1]
+        ckpt = RunFolder(run).checkpoints()[-1]
         translator = load_translator(ckpt)
         rec = score_translator(translator, store, bundle, protocol=p, split=p.scoring.split, seed=p.scoring.seed,
                                samples=1, batch_size=p.scoring.batch_size, run=run.name)

@@ -11,7 +11,7 @@ The pool is made of
   what is informative. They stand in for translators that are sometimes informative, which the
   small-profile demo translators are not yet (the judge finds none of their images informative).
 
-    .venv/bin/python benchmarks/check_classifiers.py --store STORE [--runs RUN ...] [--controlled 17]
+    .venv/bin/python -m benchmarks.check_classifiers --store STORE [--runs RUN ...] [--controlled 17]
 
 Writes results/benchmarks/check_classifiers-<date>.json and .md (with step timings and the
 machine). Timings on a busy machine are upper bounds: re-run on a quiet one.
@@ -34,10 +34,9 @@ import numpy as np
 import torch
 
 ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
 os.environ.setdefault("S2I_BENCH_QUIET", "1")
 
-from s2i_bench.errors import UserError  # noqa: E402
+from s2i_bench.errors import UserError
 from s2i_bench.fileio import atomic_write_json, atomic_write_text
 from s2i_bench.provenance import code_version, cpu_model
 

@@ -14,7 +14,7 @@
 2. Real runs (`--runs RUN... --classifiers BUNDLE`): the last checkpoint of each run scored
    once; raw, corrected and true shares side by side, and whether each interval holds the truth.
 
-    .venv/bin/python benchmarks/check_correction.py --store STORE [--seeds 20] [--runs RUN ... --classifiers B]
+    .venv/bin/python -m benchmarks.check_correction --store STORE [--seeds 20] [--runs RUN ... --classifiers B]
 
 Writes results/benchmarks/check_correction-<date>.json and .md.
 """
@@ -34,7 +34,6 @@ import torch
 import torch.nn.functional as F
 
 ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
 os.environ.setdefault("S2I_BENCH_QUIET", "1")
 
 from s2i_bench.fileio import atomic_write_json, atomic_write_text
@@ -80,9 +79,10 @@ class DegradingTranslator:
     def _key(spec: torch.Tensor) -> str:
         return hashlib.sha1(spec.to(torch.float16).cpu().numpy().tobytes()).hexdigest()
 
-    def translate(self, spectrograms, seeds):
+    def translate(self, batch):
         from s2i_bench.images import uint8_to_net
 
+        spectrograms, seeds = batch.log_mel, batch.seeds.cpu()
         rows = np.array([self.lookup[self._key(s)] for s in spectrograms])
         classes = self.store.manifest["class"].to_numpy()[rows]
         strength = np.empty(len(rows))
@@ -97,7 +97,8 @@ class DegradingTranslator:
 def train_bundle(store, protocol, seed: int, tmp: Path):
     """Five informativity CNNs on degraded train/val frames labelled by the judge (balanced,
     train / val / test sizes of the protocol), as a `Bundle`."""
-    from s2i_bench.informativity.classifiers import Bundle, InformativityCNN, _predict_log_probs, fit_classifier
+    from s2i_bench.informativity.bundle import Bundle, InformativityCNN
+    from s2i_bench.informativity.classifiers import _predict_log_probs, fit_classifier
     from s2i_bench.synth import judge
 
     spec = protocol.classifiers
@@ -191,8 +192,9 @@ def controlled(store_path: Path, seeds: int, tmp: Path) -> dict:
 
 
 def real_runs(runs: list[Path], store_path: Path, bundle_path: Path) -> list[dict]:
-    from s2i_bench.informativity.classifiers import load_bundle
-    from s2i_bench.translators.base import list_checkpoints, load_translator
+    from s2i_bench.informativity.bundle import load_bundle
+    from s2i_bench.runs import RunFolder
+    from s2i_bench.translators import load_translator
     from s2i_bench.scoring.score import score_translator
     from s2i_bench.data.store import open_store
 
@@ -200,7 +202,7 @@ def real_runs(runs: list[Path], store_path: Path, bundle_path: Path) -> list[dic
     bundle = load_bundle(bundle_path)
     out = []
     for run in runs:
-        last = list_checkpoints(run)[-1]
+        last = RunFolder(run).checkpoints()[-1]
         record = score_translator(load_translator(last), store, bundle, protocol=store.protocol)
         for key, c in record["classes"].items():
             out.append({"run": run.name, "checkpoint": last.name, "class": key, "raw_share": c["raw_share"],

@@ -1,7 +1,7 @@
 """Acceptance figures of the synthetic world and its judge (issue 2), on a world made with a seed
 the tests never use.
 
-    .venv/bin/python benchmarks/check_synth_world.py [--seed 2026] [--videos-per-class 40] [--world DIR]
+    .venv/bin/python -m benchmarks.check_synth_world [--seed 2026] [--videos-per-class 40] [--world DIR]
 
 Writes results/benchmarks/check_synth_world-<date>.json and .md. What it measures, on the real
 .mp4 files decoded by `s2i_bench.features.extract_clip` (centre crop, 96x96, as `prepare` does):
@@ -29,13 +29,12 @@ from pathlib import Path
 import numpy as np
 
 ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
 
-from s2i_bench.data.features import extract_clip  # noqa: E402
+from s2i_bench.data.features import extract_clip
 from s2i_bench.fileio import atomic_write_json, atomic_write_text
 from s2i_bench.provenance import code_version, library_versions, machine_info
-from s2i_bench.protocol import load_protocol  # noqa: E402
-from s2i_bench.synth import judge, write_world  # noqa: E402
+from s2i_bench.protocol import load_protocol
+from s2i_bench.synth import judge, write_world
 
 TARGETS = {"own": 0.95, "blurred": 0.80, "negatives": 0.05, "r2": 0.5}
 

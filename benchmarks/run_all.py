@@ -1,6 +1,6 @@
 """Every benchmark and acceptance check, one after the other (`make bench`).
 
-    .venv/bin/python benchmarks/run_all.py [--work demo-work] [--only bench_train check_correction ...]
+    .venv/bin/python -m benchmarks.run_all [--work demo-work] [--only bench_train check_correction ...]
 
 The `bench_*` scripts make their own data. The `check_*` scripts that need a store, translator
 runs and a classifier bundle read them from the demo's work folder (`make demo` first); without
@@ -67,7 +67,8 @@ def main() -> None:
             continue
         print(f"== {name} {' '.join(arguments)}", flush=True)
         t0 = time.perf_counter()
-        rc = subprocess.call([sys.executable, str(HERE / f"{name}.py"), *arguments], cwd=ROOT)
+        # as modules from the repository root: the installed package, and tests.helpers for fakes
+        rc = subprocess.call([sys.executable, "-m", f"benchmarks.{name}", *arguments], cwd=ROOT)
         seconds = time.perf_counter() - t0
         summary.append((name, "ok" if rc == 0 else f"failed (exit {rc})", seconds))
     print("\n".join(f"{name:20s} {state:18s} {seconds:7.1f} s" for name, state, seconds in summary))

@@ -396,10 +396,15 @@ def compare_with_reference(provenance: dict, reference: Path) -> list[str]:
     if len(diffs) > 20:
         lines.append(f"  ... and {len(diffs) - 20} more")
     causes = []
-    here, there = provenance.get("depends_on", {}), ref.get("depends_on", {})
+    here = provenance.get("depends_on", {})
+    # a reference written before demo.json recorded `depends_on` has the CPU under `machine`
+    there = ref.get("depends_on") or {"cpu_model": (ref.get("machine") or {}).get("cpu_model"),
+                                      "libraries": ref.get("libraries")}
     for field in ("cpu_model", "cpu_simd_flags", "torch_cpu_capability", "torch_threads_per_process", "libraries"):
-        if here.get(field) != there.get(field):
-            causes.append(f"  {field}: {here.get(field)!r} here, {there.get(field)!r} there")
+        if field in there and there[field] is not None and here.get(field) != there[field]:
+            causes.append(f"  {field}: {here.get(field)!r} here, {there[field]!r} there")
+        elif there.get(field) is None:
+            causes.append(f"  {field}: {here.get(field)!r} here, not recorded there")
     for field in ("protocol", "code_hash", "store_hash"):
         if provenance.get(field) != ref.get(field):
             causes.append(f"  {field}: {provenance.get(field)!r} here, {ref.get(field)!r} there")

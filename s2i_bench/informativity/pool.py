@@ -241,9 +241,8 @@ def _translate_class(translator, data, path: Path, sha: str, model_id: str, clas
     import torch
 
     from s2i_bench.images import net_to_uint8
-    from s2i_bench.scoring.collect import check_inputs
     from s2i_bench.seeding import item_seed
-    from s2i_bench.translators import Batch, translate_checked
+    from s2i_bench.translators import Batch, check_inputs, translate_checked
 
     check_inputs(translator, data)
     # (row, draw) candidates: every sound once, then again with the next draw index. Keyed by

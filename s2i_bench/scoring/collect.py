@@ -123,7 +123,7 @@ def collect(translator, store, bundle, plan: Plan, *, device="cpu", batch_size: 
     import torch
 
     from s2i_bench.images import net_to_uint8
-    from s2i_bench.translators import translate_checked
+    from s2i_bench.translators import check_inputs, translate_checked
 
     scored_keys = tuple(k for k in plan.class_slices if k in tuple(bundle.class_keys))
     if not scored_keys:
@@ -155,13 +155,3 @@ def collect(translator, store, bundle, plan: Plan, *, device="cpu", batch_size: 
                 for i, p in enumerate(wanted):
                     out.sheet_images[p] = sheet_u8[i]
     return out
-
-
-def check_inputs(translator, store) -> None:
-    """A translator that listens to the waveform needs a store that keeps audio."""
-    needs = tuple(getattr(translator, "inputs", ("log_mel",)))
-    if "waveform" in needs and not store.has_waveforms:
-        where = (getattr(translator, "info", {}) or {}).get("path") or "the translator"
-        raise UserError(f"{where} takes the waveform, but {store.path} keeps no audio (a store of format version "
-                        f"{store.format_version}); rebuild it with `s2i-bench prepare SOURCE --out STORE --overwrite` "
-                        f"(this s2i-bench stores 16 kHz waveforms)")

@@ -128,3 +128,13 @@ def translate_checked(translator, batch: Batch, *, size: int, where: str | None 
 def _first_line(e: BaseException) -> str:
     lines = [ln.strip() for ln in str(e).strip().splitlines() if ln.strip()]
     return lines[0][:300] if lines else "no message"
+
+
+def check_inputs(translator, store) -> None:
+    """A translator that listens to the waveform needs a store that keeps audio."""
+    needs = tuple(getattr(translator, "inputs", ("log_mel",)))
+    if "waveform" in needs and not store.has_waveforms:
+        where = (getattr(translator, "info", {}) or {}).get("path") or "the translator"
+        raise UserError(f"{where} takes the waveform, but {store.path} keeps no audio (a store of format version "
+                        f"{store.format_version}); rebuild it with `s2i-bench prepare SOURCE --out STORE --overwrite` "
+                        f"(this s2i-bench stores 16 kHz waveforms)")

@@ -1,0 +1,134 @@
+"""The seams between the toolkit and the baselines, checked on the code itself: who imports
+whom, a second baseline plugged in from outside the toolkit, and the installed package (not
+editable) finding its protocols and the paper's numbers."""
+
+from __future__ import annotations
+
+import ast
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+# What a baseline may import of the toolkit (docs/architecture.md, "Stable helpers").
+STABLE = {"s2i_bench.errors", "s2i_bench.fileio", "s2i_bench.protocol", "s2i_bench.provenance", "s2i_bench.seeding",
+          "s2i_bench.images", "s2i_bench.safeload", "s2i_bench.runs", "s2i_bench.translators", "s2i_bench.data.store"}
+
+
+def imports_of(path: Path) -> set[str]:
+    """Every module a file imports, at the top or inside functions."""
+    found = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Import):
+            found |= {a.name for a in node.names}
+        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            found.add(node.module)
+            found |= {f"{node.module}.{a.name}" for a in node.names}
+    return found
+
+
+def test_baselines_import_only_the_stable_helpers():
+    bad = {}
+    for path in (ROOT / "baselines").rglob("*.py"):
+        toolkit = {m for m in imports_of(path) if m == "s2i_bench" or m.startswith("s2i_bench.")}
+        outside = {m for m in toolkit if not any(m == s or m.startswith(s + ".") for s in STABLE)
+                   and m not in {s.rsplit(".", 1)[0] for s in STABLE if "." in s}}
+        if outside:
+            bad[str(path.relative_to(ROOT))] = sorted(outside)
+    assert not bad, bad
+
+
+def test_the_toolkit_never_imports_the_baseline_by_name():
+    bad = [str(p.relative_to(ROOT)) for p in (ROOT / "s2i_bench").rglob("*.py")
+           if any(m == "s2i_translator" or m.startswith("s2i_translator.") for m in imports_of(p))]
+    assert not bad, bad
+
+
+def test_subpackages_point_down_the_data_flow():
+    """data <- translators <- informativity <- scoring <- report: no arrow back up the flow."""
+    order = ["data", "translators", "informativity", "scoring", "report"]
+    bad = []
+    for i, pkg in enumerate(order):
+        for path in (ROOT / "s2i_bench" / pkg).rglob("*.py"):
+            for m in imports_of(path):
+                parts = m.split(".")
+                if len(parts) > 1 and parts[0] == "s2i_bench" and parts[1] in order[i + 1:]:
+                    bad.append(f"{path.relative_to(ROOT)} imports {m}")
+    assert not bad, bad
+
+
+TOY = '''
+import torch
+from s2i_bench.translators import Loader, Plugin, Translator
+
+def _sniff(path, obj):
+    return isinstance(obj, dict) and obj.get("format") == "toy-translator"
+
+def _load(path, obj, *, device="cpu", options=None):
+    level = float(obj["level"])
+
+    def fn(batch):  # a flat grey picture, 48 high and 64 wide, as uint8: any size is allowed
+        return torch.full((len(batch), 48, 64, 3), int(127 + 100 * level), dtype=torch.uint8)
+
+    return Translator(fn, {"path": str(path), "sha256": "toy", "kind": "toy", "epoch": int(obj["epoch"]),
+                           "embedding_dim": None, "run": "toy"})
+
+PLUGIN = Plugin(name="toy-baseline", loaders=(Loader("toy", _sniff, _load, "a toy translator"),), version="0.1")
+'''
+
+
+@pytest.fixture(scope="module")
+def toy_site(tmp_path_factory):
+    """A second baseline as an installed package would be: code plus a dist-info with its entry point."""
+    site = tmp_path_factory.mktemp("site")
+    (site / "toy_baseline").mkdir()
+    (site / "toy_baseline" / "__init__.py").write_text(TOY)
+    info = site / "toy_baseline-0.1.dist-info"
+    info.mkdir()
+    (info / "METADATA").write_text("Metadata-Version: 2.1\nName: toy-baseline\nVersion: 0.1\n")
+    (info / "entry_points.txt").write_text("[s2i_bench.translators]\ntoy = toy_baseline:PLUGIN\n")
+    return site
+
+
+def test_a_second_baseline_plugs_in_through_its_entry_point(toy_site, fake_store, tmp_path):
+    import torch
+
+    from test_scoring import PROTOCOL, write_bundle
+
+    bundle = write_bundle(tmp_path / "bundle.pt", PROTOCOL)
+    toy = tmp_path / "toy.pt"
+    torch.save({"format": "toy-translator", "level": 0.2, "epoch": 3}, toy)
+    cli = Path(sys.executable).parent / "s2i-bench"
+    env = dict(os.environ, PYTHONPATH=str(toy_site), S2I_BENCH_QUIET="1")
+    done = subprocess.run([str(cli), "score", str(toy), "--data", str(fake_store), "--classifiers", str(bundle),
+                           "--json", "--out", str(tmp_path / "r.jsonl")], env=env, capture_output=True, text=True,
+                          timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    record = json.loads(done.stdout)
+    assert record["generator"]["kind"] == "toy" and record["generator"]["plugin"] == "toy-baseline"
+    assert record["generator"]["native_size"] == [48, 64] and record["epoch"] == 3
+    assert set(record["classes"]) == set(PROTOCOL.class_keys)
+    assert all(c["n_images"] == 6 for c in record["classes"].values())
+
+
+@pytest.mark.slow
+def test_installed_package_finds_its_protocols_and_the_papers_numbers(tmp_path):
+    """`pip install .` (not editable): the protocol files and paper-numbers.csv travel as package data."""
+    target = tmp_path / "target"
+    done = subprocess.run([sys.executable, "-m", "pip", "install", "--no-deps", "-q",
+                           "--target", str(target), str(ROOT)], capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert (target / "s2i_bench" / "protocols" / "vegas5.toml").is_file()
+    code = ("import s2i_bench, sys; assert s2i_bench.__file__.startswith(sys.argv[1]), s2i_bench.__file__; "
+            "from s2i_bench.protocol import available_protocols, load_protocol; "
+            "from s2i_bench.report.paper import load_paper_numbers; "
+            "print(available_protocols(), load_protocol('vegas5').name, len(load_paper_numbers()))")
+    env = dict(os.environ, PYTHONPATH=str(target))
+    done = subprocess.run([sys.executable, "-c", code, str(target)], env=env, capture_output=True, text=True,
+                          cwd=tmp_path, timeout=120)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "vegas5" in done.stdout and "synth" in done.stdout and done.stdout.split()[-1].isdigit()
