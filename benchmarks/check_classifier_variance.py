@@ -57,7 +57,7 @@ def one_seed(work: Path, scratch: Path, seed: int) -> dict:
         build_pool(pool_checkpoints(runs, p.classifiers.num_models), work / "store", pool_dir, seed=seed,
                    overwrite=True)
         label_pool(pool_dir, use_judge=True)
-        train_classifiers(pool_dir, bundle_path, store=work / "store", seed=seed)
+        train_classifiers(pool_dir, bundle_path, store=work / "store", seed=seed, overwrite=True)
     bundle = load_bundle(bundle_path)
     out = {"seed": seed, "classifiers": {}, "runs": {}}
     for key, entry in bundle.card["classes"].items():

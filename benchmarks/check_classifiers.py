@@ -145,7 +145,7 @@ def main() -> None:
         labels = pd.read_csv(work / "pool" / "labels.csv") if (work / "pool" / "labels.csv").exists() else None
         card = None
         if labels_error is None:
-            step("train", lambda: train_classifiers(work / "pool", work / "bundle.pt", seed=args.seed))
+            step("train", lambda: train_classifiers(work / "pool", work / "bundle.pt", seed=args.seed, overwrite=True))
             card = json.loads((work / "bundle.json").read_text())
 
     informative_by_source = {}

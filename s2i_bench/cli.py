@@ -193,9 +193,10 @@ def label(pool_dir, use_judge, csv_path, seed):
 @click.option("--device", default="cpu", show_default=True)
 @click.option("--authors", "authors", multiple=True, metavar="CLASS=FILE",
               help="Instead of training: import the authors' state dict for CLASS (give all five; no POOL_DIR).")
+@click.option("--overwrite", is_flag=True, help="Replace an existing bundle (records scored with it keep its sha256).")
 @protocol_option
 @_friendly
-def train_classifiers(pool_dir, bundle, store, seed, device, authors, protocol_name):
+def train_classifiers(pool_dir, bundle, store, seed, device, authors, overwrite, protocol_name):
     """Train the five per-class informativity classifiers on a labelled POOL_DIR, or import the
     authors' five classifiers with --authors (sensitivity and specificity then unknown)."""
     from s2i_bench.scoring.command import check_device
@@ -213,13 +214,14 @@ def train_classifiers(pool_dir, bundle, store, seed, device, authors, protocol_n
         protocol = _protocol(protocol_name or "vegas5")
         from s2i_bench.informativity.authors import import_authors_classifiers
 
-        import_authors_classifiers(files, out=bundle, protocol=protocol, store=store, seed=seed, device=device)
+        import_authors_classifiers(files, out=bundle, protocol=protocol, store=store, seed=seed, device=device,
+                                   overwrite=overwrite)
         return
     if pool_dir is None:
         raise UserError("missing POOL_DIR (a labelled pool), or --authors CLASS=FILE to import the authors' classifiers")
     from s2i_bench.informativity.classifiers import train_classifiers as train
 
-    train(pool_dir, out=bundle, store=store, seed=seed, device=device)
+    train(pool_dir, out=bundle, store=store, seed=seed, device=device, overwrite=overwrite)
 
 
 # -- metrics, scoring, report -----------------------------------------------------------------

@@ -164,7 +164,7 @@ def _classifiers_and_scores(runner: StepRunner, p, work: Work, run_dirs: list[Pa
     runner.run("label", k_label, [work.pool / "sets.csv"], lambda: label_pool(work.pool, use_judge=True))
     k_classifiers = step_key(step="train-classifiers", up=k_label, code=code)
     runner.run("train-classifiers", k_classifiers, [work.bundle, work.bundle.with_suffix(".json")],
-               lambda: train_classifiers(work.pool, work.bundle, store=work.store, seed=0))
+               lambda: train_classifiers(work.pool, work.bundle, store=work.store, seed=0, overwrite=True))
     # Every epoch of every run on the test sounds (the series), with sample sheets of the first
     # and the last epoch for Figs. 15/16 and the learning check.
     k_score = step_key(step="score", up=[k_classifiers, k_train], code=code)

@@ -28,7 +28,8 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
     """Yield a temporary path beside `path`; on success it replaces `path` atomically."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    # the writer's pid in the name: a later run can tell a dead writer's leftover from a live one
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.{os.getpid()}-", suffix=".tmp", dir=path.parent)
     os.close(fd)
     tmp_path = Path(tmp)
     # mkstemp creates files 0600; give the result the permissions a plain open() would.
@@ -178,8 +179,9 @@ def check_publishable(dest: Path, kind: str, *, overwrite: bool = False, what: s
     owned = _owned_files(dest, kind)
     if owned is not None:
         return owned
-    present = next((p for p in dest.rglob("*") if p.is_file() and p.name != OWNED_MANIFEST
-                    and (ignore is None or ignore not in p.parents)), None)
+    present = next((p for p in dest.rglob("*") if p.is_file() and p.name not in (OWNED_MANIFEST, ".lock")
+                    and not p.name.startswith(".staging-") and (ignore is None or ignore not in p.parents)
+                    and not any(q.name.startswith(".staging-") for q in p.parents)), None)
     if present is not None and not overwrite:
         raise UserError(f"{dest}: holds files that {what} did not write (e.g. {present.relative_to(dest)}); "
                         f"choose a new or empty folder, or pass --overwrite to write over them")
@@ -204,7 +206,7 @@ def publish_folder(staging: Path, dest: Path, kind: str, *, overwrite: bool = Fa
     if dest.exists() and not dest.is_dir():
         raise UserError(f"{dest}: exists and is not a folder")
     new_files = {p.relative_to(staging).as_posix(): p for p in sorted(staging.rglob("*"))
-                 if p.is_file() and p.name != OWNED_MANIFEST}
+                 if p.is_file() and p.name not in (OWNED_MANIFEST, ".lock")}
     owned = check_publishable(dest, kind, overwrite=overwrite, what=what, ignore=staging)
     blocked = []
     for rel in new_files:
@@ -264,6 +266,7 @@ def staged_folder(dest: Path) -> Iterator[Path]:
     if dest.exists() and not dest.is_dir():
         raise UserError(f"{dest}: exists and is not a folder")
     dest.mkdir(parents=True, exist_ok=True)
+    remove_stale_temporaries(dest)  # what a killed earlier report left
     staging = dest / f".staging-{os.getpid()}"
     if staging.exists():
         shutil.rmtree(staging)
@@ -311,20 +314,39 @@ def exclusive_lock(lock_path: Path, what: str) -> Iterator[None]:
         os.close(fd)
 
 
-def remove_stale_temporaries(folder: Path, pattern: str = ".*.tmp") -> list[Path]:
-    """Delete temp files (`atomic_path` names: .<name>.<random>.tmp) that a killed process left in
-    `folder` (not below it); call it while holding the folder's lock. Returns what was removed."""
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True  # someone else's live process
+    return True
+
+
+def remove_stale_temporaries(folder: Path) -> list[Path]:
+    """Delete what killed writers left in `folder` (not below it): temp files of `atomic_path`
+    (`.<name>.<pid>-<random>.tmp`) and staging folders (`.staging-<pid>`, `<name>.partial-<pid>`)
+    whose process is gone. A live writer's files are left alone. Returns what was removed."""
+    import re
+    import shutil
+
     removed = []
     folder = Path(folder)
     if not folder.is_dir():
         return removed
-    for p in folder.glob(pattern):
-        if p.is_file() and p.name.startswith(".") and p.name.endswith(".tmp"):
-            try:
-                p.unlink()
-                removed.append(p)
-            except OSError:
-                pass
+    patterns = (re.compile(r"^\..+\.(\d+)-[^.]+\.tmp$"), re.compile(r"^\.staging-(\d+)$"),
+                re.compile(r"^.+\.partial-(\d+)$"))
+    for p in folder.iterdir():
+        for pattern in patterns:
+            m = pattern.match(p.name)
+            if m and int(m.group(1)) != os.getpid() and not _pid_alive(int(m.group(1))):
+                try:
+                    shutil.rmtree(p) if p.is_dir() and not p.is_symlink() else p.unlink()
+                    removed.append(p)
+                except OSError:
+                    pass
+                break
     return removed
 
 
@@ -381,3 +403,51 @@ def swap_into_place(tmp: Path, out: Path) -> None:
         shutil.rmtree(old, ignore_errors=True)
     else:
         os.replace(tmp, out)
+
+
+# -- content verified once, remembered by size and mtime ------------------------------------------
+_VERIFIED: dict[str, dict] = {}
+
+
+def _verified_cache_file() -> Path | None:
+    env = os.environ.get("S2I_BENCH_CACHE")
+    if env is not None:
+        return None if env.strip().lower() in ("", "0", "off", "none", "no") else Path(env) / "verified-files.json"
+    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(base) / "s2i-bench" / "verified-files.json"
+
+
+def _file_key(path: Path) -> str:
+    st = path.stat()
+    return f"{path.resolve()}|{st.st_size}|{st.st_mtime_ns}|{st.st_ino}"
+
+
+def remembered_digest(path: Path, compute) -> dict:
+    """`compute(path) -> dict` (a content hash and checks), computed once per file version: the
+    result is remembered by (path, size, mtime, inode), in memory and in the user's cache
+    (`$S2I_BENCH_CACHE`, else ~/.cache/s2i-bench; `S2I_BENCH_CACHE=off` turns it off). A file
+    changed in place gets a new mtime and is read again."""
+    path = Path(path)
+    key = _file_key(path)
+    if key in _VERIFIED:
+        return _VERIFIED[key]
+    cache = _verified_cache_file()
+    stored: dict = {}
+    if cache is not None and cache.is_file():
+        try:
+            stored = json.loads(cache.read_text())
+        except (OSError, ValueError):
+            stored = {}
+    if key in stored and isinstance(stored[key], dict):
+        _VERIFIED[key] = stored[key]
+        return stored[key]
+    result = compute(path)
+    _VERIFIED[key] = result
+    if cache is not None:
+        try:
+            stored = {k: v for k, v in stored.items() if Path(k.split("|")[0]).exists()}  # forget deleted files
+            stored[key] = result
+            atomic_write_json(cache, stored)
+        except OSError:
+            pass  # a read-only home: remembered for this process only
+    return result

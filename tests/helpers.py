@@ -151,7 +151,8 @@ def write_scene_clip(path: str | Path, seed: int, seconds: float, *, audio_codec
 
 
 def make_fake_store(path: Path, protocol_name: str = "tiny", per_class: dict[str, int] | None = None,
-                    seed: int = 0, videos_per_class: int = 4) -> Path:
+                    seed: int = 0, videos_per_class: int = 4, split_policy: str = "video",
+                    synthetic_world: dict | None = None) -> Path:
     """A small store written with `write_store`, without decoding any video.
 
     Spectrograms and frames carry the class (a per-class offset / colour) plus noise, so models
@@ -191,9 +192,9 @@ def make_fake_store(path: Path, protocol_name: str = "tiny", per_class: dict[str
         "features": {"audio": proto.to_dict()["audio"], "image": proto.to_dict()["image"]},
         "normalisation": {"low": float(np.percentile(train, 0.1)), "high": float(np.percentile(train, 99.9)),
                           "fitted_on": "train", "method": "percentiles 0.1 / 99.9 of training log-Mel values"},
-        "split": {"policy": "video", "seed": seed, "ratios": [proto.split.train, proto.split.val, proto.split.test],
-                  "balance": proto.split.balance, "leaky": False},
+        "split": {"policy": split_policy, "seed": seed, "ratios": [proto.split.train, proto.split.val, proto.split.test],
+                  "balance": proto.split.balance, "leaky": split_policy == "random"},
         "sources": [],
-        "synthetic_world": None,
+        "synthetic_world": synthetic_world,
     }
     return write_store(path, manifest, spectrograms, frames_arr, meta)

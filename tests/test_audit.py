@@ -17,6 +17,7 @@ from s2i_bench.data.dedup import (fingerprints, frame_hashes, near_duplicate_pai
 from s2i_bench.data.features import centre_square, log_mel_segments
 from s2i_bench.protocol import load_protocol
 from s2i_bench.data.store import open_store, write_store
+from s2i_bench.errors import UserError
 
 PROTO = load_protocol("tiny")
 
@@ -116,8 +117,11 @@ def test_tampered_store_fails_the_hash_check(tmp_path):
     store = build_store(tmp_path / "t", clean_videos())
     manifest = (store.path / "manifest.csv").read_text().replace(",val,", ",test,", 1)
     (store.path / "manifest.csv").write_text(manifest)
-    report = audit_store(open_store(store.path))
+    with pytest.raises(UserError, match=r"manifest.csv: its content .* is not the one store.json records.*s2i-bench audit"):
+        open_store(store.path)  # every command refuses it, naming the file and the audit
+    report = audit_store(open_store(store.path, verify=False))
     assert not report["checks"]["hash_matches_store_json"] and not report["clean"]
+    assert any("manifest.csv" in p["file"] for p in report["problems"])
 
 
 def test_cli_audit_exit_codes(tmp_path):

@@ -201,7 +201,7 @@ def test_existing_store_needs_overwrite(store, world):
 
 def test_folder_without_class_folders_is_a_user_error(tmp_path):
     (tmp_path / "misc").mkdir()
-    with pytest.raises(UserError, match="no sub-folder matches a class"):
+    with pytest.raises(UserError, match="no folder for class.*folder .misc. matches no class, closest class"):
         prepare_store(tmp_path, tmp_path / "out", PROTO)
 
 

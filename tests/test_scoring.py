@@ -247,11 +247,7 @@ def test_sample_sheet(store, bundle, tmp_path):
 def test_synthetic_store_reports_the_judges_truth(tmp_path, bundle, monkeypatch):
     from conftest import make_fake_store
 
-    path = make_fake_store(tmp_path / "synthetic")
-    meta_path = path / "store.json"
-    meta = json.loads(meta_path.read_text())
-    meta["synthetic_world"] = {"seed": 1, "version": "test", "scenes_sha256": "0"}
-    meta_path.write_text(json.dumps(meta))
+    path = make_fake_store(tmp_path / "synthetic", synthetic_world={"seed": 1, "version": "test", "scenes_sha256": "0"})
     import s2i_bench.synth as synth
 
     seen = []
@@ -513,10 +509,7 @@ def test_score_program_on_a_leaky_store(chain, programs, tmp_path):
     _, bundle, _ = chain
     from conftest import make_fake_store
 
-    leaky = make_fake_store(tmp_path / "leaky")
-    meta = json.loads((leaky / "store.json").read_text())
-    meta["split"].update(policy="random", leaky=True)
-    (leaky / "store.json").write_text(json.dumps(meta))
+    leaky = make_fake_store(tmp_path / "leaky", split_policy="random")
     res = invoke(programs[1], "--data", leaky, "--classifiers", bundle, "--out", tmp_path / "r.jsonl")
     assert res.exit_code == 0, res.output
     assert "Rail transport" in res.stdout and "corrected" in res.stdout and "split policy random, LEAKY" in res.stdout

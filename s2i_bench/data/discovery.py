@@ -7,7 +7,9 @@ cannot be used is kept with its `skip_reason` (it ends up in skipped.csv, never 
 
 from __future__ import annotations
 
+import os
 import re
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -40,26 +42,71 @@ def _rel(path: Path, root: Path) -> str:
         return str(path.resolve())
 
 
+def _printable(path: Path) -> str:
+    """A path as valid UTF-8 text (undecodable bytes of a file name shown as \\xNN)."""
+    return os.fsencode(path).decode("utf-8", "backslashreplace")
+
+
+def _closest_class(name: str, protocol) -> str:
+    """'closest: <key> (aliases: ...)' for a folder name that matches no class."""
+    import difflib
+
+    wanted = name.lower().replace("_", " ").replace("-", " ")
+    candidates = {a.lower(): c.key for c in protocol.classes for a in (c.key, c.name, *c.aliases)}
+    close = difflib.get_close_matches(wanted, list(candidates), n=1, cutoff=0.0)
+    if not close:
+        return "no close class"
+    cls = protocol.classes[protocol.class_index(candidates[close[0]])]
+    return f"closest class {cls.key!r} (its folder may be named: {', '.join(dict.fromkeys((cls.key, *cls.aliases)))})"
+
+
+def class_folders(root: Path, protocol) -> dict[Path, str | None]:
+    """Every visible sub-folder of `root` and the class it names (None: none), checked before
+    any video is decoded: a class without a folder is refused with each unmatched folder, its
+    closest class and that class's accepted names; unmatched folders beside complete classes
+    are listed (their files are skipped)."""
+    folders = {f: protocol.match_class(f.name) for f in sorted(p for p in root.iterdir()
+                                                               if p.is_dir() and not p.name.startswith("."))}
+    unmatched = [f for f, k in folders.items() if k is None]
+    missing = [k for k in protocol.class_keys if k not in folders.values()]
+    detail = "; ".join(f"folder {_printable(Path(f.name))!r} matches no class, {_closest_class(f.name, protocol)}"
+                       for f in unmatched)
+    if missing:
+        raise UserError(f"{root}: no folder for class(es) {', '.join(missing)} of protocol {protocol.name!r}"
+                        + (f"; {detail}" if detail else f" (found folders: {', '.join(f.name for f in folders) or 'none'})")
+                        + "; rename the folder or pass a manifest CSV (nothing was decoded)")
+    if unmatched:
+        print(f"prepare: warning: {detail}; their files are skipped (listed in skipped.csv)", file=sys.stderr)
+    return folders
+
+
 def discover_folder(root: Path, protocol) -> list[Source]:
     sources: list[Source] = []
     exts = {e.lower() for e in protocol.data.video_extensions}
-    matched_any = False
-    for folder in sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith(".")):
-        key = protocol.match_class(folder.name)
-        matched_any |= key is not None
-        for f in sorted(p for p in folder.rglob("*") if p.is_file()):
-            if any(part.startswith(".") for part in f.relative_to(root).parts):
+    for folder, key in class_folders(root, protocol).items():
+        for f in sorted(folder.rglob("*")):
+            try:
+                if not f.is_file():
+                    continue
+            except OSError:  # a link loop
+                continue
+            parts = f.relative_to(root).parts
+            if any(part.startswith(".") for part in parts):
                 continue  # hidden files (.DS_Store, editor swap files) are not sources
-            src = Source(f, _rel(f, root), key, video_id_of(f.stem, protocol.data.video_id_pattern))
+            rel = _printable(f.relative_to(root))
+            src = Source(f, rel, key, video_id_of(f.stem, protocol.data.video_id_pattern))
+            named_like_video = [p for p in parts[1:-1] if Path(p).suffix.lower() in exts]
             if key is None:
-                src.skip_reason = f"folder {folder.name!r} matches no class of protocol {protocol.name!r}"
+                src.skip_reason = f"folder {_printable(Path(folder.name))!r} matches no class of protocol {protocol.name!r}"
+            elif rel != str(f.relative_to(root)):
+                src.skip_reason = "file name is not valid UTF-8 (undecodable bytes shown as \\xNN)"
+                src.video_id = _printable(Path(src.video_id))
+            elif named_like_video:
+                src.skip_reason = (f"inside folder {named_like_video[0]!r}, which is named like a video file: a folder, "
+                                   f"not a clip; its files are not read")
             elif f.suffix.lower() not in exts:
                 src.skip_reason = f"not a video file (extension {f.suffix or 'none'!r})"
             sources.append(src)
-    if not matched_any:
-        names = ", ".join(protocol.class_keys)
-        raise UserError(f"{root}: no sub-folder matches a class of protocol {protocol.name!r} "
-                        f"(expected one folder per class: {names})")
     return sources
 
 
@@ -91,6 +138,8 @@ def discover_manifest(csv_path: Path, protocol) -> list[Source]:
         src = Source(path, _rel(path, root), key, vid, split)
         if key is None:
             src.skip_reason = f"class {row['class']!r} (line {row_number}) matches no class of protocol {protocol.name!r}"
+        elif path.is_dir():
+            src.skip_reason = f"a folder, not a video file (line {row_number})"
         elif not path.is_file():
             src.skip_reason = f"file not found (line {row_number})"
         sources.append(src)

@@ -26,17 +26,22 @@ def _features_key(protocol) -> str:
 
 def _cache_name(src: Source, features_key: str) -> str:
     st = src.path.stat()
-    blob = f"{src.path.resolve()}|{st.st_size}|{st.st_mtime_ns}|{features_key}"
-    return hashlib.sha256(blob.encode()).hexdigest()[:24] + ".npz"
+    blob = os.fsencode(src.path.resolve()) + f"|{st.st_size}|{st.st_mtime_ns}|{features_key}".encode()
+    return hashlib.sha256(blob).hexdigest()[:24] + ".npz"
 
 
 def _extract_to_cache(path: Path, protocol, cache_path: Path) -> dict:
     """Decode one file, save its features (or its skip reason) to `cache_path`; small result."""
     from s2i_bench.data.features import ClipError, extract_clip
 
-    meta = {"size": path.stat().st_size, "sha256": sha256_file(path), "reason": None}
     arrays = {}
     try:
+        meta = {"size": path.stat().st_size, "sha256": sha256_file(path), "reason": None}
+    except OSError as e:  # unreadable (permission denied, gone): this file is skipped, the run goes on
+        meta = {"size": None, "sha256": None, "reason": f"cannot read: {e.strerror or e}"}
+    try:
+        if meta["reason"] is not None:
+            raise ClipError(meta["reason"])
         clip = extract_clip(path, protocol)
         arrays = {"starts": np.asarray(clip.starts, np.int64), "spectrograms": clip.spectrograms,
                   "frames": clip.frames}

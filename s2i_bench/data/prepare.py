@@ -24,7 +24,7 @@ from s2i_bench.data.extract import check_cached_arrays, extract_all, load_cache
 from s2i_bench.data.splits import balance, fit_normalisation, group_list, random_split, table1_frame, video_split
 from s2i_bench.data.store import SPLITS, segment_id, write_store
 from s2i_bench.errors import UserError
-from s2i_bench.fileio import atomic_write_json, check_replaceable, sha256_file, to_jsonable
+from s2i_bench.fileio import atomic_write_json, check_replaceable, exclusive_lock, sha256_file, to_jsonable
 
 WORK_SUFFIX = ".work"
 
@@ -62,9 +62,21 @@ def prepare_store(source, out, protocol, *, split_policy=None, seed=None, allow_
         if split_given:
             print(f"prepare: --split-policy {policy} given: the manifest's split column is ignored", file=sys.stderr)
     work = out.with_name(out.name + WORK_SUFFIX)
-    if work.exists() and not resume:
-        shutil.rmtree(work)
+    work.mkdir(parents=True, exist_ok=True)
+    # One prepare per store at a time: a second one into the same --out refuses at once
+    # instead of sharing (and deleting) the first one's cache.
+    with exclusive_lock(work / ".lock", f"store {out}"):
+        if not resume:
+            for child in work.iterdir():
+                if child.name != ".lock":
+                    shutil.rmtree(child) if child.is_dir() else child.unlink()
+        out = _prepare_locked(sources, root, out, work, protocol, policy, seed, allow_leakage, workers, overwrite,
+                              source)
+    shutil.rmtree(work, ignore_errors=True)
+    return out
 
+
+def _prepare_locked(sources, root, out, work, protocol, policy, seed, allow_leakage, workers, overwrite, source):
     caches = extract_all(sources, protocol, work, workers)  # 1. features (cached per video)
     seg = _segments(sources, caches, protocol, source)  # 2. the segments, in a fixed order
     fp, pairs, groups = _near_duplicates(seg, protocol)  # 3. near-duplicates, before splitting
@@ -78,7 +90,6 @@ def prepare_store(source, out, protocol, *, split_policy=None, seed=None, allow_
     leaky = bool(report["leakage"]) or policy == "random"
     meta = _store_meta(protocol, normalisation, policy, seed, leaky, n_before, report, seg, root)
     table1 = _write(out, seg, meta, report, protocol, overwrite)  # 8. the store, atomically
-    shutil.rmtree(work, ignore_errors=True)
     stale_report = out.with_name(out.name + ".audit.json")  # from an earlier refused run
     if stale_report.is_file():
         stale_report.unlink()
@@ -89,7 +100,24 @@ def prepare_store(source, out, protocol, *, split_policy=None, seed=None, allow_
           f"val {per_split.get('val', 0)} / test {per_split.get('test', 0)}); split {policy}, seed {seed}; "
           f"{len(report['near_duplicate_groups'])} near-duplicate groups; audit: "
           f"{'LEAKY (allowed)' if leaky else 'clean'} -> {out}")
+    _notes(seg, report)
     return out
+
+
+def _notes(seg: Segments, report: dict) -> None:
+    """What the summary line does not say but a user must know."""
+    multi = report.get("multi_class_videos") or []
+    if multi:
+        first = multi[0]
+        print(f"prepare: note: {len(multi)} video id(s) appear in several classes (kept in one split; e.g. "
+              f"{first.get('video_id')}: {', '.join(first.get('classes', []))}); see audit.json multi_class_videos",
+              file=sys.stderr)
+    dropped = [(e["path"], d) for e in seg.sources_meta for d in e.get("dropped_segments", [])]
+    if dropped:
+        path, d = dropped[0]
+        print(f"prepare: note: {len(dropped)} segment(s) left out because no video frame lies near their centre "
+              f"(variable frame rate; e.g. {path} at {d['centre_s']} s, nearest frame {d['nearest_frame_s']} s); "
+              f"store.json sources list them", file=sys.stderr)
 
 
 def _segments(sources, caches, protocol, source: Path) -> Segments:
@@ -126,6 +154,8 @@ def _segments(sources, caches, protocol, source: Path) -> Segments:
                 specs.append(arrays["spectrograms"].astype(store_dtype, copy=False))
                 frames.append(arrays["frames"])
                 entry["segments"] = len(arrays["starts"])
+                if (meta.get("info") or {}).get("dropped_segments"):
+                    entry["dropped_segments"] = meta["info"]["dropped_segments"]
         elif src.path.is_file():
             try:
                 entry.update(size=src.path.stat().st_size, sha256=sha256_file(src.path))

@@ -16,7 +16,9 @@ file when something is wrong.
 
 from __future__ import annotations
 
+import hashlib
 import json
+import math
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
@@ -25,12 +27,13 @@ from typing import Any
 import numpy as np
 
 from s2i_bench.errors import UserError
-from s2i_bench.fileio import (atomic_save_npy, atomic_write_json, check_replaceable, folder_hash, staging_sibling,
-                              swap_into_place)
+from s2i_bench.fileio import (atomic_save_npy, atomic_write_json, check_replaceable, remembered_digest, sha256_file,
+                              staging_sibling, swap_into_place)
 from s2i_bench.provenance import code_version, now_iso
 
 STORE_FORMAT = "s2i-bench-store"
-STORE_FORMAT_VERSION = 1
+STORE_FORMAT_VERSION = 2  # 2: per-file hashes, the store hash covers the protocol (and optional waveforms.npy)
+READABLE_VERSIONS = (1, 2)
 MANIFEST_COLUMNS = ["segment_id", "video_id", "class", "class_index", "split", "start_s", "source", "group"]
 SPLITS = ("train", "val", "test")
 
@@ -57,6 +60,8 @@ class Store:
     manifest: Any  # pandas.DataFrame, rows in array order
     spectrograms: np.ndarray  # (N, 1, n_mels, frames) log values, memory-mapped
     frames: np.ndarray  # (N, S, S, 3) uint8, memory-mapped
+    waveforms: np.ndarray | None = None  # (N, T) the segments' audio (format 2 stores made with it)
+    problems: list = field(default_factory=list, repr=False)  # (file, problem): what open_store found
     _protocol: Any = field(default=None, repr=False)
 
     # -- identity -------------------------------------------------------------------------
@@ -119,7 +124,7 @@ class Store:
 
     @property
     def has_waveforms(self) -> bool:
-        return False
+        return self.waveforms is not None
 
     @property
     def sample_rate(self) -> int:
@@ -142,27 +147,104 @@ def normalise_log_mel(log_mel, normalisation: dict[str, float]):
     return scaled.float().clamp(-1.0, 1.0)
 
 
-# -------------------------------------------------------------------------------------------
-def open_store(path: str | Path) -> Store:
-    """Open and check a store folder; every problem names the file it is in."""
-    import pandas as pd
+# -- identity: what the store hash covers -------------------------------------------------------
+ARRAYS = ("spectrograms.npy", "frames.npy")
+OPTIONAL_ARRAYS = ("waveforms.npy",)
 
+
+def content_hash(meta: dict[str, Any], file_hashes: dict[str, str]) -> str:
+    """The store hash (format 2): its files' sha256 and what store.json says that changes what
+    they mean (the protocol, the normalisation range, the split), as 16 hex digits. Two stores
+    of the same videos under two protocols have two hashes."""
+    norm = meta.get("normalisation") or {}
+    split = meta.get("split") or {}
+    blob = {"format_version": 2, "files": dict(sorted(file_hashes.items())),
+            "protocol": (meta.get("protocol") or {}).get("fingerprint"),
+            "normalisation": [norm.get("low"), norm.get("high")] if isinstance(norm, dict) else norm,
+            "split": {k: split.get(k) for k in ("policy", "seed", "ratios", "balance", "leaky")}
+            if isinstance(split, dict) else split,
+            # whether the judge's truth applies is a claim about the data too
+            "synthetic_world": meta.get("synthetic_world")}
+    return hashlib.sha256(json.dumps(blob, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def _array_digest(path: Path) -> dict:
+    """sha256 of an array file, and for float arrays whether every value is finite (one pass)."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while block := f.read(1 << 22):
+            h.update(block)
+    out = {"sha256": h.hexdigest(), "finite": True}
+    try:
+        a = np.load(path, mmap_mode="r", allow_pickle=False)
+    except (OSError, ValueError):
+        return out
+    if a.dtype.kind == "f" and a.ndim >= 1:
+        for i in range(0, a.shape[0], 4096):
+            block = np.asarray(a[i:i + 4096])
+            if not np.isfinite(block).all():
+                bad = int(np.flatnonzero(~np.isfinite(block.reshape(len(block), -1)).all(axis=1))[0]) + i
+                out.update(finite=False, first_bad_row=bad)
+                break
+    return out
+
+
+def _file_digest(path: Path, array: bool) -> dict:
+    if array:
+        return remembered_digest(path, _array_digest)
+    return {"sha256": sha256_file(path), "finite": True}
+
+
+# -- opening -----------------------------------------------------------------------------------
+def open_store(path: str | Path, verify: bool = True) -> Store:
+    """Open a store folder and check that it is what its store.json claims: the files' hashes
+    (the manifest and store.json every time, the arrays once per file version, remembered by
+    size and mtime), the store hash, and the content (finite spectrograms, a consistent
+    manifest, a sane normalisation range). Every problem names the file; with `verify=False`
+    (the audit) the problems are collected in `store.problems` instead of refused."""
     path = Path(path)
+    meta = _read_meta(path)
+    manifest = _read_manifest(path / "manifest.csv")
+    spectrograms = _load_array(path / "spectrograms.npy")
+    frames = _load_array(path / "frames.npy")
+    store = Store(path=path, meta=meta, manifest=manifest, spectrograms=spectrograms, frames=frames)
+    if (path / "waveforms.npy").is_file():
+        store.waveforms = _load_array(path / "waveforms.npy")
+    store.problems = store_problems(store)
+    if verify and store.problems:
+        where, what = store.problems[0]
+        more = f" (and {len(store.problems) - 1} more)" if len(store.problems) > 1 else ""
+        raise UserError(f"{where}: {what}{more}; the store is not what its store.json claims: see "
+                        f"`s2i-bench audit {path}`, or rebuild it with `s2i-bench prepare`")
+    return store
+
+
+def _read_meta(path: Path) -> dict:
     meta_path = path / "store.json"
     if not path.is_dir():
         raise UserError(f"{path}: not a store folder (make one with `s2i-bench prepare`)")
     if not meta_path.is_file():
         raise UserError(f"{meta_path}: missing; {path} is not a complete store (make one with `s2i-bench prepare`)")
     try:
-        meta = json.loads(meta_path.read_text())
-    except json.JSONDecodeError as e:
+        meta = json.loads(meta_path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
         raise UserError(f"{meta_path}: not valid JSON ({e})") from None
-    if meta.get("format") != STORE_FORMAT:
-        raise UserError(f"{meta_path}: not an s2i-bench store (format={meta.get('format')!r})")
-    if meta.get("format_version") != STORE_FORMAT_VERSION:
-        raise UserError(f"{meta_path}: store format version {meta.get('format_version')} is not supported "
-                        f"(this s2i-bench reads version {STORE_FORMAT_VERSION})")
-    manifest_path = path / "manifest.csv"
+    if not isinstance(meta, dict) or meta.get("format") != STORE_FORMAT:
+        raise UserError(f"{meta_path}: not an s2i-bench store (format={meta.get('format') if isinstance(meta, dict) else None!r})")
+    if meta.get("format_version") not in READABLE_VERSIONS:
+        raise UserError(f"{meta_path}: store format version {meta.get('format_version')!r} is not supported "
+                        f"(this s2i-bench reads versions {', '.join(map(str, READABLE_VERSIONS))}); rebuild it with "
+                        f"`s2i-bench prepare`")
+    for key, kind in (("normalisation", dict), ("split", dict), ("protocol", dict), ("protocol_full", dict)):
+        if not isinstance(meta.get(key), kind):
+            raise UserError(f"{meta_path}: '{key}' is {'missing' if key not in meta else 'not an object'}; the store "
+                            f"is damaged (rebuild it with `s2i-bench prepare`)")
+    return meta
+
+
+def _read_manifest(manifest_path: Path):
+    import pandas as pd
+
     try:
         manifest = pd.read_csv(manifest_path, dtype={"segment_id": str, "video_id": str, "class": str,
                                                      "split": str, "source": str, "group": str})
@@ -171,19 +253,7 @@ def open_store(path: str | Path) -> Store:
     missing = [c for c in MANIFEST_COLUMNS if c not in manifest.columns]
     if missing:
         raise UserError(f"{manifest_path}: missing columns {missing}")
-    spectrograms = _load_array(path / "spectrograms.npy")
-    frames = _load_array(path / "frames.npy")
-    n = len(manifest)
-    if spectrograms.ndim != 4 or spectrograms.shape[0] != n or spectrograms.shape[1] != 1:
-        raise UserError(f"{path / 'spectrograms.npy'}: shape {spectrograms.shape}, expected ({n}, 1, n_mels, frames)")
-    if spectrograms.dtype not in (np.float16, np.float32):
-        raise UserError(f"{path / 'spectrograms.npy'}: dtype {spectrograms.dtype}, expected float16 or float32")
-    if frames.ndim != 4 or frames.shape[0] != n or frames.shape[3] != 3 or frames.dtype != np.uint8:
-        raise UserError(f"{path / 'frames.npy'}: shape {frames.shape} {frames.dtype}, expected ({n}, S, S, 3) uint8")
-    bad_split = set(manifest["split"].unique()) - set(SPLITS)
-    if bad_split:
-        raise UserError(f"{manifest_path}: unknown split values {sorted(bad_split)}")
-    return Store(path=path, meta=meta, manifest=manifest, spectrograms=spectrograms, frames=frames)
+    return manifest
 
 
 def _load_array(p: Path) -> np.ndarray:
@@ -195,14 +265,132 @@ def _load_array(p: Path) -> np.ndarray:
         raise UserError(f"{p}: cannot read as a numpy array ({e})") from None
 
 
+def store_problems(store: Store) -> list[tuple[str, str]]:
+    """(file, problem) for everything that is not as store.json says (empty: all is well)."""
+    path, meta, manifest = store.path, store.meta, store.manifest
+    problems: list[tuple[str, str]] = []
+    problems += _meta_problems(path / "store.json", meta)
+    problems += _shape_problems(store)
+    if problems:
+        return problems  # the rest would only repeat them
+    problems += _manifest_problems(path / "manifest.csv", manifest, store)
+    problems += _hash_problems(store)
+    return problems
+
+
+def _meta_problems(where: Path, meta: dict) -> list[tuple[str, str]]:
+    out = []
+    norm = meta["normalisation"]
+    low, high = norm.get("low"), norm.get("high")
+    if not all(isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) for v in (low, high)):
+        out.append((str(where), f"normalisation low/high must be finite numbers (got {low!r}, {high!r})"))
+    elif not low < high:
+        out.append((str(where), f"normalisation low {low} is not below high {high}: the network input would be "
+                                "undefined or inverted"))
+    if meta["split"].get("policy") not in ("video", "random", "given"):
+        out.append((str(where), f"split policy {meta['split'].get('policy')!r} is not video, random or given"))
+    try:
+        from s2i_bench.protocol import protocol_from_dict
+
+        fingerprint = protocol_from_dict(meta["protocol_full"]).fingerprint
+    except UserError as e:
+        out.append((str(where), f"protocol_full is not a valid protocol ({e})"))
+    else:
+        if meta["protocol"].get("fingerprint") != fingerprint:
+            out.append((str(where), f"protocol fingerprint {meta['protocol'].get('fingerprint')!r} does not match "
+                                    f"its protocol_full ({fingerprint})"))
+    return out
+
+
+def _shape_problems(store: Store) -> list[tuple[str, str]]:
+    out, n, path = [], len(store.manifest), store.path
+    sp, fr = store.spectrograms, store.frames
+    try:
+        audio = store.protocol.audio
+        want = (1, audio.n_mels, audio.frames_per_segment)
+        side = store.protocol.image.size
+    except UserError:
+        return out
+    if sp.ndim != 4 or sp.shape[0] != n or tuple(sp.shape[1:]) != want:
+        out.append((str(path / "spectrograms.npy"), f"shape {sp.shape}, expected ({n}, {want[0]}, {want[1]}, {want[2]}) "
+                                                    f"for the {n} rows of manifest.csv"))
+    if sp.dtype not in (np.float16, np.float32):
+        out.append((str(path / "spectrograms.npy"), f"dtype {sp.dtype}, expected float16 or float32"))
+    if fr.ndim != 4 or fr.shape[0] != n or tuple(fr.shape[1:]) != (side, side, 3) or fr.dtype != np.uint8:
+        out.append((str(path / "frames.npy"), f"shape {fr.shape} {fr.dtype}, expected ({n}, {side}, {side}, 3) uint8"))
+    if store.waveforms is not None and (store.waveforms.ndim != 2 or store.waveforms.shape[0] != n):
+        out.append((str(path / "waveforms.npy"), f"shape {store.waveforms.shape}, expected ({n}, T)"))
+    num = store.meta.get("num_segments")
+    if num is not None and num != n:
+        out.append((str(path / "manifest.csv"), f"{n} rows, but store.json says {num} segments"))
+    return out
+
+
+def _manifest_problems(where: Path, manifest, store: Store) -> list[tuple[str, str]]:
+    out = []
+    bad_split = sorted(set(manifest["split"].astype(str)) - set(SPLITS))
+    if bad_split:
+        out.append((str(where), f"unknown split values {bad_split}"))
+    keys = store.protocol.class_keys
+    unknown = sorted(set(manifest["class"].astype(str)) - set(keys))
+    if unknown:
+        out.append((str(where), f"classes {unknown} are not classes of protocol {store.protocol.name!r}"))
+        return out
+    expected = manifest["class"].map({k: i for i, k in enumerate(keys)})
+    wrong = np.flatnonzero(pd_values(manifest["class_index"]) != expected.to_numpy())
+    if len(wrong):
+        r = int(wrong[0])
+        out.append((str(where), f"row {r + 2}: class_index {manifest['class_index'].iloc[r]!r} does not match class "
+                                f"{manifest['class'].iloc[r]!r} (index {int(expected.iloc[r])}); {len(wrong)} rows differ"))
+    if not manifest["segment_id"].is_unique:
+        dup = manifest["segment_id"][manifest["segment_id"].duplicated()].iloc[0]
+        out.append((str(where), f"segment id {dup!r} appears twice"))
+    return out
+
+
+def pd_values(column) -> np.ndarray:
+    """A manifest column as int64, non-numbers as -1 (so a comparison names them)."""
+    import pandas as pd
+
+    return pd.to_numeric(column, errors="coerce").fillna(-1).to_numpy(dtype=np.int64)
+
+
+def _hash_problems(store: Store) -> list[tuple[str, str]]:
+    out, path, meta = [], store.path, store.meta
+    names = ["manifest.csv", *ARRAYS] + [n for n in OPTIONAL_ARRAYS if (path / n).is_file()]
+    recorded = meta.get("files") or {}
+    hashes = {}
+    for name in names:
+        digest = _file_digest(path / name, array=name.endswith(".npy"))
+        hashes[name] = digest["sha256"]
+        want = recorded.get(name) if isinstance(recorded, dict) else None
+        if isinstance(want, dict) and want.get("sha256") not in (None, digest["sha256"]):
+            out.append((str(path / name), f"its content (sha256 {digest['sha256'][:12]}) is not the one store.json "
+                                          f"records ({str(want.get('sha256'))[:12]}): the file was changed"))
+        if not digest.get("finite", True):
+            out.append((str(path / name), f"row {digest.get('first_bad_row')} holds NaN or infinite values"))
+    if meta["format_version"] >= 2:
+        claimed, actual = meta.get("store_hash"), content_hash(meta, hashes)
+    else:  # format 1: the files only (the protocol was not covered)
+        h = hashlib.sha256()
+        for name in ("manifest.csv", *ARRAYS):
+            h.update(name.encode())
+            h.update(hashes[name].encode())
+        claimed, actual = meta.get("store_hash"), h.hexdigest()[:16]
+    if claimed != actual:
+        out.append((str(path / "store.json"), f"store_hash {claimed!r} does not match the store's content ({actual}): "
+                                              "a file or store.json was edited"))
+    return out
+
+
 def write_store(path: str | Path, manifest, spectrograms: np.ndarray, frames: np.ndarray,
                 meta: dict[str, Any], extra_files: dict[str, bytes] | None = None,
-                overwrite: bool = False) -> Path:
+                overwrite: bool = False, waveforms: np.ndarray | None = None) -> Path:
     """Write a complete store atomically: build `<path>.partial-<pid>`, then rename into place.
 
-    `meta` is completed with the format tag, counts, the content hash, the code version and
-    the creation time. `extra_files` (name -> bytes) land in the folder too (skipped.csv,
-    audit.json, table1.csv, ...).
+    `meta` is completed with the format tag, counts, the files' hashes, the store hash, the
+    code version and the creation time. `extra_files` (name -> bytes) land in the folder too
+    (skipped.csv, audit.json, table1.csv, ...). `waveforms` (N, T): the segments' audio.
     """
     path = Path(path)
     check_replaceable(path, "store.json", "store", overwrite)
@@ -220,22 +408,29 @@ def write_store(path: str | Path, manifest, spectrograms: np.ndarray, frames: np
     manifest.to_csv(tmp / "manifest.csv", index=False)
     atomic_save_npy(tmp / "spectrograms.npy", np.ascontiguousarray(spectrograms))
     atomic_save_npy(tmp / "frames.npy", np.ascontiguousarray(frames))
+    names = ["manifest.csv", *ARRAYS]
+    if waveforms is not None:
+        assert waveforms.shape[0] == n, "waveforms and manifest disagree on N"
+        atomic_save_npy(tmp / "waveforms.npy", np.ascontiguousarray(waveforms))
+        names.append("waveforms.npy")
     for name, data in (extra_files or {}).items():
         (tmp / name).write_bytes(data)
 
     counts: dict[str, dict[str, int]] = {}
     for (cls, split), k in manifest.groupby(["class", "split"]).size().items():
         counts.setdefault(cls, {})[split] = int(k)
+    files = {name: {"size": (tmp / name).stat().st_size, "sha256": sha256_file(tmp / name)} for name in names}
     full_meta = {
         "format": STORE_FORMAT,
         "format_version": STORE_FORMAT_VERSION,
         **meta,
         "num_segments": n,
         "counts": counts,
-        "store_hash": folder_hash(tmp, ("manifest.csv", "spectrograms.npy", "frames.npy")),
+        "files": files,
         "code_version": code_version(),
         "created": now_iso(),
     }
+    full_meta["store_hash"] = content_hash(full_meta, {k: v["sha256"] for k, v in files.items()})
     # store.json last: its presence is what marks the folder complete.
     atomic_write_json(tmp / "store.json", full_meta)
     swap_into_place(tmp, path)

@@ -17,7 +17,7 @@ from s2i_bench.safeload import load_weights_only
 
 def import_authors_classifiers(files: dict[str, str | Path], out: str | Path, protocol,
                                store: str | Path | None = None, seed: int = 0, device: str = "cpu",
-                               overwrite: bool = True) -> Path:
+                               overwrite: bool = False) -> Path:
     """Wrap the authors' five classifier state dicts (one per class) into a bundle.
 
     Their layer names match `InformativityCNN` (`conv1`..`conv5`, `fc2`, `fc3`, `_bn`

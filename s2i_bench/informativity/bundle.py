@@ -120,6 +120,26 @@ class Bundle:
         return self.card["classes"][class_key].get("specificity")
 
 
+def _check_card_beside(path: Path) -> None:
+    """The JSON card beside a bundle names the bundle file it describes (its sha256): a bundle
+    replaced or edited after training no longer matches and is refused."""
+    import json
+
+    from s2i_bench.fileio import sha256_file
+
+    card_file = path.with_suffix(".json")
+    if not card_file.is_file():
+        return
+    try:
+        card = json.loads(card_file.read_text(encoding="utf-8"))
+    except (OSError, ValueError, UnicodeDecodeError) as e:
+        raise UserError(f"{card_file}: cannot read the bundle's card ({e})") from None
+    claimed = card.get("bundle_sha256") if isinstance(card, dict) else None
+    if claimed and claimed != sha256_file(path):
+        raise UserError(f"{path}: not the bundle its card {card_file.name} describes (sha256 differs): the bundle was "
+                        f"replaced or changed after training; train it again or restore the file")
+
+
 def load_bundle(path: str | Path, device: str = "cpu") -> Bundle:
     """Read a bundle (the .pt file, or its .json card with the .pt beside it). Loaded with
     `weights_only=True`; every problem names the file."""
@@ -128,6 +148,7 @@ def load_bundle(path: str | Path, device: str = "cpu") -> Bundle:
         path = path.with_suffix(".pt")
     if not path.is_file():
         raise UserError(f"{path}: classifier bundle not found (make one with `s2i-bench train-classifiers`)")
+    _check_card_beside(path)
     raw = load_weights_only(path, "classifier bundle")
     if not isinstance(raw, dict) or raw.get("format") != BUNDLE_FORMAT:
         raise UserError(f"{path}: not an s2i-bench classifier bundle")

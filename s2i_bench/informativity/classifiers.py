@@ -150,7 +150,7 @@ def fingerprint_probe(images_uint8: np.ndarray, model_ids: np.ndarray, seed: int
 # -- training all classifiers -----------------------------------------------------------------
 def train_classifiers(pool_dir: str | Path, out: str | Path, store: str | Path | None = None, seed: int = 0,
                       device: str = "cpu", epochs: int | None = None, class_match_epochs: int | None = None,
-                      overwrite: bool = True) -> Path:
+                      overwrite: bool = False) -> Path:
     """Train the per-class informativity CNNs on a labelled pool and the class-match CNN on the
     store's real frames; write the bundle (`out`, .pt) and its card (`out` with .json)."""
     from s2i_bench.informativity.labels import read_sets
@@ -158,6 +158,8 @@ def train_classifiers(pool_dir: str | Path, out: str | Path, store: str | Path |
 
     out = Path(out)
     card_file = card_path(out)
+    if out.exists() and not overwrite:  # before any work: records scored with it name its hash
+        raise UserError(f"{out}: exists; pass --overwrite to replace it (records scored with it keep its sha256)")
     pool = open_pool(pool_dir)
     protocol = pool.protocol
     sets, labels_meta = read_sets(pool)
@@ -325,6 +327,8 @@ def _probe_card(probe: dict[str, dict | None], warn_ratio: float) -> dict[str, A
 
 
 def write_bundle(out: Path, card_path: Path, bundle: dict, card: dict, overwrite: bool) -> None:
+    if out.exists() and not out.is_file():
+        raise UserError(f"{out}: exists and is not a file")
     if out.exists() and not overwrite:
         raise UserError(f"{out}: exists; pass --overwrite to replace it")
     # The .pt first, then the card: a card always describes a complete bundle file.

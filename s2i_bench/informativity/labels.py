@@ -63,8 +63,11 @@ def label_pool(pool_dir: str | Path, use_judge: bool = False, csv_path: str | Pa
     labels["model_id"] = table.loc[labels["image_id"], "model_id"].to_numpy()
     unlabelled = [c for c in protocol.class_keys if not (labels["class"] == c).any()]
     if unlabelled:
+        tied = [t for t in ties if table.loc[t, "class"] in unlabelled]
+        why = (f": all {len(tied)} of their labelled images are ties between annotators (as many 1 as 0 votes; "
+               f"add a deciding vote)" if tied else "")
         raise UserError(f"no labelled images for class(es) {', '.join(unlabelled)}"
-                        + (f" in {csv_path}" if csv_path else ""))
+                        + (f" in {csv_path}" if csv_path else "") + why)
     if ties:
         print(f"note: {len(ties)} images have tied votes and are left out (first: {', '.join(ties[:MAX_SHOWN])})")
 

@@ -21,6 +21,7 @@ looks complete. `labels.py` adds labels.csv / sets.csv / labels.json to it later
 from __future__ import annotations
 
 import hashlib
+import json
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
@@ -29,12 +30,12 @@ from typing import Any
 import numpy as np
 
 from s2i_bench.errors import UserError
-from s2i_bench.fileio import (atomic_save_npy, atomic_write_json, check_replaceable, folder_hash, progress, sha256_file,
-                              staging_sibling, swap_into_place)
+from s2i_bench.fileio import (atomic_save_npy, atomic_write_json, check_replaceable, progress, remembered_digest,
+                              sha256_file, staging_sibling, swap_into_place)
 from s2i_bench.provenance import code_version, now_iso
 
 POOL_FORMAT = "s2i-bench-pool"
-POOL_FORMAT_VERSION = 1
+POOL_FORMAT_VERSION = 2  # 2: per-file hashes; the pool hash covers the store and the protocol
 POOL_COLUMNS = ["image_id", "class", "model_id", "model_epoch", "model_path", "model_sha256", "segment_id",
                 "draw", "image_seed", "image_sha256"]
 IMAGE_SIZE = 96
@@ -70,22 +71,30 @@ class Pool:
         return np.array([self._row_of[i] for i in image_ids], dtype=np.int64)
 
 
-def open_pool(path: str | Path) -> Pool:
-    """Open and check a pool folder; every problem names the file."""
+def pool_content_hash(file_hashes: dict[str, str], store_hash: str | None, protocol_fingerprint: str | None) -> str:
+    """The pool hash (format 2): its files, the store its sounds came from and the protocol."""
+    blob = {"format_version": 2, "files": dict(sorted(file_hashes.items())), "store": store_hash,
+            "protocol": protocol_fingerprint}
+    return hashlib.sha256(json.dumps(blob, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def open_pool(path: str | Path, verify: bool = True) -> Pool:
+    """Open and check a pool folder: every problem names the file; images or table changed
+    since the pool was made (its hash) are refused."""
     import pandas as pd
 
     path = Path(path)
     meta_path = path / "pool.json"
+    if not path.is_dir():
+        raise UserError(f"{path}: not a pool folder (make one with `s2i-bench pool`)")
     if not meta_path.is_file():
         raise UserError(f"{meta_path}: missing; {path} is not a pool (make one with `s2i-bench pool`)")
-    import json
-
     try:
-        meta = json.loads(meta_path.read_text())
-    except json.JSONDecodeError as e:
+        meta = json.loads(meta_path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
         raise UserError(f"{meta_path}: not valid JSON ({e})") from None
-    if meta.get("format") != POOL_FORMAT or meta.get("format_version") != POOL_FORMAT_VERSION:
-        raise UserError(f"{meta_path}: not an s2i-bench pool of format version {POOL_FORMAT_VERSION}")
+    if not isinstance(meta, dict) or meta.get("format") != POOL_FORMAT or meta.get("format_version") not in (1, 2):
+        raise UserError(f"{meta_path}: not an s2i-bench pool of format version 1 or 2")
     try:
         table = pd.read_csv(path / "pool.csv", dtype={"image_id": str, "class": str, "model_id": str,
                                                        "segment_id": str, "model_sha256": str,
@@ -104,7 +113,30 @@ def open_pool(path: str | Path) -> Pool:
                         f"({len(table)}, {IMAGE_SIZE}, {IMAGE_SIZE}, 3) uint8 (one image per row of pool.csv)")
     if table["image_id"].duplicated().any():
         raise UserError(f"{path / 'pool.csv'}: duplicate image ids")
+    if verify:
+        _verify_pool(path, meta)
     return Pool(path=path, meta=meta, table=table, images=images)
+
+
+def _verify_pool(path: Path, meta: dict) -> None:
+    hashes = {"pool.csv": sha256_file(path / "pool.csv"),
+              "images.npy": remembered_digest(path / "images.npy", lambda p: {"sha256": sha256_file(p)})["sha256"]}
+    if meta.get("format_version") == 2:
+        actual = pool_content_hash(hashes, (meta.get("store") or {}).get("hash"), (meta.get("protocol") or {}).get("fingerprint"))
+        recorded = meta.get("files") or {}
+        for name, digest in hashes.items():
+            if (recorded.get(name) or {}).get("sha256") not in (None, digest):
+                raise UserError(f"{path / name}: changed since the pool was made (its sha256 is not the one pool.json "
+                                f"records): labels and classifiers made from it would describe other images")
+    else:
+        h = hashlib.sha256()
+        for name in POOL_HASHED:
+            h.update(name.encode())
+            h.update(hashes[name].encode())
+        actual = h.hexdigest()[:16]
+    if meta.get("pool_hash") != actual:
+        raise UserError(f"{path / 'pool.json'}: pool_hash {meta.get('pool_hash')!r} does not match the pool's content "
+                        f"({actual}): a file or pool.json was edited")
 
 
 # -- building ---------------------------------------------------------------------------------
@@ -288,6 +320,7 @@ def _write_pool(out: Path, parts: _PoolParts, data, store, protocol, settings: d
     tmp = staging_sibling(out)
     table.to_csv(tmp / "pool.csv", index=False)
     atomic_save_npy(tmp / "images.npy", np.concatenate(parts.image_chunks))  # (N, 96, 96, 3) uint8
+    files = {name: {"size": (tmp / name).stat().st_size, "sha256": sha256_file(tmp / name)} for name in POOL_HASHED}
     meta = {
         "format": POOL_FORMAT, "format_version": POOL_FORMAT_VERSION,
         # absolute store path: train-classifiers finds the real frames from any working folder
@@ -296,7 +329,9 @@ def _write_pool(out: Path, parts: _PoolParts, data, store, protocol, settings: d
         "num_images": int(len(table)), "num_models": len(parts.models), "models": parts.models,
         "counts": {c: int((table["class"] == c).sum()) for c in protocol.class_keys},
         "shortfall": parts.shortfall,
-        "pool_hash": folder_hash(tmp, POOL_HASHED),
+        "files": files,
+        "pool_hash": pool_content_hash({k: v["sha256"] for k, v in files.items()}, data.store_hash,
+                                       protocol.fingerprint),
         "code_version": code_version(), "created": now_iso(),
     }
     atomic_write_json(tmp / "pool.json", meta)  # last: its presence marks the folder complete

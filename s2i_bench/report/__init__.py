@@ -25,7 +25,8 @@ from __future__ import annotations
 from pathlib import Path
 
 from s2i_bench.errors import UserError
-from s2i_bench.fileio import atomic_write_text, check_publishable, progress, publish_folder, staged_folder
+from s2i_bench.fileio import (atomic_write_text, check_publishable, exclusive_lock, progress, publish_folder,
+                              staged_folder)
 from s2i_bench.report.analysis import analyse, resolve_protocols, summary_row
 from s2i_bench.report.index import write_index, write_manifest
 from s2i_bench.report.inputs import load_runs
@@ -58,7 +59,8 @@ def build_report(inputs, out, figures: bool = False, store=None, bundle=None, fo
     formats = _check_formats(formats)
     final = Path(out)
     check_publishable(final, REPORT_KIND, overwrite=overwrite, what="`s2i-bench report`")
-    with staged_folder(final) as stage:
+    final.mkdir(parents=True, exist_ok=True)
+    with exclusive_lock(final / ".lock", f"report folder {final}"), staged_folder(final) as stage:
         _render_report(inputs, stage, figures=figures, store=store, bundle=bundle, formats=formats)
         publish_folder(stage, final, REPORT_KIND, overwrite=overwrite, what="`s2i-bench report`")
     return final / "index.md"
@@ -81,6 +83,11 @@ def _render_report(inputs, out: Path, figures: bool, store, bundle, formats) -> 
     if store_obj is not None and store_obj.meta.get("protocol", {}).get("name") != protocol.name:
         notes.append(f"the store was made with protocol {store_obj.meta.get('protocol', {}).get('name')}, "
                      f"the runs with {protocol.name}")
+    if card is not None and card.get("bundle_sha256"):
+        used = {(r.get("classifiers") or {}).get("sha256") for run in runs for r in run.records} - {None}
+        if used and card["bundle_sha256"] not in used:
+            notes.append(f"the classifier table shows bundle {card['bundle_sha256'][:12]}, but the records were scored "
+                         f"with {', '.join(sorted(u[:12] for u in used))}")
     paper = load_paper_numbers()
     if paper is None:
         notes.append(f"{PAPER_NUMBERS}: missing, so no paper values are shown")

@@ -192,8 +192,8 @@ def _split_series(runs: list[Run], notes: list[str]) -> list[Run]:
             out.append(run)
             continue
         keys = list(groups)
-        differ = [i for i in range(5) if len({k[i] for k in keys}) > 1]
-        what = ("bundle", "store", "split", "seed", "samples")
+        what = ("bundle", "store", "split", "seed", "samples", "protocol")
+        differ = [i for i in range(len(what)) if len({k[i] for k in keys}) > 1]
         for k, records in groups.items():
             suffix = ",".join(f"{what[i]} {str(k[i])[:8]}" for i in differ)
             part = Run(**{**run.__dict__, "name": f"{run.name} [{suffix}]", "records": records})

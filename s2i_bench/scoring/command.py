@@ -67,6 +67,11 @@ def score_command(translator, *, store, bundle, split=None, seed=None, samples=N
         raise UserError(f"{out}: exists and is not a file; give --out a .jsonl file path")
     bun = load_bundle(bundle, device=device)
     check_classes(protocol, bun)
+    made_with = (bun.card.get("protocol") or {}) if isinstance(bun.card, dict) else {}
+    if made_with.get("fingerprint") not in (None, protocol.fingerprint):
+        print(f"warning: {bun.path} was trained under protocol {made_with.get('name')!r} ({made_with.get('fingerprint')}), "
+              f"the store {st.path} is {protocol.name!r} ({protocol.fingerprint}): its Se and Sp may not hold here",
+              file=sys.stderr)
     if st.leaky:
         print(f"warning: {st.path}: split policy {st.split_policy!r} is leaky; scores on it overstate what a "
               f"translator does on unseen videos", file=sys.stderr)

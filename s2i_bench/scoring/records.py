@@ -25,7 +25,7 @@ RECORDS_NAME = RECORDS
 KIND = "informativity"
 FORMAT_VERSION = 2  # 2: format_version and translator input/size fields; version-1 records (no field) still read
 MEASURES = ("raw_share", "corrected_share", "true_share", "class_match_rate")
-SERIES_FIELDS = ("classifiers.sha256", "store.hash", "split", "seed", "samples")
+SERIES_FIELDS = ("classifiers.sha256", "store.hash", "split", "seed", "samples", "protocol.fingerprint")
 
 
 class ClassResult(TypedDict, total=False):
@@ -74,6 +74,15 @@ def _lock_path(path: Path) -> Path:
     return path.with_name(f".{path.name}.lock")
 
 
+def checksum(record: Mapping[str, Any]) -> str:
+    """sha256 of a record's canonical JSON (without its own checksum): a record edited after it
+    was written no longer matches and is refused by `read`."""
+    import hashlib
+
+    body = {k: v for k, v in record.items() if k not in ("checksum", "_source")}
+    return hashlib.sha256(json.dumps(to_jsonable(body), sort_keys=True, separators=(",", ":")).encode()).hexdigest()
+
+
 def append(path: str | Path, record: Mapping[str, Any]) -> None:
     """Append one record as one line, under the file's lock. A last line cut by a crash (no
     newline at the end) is moved to `<file>.cut-N` first, with a warning: the new record never
@@ -84,7 +93,9 @@ def append(path: str | Path, record: Mapping[str, Any]) -> None:
     if path.exists() and not path.is_file():
         raise UserError(f"{path}: exists and is not a file; give --out a .jsonl file path")
     path.parent.mkdir(parents=True, exist_ok=True)
-    line = (json.dumps(to_jsonable(dict(record)), sort_keys=False) + "\n").encode("utf-8")
+    record = to_jsonable(dict(record))
+    record["checksum"] = checksum(record)
+    line = (json.dumps(record, sort_keys=False) + "\n").encode("utf-8")
     with exclusive_lock(_lock_path(path), f"records file {path}"):
         _set_aside_cut_line(path)
         with open(path, "ab") as f:
@@ -176,6 +187,9 @@ def check(r: Any, where: str) -> dict:
     for field in ("store", "classifiers", "generator", "protocol"):
         if r.get(field) is not None and not isinstance(r[field], dict):
             raise UserError(f"{where}: '{field}' is not an object")
+    if "checksum" in r and r["checksum"] != checksum(r):
+        raise UserError(f"{where}: the record was changed after `s2i-bench score` wrote it (its checksum does not "
+                        f"match); score the translator again")
     return r
 
 
@@ -199,16 +213,18 @@ def read(path: str | Path) -> list[dict]:
 # -- series --------------------------------------------------------------------------------------
 def series_key(r: Mapping[str, Any]) -> tuple:
     """What must agree for records to form one series: the same classifiers, store, split,
-    seed and samples (`SERIES_FIELDS`)."""
+    seed, samples and protocol (`SERIES_FIELDS`)."""
     return ((r.get("classifiers") or {}).get("sha256"), (r.get("store") or {}).get("hash"), r.get("split"),
-            r.get("seed"), r.get("samples"))
+            r.get("seed"), r.get("samples"), (r.get("protocol") or {}).get("fingerprint"))
 
 
 def select(records: Iterable[Mapping[str, Any]], *, classifiers_sha256: str | None, store_hash: str, split: str,
-           seed: int, samples: int) -> list[dict]:
-    """The records scored with these classifiers on this store, split, seed and samples."""
+           seed: int, samples: int, protocol_fingerprint: str | None = None) -> list[dict]:
+    """The records scored with these classifiers on this store, split, seed and samples (and
+    protocol, when given)."""
     wanted = (classifiers_sha256, store_hash, split, seed, samples)
-    return [dict(r) for r in records if r.get("kind") == KIND and series_key(r) == wanted]
+    return [dict(r) for r in records if r.get("kind") == KIND and series_key(r)[:5] == wanted
+            and protocol_fingerprint in (None, series_key(r)[5])]
 
 
 def last_per_epoch(records: Iterable[Mapping[str, Any]]) -> dict[int, Mapping[str, Any]]:

@@ -260,8 +260,8 @@ def _serve(conn, path: str, kind: str, device: str, threads: int) -> None:
         runner = _Runner(program, num_inputs, static_batch, dev)
         try:
             calls = runner.probe()
-        except UserError:
-            raise
+        except UserError as e:
+            raise UserError(f"{path}: {e}") from None
         except Exception as e:
             raise UserError(f"{path}: the program failed on a probe batch of 2 spectrograms "
                             f"({program_error(e)})") from None
