@@ -193,6 +193,10 @@ def train_baseline(store, run_dir, protocol=None, embedding_dim=None, epochs=Non
     # process may have started the run meanwhile).
     proto, options, _ = _resolve(run, store_obj, protocol, given, resume, main)
     check_store_against_protocol(store_obj, proto)
+    if options.autoencoder is not None:  # a stranger's file: refused before anything is written
+        from s2i_bench.safeload import load_weights_only
+
+        load_weights_only(options.autoencoder, "autoencoder")
     hooks = TrainingHooks()
     if classifiers is not None and main:
         from s2i_bench.informativity.bundle import load_bundle

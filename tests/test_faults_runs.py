@@ -210,6 +210,12 @@ def test_an_evil_bundle_is_refused_before_any_training(env, tmp_path):  # 9.5
     torch.save({"x": Evil()}, evil)
     run = tmp_path / "x_evil"
     run_cli("train-baseline", "--data", env["store"], "--out", run, "--classifiers", evil).refused(str(evil), "refused")
+    run_cli("train-baseline", "--data", env["store"], "--out", run, "--autoencoder", evil).refused(str(evil), "refused")
+    run_cli("score", env["run"], "--data", env["store"], "--classifiers", evil).refused(str(evil), "refused")
+    run_cli("report", env["run"], "--out", tmp_path / "rep", "--classifiers", evil).refused(str(evil), "refused")
+    files = [f"{k}={evil}" for k in PROTO.class_keys]
+    run_cli("train-classifiers", "--out", tmp_path / "auth.pt", *[a for f in files for a in ("--authors", f)],
+            "--protocol", "tiny").refused(str(evil), "refused")
     assert not run.exists() and not (tmp_path / "PWNED").exists()
 
 

@@ -69,13 +69,13 @@ def build_report(inputs, out, figures: bool = False, store=None, bundle=None, fo
 def _render_report(inputs, out: Path, figures: bool, store, bundle, formats) -> None:
     from s2i_bench.report import tables as T
 
-    runs, notes = load_runs([Path(p) for p in inputs])
-    store_obj = None
+    store_obj = None  # the named files first: a bad --data or --classifiers is refused before anything else
     if store is not None:
         from s2i_bench.data.store import open_store
 
         store_obj = open_store(store)
     card = load_card(bundle) if bundle is not None else None
+    runs, notes = load_runs([Path(p) for p in inputs])
     protocol = resolve_protocols(runs, store_obj)
     for run in runs:
         if run.protocol_note:
