@@ -85,6 +85,52 @@ def time_extraction(paths: list[Path], protocol) -> dict:
             "full_video_decode_vs_extraction": round(decode_video_cpu / cpu, 3)}
 
 
+def audio_cost(paths: list[Path], protocol, repeats: int = 3) -> dict:
+    """What keeping the audio costs: extraction CPU without the waveforms (the segments' audio
+    not cut out: store format 2), with them (format 3, the default) and with a 10-s context, best
+    of `repeats`; and the bytes per segment of each array in a store."""
+    import s2i_bench.data.features as feat
+
+    from s2i_bench.data.extract import to_int16
+
+    real = feat.waveform_windows
+    torch.set_num_threads(1)
+
+    def run(context_s: float, without: bool = False) -> float:
+        if without:
+            feat.waveform_windows = lambda wave, centres, seconds, sr: np.zeros((len(centres), 0), np.float32)
+        try:
+            best = float("inf")
+            for _ in range(repeats):
+                c0 = time.process_time()
+                for p in paths:
+                    clip = feat.extract_clip(p, protocol, audio_context_s=context_s)
+                    to_int16(clip.waveforms)
+                    if clip.context is not None:
+                        to_int16(clip.context)
+                best = min(best, time.process_time() - c0)
+            return best
+        finally:
+            feat.waveform_windows = real
+
+    run(0.0)  # warm-up
+    before, after, context = run(0.0, without=True), run(0.0), run(10.0)
+    a = protocol.audio
+    samples = int(round(protocol.data.segment_seconds * a.sample_rate))
+    per_segment = {"spectrograms_float16": 2 * a.n_mels * a.frames_per_segment,
+                   "frames_uint8": 3 * protocol.image.size ** 2, "waveforms_int16": 2 * samples,
+                   "context_10s_int16": 2 * 10 * a.sample_rate}
+    without = per_segment["spectrograms_float16"] + per_segment["frames_uint8"]
+    return {"clips": len(paths), "extraction_cpu_s": {"without_waveforms": round(before, 3),
+                                                      "with_waveforms": round(after, 3),
+                                                      "with_waveforms_and_10s_context": round(context, 3)},
+            "extraction_overhead": round(after / before - 1, 4),
+            "bytes_per_segment": per_segment, "store_bytes_per_segment": {
+                "format_2": without, "format_3": without + per_segment["waveforms_int16"],
+                "format_3_with_10s_context": without + per_segment["waveforms_int16"] + per_segment["context_10s_int16"]},
+            "store_growth": round(per_segment["waveforms_int16"] / without, 3)}
+
+
 def time_pair_search(sizes=(5000, 10000, 20000)) -> dict:
     """Near-duplicate search on random fingerprints: quadratic, so t = a * n^2 with a read at the
     largest size (small sizes are dominated by fixed costs)."""
@@ -137,6 +183,8 @@ def main() -> None:
         print("timing extraction ...", file=sys.stderr)
         vegas_t = time_extraction(vegas, protocol)
         synth_t = time_extraction(synth, protocol)
+        print("timing the audio store ...", file=sys.stderr)
+        audio = audio_cost(vegas, protocol)
         print("timing the near-duplicate search ...", file=sys.stderr)
         pairs = time_pair_search()
         print("timing prepare end to end ...", file=sys.stderr)
@@ -161,6 +209,7 @@ def main() -> None:
         "versions": {**library_versions(), "s2i_bench": code_version()},
         "vegas_like": {"clip": "10 s, 640x360 H.264 veryfast 30 fps, 44.1 kHz stereo AAC", **vegas_t},
         "synth_like": {"clip": "3-10 s, 160x120 H.264 veryfast 10 fps, 44.1 kHz stereo AAC", **synth_t},
+        "audio_store": audio,
         "near_duplicate_search": pairs,
         "prepare_end_to_end_synth_like": runs,
         "vegas5_projection": {"videos": VEGAS_VIDEOS, "segments_assumed": vegas_segments,
@@ -182,6 +231,12 @@ def main() -> None:
         r = result[name]
         md.append(f"| {r['clip']} | {r['videos']} | {r['segments']} | {r['cpu_s']} | "
                   f"{r['segments_per_s_per_core']} | {r['full_video_decode_vs_extraction']:.0%} |")
+    ac, ab = audio["extraction_cpu_s"], audio["store_bytes_per_segment"]
+    md += ["", f"Keeping the audio (store format 3), on the {audio['clips']} VEGAS-like clips: extraction "
+               f"{ac['without_waveforms']} CPU s without the waveforms, {ac['with_waveforms']} s with them "
+               f"({100 * audio['extraction_overhead']:+.1f}%), {ac['with_waveforms_and_10s_context']} s with a 10-s "
+               f"context. Store bytes per segment: {ab['format_2']} (format 2) -> {ab['format_3']} (format 3, "
+               f"+{100 * audio['store_growth']:.0f}%) -> {ab['format_3_with_10s_context']} with a 10-s context."]
     md += ["", f"Near-duplicate search (one core): {pairs['cpu_s']} CPU s for n segments "
                f"(quadratic: {pairs['seconds_per_pair_squared']:.2e} s x n^2).", "",
            f"VEGAS-5 projection ({VEGAS_VIDEOS} videos, at most {vegas_segments} segments):", "",

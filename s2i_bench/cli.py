@@ -92,15 +92,19 @@ def synth(out, protocol_name, videos_per_class, seed, dirty, overwrite):
 @click.option("--workers", type=click.IntRange(1), default=1, show_default=True, help="Decoding processes.")
 @click.option("--resume", is_flag=True, help="Continue an interrupted run without redoing finished videos.")
 @click.option("--overwrite", is_flag=True, help="Replace an existing store.")
+@click.option("--audio-context-s", type=float, default=0.0, show_default=True,
+              help="Also keep the C s of audio centred on each segment (zeros outside the clip), for systems "
+                   "that listen longer than 1 s (Sound2Scene, AudioToken: 10).")
 @_friendly
-def prepare(source, out, protocol_name, split_policy, seed, allow_leakage, workers, resume, overwrite):
+def prepare(source, out, protocol_name, split_policy, seed, allow_leakage, workers, resume, overwrite, audio_context_s):
     """Turn SOURCE (a folder with one sub-folder per class, or a manifest CSV with columns
     path,class[,video_id][,split]) into the segment store that training and scoring read."""
     protocol = _protocol(protocol_name or "synth")
     from s2i_bench.data.prepare import prepare_store
 
     prepare_store(source, out, protocol, split_policy=split_policy, seed=seed,
-                  allow_leakage=allow_leakage, workers=workers, resume=resume, overwrite=overwrite)
+                  allow_leakage=allow_leakage, workers=workers, resume=resume, overwrite=overwrite,
+                  audio_context_s=audio_context_s)
 
 
 @main.command(short_help="Audit a store for leakage between splits.")
@@ -117,8 +121,10 @@ def audit(store, as_json):
 
 # -- the reference translator -----------------------------------------------------------------
 @main.command("train-baseline", short_help="Train the paper's translator (autoencoder, dense G, conditioned D).")
-@click.option("--data", "store", type=ExistingPath, required=True, help="Segment store from `prepare`.")
-@click.option("--out", "run_dir", type=PathArg, required=True, help="Run folder.")
+@click.option("--data", "store", type=ExistingPath, default=None,
+              help="Segment store from `prepare`. Default: the embedded default's (demo-work/store).")
+@click.option("--out", "run_dir", type=PathArg, default=None,
+              help="Run folder. Default with the embedded store: demo-work/runs/train-N (the first N free).")
 @protocol_option
 @click.option("--embedding-dim", type=int, default=None, help="f. Default: the protocol's training.embedding_dim.")
 @click.option("--epochs", type=click.IntRange(1), default=None, help="Default: the protocol's training.epochs.")
@@ -134,10 +140,22 @@ def audit(store, as_json):
 @_friendly
 def train_baseline(store, run_dir, protocol_name, embedding_dim, epochs, device, resume, autoencoder,
                    classifiers, save_every, seed, use_compile, baseline):
-    """Train the reference translator of the paper on STORE (Algorithm 1, SPEC section 4)."""
+    """Train the reference translator of the paper on STORE (Algorithm 1, SPEC section 4). Bare, it
+    trains on the embedded default's store into a new run folder, scored every epoch with the
+    default's classifiers, so that a bare `s2i-bench report --figures` shows it."""
     protocol = _protocol(protocol_name) if protocol_name else None  # default: the store's (or the run's)
+    from s2i_bench import defaults
     from s2i_bench.training import train_baseline as run
 
+    if store is None:
+        store = defaults.store()
+        if classifiers is None and defaults.work().bundle.is_file():
+            classifiers = defaults.bundle()
+        if run_dir is None:
+            run_dir = defaults.next_run_folder()
+            print(f"train-baseline: run folder {run_dir}", file=sys.stderr)
+    elif run_dir is None:
+        raise UserError("missing --out RUN_FOLDER (the folder to train into)")
     run(store=store, run_dir=run_dir, protocol=protocol, embedding_dim=embedding_dim, epochs=epochs,
         device=device, resume=resume, autoencoder=autoencoder, classifiers=classifiers,
         save_every=save_every, seed=seed, use_compile=use_compile, baseline=baseline)
@@ -241,12 +259,18 @@ def metrics(series_csv, protocol_name, as_json, out):
 
 
 @main.command(short_help="Score a translator's informativity on the test sounds.")
-@click.argument("translator", type=ExistingPath)
-@click.option("--data", "store", type=ExistingPath, required=True)
-@click.option("--classifiers", "bundle", type=ExistingPath, required=True)
+@click.argument("translator", required=False)
+@click.option("--translator", "translator_option", default=None, metavar="SPEC",
+              help="The same as TRANSLATOR (for a plugin: MODULE:FACTORY or path/to/file.py:FACTORY).")
+@click.option("--data", "store", type=ExistingPath, default=None,
+              help="Segment store. Default: the embedded default's (demo-work/store, built by `make demo`).")
+@click.option("--classifiers", "bundle", type=ExistingPath, default=None,
+              help="Classifier bundle. Default: the embedded default's (demo-work/classifiers/bundle.pt).")
 @click.option("--split", type=click.Choice(["train", "val", "test"]), default=None)
 @click.option("--seed", type=int, default=None)
 @click.option("--samples", type=click.IntRange(1), default=None, help="Images per sound (reports the spread).")
+@click.option("--allow-missing", is_flag=True, help="A folder of images: score the sounds that have all their images "
+                                                    "(the record lists the missing ones).")
 @click.option("--audio-encoder", type=ExistingPath, default=None, help="For the authors' generator state dict.")
 @click.option("--embedding-dim", type=int, default=None, help="For the authors' generator state dict.")
 @click.option("--program-timeout", type=click.FloatRange(min=0.1), default=None, metavar="SECONDS",
@@ -255,23 +279,64 @@ def metrics(series_csv, protocol_name, as_json, out):
 @click.option("--out", "records", type=PathArg, default=None, help="metric-informativity.jsonl to append to.")
 @click.option("--json", "as_json", is_flag=True)
 @_friendly
-def score(translator, store, bundle, split, seed, samples, audio_encoder, embedding_dim, program_timeout, device,
-          records, as_json):
-    """Score TRANSLATOR: a checkpoint, a run folder (every checkpoint that has no record yet), the
-    authors' state dict, or a TorchScript / torch.export program mapping (B,1,128,100) spectrograms
-    in [-1,1] to images. Programs are strangers' files: their operators are checked against an
-    allowlist of pure tensor computation before they run, in a separate process with a time limit."""
+def score(translator, translator_option, store, bundle, split, seed, samples, allow_missing, audio_encoder,
+          embedding_dim, program_timeout, device, records, as_json):
+    """Score TRANSLATOR, which is one of:
+
+    \b
+      FILE.pt              a checkpoint, the authors' state dict, or a TorchScript /
+                           torch.export program (strangers' files: operators checked against
+                           an allowlist, run in a separate process with a time limit)
+      RUN_FOLDER           every checkpoint of a run that has no record yet
+      MODULE:FACTORY       a local plugin: FACTORY(protocol, device) returns an object
+      file.py:FACTORY      with translate(batch) -> images (see the README). It is YOUR
+                           code, imported and run in this process with your rights: it is
+                           NOT inspected or sandboxed like a TorchScript file.
+      reference:NAME       real-frame, retrieval, class-prototype or random-frame
+      IMAGES_FOLDER        images answering `s2i-bench export-sounds` (<segment_id>.png or
+                           <segment_id>_<k>.png, PNG or JPEG, any size)
+
+    Without --data and --classifiers it scores on the embedded default that `make demo` built."""
     from s2i_bench.scoring.command import score_command
 
-    score_command(translator, store=store, bundle=bundle, split=split, seed=seed, samples=samples, device=device,
-                  records_out=records, as_json=as_json,
+    if translator and translator_option and translator != translator_option:
+        raise UserError("give the translator once: as TRANSLATOR or as --translator, not both")
+    spec = translator or translator_option
+    if not spec:
+        raise UserError("missing TRANSLATOR: a checkpoint, a run folder, MODULE:FACTORY, file.py:FACTORY, "
+                        "reference:NAME or a folder of images (see `s2i-bench score --help`)")
+    score_command(spec, store=store, bundle=bundle, split=split, seed=seed, samples=samples, device=device,
+                  records_out=records, as_json=as_json, allow_missing=allow_missing,
                   translator_options={"audio_encoder": audio_encoder, "embedding_dim": embedding_dim,
                                       "program_timeout": program_timeout})
 
 
+@main.command("export-sounds", short_help="The sounds of a split as WAV files, for systems that run elsewhere.")
+@click.option("--data", "store", type=ExistingPath, default=None,
+              help="Segment store. Default: the embedded default's (demo-work/store).")
+@click.option("--split", type=click.Choice(["train", "val", "test"]), default="test", show_default=True)
+@click.option("--out", type=PathArg, required=True, help="Folder to write (new or empty, or an earlier export).")
+@click.option("--audio-context-s", type=float, default=None,
+              help="Also write the C s centred on each segment (the store must be prepared with a context that long).")
+@click.option("--samples", type=click.IntRange(1), default=1, show_default=True, help="Images per sound: seeds per row.")
+@click.option("--seed", type=int, default=None, help="Scoring seed. Default: the protocol's scoring.seed.")
+@click.option("--overwrite", is_flag=True, help="Replace the files of an earlier export in OUT.")
+@_friendly
+def export_sounds(store, split, out, audio_context_s, samples, seed, overwrite):
+    """Write every segment's sound of a split as a 16 kHz mono WAV with a manifest.csv (opaque
+    segment ids, the seeds to draw each image with; never the class). Run your system on them
+    anywhere, save the images as <segment_id>.png, then `s2i-bench score IMAGES_FOLDER`."""
+    from s2i_bench import defaults
+    from s2i_bench.data.export import export_sounds as run
+
+    run(store if store is not None else defaults.store(), out, split=split, audio_context_s=audio_context_s,
+        samples=samples, seed=seed, overwrite=overwrite)
+
+
 @main.command(short_help="The paper's figures and tables for a set of runs.")
-@click.argument("inputs", type=ExistingPath, nargs=-1, required=True)
-@click.option("--out", type=PathArg, required=True)
+@click.argument("inputs", type=ExistingPath, nargs=-1)
+@click.option("--out", type=PathArg, default=None,
+              help="Report folder. Default with the embedded default's runs: demo-work/report-all.")
 @click.option("--figures", is_flag=True, help="Render figures as well as tables.")
 @click.option("--data", "store", type=ExistingPath, default=None, help="Store (Table 1, Figs. 15/16).")
 @click.option("--classifiers", "bundle", type=ExistingPath, default=None, help="Bundle card (classifier table).")
@@ -280,9 +345,23 @@ def score(translator, store, bundle, split, seed, samples, audio_encoder, embedd
 @_friendly
 def report(inputs, out, figures, store, bundle, formats, overwrite):
     """Render the report for INPUTS (run folders or metric-*.jsonl files) into OUT. OUT must be new,
-    empty or an earlier report: the user's own files there are never overwritten or deleted."""
+    empty or an earlier report: the user's own files there are never overwritten or deleted.
+    Without INPUTS: the embedded default's runs (the demo's and any trained on its store since)
+    and its reference translators, with its store and classifiers."""
+    from s2i_bench import defaults
     from s2i_bench.report import build_report
 
+    if not inputs:
+        inputs = defaults.runs()
+        refs = defaults.work().references
+        inputs += [refs] if refs.is_file() else []
+        print(f"report: the embedded default's {len(inputs)} input(s): {', '.join(p.name for p in inputs)}",
+              file=sys.stderr)
+        store = store or defaults.store()
+        bundle = bundle or (defaults.bundle() if defaults.work().bundle.is_file() else None)
+        out = out or defaults.work().full_report
+    elif out is None:
+        raise UserError("missing --out REPORT_FOLDER")
     build_report(list(inputs), out=out, figures=figures, store=store, bundle=bundle,
                  formats=[f.strip() for f in formats.split(",") if f.strip()], overwrite=overwrite)
 

@@ -17,11 +17,11 @@ import json
 import math
 import shutil
 import time
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
+from s2i_bench.defaults import Work
 from s2i_bench.errors import UserError
 from s2i_bench.fileio import atomic_write_json
 from s2i_bench.runs import RECORDS, RunFolder
@@ -51,33 +51,6 @@ def pool_checkpoints(run_dirs: list[Path], num_models: int, late_fraction: float
         picks = np.round(np.linspace(len(late) - 1, 0, per_run)).astype(int)
         chosen += [late[i] for i in sorted(set(picks.tolist()))]
     return chosen
-
-
-@dataclass(frozen=True)
-class Work:
-    """Where the demo keeps its working data (all under `root`, ignored by git)."""
-
-    root: Path
-
-    @property
-    def videos(self) -> Path:
-        return self.root / "videos"
-
-    @property
-    def store(self) -> Path:
-        return self.root / "store"
-
-    @property
-    def runs(self) -> Path:
-        return self.root / "runs"
-
-    @property
-    def pool(self) -> Path:
-        return self.root / "pool"
-
-    @property
-    def bundle(self) -> Path:
-        return self.root / "classifiers" / "bundle.pt"
 
 
 def run_demo(out: Path = Path("demo-work"), report_dir: Path | None = None, protocol=None,
@@ -110,16 +83,18 @@ def run_demo(out: Path = Path("demo-work"), report_dir: Path | None = None, prot
 
     report_index = report_dir / "index.md"
     runner.run("report", step_key(step="report", up=k_score, code=code_hash()), [report_index],
-               lambda: build_report(run_dirs, out=report_dir, figures=True, store=work.store, bundle=work.bundle,
-                                    formats=["png"]))
+               lambda: build_report([*run_dirs, work.references], out=report_dir, figures=True, store=work.store,
+                                    bundle=work.bundle, formats=["png"]))
     total = time.perf_counter() - started
     headline = _headline(run_dirs)
-    provenance = _provenance(p, headline, open_store(work.store).store_hash, threads=_threads_per_job(len(run_dirs)))
+    references = _reference_headline(work.references)
+    provenance = _provenance(p, headline, open_store(work.store).store_hash, threads=_threads_per_job(len(run_dirs)),
+                             references=references)
     _write_provenance(report_dir, provenance)
     _write_timings(work.root / "timings.json", runner, total)
     _say("")
     _say(f"demo finished in {total / 60:.1f} min; report: {report_index}")
-    for line in _format_headline(headline):
+    for line in _format_headline(headline, references):
         _say(line)
     if reference is not None:
         for line in compare_with_reference(provenance, Path(reference)):
@@ -170,7 +145,12 @@ def _classifiers_and_scores(runner: StepRunner, p, work: Work, run_dirs: list[Pa
     k_score = step_key(step="score", up=[k_classifiers, k_train], code=code)
     runner.run("score", k_score, [RunFolder(r).records_path for r in run_dirs],
                lambda: _score_runs(run_dirs, work.store, work.bundle))
-    return k_score
+    # The reference translators put the scale in place: real frames (the ceiling), retrieval,
+    # class prototypes, random frames (chance).
+    k_refs = step_key(step="references", up=k_classifiers, code=code)
+    runner.run("references", k_refs, [work.references],
+               lambda: _score_references(work.store, work.bundle, work.references))
+    return step_key(step="scores", up=[k_score, k_refs])
 
 
 def _parallel(fn, jobs: list[tuple], what: str) -> None:
@@ -261,6 +241,43 @@ def _score_one(store_dir: Path, run_dir: Path, bundle: Path) -> None:
                           samples=1, batch_size=p.scoring.batch_size, sheets="first-last")
 
 
+def _score_references(store_dir: Path, bundle: Path, out: Path) -> None:
+    """Every reference translator on the test sounds, one record each in `out` (made afresh)."""
+    from s2i_bench.data.store import open_store
+    from s2i_bench.informativity.bundle import load_bundle
+    from s2i_bench.scoring import records
+    from s2i_bench.scoring.score import score_translator
+    from s2i_bench.translators.reference import NAMES, load_reference
+
+    store, bun = open_store(store_dir), load_bundle(bundle)
+    p = store.protocol
+    out.parent.mkdir(parents=True, exist_ok=True)
+    if out.exists():
+        out.unlink()  # our own file: a fresh set when the step's key changed
+    for name in NAMES:
+        record = score_translator(load_reference(name, store), store, bun, protocol=p, split=p.scoring.split,
+                                  seed=p.scoring.seed, samples=1, batch_size=p.scoring.batch_size,
+                                  sample_sheet=out.parent / f"samples-reference-{name}.npz")
+        records.append(out, record)
+
+
+def _reference_headline(path: Path) -> list[dict]:
+    """The reference translators' judge's truth (with its Wilson interval) and estimates."""
+    from s2i_bench.scoring import records
+
+    if not path.is_file():
+        return []
+    rows = []
+    for r in records.read(path):
+        n = sum(c.get("n_images") or 0 for c in r["classes"].values())
+        true = (r.get("mean_all_classes") or r["mean"]).get("true_share")
+        rows.append({"reference": (r.get("generator") or {}).get("name"), "n_images": n, "true_share": true,
+                     "true_ci": list(wilson_interval(int(round(true * n)), n)) if true is not None and n else None,
+                     "raw_share": r["mean"].get("raw_share"), "corrected_share": r["mean"].get("corrected_share"),
+                     "class_match_rate": r["mean"].get("class_match_rate")})
+    return rows
+
+
 def _headline(run_dirs: list[Path]) -> list[dict]:
     """First vs last epoch of each run: the judge's true share (mean over classes) with a 95%
     Wilson interval over the scored images, and the classifiers' raw and corrected estimates."""
@@ -293,7 +310,7 @@ def _pct(x) -> str:
     return "-" if x is None else f"{100 * x:.1f}%"
 
 
-def _format_headline(rows: list[dict]) -> list[str]:
+def _format_headline(rows: list[dict], references: list[dict] = ()) -> list[str]:
     lines = ["judge's true informativity (mean of the 5 classes, test sounds), first vs last epoch:"]
     for r in rows:
         a, b = r["first"], r["last"]
@@ -303,10 +320,17 @@ def _format_headline(rows: list[dict]) -> list[str]:
             f"{_pct(b['true_share'])} [{_pct(b['true_ci'][0])}, {_pct(b['true_ci'][1])}]; "
             f"classifiers: raw {_pct(b['raw_share'])}, corrected {_pct(b['corrected_share'])}, "
             f"class match {_pct(b['class_match_rate'])}")
+    if references:
+        lines.append("reference translators (the scale), judge's truth and the classifiers' estimates:")
+    for r in references:
+        ci = r["true_ci"] or [None, None]
+        lines.append(f"  {r['reference']:>15}: {_pct(r['true_share'])} [{_pct(ci[0])}, {_pct(ci[1])}]; classifiers: "
+                     f"raw {_pct(r['raw_share'])}, corrected {_pct(r['corrected_share'])}, "
+                     f"class match {_pct(r['class_match_rate'])}")
     return lines
 
 
-def _provenance(p, headline: list[dict], store_hash: str, threads: int) -> dict:
+def _provenance(p, headline: list[dict], store_hash: str, threads: int, references: list[dict] = ()) -> dict:
     """demo.json: what the study is and what its numbers depend on. No time, no load, nothing
     that differs between two runs of the same code on the same machine."""
     from s2i_bench.provenance import numeric_environment
@@ -324,6 +348,7 @@ def _provenance(p, headline: list[dict], store_hash: str, threads: int) -> dict:
         # trained weights differ (see the README).
         "depends_on": numeric_environment(threads),
         "headline": headline,
+        "references": list(references),
     }
 
 
@@ -368,6 +393,21 @@ def _write_timings(path: Path, runner: StepRunner, total: float) -> None:
 HEADLINE_FIELDS = ("true_share", "raw_share", "corrected_share", "class_match_rate")
 
 
+def _differences(mine: dict, theirs: dict) -> list[str]:
+    """One line per headline number that differs, keyed by (what, epoch)."""
+    diffs = []
+    for key in sorted(set(mine) | set(theirs), key=lambda k: (k[0], -1 if k[1] is None else k[1])):
+        a, b = mine.get(key), theirs.get(key)
+        what = key[0] if key[1] is None else f"{key[0]} (epoch {key[1]})"
+        if a is None or b is None:
+            diffs.append(f"  {what}: only in {'this run' if b is None else 'the reference'}")
+            continue
+        for field in HEADLINE_FIELDS:
+            if a.get(field) != b.get(field):
+                diffs.append(f"  {what}: {field} {_pct(a.get(field))} here, {_pct(b.get(field))} in the reference")
+    return diffs
+
+
 def compare_with_reference(provenance: dict, reference: Path) -> list[str]:
     """Lines saying whether this study's headline equals the committed one, and if not, which
     numbers differ and what the two runs' numeric environments differ in (the likely cause)."""
@@ -378,18 +418,12 @@ def compare_with_reference(provenance: dict, reference: Path) -> list[str]:
         ref = json.loads(ref_file.read_text())
     except (OSError, ValueError) as e:
         return [f"warning: {ref_file}: cannot read ({e})"]
-    mine = {(r["run"], tag): r[tag] for r in provenance["headline"] for tag in ("first", "last")}
-    theirs = {(r["run"], tag): r[tag] for r in ref.get("headline", []) for tag in ("first", "last") if tag in r}
-    diffs = []
-    for key in sorted(set(mine) | set(theirs)):
-        a, b = mine.get(key), theirs.get(key)
-        if a is None or b is None:
-            diffs.append(f"  {key[0]} {key[1]} epoch: only in {'this run' if b is None else 'the reference'}")
-            continue
-        for field in HEADLINE_FIELDS:
-            if a.get(field) != b.get(field):
-                diffs.append(f"  {key[0]} epoch {a.get('epoch')}: {field} {_pct(a.get(field))} here, "
-                             f"{_pct(b.get(field))} in the reference")
+    mine = {(f"{r['run']} {tag}", r[tag].get("epoch")): r[tag] for r in provenance["headline"] for tag in ("first", "last")}
+    theirs = {(f"{r['run']} {tag}", r[tag].get("epoch")): r[tag] for r in ref.get("headline", [])
+              for tag in ("first", "last") if tag in r}
+    mine |= {(f"reference {r.get('reference')}", None): r for r in provenance.get("references", [])}
+    theirs |= {(f"reference {r.get('reference')}", None): r for r in ref.get("references", [])}
+    diffs = _differences(mine, theirs)
     if not diffs:
         return [f"headline identical to the committed reference {ref_file}"]
     lines = [f"headline differs from the committed reference {ref_file} in {len(diffs)} number(s):"] + diffs[:20]

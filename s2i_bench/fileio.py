@@ -283,10 +283,12 @@ class Locked(UserError):
 
 
 @contextlib.contextmanager
-def exclusive_lock(lock_path: Path, what: str) -> Iterator[None]:
+def exclusive_lock(lock_path: Path, what: str, wait_s: float = 0.0) -> Iterator[None]:
     """Hold an exclusive advisory lock (fcntl.flock) on `lock_path` while writing `what`; a second
-    writer refuses at once with the lock and its holder (pid, host, command) named. The lock
-    goes with the process: a killed holder leaves no stale lock behind (the file stays, unlocked)."""
+    writer refuses with the lock and its holder (pid, host, command) named, at once or after
+    waiting `wait_s` seconds for it (short critical sections such as one appended record line
+    wait; whole jobs refuse at once). The lock goes with the process: a killed holder leaves no
+    stale lock behind (the file stays, unlocked)."""
     import fcntl
     import socket
     import time
@@ -295,12 +297,18 @@ def exclusive_lock(lock_path: Path, what: str) -> Iterator[None]:
     lock_path.parent.mkdir(parents=True, exist_ok=True)
     fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o644)
     try:
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            holder = os.pread(fd, 4096, 0).decode("utf-8", "replace").strip() or "unknown process"
-            raise Locked(f"{what} is being written by another process ({holder}); lock {lock_path}: wait for it "
-                         f"to finish or stop it") from None
+        deadline = time.monotonic() + wait_s
+        while True:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                if time.monotonic() < deadline:
+                    time.sleep(0.005)
+                    continue
+                holder = os.pread(fd, 4096, 0).decode("utf-8", "replace").strip() or "unknown process"
+                raise Locked(f"{what} is being written by another process ({holder}); lock {lock_path}: wait for it "
+                             f"to finish or stop it") from None
         info = (f"pid {os.getpid()} on {socket.gethostname()} since "
                 f"{time.strftime('%Y-%m-%dT%H:%M:%S')}: {' '.join(sys.argv)[:300]}")
         os.ftruncate(fd, 0)

@@ -152,12 +152,14 @@ def write_scene_clip(path: str | Path, seed: int, seconds: float, *, audio_codec
 
 def make_fake_store(path: Path, protocol_name: str = "tiny", per_class: dict[str, int] | None = None,
                     seed: int = 0, videos_per_class: int = 4, split_policy: str = "video",
-                    synthetic_world: dict | None = None) -> Path:
+                    synthetic_world: dict | None = None, waveforms: bool = True) -> Path:
     """A small store written with `write_store`, without decoding any video.
 
     Spectrograms and frames carry the class (a per-class offset / colour) plus noise, so models
     can learn something; video ids are unique per (class, video) and never cross splits. It is
-    meant for tests of training, pooling and scoring that do not need `prepare`.
+    meant for tests of training, pooling and scoring that do not need `prepare`. Waveforms (a
+    class tone plus noise, from their own generator so the other arrays do not change) make it
+    a format-3 store; `waveforms=False` writes a format-2 store without audio.
     """
     import pandas as pd
 
@@ -197,4 +199,13 @@ def make_fake_store(path: Path, protocol_name: str = "tiny", per_class: dict[str
         "sources": [],
         "synthetic_world": synthetic_world,
     }
-    return write_store(path, manifest, spectrograms, frames_arr, meta)
+    waves = None
+    if waveforms:
+        wave_rng = np.random.default_rng(seed + 7919)
+        sr = proto.audio.sample_rate
+        t = np.arange(int(round(proto.data.segment_seconds * sr))) / sr
+        ci = manifest["class_index"].to_numpy()
+        tone = 0.3 * np.sin(2 * np.pi * 220.0 * (ci[:, None] + 1) * t[None, :])  # (N, 16000)
+        wave = tone + wave_rng.normal(0, 0.05, size=tone.shape)
+        waves = np.round(np.clip(wave, -1, 1) * 32767).astype(np.int16)
+    return write_store(path, manifest, spectrograms, frames_arr, meta, waveforms=waves)

@@ -50,7 +50,8 @@ def test_demo_runs_every_step_and_writes_the_report(demo_run):
         assert fig in text.lower(), fig
     # every step left its stamp, in pipeline order of the data
     steps = {p.stem for p in (work / "work" / ".steps").glob("*.json")}
-    assert steps == {"synth", "prepare", "train", "pool", "label", "train-classifiers", "score", "report"}
+    assert steps == {"synth", "prepare", "train", "pool", "label", "train-classifiers", "score", "references",
+                     "report"}
     # one record per epoch for every run, scored with the bundle the chain trained
     bundle = json.loads((work / "work" / "classifiers" / "bundle.json").read_text())
     from s2i_bench.protocol import load_protocol
@@ -66,6 +67,11 @@ def test_demo_runs_every_step_and_writes_the_report(demo_run):
         assert log["d_updated"].tolist() == [int(e % p.training.d_every_epochs == 0) for e in range(p.training.epochs)]
     prov = json.loads((report / "demo.json").read_text())
     assert prov["protocol"]["name"] == "tiny" and prov["headline"]
+    # the four reference translators, with the judge's truth (here a coin: the test's judge)
+    refs = {r["reference"]: r for r in prov["references"]}
+    assert list(refs) == ["real-frame", "retrieval", "class-prototype", "random-frame"]
+    assert all(0 <= r["true_share"] <= 1 and r["n_images"] > 0 for r in refs.values())
+    assert (report / "tables" / "references.csv").is_file()
     env = prov["depends_on"]
     assert env["cpu_model"] and env["torch_threads_per_process"] >= 1 and env["libraries"]["torch"]
     assert prov["store_hash"] == json.loads((work / "work" / "store" / "store.json").read_text())["store_hash"]
@@ -92,7 +98,7 @@ def test_second_demo_skips_every_step_and_changes_nothing(demo_run, capsys):
     finally:
         mp.undo()
     out = capsys.readouterr().out
-    assert out.count("up to date, skipped") == 8, out
+    assert out.count("up to date, skipped") == 9, out
     after = {p: p.read_bytes() for p in report.rglob("*") if p.is_file()}
     assert after == before
 
@@ -126,3 +132,49 @@ def test_headline_is_compared_with_the_reference_and_updated_only_on_request(dem
     (reference / "mine.txt").write_text("keep")
     update_reference(report, reference)
     assert (reference / "mine.txt").read_text() == "keep"
+
+
+def test_bare_commands_say_what_to_build_first(tmp_path, monkeypatch):
+    """No --data, no default built yet: one line naming `make demo`, not a usage error."""
+    from click.testing import CliRunner
+
+    from s2i_bench.cli import main
+
+    monkeypatch.setenv("S2I_BENCH_DEMO_WORK", str(tmp_path / "nothing"))
+    for args in (["score", "reference:real-frame"], ["train-baseline"], ["report", "--figures"],
+                 ["export-sounds", "--out", str(tmp_path / "s")]):
+        res = CliRunner().invoke(main, args)
+        assert res.exit_code == 2 and "make demo" in res.output and "Traceback" not in res.output, (args, res.output)
+        assert len(res.output.strip().splitlines()) == 1, res.output
+    assert not (tmp_path / "nothing").exists()
+
+
+@pytest.mark.slow
+def test_bare_commands_use_the_embedded_default(demo_run, tmp_path, monkeypatch):
+    """`train-baseline`, `score` and `report --figures` bare: the default's store, classifiers and
+    runs, said in one line each; the new run joins the default's report."""
+    import shutil
+
+    from click.testing import CliRunner
+
+    from s2i_bench.cli import main
+
+    work, _ = demo_run
+    default = tmp_path / "work"
+    shutil.copytree(work / "work", default, ignore=shutil.ignore_patterns("videos"))
+    monkeypatch.setenv("S2I_BENCH_DEMO_WORK", str(default))
+    monkeypatch.setattr("os.cpu_count", lambda: 1)
+    runner = CliRunner()
+    res = runner.invoke(main, ["train-baseline", "--epochs", "2", "--save-every", "1"])
+    assert res.exit_code == 0, res.output
+    assert "using the embedded default store" in res.output and "using the embedded default classifiers" in res.output
+    run = default / "runs" / "train-1"
+    assert (run / "options.json").is_file() and (run / "metric-informativity.jsonl").is_file()
+    res = runner.invoke(main, ["score", "reference:random-frame", "--json"])
+    assert res.exit_code == 0, res.output
+    assert (default / "scores" / "metric-informativity.jsonl").is_file()
+    res = runner.invoke(main, ["report", "--figures"])
+    assert res.exit_code == 0, res.output
+    manifest = json.loads((default / "report-all" / "report.json").read_text())
+    assert {r["name"] for r in manifest["runs"]} == {"f16", "f32", "train-1"}
+    assert [r["name"] for r in manifest["references"]] == ["real-frame", "retrieval", "class-prototype", "random-frame"]

@@ -167,7 +167,7 @@ def test_a_clean_store_opens_and_its_arrays_are_verified_once(env, tmp_path, mon
     monkeypatch.setenv("S2I_BENCH_CACHE", str(tmp_path / "cache"))
     open_store(st)
     open_store(st)
-    assert sorted(calls) == ["frames.npy", "spectrograms.npy"]  # once per file version
+    assert sorted(calls) == ["frames.npy", "spectrograms.npy", "waveforms.npy"]  # once per file version
     spec = np.load(st / "spectrograms.npy")
     spec[0, 0, 0, 0] += 1.0  # changed in place: a new version, read again and refused
     np.save(st / "spectrograms.npy", spec)
@@ -192,3 +192,27 @@ def test_training_with_another_protocol(env, tmp_path):  # 2.18
             "--epochs", "1").ok()  # the same features: allowed
     run_cli("train-baseline", "--data", env["store"], "--out", tmp_path / "r2", "--protocol", "vegas5",
             "--epochs", "1").refused("fewer than one batch of 64")
+
+
+# -- the audio of format 3 ------------------------------------------------------------------------------
+def test_format_3_store_without_its_waveforms_is_refused(env, tmp_path):
+    st = copy_store(env, tmp_path)
+    (st / "waveforms.npy").unlink()
+    score(env, st).refused("waveforms.npy: missing")
+
+
+@pytest.mark.parametrize("bad", ["float32", "short", "edited"])
+def test_bad_waveforms_are_named(env, tmp_path, bad):
+    st = copy_store(env, tmp_path)
+    wave = np.load(st / "waveforms.npy")
+    if bad == "float32":
+        np.save(st / "waveforms.npy", wave.astype(np.float32) / 32767)
+        needle = "waveforms.npy: shape"
+    elif bad == "short":
+        np.save(st / "waveforms.npy", wave[:, :8000])
+        needle = "waveforms.npy: shape"
+    else:
+        wave[3, 100] ^= 1
+        np.save(st / "waveforms.npy", wave)
+        needle = "waveforms.npy: its content"
+    score(env, st).refused(needle)

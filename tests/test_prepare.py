@@ -72,8 +72,10 @@ def store(world, tmp_path_factory):
 
 # -- the store ---------------------------------------------------------------------------------
 def test_store_contract(store):
-    assert {p.name for p in store.path.iterdir()} == {"manifest.csv", "spectrograms.npy", "frames.npy",
+    assert {p.name for p in store.path.iterdir()} == {"manifest.csv", "spectrograms.npy", "frames.npy", "waveforms.npy",
                                                       "store.json", "skipped.csv", "audit.json", "table1.csv"}
+    assert store.format_version == 3 and store.waveforms.shape == (len(store), 16000)
+    assert store.waveforms.dtype == np.int16 and store.context is None
     m = store.manifest
     assert store.spectrograms.shape == (len(m), 1, 128, 100) and store.spectrograms.dtype == np.float16
     assert store.frames.shape == (len(m), 96, 96, 3) and store.frames.dtype == np.uint8
@@ -98,6 +100,58 @@ def test_arrays_match_manifest_row_for_row(store, world):
         k = clip.starts.index(int(r["start_s"]))
         np.testing.assert_array_equal(store.spectrograms[row], clip.spectrograms[k].astype(np.float16))
         np.testing.assert_array_equal(store.frames[row], clip.frames[k])
+        np.testing.assert_allclose(store.waveforms_of([row])[0], clip.waveforms[k], atol=0.5 / 32767 + 1e-7)
+
+
+def test_stored_waveform_is_the_audio_the_log_mel_saw(store):
+    """The log-Mel of a stored (int16) waveform is the stored spectrogram, up to 16-bit rounding,
+    in every frame whose window lies inside the segment (the edge frames also hear the
+    neighbouring audio, which the segment's own second does not hold)."""
+    import torch
+
+    from s2i_bench.data.features import log_mel_segments
+
+    a = PROTO.audio
+    centres = a.hop_length / 2 + a.hop_length * np.arange(a.frames_per_segment)
+    inside = (centres - a.n_fft / 2 >= 0) & (centres + a.n_fft / 2 <= a.sample_rate)
+    assert inside.sum() > 80
+    for row in (0, len(store) // 2, len(store) - 1):
+        wave = torch.from_numpy(store.waveforms_of([row])[0])
+        again = log_mel_segments(wave, [0], a)[0].numpy()[..., inside]
+        stored = store.spectrograms[row].astype(np.float32)[..., inside]
+        loud = stored > np.percentile(stored, 20)  # quiet bins amplify rounding in the log
+        assert np.abs(again - stored)[loud].max() < 0.05
+
+
+def test_audio_context_window_is_centred_and_zero_outside_the_clip(world, tmp_path, store):
+    out = prepare_store(world, tmp_path / "ctx", PROTO, audio_context_s=3.0)
+    ctx = open_store(out)
+    assert ctx.context.shape == (len(ctx), 48000) and ctx.context_seconds == 3.0
+    assert ctx.meta["features"]["waveforms"]["context_s"] == 3.0
+    np.testing.assert_array_equal(ctx.waveforms, store.waveforms)  # the segment's own second is unchanged
+    np.testing.assert_array_equal(ctx.context[:, 16000:32000], ctx.waveforms)  # its middle second
+    first = np.flatnonzero(ctx.manifest["start_s"].to_numpy() == 0)
+    assert len(first) and not ctx.context[first, :16000].any()  # before t = 0: zeros
+    assert ctx.context[first, 32000:].any()  # after it: the clip (every clip is 2 s or more)
+    assert ctx.store_hash != store.store_hash
+    with pytest.raises(UserError, match="audio-context-s"):
+        prepare_store(world, tmp_path / "bad", PROTO, audio_context_s=0.5)
+    # export-sounds writes the centred 2 s of the 3-s window; a store without a context is refused
+    import wave
+
+    from s2i_bench.data.export import export_sounds
+
+    manifest = pd.read_csv(export_sounds(out, tmp_path / "sounds", audio_context_s=2.0))
+    row = manifest.iloc[0]
+    with wave.open(str(tmp_path / "sounds" / row["context_file"])) as w:
+        samples = np.frombuffer(w.readframes(w.getnframes()), dtype="<i2")
+    from s2i_bench.data.export import sound_ids
+
+    test = ctx.split_indices("test")
+    r = dict(zip(sound_ids(ctx, test), test))[row["segment_id"]]
+    np.testing.assert_array_equal(samples, ctx.context[r, 8000:40000])
+    with pytest.raises(UserError, match="prepared with a context"):
+        export_sounds(store.path, tmp_path / "sounds2", audio_context_s=2.0)
 
 
 def test_splits_are_video_disjoint_and_balanced(store):
@@ -173,11 +227,11 @@ def test_resume_continues_without_redoing_finished_videos(world, tmp_path, monke
     real = extract_module._extract_to_cache
     calls = []
 
-    def interrupted(path, protocol, cache):
+    def interrupted(path, protocol, cache, *rest):
         if len(calls) == 6:
             raise KeyboardInterrupt  # Ctrl-C after six videos
         calls.append(path.name)
-        return real(path, protocol, cache)
+        return real(path, protocol, cache, *rest)
 
     monkeypatch.setattr(extract_module, "_extract_to_cache", interrupted)
     with pytest.raises(KeyboardInterrupt):
@@ -186,7 +240,7 @@ def test_resume_continues_without_redoing_finished_videos(world, tmp_path, monke
     first = list(calls)
 
     calls.clear()
-    monkeypatch.setattr(extract_module, "_extract_to_cache", lambda p, pr, c: (calls.append(p.name), real(p, pr, c))[1])
+    monkeypatch.setattr(extract_module, "_extract_to_cache", lambda p, pr, c, *r: (calls.append(p.name), real(p, pr, c, *r))[1])
     out = prepare_store(world, tmp_path / "store", PROTO, resume=True)
     assert not set(first) & set(calls), "resume decoded a finished video again"
     assert len(first) + len(calls) == 5 * 4 + 1 + 3  # every decodable-looking file exactly once

@@ -22,6 +22,39 @@ def test_shipped_protocols_load():
         p.name = "x"
 
 
+def test_vegas10_is_vegas5_with_all_ten_classes(tmp_path):
+    """A protocol beyond VEGAS-5, as a file only: parsed, validated, and usable by `prepare`'s
+    class matching; everything but the classes is the paper's."""
+    base, p = load_protocol("vegas5"), load_protocol("vegas10")
+    assert p.extends == "vegas5" and len(p.class_keys) == 10 and len(set(p.class_keys)) == 10
+    assert p.class_keys[:5] == base.class_keys and p.classes[:5] == base.classes
+    for part in ("audio", "image", "split", "training", "metrics", "classifiers", "model", "data"):
+        assert getattr(p, part) == getattr(base, part), part
+    assert p.fingerprint != base.fingerprint
+    for folder, key in [("Chainsaw", "chainsaw"), ("playing drum kit", "drum"), ("Helicopter", "helicopter"),
+                        ("printer-printing", "printer"), ("SNORING", "snoring"), ("baby crying", "baby_cry")]:
+        assert p.match_class(folder) == key, folder
+    aliases = [a.lower() for c in p.classes for a in (c.key, c.name, *c.aliases)]
+    owners = {}
+    for c in p.classes:
+        for a in {x.lower().replace("_", " ").replace("-", " ") for x in (c.key, c.name, *c.aliases)}:
+            assert owners.setdefault(a, c.key) == c.key, f"alias {a!r} of two classes"
+    assert aliases
+    assert protocol_from_dict(json.loads(json.dumps(p.to_dict()))) == p
+
+
+def test_every_shipped_protocol_parses_and_names_its_sources():
+    from pathlib import Path
+
+    folder = Path(__file__).resolve().parents[1] / "protocols"
+    for path in sorted(folder.glob("*.toml")):
+        p = load_protocol(path.stem)
+        assert p.name == path.stem and p.class_keys and p.version
+        text = path.read_text()
+        if p.name not in ("tiny", "synth"):  # the real datasets' facts come with their sources
+            assert "Source" in text or "Sec." in text, path
+
+
 def test_extends_overrides_only_what_it_names():
     base, synth = load_protocol("vegas5"), load_protocol("synth")
     assert synth.extends == "vegas5" and synth.name == "synth"
@@ -86,5 +119,5 @@ def test_cli_unknown_protocol_is_one_line_no_traceback(tmp_path):
 def test_cli_help_lists_every_command():
     r = CliRunner().invoke(main, ["--help"])
     for cmd in ["synth", "prepare", "audit", "train-baseline", "pool", "label", "train-classifiers",
-                "metrics", "score", "report", "demo"]:
+                "metrics", "score", "export-sounds", "report", "demo"]:
         assert cmd in r.output

@@ -408,3 +408,36 @@ def test_class_colours_are_fixed_across_figures():
     keys = load_protocol(PROTOCOL).class_keys
     a, b = class_colours(keys), class_colours(list(keys))
     assert a == b and len(set(a.values())) == len(keys) + 1
+
+
+def test_reference_translators_are_levels_in_the_figures_and_a_table(study, tmp_path):
+    """Records of `score reference:NAME` are not series: a table of their levels, grey lines in
+    Figs. 7-12, and report.json names them."""
+    from s2i_bench.data.store import open_store
+    from s2i_bench.informativity.bundle import load_bundle
+    from s2i_bench.scoring import records
+    from s2i_bench.scoring.score import score_translator
+    from s2i_bench.translators.reference import NAMES, load_reference
+    from test_scoring import write_bundle
+
+    store = open_store(study["store"])
+    proto = load_protocol(PROTOCOL)
+    bundle = load_bundle(write_bundle(tmp_path / "bundle.pt", proto))
+    refs = tmp_path / "refs" / "metric-informativity.jsonl"
+    refs.parent.mkdir()
+    for name in reversed(NAMES):  # any order in the file: the table orders them ceiling to chance
+        records.append(refs, score_translator(load_reference(name, store), store, bundle, protocol=proto,
+                                              split="test", seed=0))
+    out = tmp_path / "report"
+    build_report(study["runs"][:1] + [refs], out, figures=True, store=study["store"])
+    table = pd.read_csv(out / "tables" / "references.csv")
+    assert table["reference"].tolist() == list(NAMES)
+    assert table["mean_raw"].between(0, 1).all()
+    manifest = json.loads((out / "report.json").read_text())
+    assert [r["name"] for r in manifest["references"]] == list(NAMES)
+    assert [r["name"] for r in manifest["runs"]] == [study["runs"][0].name]  # not series
+    assert (out / "figures" / "fig07-11-informativity.png").is_file()
+    assert "Reference translators" in (out / "index.md").read_text()
+    # references alone still make a report (their table)
+    alone = build_report([refs], tmp_path / "alone")
+    assert (tmp_path / "alone" / "tables" / "references.csv").is_file() and alone.is_file()

@@ -490,7 +490,7 @@ def test_score_run_folder_scores_checkpoints_then_reuses_records(chain):
     lines = (run / "metric-informativity.jsonl").read_text().splitlines()
     assert len(lines) == 2 and [json.loads(x)["epoch"] for x in lines] == [0, 2]
     assert json.loads(lines[1])["sample_sheet"] == str(run / "samples-epoch-000002.npz")
-    assert np.load(run / "samples-epoch-000002.npz")["images"].shape == (30, 96, 96, 3)
+    assert np.load(run / "samples-epoch-000002.npz")["images"].shape == (30, 32, 32, 3)  # the native size
     for key in PROTOCOL.class_keys:
         assert raw["classes"][key]["window_average"] == pytest.approx(json.loads(lines[0])["classes"][key]["raw_share"])
     # Again: the in-loop records match (same bundle, store, split, seed, samples): nothing rescored.

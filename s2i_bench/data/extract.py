@@ -18,9 +18,19 @@ from s2i_bench.data.discovery import Source
 from s2i_bench.fileio import atomic_path, progress, sha256_file
 
 
-def _features_key(protocol) -> str:
+WAVEFORM_SCALE = 32767  # int16 = round(clip(x, -1, 1) * 32767): the store's waveform encoding
+CACHE_VERSION = 2  # 2: the segments' waveforms (and context) are cached too
+
+
+def to_int16(wave: np.ndarray) -> np.ndarray:
+    """float audio in [-1, 1] -> int16 (values beyond full scale are clipped)."""
+    return np.round(np.clip(wave, -1.0, 1.0) * WAVEFORM_SCALE).astype(np.int16)
+
+
+def _features_key(protocol, audio_context_s: float = 0.0) -> str:
     d = protocol.to_dict()
-    blob = json.dumps({k: d[k] for k in ("data", "audio", "image")}, sort_keys=True)
+    blob = json.dumps({**{k: d[k] for k in ("data", "audio", "image")}, "cache_version": CACHE_VERSION,
+                       "audio_context_s": float(audio_context_s)}, sort_keys=True)
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 
@@ -30,7 +40,7 @@ def _cache_name(src: Source, features_key: str) -> str:
     return hashlib.sha256(blob).hexdigest()[:24] + ".npz"
 
 
-def _extract_to_cache(path: Path, protocol, cache_path: Path) -> dict:
+def _extract_to_cache(path: Path, protocol, cache_path: Path, audio_context_s: float = 0.0) -> dict:
     """Decode one file, save its features (or its skip reason) to `cache_path`; small result."""
     from s2i_bench.data.features import ClipError, extract_clip
 
@@ -42,9 +52,11 @@ def _extract_to_cache(path: Path, protocol, cache_path: Path) -> dict:
     try:
         if meta["reason"] is not None:
             raise ClipError(meta["reason"])
-        clip = extract_clip(path, protocol)
+        clip = extract_clip(path, protocol, audio_context_s=audio_context_s)
         arrays = {"starts": np.asarray(clip.starts, np.int64), "spectrograms": clip.spectrograms,
-                  "frames": clip.frames}
+                  "frames": clip.frames, "waveforms": to_int16(clip.waveforms)}
+        if clip.context is not None:
+            arrays["context"] = to_int16(clip.context)
         meta.update(info=clip.info, audio_seconds=clip.audio_seconds, video_seconds=clip.video_seconds)
     except ClipError as e:
         meta["reason"] = str(e)
@@ -71,11 +83,12 @@ def _worker_init() -> None:
     os.environ.setdefault("S2I_BENCH_QUIET", "1")
 
 
-def extract_all(sources: list[Source], protocol, work: Path, workers: int) -> dict[str, Path]:
+def extract_all(sources: list[Source], protocol, work: Path, workers: int,
+                audio_context_s: float = 0.0) -> dict[str, Path]:
     """Features of every decodable source, cached in `work/videos/`. Returns rel -> cache path."""
     import torch
 
-    features_key = _features_key(protocol)
+    features_key = _features_key(protocol, audio_context_s)
     (work / "videos").mkdir(parents=True, exist_ok=True)
     todo: dict[str, tuple[Path, Path]] = {}
     caches: dict[str, Path] = {}
@@ -98,7 +111,7 @@ def extract_all(sources: list[Source], protocol, work: Path, workers: int) -> di
         torch.set_num_threads(1)
         try:
             for path, cache in todo.values():
-                segments += _extract_to_cache(path, protocol, cache)["segments"]
+                segments += _extract_to_cache(path, protocol, cache, audio_context_s)["segments"]
                 bar.update(1)
                 bar.set_postfix(segments=segments)
         finally:
@@ -109,7 +122,7 @@ def extract_all(sources: list[Source], protocol, work: Path, workers: int) -> di
         # spawn, not fork: the parent may hold torch/OpenMP threads, which fork does not survive.
         with ProcessPoolExecutor(max_workers=workers, mp_context=mp.get_context("spawn"),
                                  initializer=_worker_init) as pool:
-            futures = [pool.submit(_extract_to_cache, path, protocol, cache) for path, cache in todo.values()]
+            futures = [pool.submit(_extract_to_cache, path, protocol, cache, audio_context_s) for path, cache in todo.values()]
             try:
                 for fut in as_completed(futures):
                     segments += fut.result()["segments"]
@@ -122,13 +135,18 @@ def extract_all(sources: list[Source], protocol, work: Path, workers: int) -> di
     return caches
 
 
-def check_cached_arrays(arrays: dict, protocol, rel: str) -> None:
+def check_cached_arrays(arrays: dict, protocol, rel: str, audio_context_s: float = 0.0) -> None:
     """The cache is our own file, but a resumed run may meet one from another version."""
     a, im = protocol.audio, protocol.image
     s = arrays["spectrograms"].shape
     f = arrays["frames"].shape
     n = len(arrays["starts"])
-    if s != (n, 1, a.n_mels, a.frames_per_segment) or f != (n, im.size, im.size, 3) or arrays["frames"].dtype != np.uint8:
-        raise UserError(f"{rel}: cached features have shapes {s}, {f}; delete the .work folder and rerun")
+    samples = int(round(protocol.data.segment_seconds * a.sample_rate))
+    w = arrays["waveforms"].shape if "waveforms" in arrays else None
+    c = arrays["context"].shape if "context" in arrays else None
+    want_c = (n, int(round(audio_context_s * a.sample_rate))) if audio_context_s > 0 else None
+    if (s != (n, 1, a.n_mels, a.frames_per_segment) or f != (n, im.size, im.size, 3) or arrays["frames"].dtype != np.uint8
+            or w != (n, samples) or c != want_c):
+        raise UserError(f"{rel}: cached features have shapes {s}, {f}, {w}, {c}; delete the .work folder and rerun")
     if not np.isfinite(arrays["spectrograms"]).all():
         raise UserError(f"{rel}: cached spectrograms contain NaN; delete the .work folder and rerun")

@@ -46,6 +46,8 @@ class ClipFeatures:
     audio_seconds: float             # where the audio ends on the clip's timeline
     video_seconds: float             # where the video ends (last frame time + frame duration)
     info: dict = field(default_factory=dict)  # codec, rates, sizes (for skipped.csv / debugging)
+    waveforms: np.ndarray | None = None  # (S, sr * segment) float32: each segment's own audio
+    context: np.ndarray | None = None  # (S, sr * C) float32: C s centred on the segment (zero outside the clip)
 
 
 # -- audio ------------------------------------------------------------------------------------
@@ -92,6 +94,20 @@ def log_mel_segments(wave: torch.Tensor, starts: list[int], audio, segment_secon
     energies = power @ fb  # (S, F, n_mels)
     log_mel = torch.log(energies.clamp_min(audio.log_floor))
     return log_mel.transpose(1, 2).unsqueeze(1).contiguous()  # (S, 1, n_mels, F)
+
+
+def waveform_windows(wave: torch.Tensor, centres_s: list[float], seconds: float, sample_rate: int) -> np.ndarray:
+    """(S, round(seconds * sr)) float32: the mono audio of `seconds` centred on each time, as the
+    features saw it (16 kHz, the clip's timeline; zeros outside the clip)."""
+    n = int(round(seconds * sample_rate))
+    out = np.zeros((len(centres_s), n), dtype=np.float32)
+    samples = wave.numpy()
+    for i, c in enumerate(centres_s):
+        first = int(round(c * sample_rate)) - n // 2
+        lo, hi = max(0, first), min(len(samples), first + n)
+        if hi > lo:
+            out[i, lo - first:hi - first] = samples[lo:hi]
+    return out
 
 
 def resample(wave: torch.Tensor, orig_rate: int, new_rate: int) -> torch.Tensor:
@@ -200,7 +216,7 @@ class _NearestFrames:
 
 
 # -- one clip ---------------------------------------------------------------------------------
-def extract_clip(path: str | Path, protocol, *, skip_frames: bool = True) -> ClipFeatures:
+def extract_clip(path: str | Path, protocol, *, skip_frames: bool = True, audio_context_s: float = 0.0) -> ClipFeatures:
     """Decode one video file and return the features of every covered 1-s segment.
 
     Segment k is kept when audio and video both cover [k, k+1) s up to
@@ -233,8 +249,15 @@ def extract_clip(path: str | Path, protocol, *, skip_frames: bool = True) -> Cli
         v_stream.codec_context.thread_count = 1
         chunks, audio_t0, audio_rate, video_packets = _demux(container, a_stream, v_stream)  # 1. one pass
         wave, audio_start, audio_end = _mono_wave(chunks, audio_t0, audio_rate, protocol.audio)  # 2. the sound
-        return _segments_of(wave, audio_start, audio_end, audio_rate, len(chunks[0]) if chunks else 0,
+        clip = _segments_of(wave, audio_start, audio_end, audio_rate, len(chunks[0]) if chunks else 0,
                             video_packets, a_stream, v_stream, protocol, skip_frames)  # 3. the segments
+        # 4. the audio each segment's features came from (16 kHz mono), and a longer context
+        seg = float(protocol.data.segment_seconds)
+        sr = protocol.audio.sample_rate
+        clip.waveforms = waveform_windows(wave, [k * seg + seg / 2 for k in clip.starts], seg, sr)
+        if audio_context_s > 0:
+            clip.context = waveform_windows(wave, [k * seg + seg / 2 for k in clip.starts], audio_context_s, sr)
+        return clip
     finally:
         container.close()
 

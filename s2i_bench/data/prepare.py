@@ -38,6 +38,8 @@ class Segments:
     frames: np.ndarray  # (N, S, S, 3) uint8
     sources_meta: list[dict]
     skipped: list[dict]
+    waveforms: np.ndarray | None = None  # (N, sr * segment) int16: each segment's own audio
+    context: np.ndarray | None = None  # (N, sr * C) int16: C s centred on the segment, or None
 
     @property
     def n_used(self) -> int:
@@ -45,11 +47,12 @@ class Segments:
 
 
 def prepare_store(source, out, protocol, *, split_policy=None, seed=None, allow_leakage=False, workers=1,
-                  resume=False, overwrite=False) -> Path:
+                  resume=False, overwrite=False, audio_context_s: float = 0.0) -> Path:
     from s2i_bench.protocol import load_protocol
 
     protocol = load_protocol(protocol)
     source, out = Path(source), Path(out)
+    audio_context_s = check_context_seconds(audio_context_s, protocol)
     check_replaceable(out, "store.json", "store", overwrite)
     if not source.exists():
         raise UserError(f"{source}: not found")
@@ -71,14 +74,28 @@ def prepare_store(source, out, protocol, *, split_policy=None, seed=None, allow_
                 if child.name != ".lock":
                     shutil.rmtree(child) if child.is_dir() else child.unlink()
         out = _prepare_locked(sources, root, out, work, protocol, policy, seed, allow_leakage, workers, overwrite,
-                              source)
+                              source, audio_context_s)
     shutil.rmtree(work, ignore_errors=True)
     return out
 
 
-def _prepare_locked(sources, root, out, work, protocol, policy, seed, allow_leakage, workers, overwrite, source):
-    caches = extract_all(sources, protocol, work, workers)  # 1. features (cached per video)
-    seg = _segments(sources, caches, protocol, source)  # 2. the segments, in a fixed order
+def check_context_seconds(audio_context_s, protocol) -> float:
+    """--audio-context-s: 0 (none) or a window at least one segment long, at most 60 s."""
+    c = float(audio_context_s or 0.0)
+    seg = float(protocol.data.segment_seconds)
+    if c != 0.0 and not (seg <= c <= 60.0):
+        raise UserError(f"--audio-context-s {audio_context_s}: give 0 (no context) or between {seg:g} s (one "
+                        f"segment) and 60 s")
+    if c and abs(c * protocol.audio.sample_rate - round(c * protocol.audio.sample_rate)) > 1e-6:
+        raise UserError(f"--audio-context-s {audio_context_s}: not a whole number of samples at "
+                        f"{protocol.audio.sample_rate} Hz")
+    return c
+
+
+def _prepare_locked(sources, root, out, work, protocol, policy, seed, allow_leakage, workers, overwrite, source,
+                    audio_context_s=0.0):
+    caches = extract_all(sources, protocol, work, workers, audio_context_s)  # 1. features (cached per video)
+    seg = _segments(sources, caches, protocol, source, audio_context_s)  # 2. the segments, in a fixed order
     fp, pairs, groups = _near_duplicates(seg, protocol)  # 3. near-duplicates, before splitting
     seg.manifest["group"] = seg.manifest["video_id"].map(groups)
     _split(seg.manifest, policy, protocol, seed)  # 4. the split
@@ -88,7 +105,7 @@ def _prepare_locked(sources, root, out, work, protocol, policy, seed, allow_leak
     train_idx = np.flatnonzero((seg.manifest["split"] == "train").to_numpy())
     normalisation = fit_normalisation(seg.spectrograms, train_idx, protocol.audio.log_floor)  # 7. from train only
     leaky = bool(report["leakage"]) or policy == "random"
-    meta = _store_meta(protocol, normalisation, policy, seed, leaky, n_before, report, seg, root)
+    meta = _store_meta(protocol, normalisation, policy, seed, leaky, n_before, report, seg, root, audio_context_s)
     table1 = _write(out, seg, meta, report, protocol, overwrite)  # 8. the store, atomically
     stale_report = out.with_name(out.name + ".audit.json")  # from an earlier refused run
     if stale_report.is_file():
@@ -120,13 +137,13 @@ def _notes(seg: Segments, report: dict) -> None:
               f"store.json sources list them", file=sys.stderr)
 
 
-def _segments(sources, caches, protocol, source: Path) -> Segments:
+def _segments(sources, caches, protocol, source: Path, audio_context_s: float = 0.0) -> Segments:
     """Every usable segment in the order class, source, start. Arrays are held in the store's
     dtype from the start: at VEGAS scale float32 would double the largest allocation."""
     import pandas as pd
 
     store_dtype = np.float16 if protocol.audio.store_dtype == "float16" else np.float32
-    rows, specs, frames, skipped, sources_meta = [], [], [], [], []
+    rows, specs, frames, waves, contexts, skipped, sources_meta = [], [], [], [], [], [], []
     seen: dict[tuple[str, str], str] = {}
     order = sorted(range(len(sources)), key=lambda i: (protocol.class_index(sources[i].class_key)
                                                       if sources[i].class_key else len(protocol.classes),
@@ -144,7 +161,7 @@ def _segments(sources, caches, protocol, source: Path) -> Segments:
                 reason = (f"video id {src.video_id} already read for class {src.class_key} from "
                           f"{seen[(src.video_id, src.class_key)]}")
             if reason is None:
-                check_cached_arrays(arrays, protocol, src.rel)
+                check_cached_arrays(arrays, protocol, src.rel, audio_context_s)
                 seen[(src.video_id, src.class_key)] = src.rel
                 ci = protocol.class_index(src.class_key)
                 for k in arrays["starts"].tolist():
@@ -153,6 +170,9 @@ def _segments(sources, caches, protocol, source: Path) -> Segments:
                                  "start_s": float(k) * protocol.data.segment_seconds, "source": src.rel})
                 specs.append(arrays["spectrograms"].astype(store_dtype, copy=False))
                 frames.append(arrays["frames"])
+                waves.append(arrays["waveforms"])
+                if audio_context_s:
+                    contexts.append(arrays["context"])
                 entry["segments"] = len(arrays["starts"])
                 if (meta.get("info") or {}).get("dropped_segments"):
                     entry["dropped_segments"] = meta["info"]["dropped_segments"]
@@ -176,7 +196,9 @@ def _segments(sources, caches, protocol, source: Path) -> Segments:
                         f"every split would be empty after balancing (see {len(skipped)} skipped sources)")
     spectrograms = np.concatenate(specs)  # (N, 1, 128, 100) in the store's dtype
     frame_array = np.concatenate(frames)  # (N, S, S, 3) uint8
-    return Segments(manifest, spectrograms, frame_array, sources_meta, skipped)
+    return Segments(manifest, spectrograms, frame_array, sources_meta, skipped,
+                    waveforms=np.concatenate(waves),  # (N, 16000) int16
+                    context=np.concatenate(contexts) if contexts else None)  # (N, 16000 * C) int16
 
 
 def _near_duplicates(seg: Segments, protocol):
@@ -231,13 +253,18 @@ def _balance(seg: Segments, protocol, seed: int) -> None:
         keep = balance(seg.manifest, seed)
         seg.manifest = seg.manifest.iloc[keep].reset_index(drop=True)
         seg.spectrograms, seg.frames = seg.spectrograms[keep], seg.frames[keep]
+        seg.waveforms = seg.waveforms[keep] if seg.waveforms is not None else None
+        seg.context = seg.context[keep] if seg.context is not None else None
     empty = [s for s in SPLITS if not (seg.manifest["split"] == s).any()]
     if empty:
         raise UserError(f"after balancing, split(s) {empty} have no segments "
                         f"({n_before} segments of {seg.manifest['video_id'].nunique()} videos; too few videos per class?)")
 
 
-def _store_meta(protocol, normalisation, policy, seed, leaky, n_before, report, seg: Segments, root: Path) -> dict:
+def _store_meta(protocol, normalisation, policy, seed, leaky, n_before, report, seg: Segments, root: Path,
+                audio_context_s: float = 0.0) -> dict:
+    from s2i_bench.data.extract import WAVEFORM_SCALE
+
     sp = protocol.split
     pdict = protocol.to_dict()
     return {
@@ -248,7 +275,16 @@ def _store_meta(protocol, normalisation, policy, seed, leaky, n_before, report, 
                                "framing": "frame i centred at start + hop/2 + i*hop; zeros outside the clip"},
                      "image": {**pdict["image"], "crop": "centre square, side min(h, w)",
                                "resize": "bilinear, antialiased", "dtype": "uint8"},
-                     "data": pdict["data"]},
+                     "data": pdict["data"],
+                     "waveforms": {"file": "waveforms.npy", "dtype": "int16", "scale": WAVEFORM_SCALE,
+                                   "decode": "float32 = int16 / 32767", "sample_rate": protocol.audio.sample_rate,
+                                   "samples": int(round(protocol.data.segment_seconds * protocol.audio.sample_rate)),
+                                   "what": "mono (mean of channels), resampled to the protocol's rate, the segment's "
+                                           "own second, as the log-Mel saw it; beyond full scale clipped",
+                                   "context_s": audio_context_s or None,
+                                   "context_file": "waveforms_context.npy" if audio_context_s else None,
+                                   "context_what": "the C s centred on the segment's centre, zeros outside the clip"
+                                   if audio_context_s else None}},
         "normalisation": normalisation,
         "split": {"policy": policy, "seed": seed, "ratios": [sp.train, sp.val, sp.test], "balance": sp.balance,
                   "leaky": leaky, "segments_before_balance": n_before,
@@ -268,6 +304,7 @@ def _write(out: Path, seg: Segments, meta: dict, report: dict, protocol, overwri
     skipped_csv = pd.DataFrame(seg.skipped, columns=["source", "class", "video_id", "reason"]).to_csv(index=False)
     columns = ["segment_id", "video_id", "class", "class_index", "split", "start_s", "source", "group"]
     write_store(out, seg.manifest[columns], seg.spectrograms, seg.frames, meta,
+                waveforms=seg.waveforms, context=seg.context,
                 extra_files={"skipped.csv": skipped_csv.encode(), "table1.csv": table1.to_csv(index=False).encode(),
                              "audit.json": (json.dumps(to_jsonable(report), indent=2) + "\n").encode()},
                 overwrite=overwrite)

@@ -6,6 +6,10 @@ A store is a folder that numpy alone can read (a contract other tools may rely o
                        class_index, split, start_s, source, group (near-duplicate group)
     spectrograms.npy   (N, 1, 128, 100) float16/float32 log-Mel values (not normalised)
     frames.npy         (N, 96, 96, 3) uint8 centre frames
+    waveforms.npy      (N, 16000) int16 each segment's own second of audio, 16 kHz mono, as the
+                       log-Mel saw it (float = int16 / 32767); format 3 and later
+    waveforms_context.npy  (N, 16000 * C) int16, optional (`prepare --audio-context-s C`): the C s
+                       centred on the segment, zeros outside the clip
     store.json         protocol, feature parameters, normalisation range (fitted on train),
                        split seed and policy, counts, sources, hashes, code version, time
 
@@ -32,8 +36,9 @@ from s2i_bench.fileio import (atomic_save_npy, atomic_write_json, check_replacea
 from s2i_bench.provenance import code_version, now_iso
 
 STORE_FORMAT = "s2i-bench-store"
-STORE_FORMAT_VERSION = 2  # 2: per-file hashes, the store hash covers the protocol (and optional waveforms.npy)
-READABLE_VERSIONS = (1, 2)
+STORE_FORMAT_VERSION = 3  # 2: per-file hashes, the hash covers the protocol; 3: waveforms.npy (+ context)
+READABLE_VERSIONS = (1, 2, 3)
+WAVEFORM_SCALE = 32767
 MANIFEST_COLUMNS = ["segment_id", "video_id", "class", "class_index", "split", "start_s", "source", "group"]
 SPLITS = ("train", "val", "test")
 
@@ -60,7 +65,8 @@ class Store:
     manifest: Any  # pandas.DataFrame, rows in array order
     spectrograms: np.ndarray  # (N, 1, n_mels, frames) log values, memory-mapped
     frames: np.ndarray  # (N, S, S, 3) uint8, memory-mapped
-    waveforms: np.ndarray | None = None  # (N, T) the segments' audio (format 2 stores made with it)
+    waveforms: np.ndarray | None = None  # (N, sr * segment) int16, memory-mapped (format 3)
+    context: np.ndarray | None = None  # (N, sr * C) int16, memory-mapped, when prepared with a context
     problems: list = field(default_factory=list, repr=False)  # (file, problem): what open_store found
     _protocol: Any = field(default=None, repr=False)
 
@@ -130,8 +136,28 @@ class Store:
     def sample_rate(self) -> int:
         return int(self.meta.get("protocol_full", {}).get("audio", {}).get("sample_rate", 16000))
 
-    def waveforms_of(self, rows) -> np.ndarray | None:
-        return None
+    @property
+    def context_seconds(self) -> float | None:
+        if self.context is None:
+            return None
+        return self.context.shape[1] / self.sample_rate
+
+    def waveforms_of(self, rows) -> np.ndarray:
+        """(len(rows), sr * segment) float32 in [-1, 1]: the rows' own audio."""
+        self.require_waveforms()
+        return np.asarray(self.waveforms[np.asarray(rows)], dtype=np.float32) / WAVEFORM_SCALE
+
+    def context_of(self, rows) -> np.ndarray | None:
+        """(len(rows), sr * C) float32: the context windows, or None without a context."""
+        if self.context is None:
+            return None
+        return np.asarray(self.context[np.asarray(rows)], dtype=np.float32) / WAVEFORM_SCALE
+
+    def require_waveforms(self, who: str = "this command") -> None:
+        if self.waveforms is None:
+            raise UserError(f"{self.path}: this store keeps no audio (store format {self.format_version}; audio came "
+                            f"with format 3) and {who} needs the waveforms; rebuild it with `s2i-bench prepare "
+                            f"{self.meta.get('source_root', 'VIDEOS')} --out NEW_STORE`")
 
     def normalise(self, log_mel: np.ndarray) -> np.ndarray:
         """Log-Mel values -> network input in [-1, 1] with the range fitted on the train split."""
@@ -149,7 +175,7 @@ def normalise_log_mel(log_mel, normalisation: dict[str, float]):
 
 # -- identity: what the store hash covers -------------------------------------------------------
 ARRAYS = ("spectrograms.npy", "frames.npy")
-OPTIONAL_ARRAYS = ("waveforms.npy",)
+OPTIONAL_ARRAYS = ("waveforms.npy", "waveforms_context.npy")
 
 
 def content_hash(meta: dict[str, Any], file_hashes: dict[str, str]) -> str:
@@ -208,8 +234,10 @@ def open_store(path: str | Path, verify: bool = True) -> Store:
     spectrograms = _load_array(path / "spectrograms.npy")
     frames = _load_array(path / "frames.npy")
     store = Store(path=path, meta=meta, manifest=manifest, spectrograms=spectrograms, frames=frames)
-    if (path / "waveforms.npy").is_file():
+    if (path / "waveforms.npy").is_file() or meta.get("format_version", 0) >= 3:
         store.waveforms = _load_array(path / "waveforms.npy")
+    if (path / "waveforms_context.npy").is_file():
+        store.context = _load_array(path / "waveforms_context.npy")
     store.problems = store_problems(store)
     if verify and store.problems:
         where, what = store.problems[0]
@@ -318,8 +346,14 @@ def _shape_problems(store: Store) -> list[tuple[str, str]]:
         out.append((str(path / "spectrograms.npy"), f"dtype {sp.dtype}, expected float16 or float32"))
     if fr.ndim != 4 or fr.shape[0] != n or tuple(fr.shape[1:]) != (side, side, 3) or fr.dtype != np.uint8:
         out.append((str(path / "frames.npy"), f"shape {fr.shape} {fr.dtype}, expected ({n}, {side}, {side}, 3) uint8"))
-    if store.waveforms is not None and (store.waveforms.ndim != 2 or store.waveforms.shape[0] != n):
-        out.append((str(path / "waveforms.npy"), f"shape {store.waveforms.shape}, expected ({n}, T)"))
+    samples = int(round(store.protocol.data.segment_seconds * store.protocol.audio.sample_rate))
+    for name, wave, width in (("waveforms.npy", store.waveforms, samples), ("waveforms_context.npy", store.context, None)):
+        if wave is None:
+            continue
+        if (wave.ndim != 2 or wave.shape[0] != n or wave.dtype != np.int16
+                or (width is not None and wave.shape[1] != width) or (width is None and wave.shape[1] < samples)):
+            out.append((str(path / name), f"shape {wave.shape} {wave.dtype}, expected ({n}, "
+                                          f"{width if width is not None else f'>= {samples}'}) int16"))
     num = store.meta.get("num_segments")
     if num is not None and num != n:
         out.append((str(path / "manifest.csv"), f"{n} rows, but store.json says {num} segments"))
@@ -385,12 +419,14 @@ def _hash_problems(store: Store) -> list[tuple[str, str]]:
 
 def write_store(path: str | Path, manifest, spectrograms: np.ndarray, frames: np.ndarray,
                 meta: dict[str, Any], extra_files: dict[str, bytes] | None = None,
-                overwrite: bool = False, waveforms: np.ndarray | None = None) -> Path:
+                overwrite: bool = False, waveforms: np.ndarray | None = None,
+                context: np.ndarray | None = None) -> Path:
     """Write a complete store atomically: build `<path>.partial-<pid>`, then rename into place.
 
     `meta` is completed with the format tag, counts, the files' hashes, the store hash, the
     code version and the creation time. `extra_files` (name -> bytes) land in the folder too
-    (skipped.csv, audit.json, table1.csv, ...). `waveforms` (N, T): the segments' audio.
+    (skipped.csv, audit.json, table1.csv, ...). `waveforms` (N, sr * segment) int16: the segments' audio; `context`
+    (N, sr * C) int16: the longer windows. Without waveforms the store is written as format 2.
     """
     path = Path(path)
     check_replaceable(path, "store.json", "store", overwrite)
@@ -409,10 +445,11 @@ def write_store(path: str | Path, manifest, spectrograms: np.ndarray, frames: np
     atomic_save_npy(tmp / "spectrograms.npy", np.ascontiguousarray(spectrograms))
     atomic_save_npy(tmp / "frames.npy", np.ascontiguousarray(frames))
     names = ["manifest.csv", *ARRAYS]
-    if waveforms is not None:
-        assert waveforms.shape[0] == n, "waveforms and manifest disagree on N"
-        atomic_save_npy(tmp / "waveforms.npy", np.ascontiguousarray(waveforms))
-        names.append("waveforms.npy")
+    for name, wave in (("waveforms.npy", waveforms), ("waveforms_context.npy", context)):
+        if wave is not None:
+            assert wave.shape[0] == n and wave.dtype == np.int16, f"{name}: ({n}, T) int16 expected"
+            atomic_save_npy(tmp / name, np.ascontiguousarray(wave))
+            names.append(name)
     for name, data in (extra_files or {}).items():
         (tmp / name).write_bytes(data)
 
@@ -422,7 +459,7 @@ def write_store(path: str | Path, manifest, spectrograms: np.ndarray, frames: np
     files = {name: {"size": (tmp / name).stat().st_size, "sha256": sha256_file(tmp / name)} for name in names}
     full_meta = {
         "format": STORE_FORMAT,
-        "format_version": STORE_FORMAT_VERSION,
+        "format_version": STORE_FORMAT_VERSION if waveforms is not None else 2,
         **meta,
         "num_segments": n,
         "counts": counts,

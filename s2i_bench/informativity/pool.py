@@ -274,7 +274,7 @@ def _translate_class(translator, data, path: Path, sha: str, model_id: str, clas
 
     from s2i_bench.images import net_to_uint8
     from s2i_bench.seeding import item_seed
-    from s2i_bench.translators import Batch, check_inputs, translate_checked
+    from s2i_bench.translators import batch_for_rows, check_inputs, translate_checked
 
     check_inputs(translator, data)
     # (row, draw) candidates: every sound once, then again with the next draw index. Keyed by
@@ -292,14 +292,9 @@ def _translate_class(translator, data, path: Path, sha: str, model_id: str, clas
         seg_ids = [str(data.segment_ids[r]) for r in idx]
         # Per-image seeds keyed by model id, segment and draw: independent of batching.
         seeds = np.array([item_seed(seed, f"{model_id}|{s}", d) for s, (_, d) in zip(seg_ids, batch)], dtype=np.int64)
-        log_mel = np.asarray(data.spectrograms[idx], dtype=np.float32)  # (B, 1, 128, 100)
-        waveform = data.waveforms_of(idx) if data.has_waveforms else None
-        batch_in = Batch(log_mel=torch.from_numpy(data.normalise(log_mel)).to(device),  # in [-1, 1]
-                         seeds=torch.from_numpy(seeds).to(device),
-                         waveform=None if waveform is None else torch.from_numpy(waveform).to(device),
-                         sample_rate=data.sample_rate)
+        batch_in = batch_for_rows(data, idx, seeds, device, inputs=getattr(translator, "inputs", ("log_mel",)))
         # the same checks as scoring: B images, finite, in [-1, 1]; then the protocol's size
-        _, images = translate_checked(translator, batch_in, size=IMAGE_SIZE, where=str(path))
+        _, images = translate_checked(translator, batch_in, size=IMAGE_SIZE, where=str(path), rows=idx)
         images_u8 = net_to_uint8(images)  # (B, 96, 96, 3) uint8
         parts.image_chunks.append(images_u8)
         for k, (seg, (_, d)) in enumerate(zip(seg_ids, batch)):

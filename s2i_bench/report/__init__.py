@@ -29,7 +29,7 @@ from s2i_bench.fileio import (atomic_write_text, check_publishable, exclusive_lo
                               staged_folder)
 from s2i_bench.report.analysis import analyse, resolve_protocols, summary_row
 from s2i_bench.report.index import write_index, write_manifest
-from s2i_bench.report.inputs import load_runs
+from s2i_bench.report.inputs import is_reference_run, load_runs, reference_levels
 from s2i_bench.report.paper import PAPER_NUMBERS, load_card, load_paper_numbers
 from s2i_bench.report.plan import Context, Item, figure_jobs, slug
 
@@ -76,7 +76,10 @@ def _render_report(inputs, out: Path, figures: bool, store, bundle, formats) -> 
         store_obj = open_store(store)
     card = load_card(bundle) if bundle is not None else None
     runs, notes = load_runs([Path(p) for p in inputs])
-    protocol = resolve_protocols(runs, store_obj)
+    # Reference translators (reference:real-frame, ...) are levels, not series: lines and a table.
+    references = [run for run in runs if is_reference_run(run)]
+    runs = [run for run in runs if not is_reference_run(run)]
+    protocol = resolve_protocols(runs or references, store_obj)
     for run in runs:
         if run.protocol_note:
             notes.append(f"run {run.name}: {run.protocol_note}")
@@ -92,10 +95,11 @@ def _render_report(inputs, out: Path, figures: bool, store, bundle, formats) -> 
     if paper is None:
         notes.append(f"{PAPER_NUMBERS}: missing, so no paper values are shown")
     analyses = [analyse(run, protocol) for run in runs]
+    levels = reference_levels(references, protocol.class_keys)
 
     items: list[Item] = []
     written: list[Path] = []
-    ctx = Context(out, protocol, runs, store_obj, card)
+    ctx = Context(out, protocol, runs, store_obj, card, levels)
 
     # Tables (always).
     table_jobs = []
@@ -104,14 +108,18 @@ def _render_report(inputs, out: Path, figures: bool, store, bundle, formats) -> 
     if card is not None:
         table_jobs.append(("classifiers", lambda: T.classifier_table(card, protocol.class_keys, protocol.class_names,
                                                                     paper), [], True))
-    table_jobs.append(("informativity", lambda: T.informativity_table(
-        [summary_row(a) for a in analyses], protocol.class_keys, protocol.class_names, paper,
-        protocol.metrics.moving_average, (protocol.metrics.window_start, protocol.metrics.window_end)), runs, False))
+    if analyses:
+        table_jobs.append(("informativity", lambda: T.informativity_table(
+            [summary_row(a) for a in analyses], protocol.class_keys, protocol.class_names, paper,
+            protocol.metrics.moving_average, (protocol.metrics.window_start, protocol.metrics.window_end)), runs, False))
+    if levels:
+        table_jobs.append(("references", lambda: T.reference_table(levels, protocol.class_keys, protocol.class_names),
+                           references, False))
 
     jobs = figure_jobs(ctx, analyses, paper, formats) if figures else []
     for job in progress(table_jobs + jobs, desc="report", unit="item"):
         name, make, used_runs, is_data_table = job[:4]
-        if name in ("table1", "classifiers", "informativity"):
+        if name in ("table1", "classifiers", "informativity", "references"):
             table = make()
             paths = table.write(out / "tables")
             rel = [p.relative_to(out) for p in paths.values()]

@@ -104,9 +104,26 @@ def _class_legend(fig, class_keys, class_names, extra=(), ncol=None):
 
 
 # -- Figs. 7-11 ----------------------------------------------------------------------------------
-def informativity_per_epoch(analyses, class_keys, class_names, spec):
+REFERENCE_STYLE = {"real-frame": (0, (1, 1)), "retrieval": (0, (4, 2)), "class-prototype": (0, (6, 2, 1, 2)),
+                   "random-frame": (0, (2, 3))}
+
+
+def _reference_lines(ax, references, label: bool = True) -> None:
+    """The reference translators' mean raw shares as grey horizontal lines, named at the right."""
+    for lv in references:
+        v = lv["raw"].get("mean")
+        if v is None:
+            continue
+        ax.axhline(100 * v, color="0.45", lw=0.8, ls=REFERENCE_STYLE.get(lv["name"], "--"), zorder=0.5)
+        if label:
+            ax.annotate(lv["name"], (1.0, 100 * v), xycoords=("axes fraction", "data"), xytext=(2, 0),
+                        textcoords="offset points", ha="left", va="center", fontsize=5.5, color="0.35")
+
+
+def informativity_per_epoch(analyses, class_keys, class_names, spec, references=()):
     """One panel per run: replaced per-epoch informativity (thin) and its moving average (thick),
-    per class and mean; replaced epochs marked on the mean; the averaging window shaded."""
+    per class and mean; replaced epochs marked on the mean; the averaging window shaded; the
+    reference translators' mean levels as grey lines."""
     from matplotlib.lines import Line2D
 
     colours = class_colours(class_keys)
@@ -136,6 +153,7 @@ def informativity_per_epoch(analyses, class_keys, class_names, spec):
         elif len(x) < spec.moving_average:
             ax.text(0.99, 0.95, f"series shorter than the {spec.moving_average}-epoch moving average",
                     transform=ax.transAxes, ha="right", va="top", fontsize=6, color="0.3")
+        _reference_lines(ax, references)
         ax.set_title(_run_title(a.run), loc="left")
         ax.set_ylabel("informative (%)")
         ax.set_ylim(bottom=0)
@@ -144,13 +162,16 @@ def informativity_per_epoch(analyses, class_keys, class_names, spec):
              Line2D([], [], color="0.3", lw=1.6, label=f"{spec.moving_average}-epoch moving average"),
              Line2D([], [], color="0.3", ls="none", marker="x", ms=4, label="replaced after a D update"),
              Line2D([], [], color="0.5", alpha=0.3, lw=6, label=f"window {spec.window_start}–{spec.window_end}")]
+    if any(lv["raw"].get("mean") is not None for lv in references):
+        extra.append(Line2D([], [], color="0.45", lw=0.8, ls="--", label="reference translators (mean)"))
     _class_legend(fig, class_keys, class_names, extra, ncol=5)
     return fig
 
 
 # -- Fig. 12 ---------------------------------------------------------------------------------------------
-def embedding_size(analyses, class_keys, class_names, paper):
-    """Window average and maximum moving average of informativity against embedding size."""
+def embedding_size(analyses, class_keys, class_names, paper, references=()):
+    """Window average and maximum moving average of informativity against embedding size, with
+    the reference translators' mean levels as grey lines."""
     from matplotlib.lines import Line2D
 
     colours = class_colours(class_keys)
@@ -179,6 +200,7 @@ def embedding_size(analyses, class_keys, class_names, paper):
             ax.annotate(f"paper: > {v:.0f}% at f = {f}\n({paper_mean['source']})", (f, v), xytext=(0, -8),
                         textcoords="offset points", ha="center", va="top", fontsize=6, color=PAPER_COLOUR)
             dims = sorted(set(dims) | {f})
+        _reference_lines(ax, references, label=metric == "max_moving_average")
         ax.set_xscale("log", base=2)
         ax.set_xticks(dims, [str(d) for d in dims])
         ax.minorticks_off()
@@ -189,6 +211,8 @@ def embedding_size(analyses, class_keys, class_names, paper):
     extra = [Line2D([], [], color="0.3", ls=styles[p], label=f"{p} split") for p in policies if len(policies) > 1]
     if paper_mean is not None:
         extra.append(Line2D([], [], color=PAPER_COLOUR, ls="none", marker="^", mfc="none", label="paper"))
+    if any(lv["raw"].get("mean") is not None for lv in references):
+        extra.append(Line2D([], [], color="0.45", lw=0.8, ls="--", label="reference translators (mean)"))
     _class_legend(fig, class_keys, class_names, extra, ncol=4)
     return fig
 
@@ -226,36 +250,47 @@ def _sheet_classes(sheet, class_keys, store=None) -> list[str | None]:
     return [segment_class(s, class_keys) for s in sheet["segment_ids"]]
 
 
-def _resize_nearest(img: np.ndarray, side: int) -> np.ndarray:
-    h, w = img.shape[:2]
-    rows = (np.arange(side) * h // side).astype(int)
-    cols = (np.arange(side) * w // side).astype(int)
-    return img[rows][:, cols]
+def _fit(img: np.ndarray, h: int, w: int) -> np.ndarray:
+    """An image in an h x w cell: nearest-neighbour scaled to fit with its aspect kept, centred on
+    white (sheets keep each translator's native size; the figure only places them)."""
+    ih, iw = img.shape[:2]
+    if (ih, iw) == (h, w):
+        return img
+    scale = min(h / ih, w / iw)
+    nh, nw = max(1, int(round(ih * scale))), max(1, int(round(iw * scale)))
+    rows = (np.arange(nh) * ih // nh).astype(int)
+    cols = (np.arange(nw) * iw // nw).astype(int)
+    cell = np.full((h, w, 3), 255, dtype=np.uint8)
+    top, left = (h - nh) // 2, (w - nw) // 2
+    cell[top:top + nh, left:left + nw] = img[rows][:, cols]
+    return cell
 
 
-def _mosaic(rows: list[list[np.ndarray]], side: int, gap: int = 2, group: int = 0, group_gap: int = 6):
-    """Images (side x side x 3 uint8) in rows on white; `group` > 0 adds a wider gap every `group`."""
+def _mosaic(rows: list[list[np.ndarray]], side, gap: int = 2, group: int = 0, group_gap: int = 6):
+    """Images in rows on white, each in a cell of `side` (an int, or (h, w)); `group` > 0 adds a
+    wider gap every `group` columns."""
+    ch, cw = (side, side) if isinstance(side, int) else (int(side[0]), int(side[1]))
     ncols = max((len(r) for r in rows), default=0)
     col_x = []
     x = 0
     for c in range(ncols):
         col_x.append(x)
-        x += side + (group_gap if group and (c + 1) % group == 0 else gap)
+        x += cw + (group_gap if group and (c + 1) % group == 0 else gap)
     width = max(x - gap, 1)
-    height = len(rows) * (side + gap) - gap
+    height = len(rows) * (ch + gap) - gap
     canvas = np.full((max(height, 1), width, 3), 255, dtype=np.uint8)
     for r, images in enumerate(rows):
-        y = r * (side + gap)
+        y = r * (ch + gap)
         for c, img in enumerate(images):
-            canvas[y:y + side, col_x[c]:col_x[c] + side] = img
-    return canvas, [r * (side + gap) + side / 2 for r in range(len(rows))], [cx + side / 2 for cx in col_x]
+            canvas[y:y + ch, col_x[c]:col_x[c] + cw] = _fit(img, ch, cw)
+    return canvas, [r * (ch + gap) + ch / 2 for r in range(len(rows))], [cx + cw / 2 for cx in col_x]
 
 
 def sample_grid(sheet, class_keys, class_names, per_class: int = 8):
     """Fig. 15: the first `per_class` images of each class in the sheet, one row per class."""
     classes = _sheet_classes(sheet, class_keys)
-    images = sheet["images"]
-    side = images.shape[1]
+    images = sheet["images"]  # (M, H, W, 3) at the translator's native size
+    side = (images.shape[1], images.shape[2])
     rows = [[images[i] for i, c in enumerate(classes) if c == k][:per_class] for k in class_keys]
     canvas, ys, _ = _mosaic(rows, side)
     fig = _image_figure(canvas, label_in=1.0, top_in=0.2)
@@ -295,14 +330,15 @@ def originals_beside(sheet, store, class_keys, class_names, pairs: int = 4):
             raise UserError(f"{sheet['path']}: none of its segment ids is in the store {store.path}; pass with "
                             "--data the store the run was scored on")
     classes = _sheet_classes(sheet, class_keys, store)
-    side = max(int(o.shape[0]) for o in originals if o is not None)
+    # square cells as large as the larger of the frames and the (native-size) translations
+    side = max([int(o.shape[0]) for o in originals if o is not None] + list(sheet["images"].shape[1:3]))
     rows = []
     for k in class_keys:
         row = []
         for i, c in enumerate(classes):
             if c != k or originals[i] is None:
                 continue
-            row += [_resize_nearest(originals[i], side), _resize_nearest(sheet["images"][i], side)]
+            row += [originals[i], sheet["images"][i]]
             if len(row) >= 2 * pairs:
                 break
         rows.append(row)

@@ -235,6 +235,30 @@ def _attach_sheets(run: Run, records: list[dict], base: Path) -> None:
             run.sheet_epochs[path] = int(r["epoch"])
 
 
+def is_reference_run(run: Run) -> bool:
+    """A run made only of reference translators' records (`s2i-bench score reference:NAME`)."""
+    return bool(run.records) and all((r.get("generator") or {}).get("kind") == "reference" for r in run.records)
+
+
+def reference_levels(references: list[Run], class_keys) -> list[dict]:
+    """Each reference translator's level (its latest record): raw, corrected and true shares per
+    class and their means, in a fixed order (the scale from ceiling to chance)."""
+    order = {"real-frame": 0, "retrieval": 1, "class-prototype": 2, "random-frame": 3}
+    levels = []
+    for run in references:
+        r = run.records[-1]
+        name = (r.get("generator") or {}).get("name") or run.name
+        level = {"name": str(name), "run": run, "corrected_ci": (r.get("mean") or {}).get("corrected_ci")}
+        for measure, short in (("raw_share", "raw"), ("corrected_share", "corrected"), ("true_share", "true")):
+            values = {k: (r["classes"].get(k) or {}).get(measure) for k in class_keys}
+            values["mean"] = (r.get("mean") or {}).get(measure)
+            if measure == "true_share" and values["mean"] is None:
+                values["mean"] = (r.get("mean_all_classes") or {}).get(measure)
+            level[short] = values
+        levels.append(level)
+    return sorted(levels, key=lambda lv: (order.get(lv["name"], 9), lv["name"]))
+
+
 def pick_sample_sheet(run: Run) -> dict | None:
     """The run's sheet of the latest epoch (by the record that wrote it, else by file name)."""
     if not run.sample_sheets:

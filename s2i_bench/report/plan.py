@@ -31,6 +31,7 @@ class Context:
     runs: list[Run]
     store: Any
     card: dict | None
+    references: list = None  # reference translators' levels (inputs.reference_levels)
 
     @property
     def random_split(self) -> list[Run]:
@@ -130,7 +131,7 @@ def _paper_figures(ctx: Context, analyses: list[Analysis], paper, figure_item) -
             f"Share of test images called informative per epoch (raw, after the post-update replacement), per class "
             f"and mean, one panel per run/embedding size; replaced epochs marked, {spec.moving_average}-epoch moving "
             "average drawn.", [a.run for a in scored],
-            lambda: F.informativity_per_epoch(scored, keys, names, spec)))
+            lambda: F.informativity_per_epoch(scored, keys, names, spec, ctx.references or [])))
     with_dim = [a for a in scored if a.run.embedding_dim is not None]
     if with_dim:
         jobs.append(figure_item(
@@ -138,7 +139,7 @@ def _paper_figures(ctx: Context, analyses: list[Analysis], paper, figure_item) -
             f"Window average (epochs {spec.window_start}–{spec.window_end}) and maximum {spec.moving_average}-epoch "
             "moving average of informativity against the embedding size f, per class and mean, with the paper's "
             "value where it gives one (> 14% at f = 512, §5.4.1).", [a.run for a in with_dim],
-            lambda: F.embedding_size(with_dim, keys, names, paper)))
+            lambda: F.embedding_size(with_dim, keys, names, paper, ctx.references or [])))
     logged = [a for a in analyses if a.run.log is not None and len(a.run.log)]
     if logged:
         jobs.append(figure_item(

@@ -330,3 +330,37 @@ def informativity_table(summaries: list[dict], class_keys, class_names, paper, m
                  "Per run, class and mean: window average and maximum moving average (with its epoch) of the "
                  "informativity series, raw, corrected and true, and the last scored epoch, beside the paper's numbers.",
                  columns, rows, notes)
+
+
+def reference_table(references: list[dict], class_keys, class_names) -> Table:
+    """The reference translators (beyond the paper): per class the raw share the classifiers
+    report (and the judge's true share on synthetic data), then the means, one row each."""
+    has_truth = any(r["true"].get("mean") is not None for r in references)
+    rows, columns = [], [Column("reference", "Reference translator")]
+    for key, name in zip(class_keys, class_names):
+        columns.append(Column(f"{key}_raw", name, lambda row, key=key: _raw_true(row, key, has_truth)))
+        if has_truth:
+            columns.append(Column(f"{key}_true", f"{name} (true)", in_text=False))
+    columns += [Column("mean_raw", "Mean", lambda row: _raw_true(row, "mean", has_truth)),
+                Column("mean_corrected", "Mean corrected", lambda row: pct_interval(row["mean_corrected"],
+                                                                                    row.get("mean_corrected_ci")))]
+    if has_truth:
+        columns.append(Column("mean_true", "Mean (true)", in_text=False))
+    columns.append(Column("mean_corrected_ci", "", in_text=False))
+    for r in references:
+        row = {"reference": r["name"], "mean_raw": r["raw"].get("mean"), "mean_corrected": r["corrected"].get("mean"),
+               "mean_corrected_ci": r.get("corrected_ci"), "mean_true": r["true"].get("mean")}
+        for key in class_keys:
+            row[f"{key}_raw"] = r["raw"].get(key)
+            row[f"{key}_true"] = r["true"].get(key)
+        rows.append(row)
+    caption = ("The scale of the metric: the test segment's own frame (real-frame, the ceiling the classifiers "
+               "allow), the training frame whose sound is nearest (retrieval), the mean training frame of the class "
+               "a sound classifier predicts (class-prototype), a training frame of any class (random-frame, chance); "
+               "raw share called informative" + (" / the judge's true share" if has_truth else "") + ".")
+    return Table("references", "Reference translators (beyond the paper)", caption, columns, rows)
+
+
+def _raw_true(row: dict, key: str, has_truth: bool) -> str:
+    raw = pct(row.get(f"{key}_raw"))
+    return f"{raw} / {pct(row.get(f'{key}_true'))}" if has_truth else raw

@@ -48,19 +48,23 @@ class Outcomes:
     predicted: np.ndarray | None  # (K, N) int64 class index, None without a class-match classifier
     truth: np.ndarray | None  # (K, N) bool, None when the store is not the synthetic world
     scored_keys: tuple[str, ...]  # the classes that have an informativity classifier
-    sheet_images: dict[int, np.ndarray] = field(default_factory=dict)  # plan position -> (S, S, 3) uint8, draw 0
+    sheet_images: dict[int, np.ndarray] = field(default_factory=dict)  # plan position -> (H, W, 3) uint8, draw 0, native size
     native_size: tuple[int, int] | None = None  # (H, W) the translator answered with
 
 
 _PLANS: dict[tuple, Plan] = {}
 
 
-def make_plan(store, class_keys, split: str, seed: int, samples: int) -> Plan:
-    """Cached per (store, split, seed, samples): the training loop scores every epoch."""
-    key = (str(store.path), store.store_hash, tuple(class_keys), split, seed, samples)
+def make_plan(store, class_keys, split: str, seed: int, samples: int, only_rows=None) -> Plan:
+    """Cached per (store, split, seed, samples): the training loop scores every epoch.
+    `only_rows`: score these rows of the split only (images of a folder with some missing)."""
+    only = None if only_rows is None else tuple(sorted(int(r) for r in only_rows))
+    key = (str(store.path), store.store_hash, tuple(class_keys), split, seed, samples, only)
     if key in _PLANS:
         return _PLANS[key]
     rows = store.split_indices(split)
+    if only is not None:
+        rows = rows[np.isin(rows, np.array(only, dtype=np.int64))]
     store_classes = store.manifest["class"].to_numpy()[rows]
     videos = store.manifest["video_id"].to_numpy()[rows]
     parts, slices, sheet, start = [], {}, [], 0
@@ -94,27 +98,18 @@ def sheet_positions(videos: np.ndarray, count: int) -> list[int]:
     return [pos for _, pos in sorted(order)[:count]]
 
 
-def batches_of(store, plan: Plan, batch_size: int, device):
-    """(class position, start, stop, Batch) for every draw k, class and batch, in plan order."""
-    import torch
+def batches_of(store, plan: Plan, batch_size: int, device, inputs=("log_mel",)):
+    """(draw k, class position, key, start, stop, store rows, Batch) for every draw, class and
+    batch, in plan order."""
+    from s2i_bench.translators import batch_for_rows
 
-    from s2i_bench.data.store import normalise_log_mel
-    from s2i_bench.translators import Batch
-
-    normalisation = store.meta["normalisation"]
     for k in range(plan.samples):
         for ci, (key, sl) in enumerate(plan.class_slices.items()):
             for start in range(sl.start, sl.stop, batch_size):
                 stop = min(start + batch_size, sl.stop)
                 rows = plan.indices[start:stop]
-                # (B, 1, 128, 100) log-Mel -> network input in [-1, 1]
-                log_mel = torch.from_numpy(np.ascontiguousarray(store.spectrograms[rows], dtype=np.float32))
-                log_mel = normalise_log_mel(log_mel.to(device), normalisation)
-                waveform = store.waveforms_of(rows) if store.has_waveforms else None
-                batch = Batch(log_mel=log_mel, seeds=torch.from_numpy(plan.seeds[k, start:stop]).to(device),
-                              waveform=None if waveform is None else torch.from_numpy(waveform).to(device),
-                              sample_rate=store.sample_rate)
-                yield k, ci, key, start, stop, batch
+                batch = batch_for_rows(store, rows, plan.seeds[k, start:stop], device, inputs=inputs, draw=k)
+                yield k, ci, key, start, stop, rows, batch
 
 
 def collect(translator, store, bundle, plan: Plan, *, device="cpu", batch_size: int = 256, judge=None,
@@ -135,8 +130,9 @@ def collect(translator, store, bundle, plan: Plan, *, device="cpu", batch_size: 
                    truth=np.zeros(k_n, dtype=bool) if judge is not None else None, scored_keys=scored_keys)
     sheet_set = set(plan.sheet.tolist()) if keep_sheet else set()
     dev = torch.device(device)
-    for k, _, key, start, stop, batch in batches_of(store, plan, batch_size, dev):
-        native, images = translate_checked(translator, batch, size=image_size, where=where)  # (B, 3, S, S)
+    inputs = tuple(getattr(translator, "inputs", ("log_mel",)))
+    for k, _, key, start, stop, rows, batch in batches_of(store, plan, batch_size, dev, inputs):
+        native, images = translate_checked(translator, batch, size=image_size, where=where, rows=rows)  # (B, 3, S, S)
         out.native_size = tuple(int(v) for v in native.shape[-2:])
         if key in scored_keys:
             out.informative[k, start:stop] = np.asarray(bundle.predict_informative(images, key), dtype=bool)
@@ -151,7 +147,7 @@ def collect(translator, store, bundle, plan: Plan, *, device="cpu", batch_size: 
         if k == 0 and sheet_set:
             wanted = [p for p in range(start, stop) if p in sheet_set]
             if wanted:
-                sheet_u8 = net_to_uint8(images[[p - start for p in wanted]])  # (M, S, S, 3)
+                sheet_u8 = net_to_uint8(native[[p - start for p in wanted]])  # (M, H, W, 3), native size
                 for i, p in enumerate(wanted):
                     out.sheet_images[p] = sheet_u8[i]
     return out

@@ -1,6 +1,7 @@
 """The `score` and `metrics` commands and their text output.
 
-    s2i-bench score TRANSLATOR --data STORE --classifiers BUNDLE    a file, or a run folder
+    s2i-bench score TRANSLATOR --data STORE --classifiers BUNDLE    a file, a run folder, a plugin,
+                                                                    reference:NAME, a folder of images
     s2i-bench metrics SERIES.csv --protocol P                       the paper's numbers of a series
 """
 
@@ -46,27 +47,106 @@ def check_classes(protocol, bundle) -> None:
                         f"classes {list(protocol.class_keys)}")
 
 
-def score_command(translator, *, store, bundle, split=None, seed=None, samples=None, device="cpu", records_out=None,
-                  as_json=False, translator_options: dict | None = None) -> dict[str, Any]:
-    """Score a translator file, or every checkpoint of a run folder that has no record yet."""
+def translator_kind(spec) -> str:
+    """What TRANSLATOR names: "reference", "plugin", "run", "images" or "file"."""
+    from s2i_bench.translators.folder import looks_like_image_folder
+    from s2i_bench.translators.local import looks_like_plugin
+    from s2i_bench.translators.reference import is_reference
+
+    text = str(spec)
+    if is_reference(text) and not Path(text).exists():
+        return "reference"
+    if looks_like_plugin(text):
+        return "plugin"
+    path = Path(text)
+    try:
+        exists = path.exists()
+    except OSError as e:
+        raise UserError(f"{path}: cannot open ({e.strerror or e})") from None
+    if not exists:
+        hint = (" (a local plugin is MODULE:FACTORY or path/to/file.py:FACTORY; a reference translator "
+                "reference:NAME)") if ":" in text else ""
+        raise UserError(f"{path}: translator not found{hint}")
+    if path.is_dir():
+        return "images" if looks_like_image_folder(path) else "run"
+    return "file"
+
+
+def score_command(translator, *, store=None, bundle=None, split=None, seed=None, samples=None, device="cpu",
+                  records_out=None, as_json=False, translator_options: dict | None = None,
+                  allow_missing: bool = False) -> dict[str, Any]:
+    """Score TRANSLATOR: a translator file, every checkpoint of a run folder that has no record
+    yet, a local plugin (MODULE:FACTORY, file.py:FACTORY), a reference translator
+    (reference:NAME) or a folder of images answering `export-sounds`. Without --data /
+    --classifiers, the embedded default that `make demo` built."""
+    from s2i_bench import defaults
     from s2i_bench.data.store import open_store
     from s2i_bench.informativity.bundle import load_bundle
-    from s2i_bench.scoring.score import file_sha256, score_checkpoints, score_translator
+    from s2i_bench.scoring.score import score_translator
     from s2i_bench.scoring.sheets import sheet_name
-    from s2i_bench.translators import load_translator
 
-    translator = Path(translator)
-    st = open_store(store)
+    kind = translator_kind(translator)
+    used_default = store is None
+    st = open_store(store if store is not None else defaults.store())
     protocol = st.protocol
     split = split or protocol.scoring.split
     seed = protocol.scoring.seed if seed is None else seed
-    samples = samples or protocol.scoring.samples
     device = check_device(device)
     out = Path(records_out) if records_out else None
     if out is not None and out.exists() and not out.is_file():
         raise UserError(f"{out}: exists and is not a file; give --out a .jsonl file path")
-    bun = load_bundle(bundle, device=device)
+    bun = load_bundle(bundle if bundle is not None else defaults.bundle(), device=device)
     check_classes(protocol, bun)
+    _store_warnings(st, bun, protocol)
+    kwargs = dict(protocol=protocol, split=split, seed=seed, batch_size=protocol.scoring.batch_size, device=device)
+    if kind == "run":
+        samples = samples or protocol.scoring.samples
+        return _score_run(Path(translator), st, bun, out, samples, as_json, translator_options, kwargs)
+    only_rows = None
+    if kind == "images":
+        from s2i_bench.translators.folder import load_folder
+
+        loaded, only_rows, samples = load_folder(Path(translator), st, split=split, samples=samples,
+                                                 allow_missing=allow_missing, size=protocol.image.size)
+        out = out or Path(translator) / records.RECORDS_NAME
+    else:
+        samples = samples or protocol.scoring.samples
+        loaded = _load(kind, translator, st, protocol, device, translator_options)
+        if out is None:
+            if kind == "file":
+                out = Path(translator).parent / records.RECORDS_NAME
+            elif used_default:
+                out = defaults.work().scores
+            else:
+                raise UserError(f"{translator}: give --out RECORDS.jsonl, the records file to append its record to")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    # The images of the fixed test sounds go beside the records (Figs. 15/16 of the report).
+    record = score_translator(loaded, st, bun, samples=samples, sample_sheet=out.parent / sheet_name(loaded.info),
+                              only_rows=only_rows, **kwargs)
+    records.append(out, record)
+    if as_json:
+        print(json.dumps(to_jsonable(record), indent=2))
+    else:
+        print(format_record(record, protocol))
+        print(f"record appended to {out}")
+    return record
+
+
+def _load(kind: str, spec, store, protocol, device, translator_options):
+    if kind == "reference":
+        from s2i_bench.translators.reference import load_reference
+
+        return load_reference(str(spec), store, device=device)
+    if kind == "plugin":
+        from s2i_bench.translators.local import load_plugin
+
+        return load_plugin(str(spec), protocol, device)
+    from s2i_bench.translators import load_translator
+
+    return load_translator(Path(spec), device=device, **(translator_options or {}))
+
+
+def _store_warnings(st, bun, protocol) -> None:
     made_with = (bun.card.get("protocol") or {}) if isinstance(bun.card, dict) else {}
     if made_with.get("fingerprint") not in (None, protocol.fingerprint):
         print(f"warning: {bun.path} was trained under protocol {made_with.get('name')!r} ({made_with.get('fingerprint')}), "
@@ -75,32 +155,25 @@ def score_command(translator, *, store, bundle, split=None, seed=None, samples=N
     if st.leaky:
         print(f"warning: {st.path}: split policy {st.split_policy!r} is leaky; scores on it overstate what a "
               f"translator does on unseen videos", file=sys.stderr)
-    kwargs = dict(protocol=protocol, split=split, seed=seed, samples=samples, batch_size=protocol.scoring.batch_size,
-                  device=device)
-    if translator.is_dir():
-        run = RunFolder(translator)
-        scored, now = score_checkpoints(run, st, bun, out=out, translator_options=translator_options, **kwargs)
-        result = {"kind": "informativity-series", "run": str(run.path), "records_path": str(out or run.records_path),
-                  "num_checkpoints": len(run.checkpoints()), "scored_now": len(now),
-                  "had_records": len(scored) - len(now), "num_records": len(scored),
-                  "protocol": protocol.ref(), "store": st.ref(), "split": split, "seed": seed, "samples": samples,
-                  "classifiers": {"path": str(bun.path), "sha256": file_sha256(Path(bun.path))},
-                  "d_update_from": "log.csv" if run.log_path.is_file() else "records",
-                  "summary": records.summarise(scored, protocol, d_update_epochs=run.d_update_epochs()),
-                  "records": scored}
-        print(json.dumps(to_jsonable(result), indent=2) if as_json else format_run(result, protocol))
-        return result
-    loaded = load_translator(translator, device=device, **(translator_options or {}))
-    out = out or translator.parent / records.RECORDS_NAME
-    # The images of the fixed test sounds go beside the records (Figs. 15/16 of the report).
-    record = score_translator(loaded, st, bun, sample_sheet=out.parent / sheet_name(loaded.info), **kwargs)
-    records.append(out, record)
-    if as_json:
-        print(json.dumps(to_jsonable(record), indent=2))
-    else:
-        print(format_record(record, protocol))
-        print(f"record appended to {out}")
-    return record
+
+
+def _score_run(path: Path, st, bun, out, samples, as_json, translator_options, kwargs) -> dict[str, Any]:
+    from s2i_bench.scoring.score import file_sha256, score_checkpoints
+
+    protocol = kwargs["protocol"]
+    run = RunFolder(path)
+    scored, now = score_checkpoints(run, st, bun, out=out, translator_options=translator_options, samples=samples,
+                                    **kwargs)
+    result = {"kind": "informativity-series", "run": str(run.path), "records_path": str(out or run.records_path),
+              "num_checkpoints": len(run.checkpoints()), "scored_now": len(now),
+              "had_records": len(scored) - len(now), "num_records": len(scored),
+              "protocol": protocol.ref(), "store": st.ref(), "split": kwargs["split"], "seed": kwargs["seed"],
+              "samples": samples, "classifiers": {"path": str(bun.path), "sha256": file_sha256(Path(bun.path))},
+              "d_update_from": "log.csv" if run.log_path.is_file() else "records",
+              "summary": records.summarise(scored, protocol, d_update_epochs=run.d_update_epochs()),
+              "records": scored}
+    print(json.dumps(to_jsonable(result), indent=2) if as_json else format_run(result, protocol))
+    return result
 
 
 # -- text output ---------------------------------------------------------------------------------

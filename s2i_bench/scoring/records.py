@@ -83,6 +83,9 @@ def checksum(record: Mapping[str, Any]) -> str:
     return hashlib.sha256(json.dumps(to_jsonable(body), sort_keys=True, separators=(",", ":")).encode()).hexdigest()
 
 
+APPEND_WAIT_S = 120.0
+
+
 def append(path: str | Path, record: Mapping[str, Any]) -> None:
     """Append one record as one line, under the file's lock. A last line cut by a crash (no
     newline at the end) is moved to `<file>.cut-N` first, with a warning: the new record never
@@ -96,7 +99,8 @@ def append(path: str | Path, record: Mapping[str, Any]) -> None:
     record = to_jsonable(dict(record))
     record["checksum"] = checksum(record)
     line = (json.dumps(record, sort_keys=False) + "\n").encode("utf-8")
-    with exclusive_lock(_lock_path(path), f"records file {path}"):
+    # one line under the lock: a concurrent writer (another shard, another run) waits its turn
+    with exclusive_lock(_lock_path(path), f"records file {path}", wait_s=APPEND_WAIT_S):
         _set_aside_cut_line(path)
         with open(path, "ab") as f:
             f.write(line)

@@ -141,13 +141,14 @@ def make_record(*, info: dict, numbers: dict, plan: Plan, protocol, store, bundl
 def score_translator(translator, store, bundle, *, protocol, split: str = "test", seed: int = 0, samples: int = 1,
                      batch_size: int = 256, device="cpu", epoch: int | None = None, d_update: bool | None = None,
                      run: str | None = None, generator_info: dict | None = None,
-                     sample_sheet: str | Path | None = None) -> dict[str, Any]:
+                     sample_sheet: str | Path | None = None, only_rows=None) -> dict[str, Any]:
     """Score one translator on the `split` sounds of `store` with the classifiers of `bundle`;
     returns the record (the caller appends it with `records.append`).
 
     epoch, d_update, run: what the record says about where the translator comes from (the
         training loop passes them); d_update defaults to epoch % d_every_epochs == 0.
     sample_sheet: where to save the images of 8 fixed sounds of each class (scoring.sheets).
+    only_rows: score only these store rows of the split (a folder of images with some missing).
     """
     from s2i_bench.scoring.sheets import write_sheet
 
@@ -156,7 +157,7 @@ def score_translator(translator, store, bundle, *, protocol, split: str = "test"
         raise UserError(f"samples must be >= 1, got {samples}")
     class_keys = tuple(protocol.class_keys)
     info = dict(getattr(translator, "info", {}) or {}) | dict(generator_info or {})
-    plan = make_plan(store, class_keys, split, seed, samples)
+    plan = make_plan(store, class_keys, split, seed, samples, only_rows=only_rows)
     if len(plan.indices) == 0:
         raise UserError(f"{store.path}: no {split} sounds to score")
     judge = None
@@ -166,6 +167,7 @@ def score_translator(translator, store, bundle, *, protocol, split: str = "test"
                        keep_sheet=sample_sheet is not None, image_size=protocol.image.size,
                        where=str(info.get("path") or "translator"))
     numbers = compute(outcomes, plan, bundle, protocol, class_keys)
+    info |= dict(getattr(translator, "after_info", lambda: {})())  # what only translating showed
     if epoch is None:
         epoch = info.get("epoch")
     if d_update is None and epoch is not None:

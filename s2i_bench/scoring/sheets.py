@@ -1,7 +1,7 @@
 """Sample sheets: the images of fixed test sounds (draw 0) beside their real frames, one `.npz`
 per scored translator (the report's Figs. 15/16).
 
-    images       (M, S, S, 3) uint8   the translations
+    images       (M, H, W, 3) uint8   the translations, at the translator's native size
     frames       (M, S', S', 3) uint8 the real centre frames of the same segments
     segment_ids  (M,) str             class_keys (M,) str       seeds (M,) int64
 
@@ -44,7 +44,7 @@ def write_sheet(path, plan, sheet_images: dict[int, np.ndarray], store, class_ke
     buf = io.BytesIO()
     np.savez_compressed(
         buf,
-        images=np.stack([sheet_images[p] for p in positions]),  # (M, S, S, 3) uint8
+        images=np.stack([sheet_images[p] for p in positions]),  # (M, H, W, 3) uint8, native size
         frames=np.ascontiguousarray(store.frames[rows]),  # (M, S', S', 3) uint8, the real centre frames
         segment_ids=np.array(plan.segment_ids[positions], dtype=str),
         class_keys=np.array([class_keys[i] for i in plan.class_index[positions]], dtype=str),
@@ -55,7 +55,7 @@ def write_sheet(path, plan, sheet_images: dict[int, np.ndarray], store, class_ke
 
 
 def read_sheet(path: Path) -> dict:
-    """A sample sheet: images (N,S,S,3) uint8 and segment_ids (N,) str; optional frames
+    """A sample sheet: images (N,H,W,3) uint8 and segment_ids (N,) str; optional frames
     (N,S',S',3) uint8, class_keys (N,) str, seeds. Loaded without pickle; shapes and types checked."""
     try:
         with np.load(path, allow_pickle=False) as z:
@@ -66,7 +66,7 @@ def read_sheet(path: Path) -> dict:
     if images is None or ids is None:
         raise UserError(f"{path}: needs arrays 'images' and 'segment_ids' (has {sorted(data)})")
     if images.dtype != np.uint8 or images.ndim != 4 or images.shape[-1] != 3:
-        raise UserError(f"{path}: images must be uint8 (N, S, S, 3), got {images.dtype} {images.shape}")
+        raise UserError(f"{path}: images must be uint8 (N, H, W, 3), got {images.dtype} {images.shape}")
     if ids.ndim != 1 or ids.shape[0] != images.shape[0] or ids.dtype.kind not in "US":
         raise UserError(f"{path}: segment_ids must be (N,) strings matching images, got {ids.dtype} {ids.shape}")
     out = {"path": path, "images": images, "segment_ids": [str(s) for s in ids]}

@@ -14,11 +14,11 @@ from __future__ import annotations
 from pathlib import Path
 
 from s2i_bench.errors import UserError
-from s2i_bench.translators.base import (Batch, Translator, check_inputs, checked_images, to_protocol_size,
-                                        translate_checked)
+from s2i_bench.translators.base import (Batch, StoreTranslator, Translator, batch_for_rows, check_inputs,
+                                        checked_images, to_protocol_size, translate_checked)
 from s2i_bench.translators.registry import Loader, Plugin, plugins, register, trainer, unregister
 
-__all__ = ["Batch", "Loader", "Plugin", "Translator", "check_inputs", "checked_images", "load_translator", "plugins", "register",
+__all__ = ["Batch", "Loader", "Plugin", "StoreTranslator", "Translator", "batch_for_rows", "check_inputs", "checked_images", "load_translator", "plugins", "register",
            "to_protocol_size", "trainer", "translate_checked", "unregister"]
 
 

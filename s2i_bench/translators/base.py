@@ -1,10 +1,14 @@
 """The translator contract: what any sound-to-image system gets and must answer.
 
-    batch = Batch(log_mel, seeds, waveform=None, sample_rate=16000)
+    batch = Batch(log_mel, seeds, waveform, sample_rate=16000, waveform_context=None, draw=0)
         log_mel      (B, 1, 128, 100) float32 in [-1, 1] (the store's normalisation), on the device
         seeds        (B,) int64, one per image: a stochastic system draws its randomness from them,
                      so an image depends on (sound, seed) only, never on its batch or device
-        waveform     (B, T) float32 in [-1, 1] at `sample_rate` (None when the store keeps no audio)
+        waveform     (B, 16000) float32 in [-1, 1] at `sample_rate`: the segment's own second, the
+                     audio its log-Mel was computed from (None when the store keeps no audio)
+        waveform_context  (B, C * 16000) float32: the C s centred on the segment, zeros outside
+                     the clip (stores prepared with --audio-context-s C; else None)
+        draw         which of the K images per sound this batch is (0 .. K-1)
         never the class, the video or the segment id
     images = translator.translate(batch)
         uint8 (B, H, W, 3), or float (B, 3, H, W) in [-1, 1]; any H, W
@@ -14,6 +18,10 @@
 `to_protocol_size` applies the one resize policy: centre crop to a square, then an antialiased
 bilinear resize to the protocol's image size (what the classifiers and the judge see; sample
 sheets keep the native size). Pooling and scoring both go through `translate_checked`.
+
+`StoreTranslator` is the toolkit's own kind that also gets the batch's store rows (which carry the
+class): the reference translators and folders of images scored after the fact. Plugins never
+get rows.
 """
 
 from __future__ import annotations
@@ -36,6 +44,8 @@ class Batch:
     seeds: Any  # torch.Tensor (B,) int64
     waveform: Any = None  # torch.Tensor (B, T) float32, or None
     sample_rate: int = 16000
+    waveform_context: Any = None  # torch.Tensor (B, C * sr) float32, or None
+    draw: int = 0
 
     def __len__(self) -> int:
         return int(self.log_mel.shape[0])
@@ -54,6 +64,39 @@ class Translator:
 
     def translate(self, batch: Batch):
         return self._fn(batch)
+
+
+class StoreTranslator(Translator):
+    """The toolkit's own translators that read the store: `translate_rows(batch, rows)` gets the
+    store rows of the batch's sounds too. Only code of the toolkit subclasses this."""
+
+    def __init__(self, info: dict[str, Any], device: str = "cpu", inputs: tuple[str, ...] = ()):
+        super().__init__(self._no_rows, info, device=device, inputs=inputs)
+
+    def _no_rows(self, batch: Batch):
+        raise UserError(f"{self.info.get('path')}: needs the store rows of its sounds (score it with `s2i-bench score`)")
+
+    def translate_rows(self, batch: Batch, rows):
+        raise NotImplementedError
+
+
+def batch_for_rows(store, rows, seeds, device, *, inputs=("log_mel",), draw: int = 0) -> Batch:
+    """The Batch of store rows `rows` (B,) with per-image `seeds` (B,) int64: the log-Mel in the
+    store's normalisation, and the audio the translator declares it reads (loading audio for a
+    translator that ignores it would double the data read per batch)."""
+    import numpy as np
+    import torch
+
+    rows = np.asarray(rows)
+    log_mel = torch.from_numpy(np.ascontiguousarray(store.spectrograms[rows], dtype=np.float32))  # (B, 1, 128, 100)
+    log_mel = store.normalise(log_mel.to(device))  # network input in [-1, 1]
+    waveform = context = None
+    if "waveform" in inputs and store.has_waveforms:
+        waveform = torch.from_numpy(store.waveforms_of(rows)).to(device)  # (B, 16000)
+    if "waveform_context" in inputs and store.context is not None:
+        context = torch.from_numpy(store.context_of(rows)).to(device)  # (B, C * 16000)
+    return Batch(log_mel=log_mel, seeds=torch.from_numpy(np.asarray(seeds, dtype=np.int64)).to(device),
+                 waveform=waveform, sample_rate=store.sample_rate, waveform_context=context, draw=int(draw))
 
 
 def checked_images(images, batch_size: int, where: str):
@@ -107,18 +150,22 @@ def to_protocol_size(images, size: int):
     return F.interpolate(images, size=(size, size), mode="bilinear", align_corners=False, antialias=side > size)
 
 
-def translate_checked(translator, batch: Batch, *, size: int, where: str | None = None):
+def translate_checked(translator, batch: Batch, *, size: int, where: str | None = None, rows=None):
     """One batch through a translator, its answer checked: (native (B, 3, H, W), at the
-    protocol's size (B, 3, size, size)), float32 in [-1, 1]."""
+    protocol's size (B, 3, size, size)), float32 in [-1, 1]. `rows` (the batch's store rows) go
+    to the toolkit's own `StoreTranslator`s only."""
     import torch
 
     where = where or str((getattr(translator, "info", {}) or {}).get("path") or "translator")
     with torch.inference_mode():
         try:
-            raw = translator.translate(batch)
+            if isinstance(translator, StoreTranslator):
+                raw = translator.translate_rows(batch, rows)
+            else:
+                raw = translator.translate(batch)
         except UserError:
             raise
-        except Exception as e:  # a stranger's code failing on our input is its fault: say what it said
+        except (Exception, SystemExit) as e:  # a stranger's code failing on our input is its fault: say what it said
             raise UserError(f"{where}: the translator failed on {len(batch)} sounds "
                             f"({type(e).__name__}: {_first_line(e)})") from None
         native = checked_images(raw, len(batch), where)
@@ -131,10 +178,16 @@ def _first_line(e: BaseException) -> str:
 
 
 def check_inputs(translator, store) -> None:
-    """A translator that listens to the waveform needs a store that keeps audio."""
+    """A translator that listens to the waveform needs a store that keeps audio (and the context
+    window, for one that listens longer)."""
     needs = tuple(getattr(translator, "inputs", ("log_mel",)))
+    where = (getattr(translator, "info", {}) or {}).get("path") or "the translator"
+    source = store.meta.get("source_root") or "VIDEOS"
     if "waveform" in needs and not store.has_waveforms:
-        where = (getattr(translator, "info", {}) or {}).get("path") or "the translator"
         raise UserError(f"{where} takes the waveform, but {store.path} keeps no audio (a store of format version "
-                        f"{store.format_version}); rebuild it with `s2i-bench prepare SOURCE --out STORE --overwrite` "
+                        f"{store.format_version}); rebuild it with `s2i-bench prepare {source} --out NEW_STORE` "
                         f"(this s2i-bench stores 16 kHz waveforms)")
+    if "waveform_context" in needs and store.context is None:
+        raise UserError(f"{where} takes a context window of audio, but {store.path} was prepared without one; "
+                        f"rebuild it with `s2i-bench prepare {source} --out NEW_STORE --audio-context-s C` "
+                        f"(C seconds, e.g. 10)")
