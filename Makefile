@@ -12,10 +12,12 @@ demo: $(STAMP)
 	$(BIN)/s2i-bench demo
 
 test: $(STAMP)
+	@command -v chromium >/dev/null 2>&1 && command -v chromedriver >/dev/null 2>&1 || \
+		echo "note: the labelling page's browser tests need Chromium: apt-get install -y chromium chromium-driver (skipped until then; CI installs it)"
 	$(BIN)/python -m pytest -q
 
 bench: $(STAMP)
-	$(BIN)/python benchmarks/run_all.py
+	$(BIN)/python -m benchmarks.run_all
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)

@@ -50,7 +50,10 @@ def one_seed(work: Path, scratch: Path, seed: int) -> dict:
 
     store = open_store(work / "store")
     p = store.protocol
-    runs = [work / "runs" / f"f{f}" for f in p.training.embedding_dims]
+    from s2i_bench.defaults import Work
+    from s2i_bench.demo import demo_run_dirs
+
+    runs = demo_run_dirs(Work(work), p)
     pool_dir, bundle_path = scratch / f"pool-{seed}", scratch / f"classifiers-{seed}.pt"
     t0 = time.perf_counter()
     with contextlib.redirect_stdout(io.StringIO()):  # the per-class lines of 6 seeds would interleave
@@ -67,11 +70,11 @@ def one_seed(work: Path, scratch: Path, seed: int) -> dict:
         ckpt = RunFolder(run).checkpoints()[-1]
         translator = load_translator(ckpt)
         rec = score_translator(translator, store, bundle, protocol=p, split=p.scoring.split, seed=p.scoring.seed,
-                               samples=1, batch_size=p.scoring.batch_size, run=run.name)
+                               samples=1, batch_size=p.scoring.batch_size, run=f"{run.parent.name}/{run.name}")
         classes = {c: {k: v.get(k) for k in ("raw_share", "corrected_share", "corrected_ci", "true_share")}
                    for c, v in rec["classes"].items()}
         m = rec["mean"]
-        out["runs"][run.name] = {"epoch": rec["epoch"], "classes": classes,
+        out["runs"][f"{run.parent.name}/{run.name}"] = {"epoch": rec["epoch"], "classes": classes,
                                  "mean": {k: m.get(k) for k in ("raw_share", "corrected_share", "corrected_ci",
                                                                  "true_share")}}
     out["seconds"] = round(time.perf_counter() - t0, 1)

@@ -24,7 +24,9 @@ HERE = ROOT / "benchmarks"
 def plan(work: Path) -> list[tuple[str, list[str] | None, str]]:
     """(name, arguments or None when it cannot run, why not)."""
     store = work / "store"
-    runs = sorted(p for p in (work / "runs").glob("*") if p.is_dir()) if (work / "runs").is_dir() else []
+    # run folders: runs/<name>/ or, for groups of seeds, runs/<name>/seed-<S>/
+    runs = sorted({p.parent for pattern in ("*/options.json", "*/*/options.json")
+                   for p in (work / "runs").glob(pattern)}) if (work / "runs").is_dir() else []
     bundle = work / "classifiers"
     has_store = (store / "store.json").is_file()
     missing = f"needs the demo's store in {work} (run `make demo` first)"
@@ -42,6 +44,8 @@ def plan(work: Path) -> list[tuple[str, list[str] | None, str]]:
          if has_store else None, missing),
         ("check_classifier_variance", ["--work", str(work)] if has_store and runs else None, missing),
         ("check_classifiers", ["--store", str(store), "--runs", *map(str, runs)] if has_store else None, missing),
+        ("check_intervals", ["--work", str(work)] if has_store and runs else None, missing),
+        ("check_compare", ["--work", str(work)] if has_store and runs else None, missing),
     ]
 
 

@@ -134,12 +134,14 @@ def audit(store, as_json):
 @click.option("--classifiers", type=ExistingPath, default=None, help="Bundle: score informativity every epoch.")
 @click.option("--save-every", type=click.IntRange(1), default=None, help="Epochs between checkpoints.")
 @click.option("--seed", type=int, default=None, help="Default: the protocol's training.seed.")
+@click.option("--seeds", default=None, metavar="S1,S2,...",
+              help="Train one run per seed into OUT/seed-S/ (a group: `compare` and `report` show the spread).")
 @click.option("--compile", "use_compile", is_flag=True, help="torch.compile the models (CUDA).")
 @click.option("--baseline", default=None, metavar="NAME",
               help="Which installed translator plugin trains (default: the only one, s2i-translator).")
 @_friendly
 def train_baseline(store, run_dir, protocol_name, embedding_dim, epochs, device, resume, autoencoder,
-                   classifiers, save_every, seed, use_compile, baseline):
+                   classifiers, save_every, seed, seeds, use_compile, baseline):
     """Train the reference translator of the paper on STORE (Algorithm 1, SPEC section 4). Bare, it
     trains on the embedded default's store into a new run folder, scored every epoch with the
     default's classifiers, so that a bare `s2i-bench report --figures` shows it."""
@@ -156,9 +158,24 @@ def train_baseline(store, run_dir, protocol_name, embedding_dim, epochs, device,
             print(f"train-baseline: run folder {run_dir}", file=sys.stderr)
     elif run_dir is None:
         raise UserError("missing --out RUN_FOLDER (the folder to train into)")
-    run(store=store, run_dir=run_dir, protocol=protocol, embedding_dim=embedding_dim, epochs=epochs,
-        device=device, resume=resume, autoencoder=autoencoder, classifiers=classifiers,
-        save_every=save_every, seed=seed, use_compile=use_compile, baseline=baseline)
+    if seeds is not None:
+        if seed is not None:
+            raise UserError("give --seed or --seeds, not both")
+        try:
+            seed_list = [int(x) for x in seeds.split(",") if x.strip()]
+        except ValueError:
+            raise UserError(f"--seeds {seeds!r}: expected whole numbers separated by commas, e.g. 0,1,2") from None
+        if not seed_list or len(set(seed_list)) < len(seed_list):
+            raise UserError(f"--seeds {seeds!r}: give distinct seeds, e.g. 0,1,2")
+        jobs = [(Path(run_dir) / f"seed-{s}", s) for s in seed_list]
+    else:
+        jobs = [(run_dir, seed)]
+    for folder, s in jobs:
+        if len(jobs) > 1:
+            print(f"train-baseline: seed {s} -> {folder}", file=sys.stderr)
+        run(store=store, run_dir=folder, protocol=protocol, embedding_dim=embedding_dim, epochs=epochs,
+            device=device, resume=resume, autoencoder=autoencoder, classifiers=classifiers,
+            save_every=save_every, seed=s, use_compile=use_compile, baseline=baseline)
 
 
 # -- informativity classifiers ----------------------------------------------------------------
@@ -190,17 +207,46 @@ def pool(generators, store, pool_dir, split, per_model, draws_per_sound, per_run
                draws_per_sound=draws_per_sound, translator_options={"program_timeout": program_timeout})
 
 
-@main.command(short_help="Label a pool (judge or CSV) and build the balanced per-class sets.")
+@main.command(short_help="Label a pool (judge, CSV or the label-server's annotations) and build the balanced sets.")
 @click.argument("pool_dir", type=ExistingPath)
 @click.option("--judge", "use_judge", is_flag=True, help="Label with the synthetic world's judge.")
 @click.option("--from-csv", "csv_path", type=ExistingPath, default=None, help="CSV with image_id,label[,annotator].")
+@click.option("--from-annotations", is_flag=True, help="The annotators' labels from `s2i-bench label-server` "
+                                                       "(majority; ties left out and counted; agreement reported).")
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed of the balanced selection and the parts.")
 @_friendly
-def label(pool_dir, use_judge, csv_path, seed):
+def label(pool_dir, use_judge, csv_path, from_annotations, seed):
     """Label POOL_DIR with exactly one source, then build the balanced sets of SPEC section 5."""
     from s2i_bench.informativity.labels import label_pool
 
-    label_pool(pool_dir, use_judge=use_judge, csv_path=csv_path, seed=seed)
+    label_pool(pool_dir, use_judge=use_judge, csv_path=csv_path, seed=seed, from_annotations=from_annotations)
+
+
+@main.command("label-server", short_help="A local web page to label a pool's images with the keyboard.")
+@click.argument("pool_dir", type=ExistingPath)
+@click.option("--annotator", required=True, help="Your name (letters, digits, '_', '-', '.'): your labels' file.")
+@click.option("--host", default="127.0.0.1", show_default=True,
+              help="Interface to listen on; any other than this machine requires the printed token.")
+@click.option("--port", type=click.IntRange(0, 65535), default=8765, show_default=True, help="0: any free port.")
+@click.option("--overlap", type=click.FloatRange(0, 1), default=0.0, show_default=True,
+              help="Share of the pool every annotator labels (first), for agreement.")
+@click.option("--share", default=None, metavar="K/N", help="Label only the overlap and the K-th of N parts of the rest.")
+@click.option("--seed", type=int, default=0, show_default=True, help="Seed of the order the images are shown in.")
+@_friendly
+def label_server(pool_dir, annotator, host, port, overlap, share, seed):
+    """Serve POOL_DIR's images one at a time (keys 1 / 0 informative or not, u undo, s skip,
+    arrows to move); every label is saved at once to POOL_DIR/annotations/ANNOTATOR.jsonl.
+    Then `s2i-bench label POOL_DIR --from-annotations` builds the sets."""
+    from s2i_bench.informativity.label_server import serve
+
+    parts = None
+    if share:
+        try:
+            k, n = (int(x) for x in share.split("/"))
+        except ValueError:
+            raise UserError(f"--share {share!r}: expected K/N, e.g. 1/3") from None
+        parts = (k, n)
+    serve(pool_dir, annotator, host=host, port=port, seed=seed, overlap=overlap, share=parts)
 
 
 @main.command("train-classifiers", short_help="Train the five informativity CNNs and the class-match classifier.")
@@ -275,12 +321,19 @@ def metrics(series_csv, protocol_name, as_json, out):
 @click.option("--embedding-dim", type=int, default=None, help="For the authors' generator state dict.")
 @click.option("--program-timeout", type=click.FloatRange(min=0.1), default=None, metavar="SECONDS",
               help="Time limit per batch for TorchScript / torch.export programs (default 120).")
+@click.option("--metrics", default="informativity", show_default=True, metavar="M1,M2,...",
+              help="Beyond informativity: fid, kid, prdc, iis (offline features: the bundle's domain extractor, or "
+                   "--feature-extractor) and ais (--ais-audio, --ais-image).")
+@click.option("--feature-extractor", type=ExistingPath, default=None, metavar="PROGRAM",
+              help="Your own feature network (TorchScript / torch.export + sidecar .json) for fid, kid, prdc, iis.")
+@click.option("--ais-audio", type=ExistingPath, default=None, metavar="PROGRAM", help="Audio encoder for AIS.")
+@click.option("--ais-image", type=ExistingPath, default=None, metavar="PROGRAM", help="Image encoder for AIS.")
 @click.option("--device", default="cpu", show_default=True)
 @click.option("--out", "records", type=PathArg, default=None, help="metric-informativity.jsonl to append to.")
 @click.option("--json", "as_json", is_flag=True)
 @_friendly
 def score(translator, translator_option, store, bundle, split, seed, samples, allow_missing, audio_encoder,
-          embedding_dim, program_timeout, device, records, as_json):
+          embedding_dim, program_timeout, metrics, feature_extractor, ais_audio, ais_image, device, records, as_json):
     """Score TRANSLATOR, which is one of:
 
     \b
@@ -306,9 +359,50 @@ def score(translator, translator_option, store, bundle, split, seed, samples, al
         raise UserError("missing TRANSLATOR: a checkpoint, a run folder, MODULE:FACTORY, file.py:FACTORY, "
                         "reference:NAME or a folder of images (see `s2i-bench score --help`)")
     score_command(spec, store=store, bundle=bundle, split=split, seed=seed, samples=samples, device=device,
-                  records_out=records, as_json=as_json, allow_missing=allow_missing,
+                  records_out=records, as_json=as_json, allow_missing=allow_missing, metrics=metrics,
+                  feature_extractor=feature_extractor, ais_audio=ais_audio, ais_image=ais_image,
                   translator_options={"audio_encoder": audio_encoder, "embedding_dim": embedding_dim,
                                       "program_timeout": program_timeout})
+
+
+@main.command(short_help="Is A better than B? Paired tests and intervals for every pair of translators.")
+@click.argument("systems", type=ExistingPath, nargs=-1)
+@click.option("--data", "store", type=ExistingPath, default=None,
+              help="The store the records were scored on (checked). Default: the one the records name.")
+@click.option("--classifiers", "bundle", type=ExistingPath, default=None,
+              help="The bundle the records were scored with (checked; its test set gives the corrected intervals). "
+                   "Default: the one the records name.")
+@click.option("--epoch", type=click.IntRange(0), default=None, help="Compare at this epoch (default: the last common one).")
+@click.option("--window", is_flag=True, help="Compare the series metrics (window average, maximum moving average).")
+@click.option("--split", type=click.Choice(["train", "val", "test"]), default=None)
+@click.option("--bootstrap", "n_boot", type=click.IntRange(100), default=None, help="Replicates (default: the protocol's).")
+@click.option("--seed", type=int, default=0, show_default=True, help="Seed of the bootstrap.")
+@click.option("--json", "as_json", is_flag=True)
+@click.option("--out", type=PathArg, default=None, help="Folder for comparison.json, the table and the figure.")
+@_friendly
+def compare(systems, store, bundle, epoch, window, split, n_boot, seed, as_json, out):
+    """Compare SYSTEMS pairwise (run folders, metric-*.jsonl files, or folders of seed-S run
+    folders that differ only in the training seed) on the same test sounds and classifiers:
+    per class and the mean, the difference (raw, corrected, and the judge's truth on synthetic
+    data) with a 95% interval, a p-value (exact McNemar / paired bootstrap), Holm-adjusted, and
+    the minimum difference detectable with this many sounds."""
+    import json as _json
+
+    from s2i_bench.fileio import to_jsonable
+    from s2i_bench.scoring.compare import compare as run, format_comparison
+
+    if len(systems) < 2:
+        raise UserError(f"a comparison needs two systems or more; got {len(systems)}")
+    if epoch is not None and window:
+        raise UserError("give --epoch (one checkpoint) or --window (the series metrics), not both")
+    result = run(list(systems), store=store, bundle=bundle, epoch=epoch, window=window, split=split, n_boot=n_boot,
+                 seed=seed)
+    if out is not None:
+        from s2i_bench.report.comparison import write_comparison
+
+        write_comparison(result, out)
+        print(f"comparison written to {out}", file=sys.stderr)
+    print(_json.dumps(to_jsonable(result), indent=2) if as_json else format_comparison(result))
 
 
 @main.command("export-sounds", short_help="The sounds of a split as WAV files, for systems that run elsewhere.")

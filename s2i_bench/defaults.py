@@ -96,7 +96,9 @@ def bundle(option: str = "--classifiers") -> Path:
 def runs() -> list[Path]:
     """The default's run folders (the demo's and any trained on its store since)."""
     root = work().runs
-    found = sorted(p for p in root.glob("*") if (p / "options.json").is_file()) if root.is_dir() else []
+    # runs/<name>/ or, for a group of seeds, runs/<name>/seed-<S>/
+    found = sorted({p.parent for pattern in ("*/options.json", "*/*/options.json") for p in root.glob(pattern)}
+                   if root.is_dir() else [])
     if not found:
         raise _missing("runs", root, "INPUTS")
     return found

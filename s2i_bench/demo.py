@@ -76,7 +76,7 @@ def run_demo(out: Path = Path("demo-work"), report_dir: Path | None = None, prot
     started = time.perf_counter()
     _say(f"s2i-bench demo: protocol {p.name} {p.version} ({p.fingerprint}), code {code_version()}, "
          f"working folder {work.root}, report {report_dir}")
-    run_dirs = [work.runs / f"f{f}" for f in p.training.embedding_dims]
+    run_dirs = demo_run_dirs(work, p)
     k_train = _data_and_training(runner, p, work, run_dirs, workers)
     k_score = _classifiers_and_scores(runner, p, work, run_dirs, k_train)
     from s2i_bench.report import build_report
@@ -86,15 +86,16 @@ def run_demo(out: Path = Path("demo-work"), report_dir: Path | None = None, prot
                lambda: build_report([*run_dirs, work.references], out=report_dir, figures=True, store=work.store,
                                     bundle=work.bundle, formats=["png"]))
     total = time.perf_counter() - started
-    headline = _headline(run_dirs)
+    headline = _headline(run_dirs, p.scoring.split)
+    comparison = _size_comparison(report_dir)
     references = _reference_headline(work.references)
     provenance = _provenance(p, headline, open_store(work.store).store_hash, threads=_threads_per_job(len(run_dirs)),
-                             references=references)
+                             references=references, comparison=comparison)
     _write_provenance(report_dir, provenance)
     _write_timings(work.root / "timings.json", runner, total)
     _say("")
     _say(f"demo finished in {total / 60:.1f} min; report: {report_index}")
-    for line in _format_headline(headline, references):
+    for line in _format_headline(headline, references, comparison):
         _say(line)
     if reference is not None:
         for line in compare_with_reference(provenance, Path(reference)):
@@ -179,7 +180,8 @@ def _parallel(fn, jobs: list[tuple], what: str) -> None:
         futures = {pool.submit(fn, *job): job for job in jobs}
         for done in cf.as_completed(futures):
             done.result()  # re-raises a worker's error here
-            _say(f"  {what} {Path(futures[done][1]).name}: done at {time.perf_counter() - started:.0f} s")
+            done_path = Path(futures[done][1])
+            _say(f"  {what} {done_path.parent.name}/{done_path.name}: done at {time.perf_counter() - started:.0f} s")
 
 
 def _threads_per_job(num_jobs: int) -> int:
@@ -204,18 +206,33 @@ def _worker_init(threads: int) -> None:
     torch.set_num_threads(threads)
 
 
+TRAINING_SEEDS = 2  # seeds per embedding size: protocol's training.seed, +1, ...
+DEMO_METRICS = ("informativity", "fid", "kid", "prdc", "iis")  # on the test sounds, every epoch
+
+
+def _seeds(p) -> list[int]:
+    return [p.training.seed + i for i in range(TRAINING_SEEDS)]
+
+
+def demo_run_dirs(work: Work, p) -> list[Path]:
+    """Every embedding size trained with TRAINING_SEEDS seeds: runs/f<F>/seed-<S>/ (a group of
+    seeds, so that the report and the headline can say which differences between sizes are real)."""
+    return [work.runs / f"f{f}" / f"seed-{s}" for f in p.training.embedding_dims for s in _seeds(p)]
+
+
 def _train_runs(store_dir: Path, run_dirs: list[Path], p) -> None:
-    jobs = [(store_dir, run, p.to_dict(), f) for run, f in zip(run_dirs, p.training.embedding_dims)]
+    jobs = [(store_dir, run, p.to_dict(), f, s) for run, (f, s) in
+            zip(run_dirs, [(f, s) for f in p.training.embedding_dims for s in _seeds(p)])]
     _parallel(_train_one, jobs, "trained")
 
 
-def _train_one(store_dir: Path, run_dir: Path, protocol: dict, f: int) -> None:
+def _train_one(store_dir: Path, run_dir: Path, protocol: dict, f: int, seed: int) -> None:
     from s2i_bench.protocol import protocol_from_dict
     from s2i_bench.training import train_baseline
 
     if run_dir.exists():
         shutil.rmtree(run_dir)  # a fresh run: the step's key changed or --force
-    train_baseline(store_dir, run_dir, protocol=protocol_from_dict(protocol), embedding_dim=f, save_every=1)
+    train_baseline(store_dir, run_dir, protocol=protocol_from_dict(protocol), embedding_dim=f, seed=seed, save_every=1)
 
 
 def _score_runs(run_dirs: list[Path], store_dir: Path, bundle: Path) -> None:
@@ -237,8 +254,12 @@ def _score_one(store_dir: Path, run_dir: Path, bundle: Path) -> None:
             run.records_path.unlink()
         for old in run.path.glob("samples-*.npz"):
             old.unlink()
-        score_checkpoints(run, store, load_bundle(bundle), protocol=p, split=p.scoring.split, seed=p.scoring.seed,
-                          samples=1, batch_size=p.scoring.batch_size, sheets="first-last")
+        bun = load_bundle(bundle)
+        score_checkpoints(run, store, bun, protocol=p, split=p.scoring.split, seed=p.scoring.seed,
+                          samples=1, batch_size=p.scoring.batch_size, sheets="first-last", metrics=DEMO_METRICS)
+        if p.scoring.selection_split:  # the sounds epochs and windows are chosen on
+            score_checkpoints(run, store, bun, protocol=p, split=p.scoring.selection_split, seed=p.scoring.seed,
+                              samples=1, batch_size=p.scoring.batch_size, sheets="none")
 
 
 def _score_references(store_dir: Path, bundle: Path, out: Path) -> None:
@@ -257,7 +278,7 @@ def _score_references(store_dir: Path, bundle: Path, out: Path) -> None:
     for name in NAMES:
         record = score_translator(load_reference(name, store), store, bun, protocol=p, split=p.scoring.split,
                                   seed=p.scoring.seed, samples=1, batch_size=p.scoring.batch_size,
-                                  sample_sheet=out.parent / f"samples-reference-{name}.npz")
+                                  sample_sheet=out.parent / f"samples-reference-{name}.npz", metrics=DEMO_METRICS)
         records.append(out, record)
 
 
@@ -278,7 +299,7 @@ def _reference_headline(path: Path) -> list[dict]:
     return rows
 
 
-def _headline(run_dirs: list[Path]) -> list[dict]:
+def _headline(run_dirs: list[Path], split: str = "test") -> list[dict]:
     """First vs last epoch of each run: the judge's true share (mean over classes) with a 95%
     Wilson interval over the scored images, and the classifiers' raw and corrected estimates."""
     rows = []
@@ -288,10 +309,13 @@ def _headline(run_dirs: list[Path]) -> list[dict]:
             continue
         from s2i_bench.scoring import records
 
-        recs = [r for _, r in sorted(records.last_per_epoch(records.read(path)).items())]
+        scored = [r for r in records.read(path) if r.get("split") == split]  # not the selection (val) records
+        recs = [r for _, r in sorted(records.last_per_epoch(scored).items())]
         if not recs:
             continue
-        row = {"run": run.name, "embedding_dim": recs[-1]["generator"].get("embedding_dim")}
+        row = {"run": f"{run.parent.name}/{run.name}" if run.name.startswith("seed-") else run.name,
+               "embedding_dim": recs[-1]["generator"].get("embedding_dim"),
+               "train_seed": RunFolder(run).read_options().get("seed") if (run / "options.json").is_file() else None}
         for tag, r in (("first", recs[0]), ("last", recs[-1])):
             # the judge sees every class, with or without a classifier
             n = sum(c.get("n_images") or 0 for c in r["classes"].values())
@@ -306,11 +330,23 @@ def _headline(run_dirs: list[Path]) -> list[dict]:
     return rows
 
 
+def _size_comparison(report_dir: Path) -> list[dict]:
+    """The report's comparison of embedding sizes (report_dir/comparison.json): for each pair, the
+    difference in the mean's judge's truth and raw share at the last epoch, interval, adjusted p."""
+    path = report_dir / "comparison.json"
+    if not path.is_file():
+        return []
+    result = json.loads(path.read_text())
+    keep = ("a", "b", "measure", "difference", "ci", "p_value", "p_adjusted", "significant", "mde", "test")
+    return [{k: r.get(k) for k in keep} for r in result.get("pairs", [])
+            if r.get("class") == "mean" and r.get("measure") in ("true", "raw")]
+
+
 def _pct(x) -> str:
     return "-" if x is None else f"{100 * x:.1f}%"
 
 
-def _format_headline(rows: list[dict], references: list[dict] = ()) -> list[str]:
+def _format_headline(rows: list[dict], references: list[dict] = (), comparison: list[dict] = ()) -> list[str]:
     lines = ["judge's true informativity (mean of the 5 classes, test sounds), first vs last epoch:"]
     for r in rows:
         a, b = r["first"], r["last"]
@@ -320,6 +356,14 @@ def _format_headline(rows: list[dict], references: list[dict] = ()) -> list[str]
             f"{_pct(b['true_share'])} [{_pct(b['true_ci'][0])}, {_pct(b['true_ci'][1])}]; "
             f"classifiers: raw {_pct(b['raw_share'])}, corrected {_pct(b['corrected_share'])}, "
             f"class match {_pct(b['class_match_rate'])}")
+    if comparison:
+        lines.append("embedding sizes compared at the last epoch (mean of the classes; both seeds of each size; "
+                     "Holm-adjusted p; * = significant at 5%):")
+    for c in comparison:
+        ci = c.get("ci") or [None, None]
+        lines.append(f"  {c['a']:>5} - {c['b']:<5} {c['measure']:>5}: {100 * c['difference']:+.1f} pp "
+                     f"[{'-' if ci[0] is None else f'{100 * ci[0]:+.1f}'}, {'-' if ci[1] is None else f'{100 * ci[1]:+.1f}'}]"
+                     f", p = {c['p_adjusted']:.3f}{' *' if c['significant'] else ''}")
     if references:
         lines.append("reference translators (the scale), judge's truth and the classifiers' estimates:")
     for r in references:
@@ -330,7 +374,8 @@ def _format_headline(rows: list[dict], references: list[dict] = ()) -> list[str]
     return lines
 
 
-def _provenance(p, headline: list[dict], store_hash: str, threads: int, references: list[dict] = ()) -> dict:
+def _provenance(p, headline: list[dict], store_hash: str, threads: int, references: list[dict] = (),
+                comparison: list[dict] = ()) -> dict:
     """demo.json: what the study is and what its numbers depend on. No time, no load, nothing
     that differs between two runs of the same code on the same machine."""
     from s2i_bench.provenance import numeric_environment
@@ -349,6 +394,7 @@ def _provenance(p, headline: list[dict], store_hash: str, threads: int, referenc
         "depends_on": numeric_environment(threads),
         "headline": headline,
         "references": list(references),
+        "size_comparison": list(comparison),
     }
 
 

@@ -169,6 +169,9 @@ class MetricsSpec:
     skip_fill: int
     bootstrap_samples: int
     confidence: float
+    # the per-class interval of the corrected share that records call `corrected_ci`
+    corrected_interval: str = "lang-reiczigel"  # or "bootstrap" (both are always recorded)
+    image_metrics_bootstrap: int = 100  # replicates of the FID / KID / PRDC / IIS intervals
 
 
 @dataclass(frozen=True)
@@ -177,6 +180,7 @@ class ScoringSpec:
     seed: int
     samples: int
     batch_size: int
+    selection_split: str = "val"  # where epochs and windows are chosen ("" = nowhere: the paper's max MA only)
 
 
 @dataclass(frozen=True)
@@ -424,6 +428,12 @@ def _validate(p: Protocol) -> None:
         raise UserError(f"{src}: metrics.window_start > metrics.window_end")
     if p.scoring.split not in ("train", "val", "test"):
         raise UserError(f"{src}: " + _unknown(p.scoring.split, ["train", "val", "test"], "scoring.split"))
+    if p.metrics.corrected_interval not in ("lang-reiczigel", "bootstrap"):
+        raise UserError(f"{src}: " + _unknown(p.metrics.corrected_interval, ["lang-reiczigel", "bootstrap"],
+                                              "metrics.corrected_interval"))
+    if p.scoring.selection_split not in ("", "train", "val") or p.scoring.selection_split == p.scoring.split:
+        raise UserError(f"{src}: scoring.selection_split must be \"val\", \"train\" or \"\" and not the scored split "
+                        f"{p.scoring.split!r} (a choice made on the test sounds is what it is meant to avoid)")
     if p.classifiers.pool_split not in ("train", "val"):
         # never the test split: the classifiers would then be trained on the sounds they score
         raise UserError(f"{src}: " + _unknown(p.classifiers.pool_split, ["train", "val"], "classifiers.pool_split"))

@@ -148,17 +148,22 @@ def _options_json(run, store, protocol, options: TrainOptions, previous: dict | 
 
 
 def in_loop_scoring(run, store, bundle, protocol, device: str) -> Callable[[int, Any, bool], None]:
-    """The hook that scores every epoch's translator with `bundle` into the run's records."""
+    """The hook that scores every epoch's translator with `bundle` into the run's records: the
+    test sounds, and the validation sounds the protocol chooses epochs on."""
     from s2i_bench.scoring import records
     from s2i_bench.scoring.score import score_translator
 
     sc = protocol.scoring
 
+    # the scored split, and the split epochs and windows are chosen on (protocol: scoring.selection_split)
+    splits = [sc.split] + ([sc.selection_split] if sc.selection_split else [])
+
     def on_epoch_end(epoch: int, translator, d_updated: bool) -> None:
-        record = score_translator(translator, store, bundle, protocol=protocol, split=sc.split, seed=sc.seed,
-                                  samples=1, batch_size=sc.batch_size, device=device, epoch=epoch,
-                                  d_update=d_updated, run=run.name)
-        records.append(run.records_path, record)
+        for split in splits:
+            record = score_translator(translator, store, bundle, protocol=protocol, split=split, seed=sc.seed,
+                                      samples=1, batch_size=sc.batch_size, device=device, epoch=epoch,
+                                      d_update=d_updated, run=run.name)
+            records.append(run.records_path, record)
 
     return on_epoch_end
 

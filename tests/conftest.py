@@ -10,6 +10,9 @@ import pytest
 from helpers import make_fake_store  # noqa: F401 (tests import it from here too)
 
 os.environ.setdefault("S2I_BENCH_QUIET", "1")
+# Bare commands fall back on the embedded default (demo-work/ of the current folder): a test must
+# never pick up a developer's real one, so the default points nowhere unless a test sets it.
+os.environ["S2I_BENCH_DEMO_WORK"] = os.path.join(os.path.dirname(__file__), ".no-embedded-default")
 
 
 @pytest.fixture(autouse=True, scope="session")

@@ -10,6 +10,7 @@ chain: it tests that the steps fit together, not what the translators learn (`ma
 from __future__ import annotations
 
 import hashlib
+import itertools
 import json
 
 import numpy as np
@@ -57,10 +58,14 @@ def test_demo_runs_every_step_and_writes_the_report(demo_run):
     from s2i_bench.protocol import load_protocol
 
     p = load_protocol("tiny")
-    for f in p.training.embedding_dims:
-        run = work / "work" / "runs" / f"f{f}"
-        records = [json.loads(line) for line in (run / "metric-informativity.jsonl").read_text().splitlines()]
+    for f, seed in itertools.product(p.training.embedding_dims, (0, 1)):  # two seeds per embedding size
+        run = work / "work" / "runs" / f"f{f}" / f"seed-{seed}"
+        assert json.loads((run / "options.json").read_text())["seed"] == p.training.seed + seed
+        every = [json.loads(line) for line in (run / "metric-informativity.jsonl").read_text().splitlines()]
+        records = [r for r in every if r["split"] == "test"]
         assert [r["epoch"] for r in records] == list(range(p.training.epochs))
+        # the validation sounds too: the window is chosen on them
+        assert [r["epoch"] for r in every if r["split"] == "val"] == list(range(p.training.epochs))
         assert all(r["protocol"]["name"] == "tiny" for r in records)
         assert records[0]["classifiers"]["protocol"] == bundle["protocol"]
         log = pd.read_csv(run / "log.csv")
@@ -72,6 +77,13 @@ def test_demo_runs_every_step_and_writes_the_report(demo_run):
     assert list(refs) == ["real-frame", "retrieval", "class-prototype", "random-frame"]
     assert all(0 <= r["true_share"] <= 1 and r["n_images"] > 0 for r in refs.values())
     assert (report / "tables" / "references.csv").is_file()
+    # the sizes compared (both seeds of each), the seeds' spread, and the headline says so
+    pairs = prov["size_comparison"]
+    assert {(c["a"], c["b"]) for c in pairs} == {("f16", "f32")} and {c["measure"] for c in pairs} == {"raw", "true"}
+    assert all(isinstance(c["significant"], bool) and c["ci"] for c in pairs)
+    for name in ("comparison", "seeds"):
+        assert (report / "tables" / f"{name}.csv").is_file(), name
+    assert (report / "figures" / "beyond-comparison.png").is_file()
     env = prov["depends_on"]
     assert env["cpu_model"] and env["torch_threads_per_process"] >= 1 and env["libraries"]["torch"]
     assert prov["store_hash"] == json.loads((work / "work" / "store" / "store.json").read_text())["store_hash"]
@@ -176,5 +188,5 @@ def test_bare_commands_use_the_embedded_default(demo_run, tmp_path, monkeypatch)
     res = runner.invoke(main, ["report", "--figures"])
     assert res.exit_code == 0, res.output
     manifest = json.loads((default / "report-all" / "report.json").read_text())
-    assert {r["name"] for r in manifest["runs"]} == {"f16", "f32", "train-1"}
+    assert {r["name"] for r in manifest["runs"]} == {"f16/seed-0", "f16/seed-1", "f32/seed-0", "f32/seed-1", "train-1"}
     assert [r["name"] for r in manifest["references"]] == ["real-frame", "retrieval", "class-prototype", "random-frame"]

@@ -178,7 +178,10 @@ def test_classifiers_score_every_epoch(full_run, fake_store, tmp_path, monkeypat
                    classifiers=bundle_path)
     from s2i_bench.scoring import records as records_module
 
-    records = records_module.read(run / "metric-informativity.jsonl")
+    every = records_module.read(run / "metric-informativity.jsonl")
+    # every epoch on the test sounds, and on the validation sounds the window is chosen on
+    assert [(r["epoch"], r["split"]) for r in every] == [(e, s) for e in range(3) for s in ("test", "val")]
+    records = [r for r in every if r["split"] == "test"]
     assert [r["epoch"] for r in records] == [0, 1, 2]
     assert [r["d_update"] for r in records] == [True, False, False]
     assert all(r["generator"]["run"] == "scored" and r["generator"]["embedding_dim"] == 16 for r in records)

@@ -69,6 +69,14 @@ def _extract_to_cache(path: Path, protocol, cache_path: Path, audio_context_s: f
     return {"segments": len(arrays.get("starts", [])), "reason": meta["reason"]}
 
 
+def load_cache_meta(cache_path: Path) -> tuple[dict, np.ndarray]:
+    """(meta, segment starts) of a cached video, without reading its arrays."""
+    with np.load(cache_path, allow_pickle=False) as z:
+        meta = json.loads(z["meta"].tobytes().decode())
+        starts = z["starts"] if "starts" in z.files else np.zeros(0, np.int64)
+    return meta, starts
+
+
 def load_cache(cache_path: Path) -> tuple[dict, dict]:
     with np.load(cache_path, allow_pickle=False) as z:
         meta = json.loads(z["meta"].tobytes().decode())

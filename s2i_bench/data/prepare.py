@@ -40,6 +40,11 @@ class Segments:
     skipped: list[dict]
     waveforms: np.ndarray | None = None  # (N, sr * segment) int16: each segment's own audio
     context: np.ndarray | None = None  # (N, sr * C) int16: C s centred on the segment, or None
+    keep: np.ndarray | None = None  # rows of the arrays the manifest's rows are (after balancing)
+
+    def __post_init__(self):
+        if self.keep is None:
+            self.keep = np.arange(len(self.manifest), dtype=np.int64)
 
     @property
     def n_used(self) -> int:
@@ -95,14 +100,14 @@ def check_context_seconds(audio_context_s, protocol) -> float:
 def _prepare_locked(sources, root, out, work, protocol, policy, seed, allow_leakage, workers, overwrite, source,
                     audio_context_s=0.0):
     caches = extract_all(sources, protocol, work, workers, audio_context_s)  # 1. features (cached per video)
-    seg = _segments(sources, caches, protocol, source, audio_context_s)  # 2. the segments, in a fixed order
+    seg = _segments(sources, caches, protocol, source, audio_context_s, work)  # 2. the segments, in a fixed order
     fp, pairs, groups = _near_duplicates(seg, protocol)  # 3. near-duplicates, before splitting
     seg.manifest["group"] = seg.manifest["video_id"].map(groups)
     _split(seg.manifest, policy, protocol, seed)  # 4. the split
     report = _audit(seg, fp, pairs, groups, protocol, policy, allow_leakage, out)  # 5. the audit
     n_before = len(seg.manifest)
     _balance(seg, protocol, seed)  # 6. every class cut to the smallest class of each split
-    train_idx = np.flatnonzero((seg.manifest["split"] == "train").to_numpy())
+    train_idx = seg.keep[np.flatnonzero((seg.manifest["split"] == "train").to_numpy())]  # rows of the arrays
     normalisation = fit_normalisation(seg.spectrograms, train_idx, protocol.audio.log_floor)  # 7. from train only
     leaky = bool(report["leakage"]) or policy == "random"
     meta = _store_meta(protocol, normalisation, policy, seed, leaky, n_before, report, seg, root, audio_context_s)
@@ -137,43 +142,42 @@ def _notes(seg: Segments, report: dict) -> None:
               f"store.json sources list them", file=sys.stderr)
 
 
-def _segments(sources, caches, protocol, source: Path, audio_context_s: float = 0.0) -> Segments:
-    """Every usable segment in the order class, source, start. Arrays are held in the store's
-    dtype from the start: at VEGAS scale float32 would double the largest allocation."""
+def _segments(sources, caches, protocol, source: Path, audio_context_s: float = 0.0, work: Path | None = None) -> Segments:
+    """Every usable segment in the order class, source, start. Two passes over the cached
+    features: the first reads only each video's segment count (and its fate), the second copies
+    the arrays into memory-mapped files in the work folder as it goes, so peak memory does not
+    grow with the number of videos (the store's dtype from the start)."""
     import pandas as pd
 
+    from s2i_bench.data.extract import load_cache_meta
+
     store_dtype = np.float16 if protocol.audio.store_dtype == "float16" else np.float32
-    rows, specs, frames, waves, contexts, skipped, sources_meta = [], [], [], [], [], [], []
+    rows, used, skipped, sources_meta = [], [], [], []
     seen: dict[tuple[str, str], str] = {}
     order = sorted(range(len(sources)), key=lambda i: (protocol.class_index(sources[i].class_key)
                                                       if sources[i].class_key else len(protocol.classes),
                                                       sources[i].rel))
-    for i in order:
+    for i in order:  # 1. which sources give how many segments
         src = sources[i]
         entry = {"path": src.rel, "class": src.class_key, "video_id": src.video_id, "size": None,
                  "sha256": None, "segments": 0}
         reason = src.skip_reason
         if reason is None:
-            meta, arrays = load_cache(caches[src.rel])
+            meta, starts = load_cache_meta(caches[src.rel])
             entry.update(size=meta["size"], sha256=meta["sha256"])
             reason = meta["reason"]
             if reason is None and (src.video_id, src.class_key) in seen:
                 reason = (f"video id {src.video_id} already read for class {src.class_key} from "
                           f"{seen[(src.video_id, src.class_key)]}")
             if reason is None:
-                check_cached_arrays(arrays, protocol, src.rel, audio_context_s)
                 seen[(src.video_id, src.class_key)] = src.rel
                 ci = protocol.class_index(src.class_key)
-                for k in arrays["starts"].tolist():
+                for k in starts.tolist():
                     rows.append({"segment_id": segment_id(src.video_id, src.class_key, k), "video_id": src.video_id,
                                  "class": src.class_key, "class_index": ci, "split": src.given_split,
                                  "start_s": float(k) * protocol.data.segment_seconds, "source": src.rel})
-                specs.append(arrays["spectrograms"].astype(store_dtype, copy=False))
-                frames.append(arrays["frames"])
-                waves.append(arrays["waveforms"])
-                if audio_context_s:
-                    contexts.append(arrays["context"])
-                entry["segments"] = len(arrays["starts"])
+                used.append((src, len(starts)))
+                entry["segments"] = len(starts)
                 if (meta.get("info") or {}).get("dropped_segments"):
                     entry["dropped_segments"] = meta["info"]["dropped_segments"]
         elif src.path.is_file():
@@ -194,11 +198,41 @@ def _segments(sources, caches, protocol, source: Path, audio_context_s: float = 
     if missing_classes:
         raise UserError(f"{source}: no usable segments for classes {missing_classes}; "
                         f"every split would be empty after balancing (see {len(skipped)} skipped sources)")
-    spectrograms = np.concatenate(specs)  # (N, 1, 128, 100) in the store's dtype
-    frame_array = np.concatenate(frames)  # (N, S, S, 3) uint8
-    return Segments(manifest, spectrograms, frame_array, sources_meta, skipped,
-                    waveforms=np.concatenate(waves),  # (N, 16000) int16
-                    context=np.concatenate(contexts) if contexts else None)  # (N, 16000 * C) int16
+    arrays = _allocate(work, len(manifest), protocol, store_dtype, audio_context_s)
+    offset = 0
+    for src, n in used:  # 2. the arrays, video by video, into the memory-mapped files
+        _, cached = load_cache(caches[src.rel])
+        check_cached_arrays(cached, protocol, src.rel, audio_context_s)
+        for name, key in (("spectrograms", "spectrograms"), ("frames", "frames"), ("waveforms", "waveforms"),
+                          ("context", "context")):
+            if arrays.get(name) is not None:
+                arrays[name][offset:offset + n] = cached[key].astype(arrays[name].dtype, copy=False)
+        offset += n
+    for a in arrays.values():
+        if a is not None:
+            a.flush()
+    return Segments(manifest, arrays["spectrograms"], arrays["frames"], sources_meta, skipped,
+                    waveforms=arrays["waveforms"], context=arrays["context"])
+
+
+def _allocate(work: Path | None, n: int, protocol, store_dtype, audio_context_s: float) -> dict:
+    """Memory-mapped arrays for n segments in `work/arrays/` (in memory without a work folder)."""
+    a, im = protocol.audio, protocol.image
+    samples = int(round(protocol.data.segment_seconds * a.sample_rate))
+    shapes = {"spectrograms": ((n, 1, a.n_mels, a.frames_per_segment), store_dtype),
+              "frames": ((n, im.size, im.size, 3), np.uint8), "waveforms": ((n, samples), np.int16),
+              "context": ((n, int(round(audio_context_s * a.sample_rate))), np.int16) if audio_context_s else None}
+    out = {}
+    for name, spec in shapes.items():
+        if spec is None:
+            out[name] = None
+        elif work is None:
+            out[name] = np.zeros(spec[0], dtype=spec[1])
+        else:
+            (work / "arrays").mkdir(parents=True, exist_ok=True)
+            out[name] = np.lib.format.open_memmap(work / "arrays" / f"{name}.npy", mode="w+", dtype=spec[1],
+                                                  shape=spec[0])
+    return out
 
 
 def _near_duplicates(seg: Segments, protocol):
@@ -250,11 +284,9 @@ def _audit(seg: Segments, fp, pairs, groups, protocol, policy: str, allow_leakag
 def _balance(seg: Segments, protocol, seed: int) -> None:
     n_before = len(seg.manifest)
     if protocol.split.balance == "min_class":
-        keep = balance(seg.manifest, seed)
+        keep = np.asarray(balance(seg.manifest, seed), dtype=np.int64)
         seg.manifest = seg.manifest.iloc[keep].reset_index(drop=True)
-        seg.spectrograms, seg.frames = seg.spectrograms[keep], seg.frames[keep]
-        seg.waveforms = seg.waveforms[keep] if seg.waveforms is not None else None
-        seg.context = seg.context[keep] if seg.context is not None else None
+        seg.keep = seg.keep[keep]  # rows of the arrays: nothing is copied until the store is written
     empty = [s for s in SPLITS if not (seg.manifest["split"] == s).any()]
     if empty:
         raise UserError(f"after balancing, split(s) {empty} have no segments "
@@ -304,7 +336,7 @@ def _write(out: Path, seg: Segments, meta: dict, report: dict, protocol, overwri
     skipped_csv = pd.DataFrame(seg.skipped, columns=["source", "class", "video_id", "reason"]).to_csv(index=False)
     columns = ["segment_id", "video_id", "class", "class_index", "split", "start_s", "source", "group"]
     write_store(out, seg.manifest[columns], seg.spectrograms, seg.frames, meta,
-                waveforms=seg.waveforms, context=seg.context,
+                waveforms=seg.waveforms, context=seg.context, rows=seg.keep,
                 extra_files={"skipped.csv": skipped_csv.encode(), "table1.csv": table1.to_csv(index=False).encode(),
                              "audit.json": (json.dumps(to_jsonable(report), indent=2) + "\n").encode()},
                 overwrite=overwrite)

@@ -31,7 +31,7 @@ from typing import Any
 import numpy as np
 
 from s2i_bench.errors import UserError
-from s2i_bench.fileio import (atomic_save_npy, atomic_write_json, check_replaceable, remembered_digest, sha256_file,
+from s2i_bench.fileio import (atomic_write_json, check_replaceable, remembered_digest, sha256_file,
                               staging_sibling, swap_into_place)
 from s2i_bench.provenance import code_version, now_iso
 
@@ -320,10 +320,13 @@ def _meta_problems(where: Path, meta: dict) -> list[tuple[str, str]]:
     try:
         from s2i_bench.protocol import protocol_from_dict
 
-        fingerprint = protocol_from_dict(meta["protocol_full"]).fingerprint
+        protocol_from_dict(meta["protocol_full"])
     except UserError as e:
         out.append((str(where), f"protocol_full is not a valid protocol ({e})"))
     else:
+        # The fingerprint was the hash of protocol_full as written: compare with the dict as stored
+        # (a newer s2i-bench may fill in protocol keys added since, which changes the parsed hash).
+        fingerprint = hashlib.sha256(json.dumps(meta["protocol_full"], sort_keys=True).encode()).hexdigest()[:16]
         if meta["protocol"].get("fingerprint") != fingerprint:
             out.append((str(where), f"protocol fingerprint {meta['protocol'].get('fingerprint')!r} does not match "
                                     f"its protocol_full ({fingerprint})"))
@@ -417,16 +420,34 @@ def _hash_problems(store: Store) -> list[tuple[str, str]]:
     return out
 
 
+def _save_rows(path: Path, source: np.ndarray, rows: np.ndarray, block: int = 1024, check_finite: bool = False) -> None:
+    """`source[rows]` as a .npy file (the bytes `np.save` writes), copied in blocks of rows."""
+    out = np.lib.format.open_memmap(path, mode="w+", dtype=source.dtype, shape=(len(rows), *source.shape[1:]))
+    for i in range(0, len(rows), block):
+        part = rows[i:i + block]
+        # sorted reads of a memory-mapped source, then back to the wanted order
+        order = np.argsort(part, kind="stable")
+        chunk = np.empty((len(part), *source.shape[1:]), dtype=source.dtype)
+        chunk[order] = np.asarray(source[part[order]])
+        if check_finite and chunk.dtype.kind == "f" and not np.isfinite(chunk).all():
+            raise ValueError(f"{path.name}: NaN or infinity")
+        out[i:i + len(part)] = chunk
+    out.flush()
+    del out
+
+
 def write_store(path: str | Path, manifest, spectrograms: np.ndarray, frames: np.ndarray,
                 meta: dict[str, Any], extra_files: dict[str, bytes] | None = None,
                 overwrite: bool = False, waveforms: np.ndarray | None = None,
-                context: np.ndarray | None = None) -> Path:
+                context: np.ndarray | None = None, rows: np.ndarray | None = None) -> Path:
     """Write a complete store atomically: build `<path>.partial-<pid>`, then rename into place.
 
     `meta` is completed with the format tag, counts, the files' hashes, the store hash, the
     code version and the creation time. `extra_files` (name -> bytes) land in the folder too
     (skipped.csv, audit.json, table1.csv, ...). `waveforms` (N, sr * segment) int16: the segments' audio; `context`
     (N, sr * C) int16: the longer windows. Without waveforms the store is written as format 2.
+    `rows`: write only these rows of the arrays (in this order), copied in blocks, so the arrays
+    may be memory-mapped files larger than memory.
     """
     path = Path(path)
     check_replaceable(path, "store.json", "store", overwrite)
@@ -435,20 +456,19 @@ def write_store(path: str | Path, manifest, spectrograms: np.ndarray, frames: np
     if missing:
         raise ValueError(f"manifest is missing columns {missing}")
     n = len(manifest)
-    assert spectrograms.shape[0] == n and frames.shape[0] == n, "arrays and manifest disagree on N"
+    rows = np.arange(n, dtype=np.int64) if rows is None else np.asarray(rows, dtype=np.int64)
+    assert len(rows) == n, "rows and manifest disagree on N"
     assert frames.dtype == np.uint8
-    if not np.isfinite(spectrograms).all():
-        raise ValueError("spectrograms contain NaN or infinity")
 
     tmp = staging_sibling(path)
     manifest.to_csv(tmp / "manifest.csv", index=False)
-    atomic_save_npy(tmp / "spectrograms.npy", np.ascontiguousarray(spectrograms))
-    atomic_save_npy(tmp / "frames.npy", np.ascontiguousarray(frames))
+    _save_rows(tmp / "spectrograms.npy", spectrograms, rows, check_finite=True)
+    _save_rows(tmp / "frames.npy", frames, rows)
     names = ["manifest.csv", *ARRAYS]
     for name, wave in (("waveforms.npy", waveforms), ("waveforms_context.npy", context)):
         if wave is not None:
-            assert wave.shape[0] == n and wave.dtype == np.int16, f"{name}: ({n}, T) int16 expected"
-            atomic_save_npy(tmp / name, np.ascontiguousarray(wave))
+            assert wave.dtype == np.int16, f"{name}: int16 expected"
+            _save_rows(tmp / name, wave, rows)
             names.append(name)
     for name, data in (extra_files or {}).items():
         (tmp / name).write_bytes(data)

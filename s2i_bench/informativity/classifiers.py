@@ -190,7 +190,10 @@ def train_classifiers(pool_dir: str | Path, out: str | Path, store: str | Path |
         "format": BUNDLE_FORMAT, "format_version": BUNDLE_FORMAT_VERSION,
         "protocol": protocol.ref(),
         "pool_hash": pool.meta["pool_hash"],
-        "labels": {"source": labels_meta.get("source"), "sets_hash": labels_meta.get("sets_hash")},
+        "labels": {"source": labels_meta.get("source"), "sets_hash": labels_meta.get("sets_hash"),
+                   # how many people (or the judge) labelled the images, and how well they agreed
+                   "num_annotators": (labels_meta.get("source") or {}).get("num_annotators"),
+                   "agreement": labels_meta.get("agreement")},
         "store": {"hash": pool.meta["store"]["hash"], "path": pool.meta["store"]["path"]},
         "source": "trained",
         "classes": classes_card,

@@ -37,25 +37,37 @@ MAX_SHOWN = 5  # offending CSV lines quoted in an error message
 
 
 def label_pool(pool_dir: str | Path, use_judge: bool = False, csv_path: str | Path | None = None,
-               seed: int = 0) -> Path:
-    """Label the pool with one source, build the balanced sets, write labels.csv / sets.csv / labels.json."""
+               seed: int = 0, from_annotations: bool = False) -> Path:
+    """Label the pool with one source (the judge, a CSV, or the annotators' logs of
+    `label-server`), build the balanced sets, write labels.csv / sets.csv / labels.json."""
     import pandas as pd
 
     from s2i_bench.informativity.pool import open_pool
 
-    if bool(use_judge) == (csv_path is not None):
-        raise UserError("give exactly one label source: --judge or --from-csv FILE")
+    if int(bool(use_judge)) + int(csv_path is not None) + int(bool(from_annotations)) != 1:
+        raise UserError("give exactly one label source: --judge, --from-csv FILE or --from-annotations")
     pool = open_pool(pool_dir)
     protocol = pool.protocol
     spec = protocol.classifiers
     _check_set_sizes(spec, protocol.source or protocol.name)
 
+    agreement = None
     if use_judge:
         votes = judge_votes(pool)
         source = {"kind": "judge"}
+    elif from_annotations:
+        from s2i_bench.informativity.annotations import agreement as measure_agreement
+        from s2i_bench.informativity.annotations import collected_votes
+
+        votes = collected_votes(pool)
+        classes = dict(zip(pool.table["image_id"].astype(str), pool.table["class"].astype(str)))
+        agreement = measure_agreement(votes, classes, seed=seed)
+        source = {"kind": "annotations", "annotators": sorted(votes["annotator"].unique().tolist()),
+                  "rule": "majority of the annotators' labels; ties left out and counted"}
     else:
         votes = read_label_csv(csv_path, pool)
         source = {"kind": "csv", "path": str(csv_path), "sha256": sha256_file(csv_path)}
+    source["num_annotators"] = int(votes["annotator"].nunique()) if "annotator" in votes else 1
 
     labels, ties = majority_labels(votes)
     table = pool.table.set_index("image_id")
@@ -112,7 +124,7 @@ def label_pool(pool_dir: str | Path, use_judge: bool = False, csv_path: str | Pa
     meta = {
         "format": "s2i-bench-labels", "format_version": 1,
         "pool_hash": pool.pool_hash, "protocol": protocol.ref(), "source": source, "seed": seed,
-        "num_labelled": int(len(labels)), "ties": ties, "classes": per_class,
+        "num_labelled": int(len(labels)), "ties": ties, "classes": per_class, "agreement": agreement,
         "sets_hash": hashlib.sha256(sets_text.encode()).hexdigest()[:16],
         "code_version": code_version(), "created": now_iso(),
     }

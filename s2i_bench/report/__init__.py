@@ -22,11 +22,12 @@ Tables contain no time stamps and no absolute paths, so the same inputs give the
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 from s2i_bench.errors import UserError
 from s2i_bench.fileio import (atomic_write_text, check_publishable, exclusive_lock, progress, publish_folder,
-                              staged_folder)
+                              staged_folder, to_jsonable)
 from s2i_bench.report.analysis import analyse, resolve_protocols, summary_row
 from s2i_bench.report.index import write_index, write_manifest
 from s2i_bench.report.inputs import is_reference_run, load_runs, reference_levels
@@ -115,11 +116,48 @@ def _render_report(inputs, out: Path, figures: bool, store, bundle, formats) -> 
     if levels:
         table_jobs.append(("references", lambda: T.reference_table(levels, protocol.class_keys, protocol.class_names),
                            references, False))
+    from s2i_bench.report import comparison as C
+
+    seeds = C.seed_table([summary_row(a) for a in analyses], protocol.class_keys, protocol.metrics.confidence)
+    if seeds is not None:
+        table_jobs.append(("seeds", lambda: seeds, runs, False))
+    compared = C.size_comparison(runs, protocol) if analyses else None
+    if compared is not None:
+        # the report's files name no absolute path and no code version (same inputs, same bytes)
+        compared.pop("code_version", None)
+        for system in compared["systems"]:
+            for m in system["members"]:
+                m["folder"] = None
+        names = dict(zip(protocol.class_keys, protocol.class_names))
+        table_jobs.append(("comparison", lambda: C.comparison_table(compared, names), runs, False))
+        atomic_write_text(out / "comparison.json", json.dumps(to_jsonable(compared), indent=2) + "\n")
+        written.append(Path("comparison.json"))
+
+    from s2i_bench.report import image_report as IR
+
+    if IR.has_image_metrics(runs + references):
+        table_jobs.append(("image-metrics", lambda: IR.image_metric_table(runs, references), runs, False))
+    correlation = IR.correlation_with_truth(runs, references) if IR.has_image_metrics(runs + references) else []
+    if correlation:
+        table_jobs.append(("metric-vs-truth", lambda: IR.correlation_table(correlation), runs, False))
 
     jobs = figure_jobs(ctx, analyses, paper, formats) if figures else []
+    if figures and compared is not None:
+        jobs.append(_comparison_figure(ctx, compared, formats))
+    if figures and correlation:
+        jobs.append(_simple_figure(ctx, "beyond-metric-vs-truth", "Which metric tracks the truth (beyond the paper)",
+                                   "Spearman's correlation of each metric with the judge's true informativity over every "
+                                   "checkpoint and reference translator, with 95% bootstrap intervals; green: the "
+                                   "interval excludes 0 in the right direction ((↓): lower is better).",
+                                   lambda: IR.correlation_figure(correlation), formats))
+    if figures and any(r.get("image_metrics") and r.get("epoch") is not None for run in runs for r in run.records):
+        jobs.append(_simple_figure(ctx, "beyond-image-metrics", "Image metrics per epoch (beyond the paper)",
+                                   "FID, KID and IIS of every scored epoch, one line per run (domain features).",
+                                   lambda: IR.image_metric_series(runs), formats))
     for job in progress(table_jobs + jobs, desc="report", unit="item"):
         name, make, used_runs, is_data_table = job[:4]
-        if name in ("table1", "classifiers", "informativity", "references"):
+        if name in ("table1", "classifiers", "informativity", "references", "seeds", "comparison", "image-metrics",
+                    "metric-vs-truth"):
             table = make()
             paths = table.write(out / "tables")
             rel = [p.relative_to(out) for p in paths.values()]
@@ -145,6 +183,32 @@ def _render_report(inputs, out: Path, figures: bool, store, bundle, formats) -> 
     write_index(ctx, items, notes)
     written += [Path("index.md"), Path("index.html")]
     write_manifest(ctx, written, formats, figures, notes)
+
+
+def _simple_figure(ctx, stem: str, title: str, caption: str, make, formats):
+    from s2i_bench.report import figures as F
+
+    def job():
+        with F.style():
+            files = F.save(make(), ctx.out / "figures" / stem, formats)
+        return Item("figure", title, caption, ctx.provenance(ctx.runs), [f.relative_to(ctx.out) for f in files])
+    return (stem, job, ctx.runs, False)
+
+
+def _comparison_figure(ctx, compared, formats):
+    from s2i_bench.report import comparison as C
+    from s2i_bench.report import figures as F
+
+    def job():
+        with F.style():
+            fig = C.comparison_figure(compared, ctx.protocol.class_keys, ctx.protocol.class_names)
+            files = F.save(fig, ctx.out / "figures" / "beyond-comparison", formats)
+        return Item("figure", "Comparison of embedding sizes (beyond the paper)",
+                    f"Every pair of embedding sizes at their last common epoch: the difference in informativity (raw, "
+                    f"corrected, and the judge's truth on synthetic data) per class and mean with its 95% interval; "
+                    f"filled markers are significant after Holm's adjustment ({compared['multiple_comparisons']}).",
+                    ctx.provenance(ctx.runs), [f.relative_to(ctx.out) for f in files])
+    return ("beyond-comparison", job, ctx.runs, False)
 
 
 def _table1(T, store, protocol, paper):

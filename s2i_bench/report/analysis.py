@@ -64,6 +64,8 @@ class Analysis:
     last: dict[str, dict]  # class key or "mean" -> values of the last scored epoch's record
     last_epoch: int | None
     pixel_ma: np.ndarray | None = None  # moving average of log.pixel_loss
+    intervals: dict | None = None  # measure -> class/mean -> {window_average, max_moving_average}: [lo, hi]
+    choice: dict | None = None  # the window chosen on the validation sounds, and the test values there
 
 
 def analyse(run: Run, protocol) -> Analysis:
@@ -100,7 +102,12 @@ def analyse(run: Run, protocol) -> Analysis:
     if run.log is not None and len(run.log):
         pixel_ma = metrics.moving_average(run.log["epoch"].to_numpy(), run.log["pixel_loss"].to_numpy(dtype=float),
                                           spec.moving_average)
-    return Analysis(run, summaries, frames, moving, last, last_epoch, pixel_ma)
+    from s2i_bench.scoring.series_stats import series_intervals, validation_choice
+
+    intervals = series_intervals(scored, keys, protocol, d_epochs) if scored else None
+    choice = validation_choice(scored, [r for r in run.selection_records if r.get("epoch") is not None], keys,
+                               protocol, d_epochs) if scored else None
+    return Analysis(run, summaries, frames, moving, last, last_epoch, pixel_ma, intervals, choice)
 
 
 def summary_row(a: Analysis) -> dict:
@@ -112,7 +119,9 @@ def summary_row(a: Analysis) -> dict:
     seeds = a.run.score_seeds
     return {"run": a.run.label, "embedding_dim": a.run.embedding_dim, "split_policy": a.run.split_policy,
             "seed": seeds[0] if len(seeds) == 1 else (" ".join(map(str, seeds)) or None),
-            "n_epochs": n_epochs, "last_epoch": a.last_epoch, "last": a.last, "metrics": metrics_by_measure}
+            "train_seed": a.run.train_seed,
+            "n_epochs": n_epochs, "last_epoch": a.last_epoch, "last": a.last, "metrics": metrics_by_measure,
+            "intervals": a.intervals or {}, "choice": a.choice}
 
 
 def best_run(analyses: list[Analysis]) -> Analysis | None:

@@ -28,6 +28,7 @@ class Run:
     grids: list[Path] = field(default_factory=list)
     protocol: Any = None  # Protocol (resolved in `analysis.resolve_protocols`)
     protocol_note: str | None = None
+    selection_records: list[dict] = field(default_factory=list)  # validation records (the honest choice)
 
     @property
     def split_policy(self) -> str:
@@ -182,9 +183,19 @@ def _run_order(run: Run):
     return (run.embedding_dim is None, run.embedding_dim or 0, run.split_policy, run.name)
 
 
+def _set_aside_selection(run: Run) -> None:
+    """Validation records beside test ones are the selection series (epochs and windows are
+    chosen on them), not a series of their own."""
+    splits = {r.get("split") for r in run.records}
+    if "val" in splits and len(splits) > 1:
+        run.selection_records = [r for r in run.records if r.get("split") == "val"]
+        run.records = [r for r in run.records if r.get("split") != "val"]
+
+
 def _split_series(runs: list[Run], notes: list[str]) -> list[Run]:
     out = []
     for run in runs:
+        _set_aside_selection(run)
         groups: dict[tuple, list[dict]] = {}
         for r in run.records:
             groups.setdefault(records_mod.series_key(r), []).append(r)

@@ -242,6 +242,14 @@ def classifier_table(card: dict, class_keys, class_names, paper) -> Table:
 SUMMARY_FIELDS = (("raw", "raw_share"), ("corrected", "corrected_share"), ("true", "true_share"))
 
 
+def _with_ci(row: dict, key: str) -> str:
+    return pct_interval(row.get(key), (row.get(f"{key}_ci_low"), row.get(f"{key}_ci_high")))
+
+
+def _ci_columns(key: str) -> list[Column]:
+    return [Column(f"{key}_ci_low", "", in_text=False), Column(f"{key}_ci_high", "", in_text=False)]
+
+
 def informativity_table(summaries: list[dict], class_keys, class_names, paper, moving_average: int,
                         window: tuple[int, int]) -> Table:
     """Per run, per class and mean: window average, maximum moving average and its epoch.
@@ -263,6 +271,15 @@ def informativity_table(summaries: list[dict], class_keys, class_names, paper, m
                 row[f"{prefix}_window_average"] = m.get("window_average")
                 row[f"{prefix}_max_moving_average"] = m.get("max_moving_average")
                 row[f"{prefix}_max_moving_average_epoch"] = m.get("max_moving_average_epoch")
+                iv = ((s.get("intervals") or {}).get(fieldname) or {}).get(key) or {}
+                for metric in ("window_average", "max_moving_average"):
+                    lo_hi = iv.get(metric) or [None, None]
+                    row[f"{prefix}_{metric}_ci_low"], row[f"{prefix}_{metric}_ci_high"] = lo_hi
+            choice = s.get("choice") or {}
+            row["chosen_epoch"] = choice.get("epoch")
+            for prefix, fieldname in (("raw", "raw_share"), ("true", "true_share")):
+                at = (((choice.get("test") or {}).get(fieldname) or {}).get(key) or {}).get("at_choice")
+                row[f"{prefix}_at_chosen_window"] = at
             last = (s.get("last") or {}).get(key) or {}
             row["last_epoch"] = s.get("last_epoch")
             row["last_raw_share"] = last.get("raw_share")
@@ -285,28 +302,43 @@ def informativity_table(summaries: list[dict], class_keys, class_names, paper, m
     has = lambda col: any(r.get(col) is not None for r in rows)  # noqa: E731
     dim_fmt = lambda r: "–" if r.get("embedding_dim") is None else str(r["embedding_dim"])  # noqa: E731
     max_fmt = lambda r: (paper_text(r.get("raw_max_moving_average"), r.get("relation"))  # noqa: E731
-                         if r["run"] == "paper" else pct(r.get("raw_max_moving_average")))
+                         if r["run"] == "paper" else _with_ci(r, "raw_max_moving_average"))
     epoch_fmt = lambda k: (lambda r: "–" if r.get(k) is None else str(r[k]))  # noqa: E731
     columns = [
         Column("source", "", in_text=False), Column("run", "run"), Column("embedding_dim", "f", dim_fmt),
         Column("split_policy", "split", in_text=False), Column("seed", "seed", in_text=False),
         Column("class", "", in_text=False), Column("name", "class"), Column("n_epochs", "epochs scored", in_text=False),
-        Column("raw_window_average", f"window avg. {window[0]}–{window[1]}", lambda r: pct(r.get("raw_window_average"))),
-        Column("raw_max_moving_average", f"max {moving_average}-epoch MA", max_fmt),
+        Column("raw_window_average", f"window avg. {window[0]}–{window[1]} [95% CI]",
+               lambda r: _with_ci(r, "raw_window_average")),
+        *_ci_columns("raw_window_average"),
+        Column("raw_max_moving_average", f"max {moving_average}-epoch MA [95% CI]", max_fmt),
+        *_ci_columns("raw_max_moving_average"),
         Column("relation", "", in_text=False),
         Column("raw_max_moving_average_epoch", "at epoch", epoch_fmt("raw_max_moving_average_epoch")),
     ]
     for prefix, label in (("corrected", "corrected"), ("true", "judge's truth")):
         if has(f"{prefix}_window_average") or has(f"{prefix}_max_moving_average"):
             columns += [
-                Column(f"{prefix}_window_average", f"{label} window avg.", lambda r, p=prefix: pct(r.get(f"{p}_window_average"))),
-                Column(f"{prefix}_max_moving_average", f"{label} max MA", lambda r, p=prefix: pct(r.get(f"{p}_max_moving_average"))),
+                Column(f"{prefix}_window_average", f"{label} window avg.",
+                       lambda r, p=prefix: _with_ci(r, f"{p}_window_average")),
+                *_ci_columns(f"{prefix}_window_average"),
+                Column(f"{prefix}_max_moving_average", f"{label} max MA",
+                       lambda r, p=prefix: _with_ci(r, f"{p}_max_moving_average")),
+                *_ci_columns(f"{prefix}_max_moving_average"),
                 Column(f"{prefix}_max_moving_average_epoch", "", in_text=False),
             ]
         else:  # keep the CSV's columns fixed whatever the inputs
             columns += [Column(f"{prefix}_window_average", "", in_text=False),
+                        *_ci_columns(f"{prefix}_window_average"),
                         Column(f"{prefix}_max_moving_average", "", in_text=False),
+                        *_ci_columns(f"{prefix}_max_moving_average"),
                         Column(f"{prefix}_max_moving_average_epoch", "", in_text=False)]
+    chosen = has("chosen_epoch")
+    columns += [Column("chosen_epoch", "window chosen on val (ends at)", epoch_fmt("chosen_epoch"), in_text=chosen),
+                Column("raw_at_chosen_window", "test MA there", lambda r: pct(r.get("raw_at_chosen_window")),
+                       in_text=chosen),
+                Column("true_at_chosen_window", "truth MA there", lambda r: pct(r.get("true_at_chosen_window")),
+                       in_text=chosen and has("true_at_chosen_window"))]
     columns += [
         Column("last_epoch", "last epoch", epoch_fmt("last_epoch")),
         Column("last_raw_share", "raw (last)", lambda r: pct(r.get("last_raw_share"))),
@@ -318,6 +350,10 @@ def informativity_table(summaries: list[dict], class_keys, class_names, paper, m
         Column("last_true_share", "truth (last)", lambda r: pct(r.get("last_true_share")), in_text=has("last_true_share")),
     ]
     notes = [
+        "Intervals: 95% bootstrap over the test sounds (stratified by class) that recomputes the whole series "
+        "metric; the validation-chosen window is where the validation sounds' mean moving average peaks, and 'test MA "
+        "there' is the test series at that same window (the paper's maximum picks its window on the test scores, "
+        "which is optimistic by construction).",
         f"Raw shares are what the classifiers report (the paper's metric), after the post-update replacement "
         f"(SPEC §6). Window average: epochs {window[0]}–{window[1]} inclusive; MA: {moving_average}-epoch moving "
         "average over full windows. Corrected: Rogan–Gladen with the classifier's sensitivity and specificity. "

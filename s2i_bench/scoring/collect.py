@@ -50,6 +50,9 @@ class Outcomes:
     scored_keys: tuple[str, ...]  # the classes that have an informativity classifier
     sheet_images: dict[int, np.ndarray] = field(default_factory=dict)  # plan position -> (H, W, 3) uint8, draw 0, native size
     native_size: tuple[int, int] | None = None  # (H, W) the translator answered with
+    features: np.ndarray | None = None  # (K, N, D) image features (with an extractor: the image metrics)
+    image_embeddings: np.ndarray | None = None  # (K, N, D') by the AIS image encoder
+    audio: np.ndarray | None = None  # (N, D') audio embeddings of the sounds (with an audio encoder: AIS)
 
 
 _PLANS: dict[tuple, Plan] = {}
@@ -113,8 +116,11 @@ def batches_of(store, plan: Plan, batch_size: int, device, inputs=("log_mel",)):
 
 
 def collect(translator, store, bundle, plan: Plan, *, device="cpu", batch_size: int = 256, judge=None,
-            keep_sheet: bool = False, image_size: int = 96, where: str | None = None) -> Outcomes:
-    """Translate and judge every image of `plan` (see the module docstring)."""
+            keep_sheet: bool = False, image_size: int = 96, where: str | None = None, extractor=None,
+            image_encoder=None, audio_encoder=None) -> Outcomes:
+    """Translate and judge every image of `plan` (see the module docstring). With `extractor`,
+    the images' features too (the image metrics); with an `image_encoder` and an
+    `audio_encoder` (AIS), the generated images' and the sounds' embeddings."""
     import torch
 
     from s2i_bench.images import net_to_uint8
@@ -131,9 +137,24 @@ def collect(translator, store, bundle, plan: Plan, *, device="cpu", batch_size: 
     sheet_set = set(plan.sheet.tolist()) if keep_sheet else set()
     dev = torch.device(device)
     inputs = tuple(getattr(translator, "inputs", ("log_mel",)))
+    if audio_encoder is not None:  # AIS listens to the sounds whatever the translator reads
+        inputs += ("waveform_context",) if audio_encoder.wants_context else ("waveform",)
     for k, _, key, start, stop, rows, batch in batches_of(store, plan, batch_size, dev, inputs):
         native, images = translate_checked(translator, batch, size=image_size, where=where, rows=rows)  # (B, 3, S, S)
         out.native_size = tuple(int(v) for v in native.shape[-2:])
+        for enc, name in ((extractor, "features"), (image_encoder, "image_embeddings")):
+            if enc is None:
+                continue
+            f = enc(images)  # (B, D) from the images at the protocol's size
+            if getattr(out, name) is None:
+                setattr(out, name, np.zeros((plan.samples, len(plan.indices), f.shape[1]), dtype=np.float32))
+            getattr(out, name)[k, start:stop] = f
+        if audio_encoder is not None and k == 0:
+            wave = batch.waveform_context if audio_encoder.wants_context else batch.waveform
+            emb = audio_encoder(wave.cpu().numpy())
+            if out.audio is None:
+                out.audio = np.zeros((len(plan.indices), emb.shape[1]), dtype=np.float32)
+            out.audio[start:stop] = emb
         if key in scored_keys:
             out.informative[k, start:stop] = np.asarray(bundle.predict_informative(images, key), dtype=bool)
         if out.predicted is not None:

@@ -74,7 +74,8 @@ def translator_kind(spec) -> str:
 
 def score_command(translator, *, store=None, bundle=None, split=None, seed=None, samples=None, device="cpu",
                   records_out=None, as_json=False, translator_options: dict | None = None,
-                  allow_missing: bool = False) -> dict[str, Any]:
+                  allow_missing: bool = False, metrics=None, feature_extractor=None, ais_audio=None,
+                  ais_image=None) -> dict[str, Any]:
     """Score TRANSLATOR: a translator file, every checkpoint of a run folder that has no record
     yet, a local plugin (MODULE:FACTORY, file.py:FACTORY), a reference translator
     (reference:NAME) or a folder of images answering `export-sounds`. Without --data /
@@ -98,7 +99,8 @@ def score_command(translator, *, store=None, bundle=None, split=None, seed=None,
     bun = load_bundle(bundle if bundle is not None else defaults.bundle(), device=device)
     check_classes(protocol, bun)
     _store_warnings(st, bun, protocol)
-    kwargs = dict(protocol=protocol, split=split, seed=seed, batch_size=protocol.scoring.batch_size, device=device)
+    kwargs = dict(protocol=protocol, split=split, seed=seed, batch_size=protocol.scoring.batch_size, device=device,
+                  **_metric_options(metrics, feature_extractor, ais_audio, ais_image, st, protocol))
     if kind == "run":
         samples = samples or protocol.scoring.samples
         return _score_run(Path(translator), st, bun, out, samples, as_json, translator_options, kwargs)
@@ -130,6 +132,33 @@ def score_command(translator, *, store=None, bundle=None, split=None, seed=None,
         print(format_record(record, protocol))
         print(f"record appended to {out}")
     return record
+
+
+def _metric_options(metrics, feature_extractor, ais_audio, ais_image, store, protocol) -> dict:
+    """--metrics and the encoders they need, checked before anything is scored."""
+    from s2i_bench.scoring.score import check_metrics
+
+    which = check_metrics([m for m in (metrics or "").split(",")] if isinstance(metrics, str) else metrics)
+    out: dict[str, Any] = {"metrics": which}
+    if feature_extractor is not None:
+        if not any(m in which for m in ("fid", "kid", "prdc", "iis")):
+            raise UserError("--feature-extractor is for --metrics fid, kid, prdc or iis")
+        from s2i_bench.scoring.features import program_extractor
+
+        out["extractor"] = program_extractor(feature_extractor)
+    if "ais" in which or ais_audio or ais_image:
+        if not (ais_audio and ais_image):
+            raise UserError("AIS needs both encoders of your own: --ais-audio PROGRAM and --ais-image PROGRAM "
+                            "(TorchScript or torch.export, each with its sidecar .json; see docs/metrics.md)")
+        if "ais" not in which:
+            raise UserError("--ais-audio / --ais-image are for --metrics ais")
+        from s2i_bench.scoring.features import audio_encoder, program_extractor
+
+        store.require_waveforms("AIS")
+        audio_fn, audio_ref = audio_encoder(ais_audio, store.sample_rate)
+        image = program_extractor(ais_image)
+        out["ais"] = (image, audio_fn, {"audio": audio_ref, "image": image.ref()})
+    return out
 
 
 def _load(kind: str, spec, store, protocol, device, translator_options):

@@ -136,6 +136,54 @@ def max_moving_average(epochs, values, length: int) -> tuple[float, int | None]:
     return float(ma[first]), int(epochs[first])
 
 
+def series_metrics_columns(epochs, values, d_update, *, skip: int, fill: int, window: tuple[int, int],
+                           length: int) -> dict[str, np.ndarray]:
+    """The paper's series metrics of B series at once (the columns of `values`, (T, B)): the
+    same rules as `replace_post_update`, `window_average` and `max_moving_average` applied to
+    each column (tests check it column by column), for bootstraps that recompute the whole
+    metric. Returns window_average (B,), max_moving_average (B,), max_epoch (B,) (-1: none)."""
+    epochs = np.asarray(epochs, dtype=np.int64)
+    v = np.array(values, dtype=np.float64, copy=True)
+    if v.ndim != 2 or v.shape[0] != len(epochs):
+        raise ValueError(f"values {v.shape} must be (T, B) with T = {len(epochs)}")
+    position = {int(e): i for i, e in enumerate(epochs)}
+    for t in post_update_epochs(epochs, d_update, skip).tolist():  # increasing, as in the scalar version
+        rows = [position[e] for e in range(t - fill, t) if e in position]
+        if rows:
+            block = v[rows]  # (r, B)
+            with np.errstate(invalid="ignore"):
+                counts = (~np.isnan(block)).sum(axis=0)
+                means = np.nansum(block, axis=0) / np.where(counts > 0, counts, 1)
+            v[position[t]] = np.where(counts > 0, means, np.nan)
+        else:
+            v[position[t]] = np.nan
+    start, end = window
+    inside = (epochs >= start) & (epochs <= end)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        block = v[inside]
+        n = (~np.isnan(block)).sum(axis=0)
+        window_avg = np.where(n > 0, np.nansum(block, axis=0) / np.where(n > 0, n, 1), np.nan)
+    t_len, b = v.shape
+    best = np.full(b, np.nan)
+    best_epoch = np.full(b, -1, dtype=np.int64)
+    if length >= 1 and t_len >= length:
+        ends = np.arange(length - 1, t_len)
+        consecutive = epochs[ends] - epochs[ends - (length - 1)] == length - 1
+        nan_rows = np.isnan(v)
+        csum = np.concatenate([np.zeros((1, b)), np.cumsum(np.where(nan_rows, 0.0, v), axis=0)])
+        cnan = np.concatenate([np.zeros((1, b)), np.cumsum(nan_rows, axis=0)])
+        sums = csum[ends + 1] - csum[ends + 1 - length]  # (W, B)
+        full = consecutive[:, None] & (cnan[ends + 1] - cnan[ends + 1 - length] == 0)
+        ma = np.where(full, sums / length, np.nan)
+        has = full.any(axis=0)
+        if has.any():
+            top = np.nanmax(np.where(full, ma, -np.inf), axis=0)
+            first = np.argmax(full & (ma >= top[None, :] - TIE_TOLERANCE), axis=0)
+            best = np.where(has, top, np.nan)
+            best_epoch = np.where(has, epochs[ends[first]], -1)
+    return {"window_average": window_avg, "max_moving_average": best, "max_epoch": best_epoch}
+
+
 def missing_epochs(epochs) -> list[int]:
     """Epochs absent between the first and last epoch of a series (gaps), reported, not filled."""
     epochs = np.asarray(epochs, dtype=np.int64)

@@ -23,7 +23,7 @@ from s2i_bench.runs import MAX_EPOCH, RECORDS
 
 RECORDS_NAME = RECORDS
 KIND = "informativity"
-FORMAT_VERSION = 2  # 2: format_version and translator input/size fields; version-1 records (no field) still read
+FORMAT_VERSION = 3  # 2: format_version, translator input/size; 3: per-image decisions; older records still read
 MEASURES = ("raw_share", "corrected_share", "true_share", "class_match_rate")
 SERIES_FIELDS = ("classifiers.sha256", "store.hash", "split", "seed", "samples", "protocol.fingerprint")
 
@@ -63,6 +63,7 @@ class InformativityRecord(TypedDict, total=False):
     mean_all_classes: dict[str, Any]
     untrained_classes: list[str]
     num_sounds: int
+    decisions: dict[str, Any] | None  # per-image decisions, packed (`encode_decisions`): paired tests
     sample_sheet: str | None
     code_version: str
     created: str
@@ -185,9 +186,10 @@ def check(r: Any, where: str) -> dict:
         for m in MEASURES:
             if not _share_ok(c.get(m)):
                 raise UserError(f"{where}: classes.{key}.{m} = {c.get(m)!r} is not a share in [0, 1]")
-        ci = c.get("corrected_ci")
-        if ci is not None and (not isinstance(ci, list) or len(ci) != 2 or not all(_share_ok(b) for b in ci)):
-            raise UserError(f"{where}: classes.{key}.corrected_ci = {ci!r} is not an interval in [0, 1]")
+        for field in ("corrected_ci", "corrected_ci_lr", "corrected_ci_bootstrap"):
+            ci = c.get(field)
+            if ci is not None and (not isinstance(ci, list) or len(ci) != 2 or not all(_share_ok(b) for b in ci)):
+                raise UserError(f"{where}: classes.{key}.{field} = {ci!r} is not an interval in [0, 1]")
     for field in ("store", "classifiers", "generator", "protocol"):
         if r.get(field) is not None and not isinstance(r[field], dict):
             raise UserError(f"{where}: '{field}' is not an object")
@@ -211,6 +213,75 @@ def read(path: str | Path) -> list[dict]:
         r = dict(check(r, where))
         r["_source"] = f"{path.name}:{line}"
         out.append(r)
+    return out
+
+
+# -- per-image decisions ---------------------------------------------------------------------------
+def _pack(bits: np.ndarray) -> str:
+    import base64
+
+    return base64.b64encode(np.packbits(np.asarray(bits, dtype=bool).ravel()).tobytes()).decode("ascii")
+
+
+def _unpack(text: str, shape: tuple[int, int], where: str) -> np.ndarray:
+    import base64
+    import binascii
+
+    try:
+        raw = np.frombuffer(base64.b64decode(text.encode("ascii"), validate=True), dtype=np.uint8)
+    except (binascii.Error, ValueError, UnicodeEncodeError, AttributeError):
+        raise UserError(f"{where}: decisions are not base64 packed bits") from None
+    bits = np.unpackbits(raw)
+    size = shape[0] * shape[1]
+    if bits.size < size or bits.size - size >= 8:
+        raise UserError(f"{where}: decisions hold {bits.size} bits, expected {size}")
+    return bits[:size].reshape(shape).astype(bool)
+
+
+def encode_decisions(segment_ids, informative, truth=None, matched=None, iis=None) -> dict[str, Any]:
+    """The per-image decisions of a record: (K, N) bool arrays in the plan's order (class by
+    class, manifest order within a class), packed; `order` is the sha256 of the segment ids in
+    that order, so two records pair image for image only when it matches."""
+    import hashlib
+
+    informative = np.asarray(informative, dtype=bool)
+    order = hashlib.sha256("\n".join(map(str, segment_ids)).encode()).hexdigest()
+    out = {"order": order, "shape": list(informative.shape), "encoding": "base64 numpy.packbits, row-major (K, N)",
+           "informative": _pack(informative)}
+    out["truth"] = None if truth is None else _pack(truth)
+    out["class_match"] = None if matched is None else _pack(matched)
+    if iis is not None:  # per-image IIS ranks, k / 40 with 20 negatives: exact as bytes
+        import base64
+
+        out["iis_x40"] = base64.b64encode(np.round(np.asarray(iis) * 40).astype(np.uint8).tobytes()).decode("ascii")
+    return out
+
+
+def decisions(record: Mapping[str, Any]) -> dict[str, Any] | None:
+    """{order, informative, truth, class_match} with (K, N) bool arrays, or None for a record
+    without decisions (format 1-2)."""
+    d = record.get("decisions")
+    if not d:
+        return None
+    where = str(record.get("_source") or "record")
+    shape = d.get("shape")
+    if not (isinstance(shape, list) and len(shape) == 2 and all(isinstance(v, int) and v >= 0 for v in shape)):
+        raise UserError(f"{where}: decisions.shape {shape!r} is not [K, N]")
+    out = {"order": d.get("order"), "shape": tuple(shape)}
+    for field in ("informative", "truth", "class_match"):
+        out[field] = None if d.get(field) is None else _unpack(d[field], tuple(shape), f"{where}: decisions.{field}")
+    out["iis"] = None
+    if d.get("iis_x40"):
+        import base64
+        import binascii
+
+        try:
+            raw = np.frombuffer(base64.b64decode(d["iis_x40"].encode("ascii"), validate=True), dtype=np.uint8)
+        except (binascii.Error, ValueError, AttributeError):
+            raise UserError(f"{where}: decisions.iis_x40 is not base64") from None
+        if raw.size != shape[0] * shape[1] or raw.max(initial=0) > 40:
+            raise UserError(f"{where}: decisions.iis_x40 holds {raw.size} values, expected {shape[0] * shape[1]} in 0..40")
+        out["iis"] = raw.reshape(tuple(shape)) / 40.0
     return out
 
 

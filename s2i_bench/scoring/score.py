@@ -60,10 +60,24 @@ def _class_result(outcomes: Outcomes, plan: Plan, bundle, key: str, ci: int, spe
         res["ci_method"] = "no classifier (untrained class)"
     replicates = res.pop("_replicates", None)
     has_match, has_truth = outcomes.predicted is not None, outcomes.truth is not None
+    cm = res.get("confusion")
+    lr = None
+    if cm and res["raw_share"] is not None and n_sounds:
+        from s2i_bench.stats import lang_reiczigel_interval
+
+        positives = int(outcomes.informative[:, sl].sum())
+        lr = lang_reiczigel_interval(positives, n_sounds * samples, cm["tp"], cm["tp"] + cm["fn"], cm["tn"],
+                                     cm["tn"] + cm["fp"], spec.confidence)
     entry = {
         "n_sounds": n_sounds, "n_images": n_sounds * samples,
         "raw_share": res["raw_share"], "raw_ci": res["raw_ci"], "raw_spread": None,
-        "corrected_share": res["corrected_share"], "corrected_ci": res["corrected_ci"], "ci_method": res["ci_method"],
+        "corrected_share": res["corrected_share"],
+        # the protocol's interval as `corrected_ci`; both kinds recorded
+        "corrected_ci": (None if lr is None else list(lr)) if spec.corrected_interval == "lang-reiczigel"
+        else res["corrected_ci"],
+        "corrected_ci_method": spec.corrected_interval,
+        "corrected_ci_bootstrap": res["corrected_ci"], "corrected_ci_lr": None if lr is None else list(lr),
+        "ci_method": res["ci_method"],
         "sensitivity": res["sensitivity"], "specificity": res["specificity"],
         "class_match_rate": (M.class_match_rate(outcomes.predicted[:, sl].ravel(), np.full(n_sounds * samples, ci))
                              if has_match and n_sounds else None),
@@ -107,7 +121,7 @@ def compute(outcomes: Outcomes, plan: Plan, bundle, protocol, class_keys) -> dic
 
 # -- record -----------------------------------------------------------------------------------------
 def make_record(*, info: dict, numbers: dict, plan: Plan, protocol, store, bundle, run, epoch, d_update,
-                has_class_match: bool, native_size, translator_inputs) -> dict[str, Any]:
+                has_class_match: bool, native_size, translator_inputs, decisions: dict | None = None) -> dict[str, Any]:
     """The record layout of docs/architecture.md ("Metric records")."""
     bundle_path = Path(getattr(bundle, "path", "")) if getattr(bundle, "path", None) else None
     card = getattr(bundle, "card", {}) or {}
@@ -134,6 +148,7 @@ def make_record(*, info: dict, numbers: dict, plan: Plan, protocol, store, bundl
                       "resamples": "scored sounds (with their K images) and the classifier's test set"},
         **numbers,
         "num_sounds": int(len(plan.indices)), "sample_sheet": None,
+        "decisions": decisions,
         "code_version": code_version(), "created": now_iso(), "seconds": None,
     }
 
@@ -141,7 +156,8 @@ def make_record(*, info: dict, numbers: dict, plan: Plan, protocol, store, bundl
 def score_translator(translator, store, bundle, *, protocol, split: str = "test", seed: int = 0, samples: int = 1,
                      batch_size: int = 256, device="cpu", epoch: int | None = None, d_update: bool | None = None,
                      run: str | None = None, generator_info: dict | None = None,
-                     sample_sheet: str | Path | None = None, only_rows=None) -> dict[str, Any]:
+                     sample_sheet: str | Path | None = None, only_rows=None, metrics=None, extractor=None,
+                     ais=None) -> dict[str, Any]:
     """Score one translator on the `split` sounds of `store` with the classifiers of `bundle`;
     returns the record (the caller appends it with `records.append`).
 
@@ -149,6 +165,8 @@ def score_translator(translator, store, bundle, *, protocol, split: str = "test"
         training loop passes them); d_update defaults to epoch % d_every_epochs == 0.
     sample_sheet: where to save the images of 8 fixed sounds of each class (scoring.sheets).
     only_rows: score only these store rows of the split (a folder of images with some missing).
+    metrics: beyond informativity, any of fid, kid, prdc, iis (features by `extractor`, default the
+        bundle's domain extractor) and ais (`ais` = (image encoder, audio encoder, their refs)).
     """
     from s2i_bench.scoring.sheets import write_sheet
 
@@ -163,9 +181,19 @@ def score_translator(translator, store, bundle, *, protocol, split: str = "test"
     judge = None
     if store.synthetic:
         from s2i_bench.synth import judge  # the synthetic world's ground truth
+    which = check_metrics(metrics)
+    needs_features = any(m in which for m in ("fid", "kid", "prdc", "iis"))
+    if needs_features and extractor is None:
+        from s2i_bench.scoring.features import domain_extractor
+
+        extractor = domain_extractor(bundle)
+    if "ais" in which and ais is None:
+        raise UserError("--metrics ais needs an audio and an image encoder of your own (--ais-audio, --ais-image)")
     outcomes = collect(translator, store, bundle, plan, device=device, batch_size=batch_size, judge=judge,
                        keep_sheet=sample_sheet is not None, image_size=protocol.image.size,
-                       where=str(info.get("path") or "translator"))
+                       where=str(info.get("path") or "translator"), extractor=extractor if needs_features else None,
+                       image_encoder=ais[0] if "ais" in which else None,
+                       audio_encoder=ais[1] if "ais" in which else None)
     numbers = compute(outcomes, plan, bundle, protocol, class_keys)
     info |= dict(getattr(translator, "after_info", lambda: {})())  # what only translating showed
     if epoch is None:
@@ -174,17 +202,86 @@ def score_translator(translator, store, bundle, *, protocol, split: str = "test"
         d_update = int(epoch) % protocol.training.d_every_epochs == 0
     record = make_record(info=info, numbers=numbers, plan=plan, protocol=protocol, store=store, bundle=bundle,
                          run=run, epoch=epoch, d_update=d_update, has_class_match=outcomes.predicted is not None,
-                         native_size=outcomes.native_size, translator_inputs=getattr(translator, "inputs", ("log_mel",)))
+                         native_size=outcomes.native_size, translator_inputs=getattr(translator, "inputs", ("log_mel",)),
+                         decisions=None)
+    if len(which) > 1:
+        record["image_metrics"], per_iis = image_metrics(outcomes, plan, store, extractor, which, protocol, plan.seed,
+                                                         ais[2] if ais is not None else None)
+    else:
+        per_iis = None
+    record["decisions"] = _decisions(outcomes, plan, per_iis)
+    record["metrics"] = list(which)
     if sample_sheet is not None and outcomes.sheet_images:
         record["sample_sheet"] = str(write_sheet(sample_sheet, plan, outcomes.sheet_images, store, class_keys))
     record["seconds"] = round(time.perf_counter() - started, 4)
     return record
 
 
+def _decisions(outcomes: Outcomes, plan: Plan, iis=None) -> dict:
+    """The per-image decisions, for paired comparisons (`s2i-bench compare`)."""
+    matched = None
+    if outcomes.predicted is not None:
+        matched = outcomes.predicted == plan.class_index[None, :]  # (K, N)
+    return records.encode_decisions(plan.segment_ids, outcomes.informative, outcomes.truth, matched, iis)
+
+
+IMAGE_METRICS = ("fid", "kid", "prdc", "iis", "ais")
+METRIC_NAMES = ("informativity", *IMAGE_METRICS)
+
+
+def check_metrics(metrics) -> tuple[str, ...]:
+    """`--metrics` names, checked; informativity is always scored (it is the record)."""
+    import difflib
+
+    out = []
+    for m in metrics or ("informativity",):
+        m = str(m).strip().lower()
+        if not m:
+            continue
+        if m not in METRIC_NAMES:
+            close = difflib.get_close_matches(m, METRIC_NAMES, n=1)
+            raise UserError(f"--metrics: unknown metric {m!r}" + (f"; did you mean {close[0]!r}?" if close else "")
+                            + f" (known: {', '.join(METRIC_NAMES)})")
+        out.append(m)
+    return tuple(dict.fromkeys(["informativity", *out]))
+
+
+def image_metrics(outcomes: Outcomes, plan: Plan, store, extractor, which, protocol, seed: int, ais_ref=None):
+    """(the record's `image_metrics`, per-image IIS (K, N) or None): FID, KID, PRDC, IIS and AIS of
+    the plan's images against the real frames of the same sounds, with bootstrap intervals."""
+    from s2i_bench.scoring import image_metrics as IM
+    from s2i_bench.scoring.features import cached_real_features
+
+    k, n = plan.samples, len(plan.indices)
+    out: dict[str, Any] = {}
+    per_iis = None
+    if outcomes.features is not None:
+        real = cached_real_features(store, plan.indices, extractor)  # (N, D) the same sounds' real frames
+        fake = outcomes.features.reshape(k * n, -1)  # (K*N, D), draw-major like np.tile below
+        wanted = tuple(m for m in which if m in ("fid", "kid", "prdc", "iis"))
+        out = IM.summary(real, fake, own_real=np.tile(real, (k, 1)), which=wanted,
+                         replicates=protocol.metrics.image_metrics_bootstrap, seed=item_seed(seed, "image-metrics"),
+                         confidence=protocol.metrics.confidence)
+        out["extractor"] = extractor.ref()
+        out["real_reference"] = f"the real centre frames of the {n} scored {plan.split} sounds"
+        if "fid" in wanted and k * n < IM.FID_STABLE_IMAGES:
+            out["fid"]["warning"] = (f"{k * n} images: FID is biased upwards below about {IM.FID_STABLE_IMAGES} "
+                                     "(benchmarks/check_image_metrics.py); compare KID instead")
+        if "iis" in wanted:
+            per_iis = IM.iis(fake, np.tile(real, (k, 1)), seed=item_seed(seed, "image-metrics")).reshape(k, n)
+    if "ais" in which and outcomes.audio is not None and outcomes.image_embeddings is not None:
+        per = np.stack([IM.ais(outcomes.audio, outcomes.image_embeddings[d], seed=item_seed(seed, "ais") + d)
+                        for d in range(k)])  # (K, N)
+        out["ais"] = {"value": float(per.mean()), "chance": 0.5, "negatives": 20, "encoders": ais_ref,
+                      "ci": IM.bootstrap(lambda i: per[:, i].mean(), n, protocol.metrics.image_metrics_bootstrap,
+                                         item_seed(seed, "ais-bootstrap"), protocol.metrics.confidence)}
+    return out, per_iis
+
+
 # -- every checkpoint of a run --------------------------------------------------------------------
 def score_checkpoints(run, store, bundle, *, protocol, split: str, seed: int, samples: int, batch_size: int,
                       device="cpu", out: Path | None = None, sheets: str = "last", translator_options=None,
-                      only_missing: bool = True) -> tuple[list[dict], list[Path]]:
+                      only_missing: bool = True, metrics=None, extractor=None, ais=None) -> tuple[list[dict], list[Path]]:
     """Score the checkpoints of `run` (a RunFolder) that have no record in `out` (default: the
     run's records file) for these classifiers, store, split, seed and samples; append one record
     each. `sheets`: which checkpoints save a sample sheet: "last", "first-last" or "none".
@@ -198,7 +295,10 @@ def score_checkpoints(run, store, bundle, *, protocol, split: str, seed: int, sa
     key = dict(classifiers_sha256=file_sha256(Path(bundle.path)), store_hash=store.store_hash, split=split,
                seed=seed, samples=samples)
     existing = records.select(records.read(out), **key) if out.is_file() else []
-    done = set(records.last_per_epoch(existing)) if only_missing else set()
+    wanted = set(check_metrics(metrics))
+    # a record counts as done only when it has every metric asked for now
+    complete = [r for r in existing if wanted <= set(r.get("metrics") or ["informativity"])]
+    done = set(records.last_per_epoch(complete)) if only_missing else set()
     from s2i_bench.runs import checkpoint_epoch
 
     todo = [p for p in checkpoints if checkpoint_epoch(p) not in done]
@@ -213,7 +313,7 @@ def score_checkpoints(run, store, bundle, *, protocol, split: str, seed: int, sa
                  out.parent / _sheet_name(translator.info, run.name)) if path in with_sheet else None
         record = score_translator(translator, store, bundle, protocol=protocol, split=split, seed=seed,
                                   samples=samples, batch_size=batch_size, device=device, run=run.name,
-                                  epoch=epoch, sample_sheet=sheet)
+                                  epoch=epoch, sample_sheet=sheet, metrics=metrics, extractor=extractor, ais=ais)
         records.append(out, record)
         new.append(record)
     scored = list(records.last_per_epoch(existing + new).values())

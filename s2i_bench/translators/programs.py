@@ -35,7 +35,6 @@ import re
 import time
 import zipfile
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 
@@ -220,13 +219,13 @@ class _Runner:
                     outs.append(self._any_batch(x[i:i + 1], seeds[i:i + 1]))
             return torch.cat(outs)
 
-    def probe(self) -> str:
-        """Run once on random input; a one-input program is stochastic when two global seeds
-        give different outputs."""
+    def probe(self, input_shape=SPECTROGRAM_SHAPE) -> str:
+        """Run once on random input of `input_shape` (per item); a one-input program is
+        stochastic when two global seeds give different outputs."""
         import torch
 
         gen = torch.Generator().manual_seed(0)
-        x = (torch.rand(2, *SPECTROGRAM_SHAPE, generator=gen) * 2 - 1).to(self.device)
+        x = (torch.rand(2, *input_shape, generator=gen) * 2 - 1).to(self.device)
         seeds = torch.tensor([1, 2], dtype=torch.int64, device=self.device)
         devices = [x.device] if x.device.type == "cuda" else []
         with torch.inference_mode(), torch.random.fork_rng(devices=devices):
@@ -241,7 +240,8 @@ class _Runner:
                 "batched (deterministic program)")
 
 
-def _serve(conn, path: str, kind: str, device: str, threads: int) -> None:
+def _serve(conn, path: str, kind: str, device: str, threads: int, input_shape=SPECTROGRAM_SHAPE,
+           role: str = "translator") -> None:
     """The child process: load, check, probe, then answer `call` requests until `close`."""
     import os
     import signal
@@ -254,12 +254,17 @@ def _serve(conn, path: str, kind: str, device: str, threads: int) -> None:
     dev = torch.device(device)
     try:
         program, num_inputs, static_batch = _load_checked(Path(path), kind, dev)
-        if num_inputs not in (1, 2):
+        if role == "translator" and num_inputs not in (1, 2):
             raise UserError(f"{path}: the program takes {num_inputs} inputs; expected (spectrograms) or "
                             f"(spectrograms, seeds)")
+        if role != "translator" and num_inputs != 1:
+            raise UserError(f"{path}: a {role} program takes one input (a batch); this one takes {num_inputs}")
         runner = _Runner(program, num_inputs, static_batch, dev)
         try:
-            calls = runner.probe()
+            calls = runner.probe(tuple(input_shape))
+            if role != "translator" and runner.stochastic:
+                raise UserError(f"a {role} must be deterministic (export it in eval mode): two runs on the same "
+                                "input gave different outputs")
         except UserError as e:
             raise UserError(f"{path}: {e}") from None
         except Exception as e:
@@ -298,7 +303,8 @@ class ProgramWorker:
     """A program in a child process: every call waits at most `timeout_s`; Ctrl-C or a time-out
     kills the child."""
 
-    def __init__(self, path: Path, kind: str, device: str, timeout_s: float = DEFAULT_TIMEOUT_S):
+    def __init__(self, path: Path, kind: str, device: str, timeout_s: float = DEFAULT_TIMEOUT_S,
+                 input_shape=SPECTROGRAM_SHAPE, role: str = "translator"):
         import multiprocessing as mp
 
         import torch
@@ -306,7 +312,8 @@ class ProgramWorker:
         self.path, self.timeout_s = path, float(timeout_s)
         ctx = mp.get_context("spawn")  # a fresh interpreter: nothing of ours is shared with it
         self._conn, child = ctx.Pipe()
-        self._process = ctx.Process(target=_serve, args=(child, str(path), kind, str(device), torch.get_num_threads()),
+        self._process = ctx.Process(target=_serve, args=(child, str(path), kind, str(device), torch.get_num_threads(),
+                                                         tuple(input_shape), role),
                                     daemon=True)
         self._process.start()
         child.close()
@@ -369,17 +376,14 @@ class ProgramWorker:
             pass
 
 
-def load_program_translator(path: str | Path, device: str = "cpu", timeout_s: float | None = None) -> Translator:
-    """A TorchScript file or a torch.export program as a Translator, checked and probed in its
-    own process (see the module docstring)."""
-    import torch
-
+def checked_program(path: Path, role: str) -> tuple[str, str]:
+    """(kind, sha256) of a program file that passed the checks made before anything is loaded:
+    a TorchScript archive without load-time code, or a .pt2 without pickled entries."""
     from s2i_bench.fileio import sha256_file
     from s2i_bench.safeload import archive_kind
 
-    path = Path(path)
     if not path.is_file():
-        raise UserError(f"{path}: translator program not found")
+        raise UserError(f"{path}: {role} program not found")
     kind = archive_kind(path)
     if kind == "torchscript":
         _check_torchscript_archive(path)
@@ -388,7 +392,16 @@ def load_program_translator(path: str | Path, device: str = "cpu", timeout_s: fl
     else:
         raise UserError(f"{path}: not a TorchScript file or a torch.export program (.pt2): "
                         f"{'not a zip archive, or cut short' if kind is None else 'a torch.save file'}")
-    sha = sha256_file(path)
+    return kind, sha256_file(path)
+
+
+def load_program_translator(path: str | Path, device: str = "cpu", timeout_s: float | None = None) -> Translator:
+    """A TorchScript file or a torch.export program as a Translator, checked and probed in its
+    own process (see the module docstring)."""
+    import torch
+
+    path = Path(path)
+    kind, sha = checked_program(path, "translator")
     worker = ProgramWorker(path, "torchscript" if kind == "torchscript" else "export", device,
                            DEFAULT_TIMEOUT_S if timeout_s is None else timeout_s)
 

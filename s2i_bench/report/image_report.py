@@ -1,0 +1,189 @@
+"""The report's image metrics (beyond the paper): FID, KID, PRDC, IIS, AIS per run, their series
+over epochs, and which metric tracks the synthetic world judge's truth.
+
+`correlation_with_truth` takes every scored checkpoint of every run and every reference
+translator (one record each, with the judge's true informativity: synthetic stores only) and
+gives, per metric, Spearman's rank correlation with the truth (mean of the classes) and a 95%
+bootstrap interval over the checkpoints. FID and KID are distances (lower is better): a metric
+that tracks the truth has a negative correlation for them.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from s2i_bench.report.tables import Column, Table, pct
+
+# (key, label, how to read it from a record, lower is better)
+METRICS = [
+    ("raw_share", "informativity, raw", lambda r: (r.get("mean") or {}).get("raw_share"), False),
+    ("corrected_share", "informativity, corrected", lambda r: (r.get("mean") or {}).get("corrected_share"), False),
+    ("class_match_rate", "class-match rate", lambda r: (r.get("mean") or {}).get("class_match_rate"), False),
+    ("fid", "FID", lambda r: _im(r, "fid"), True),
+    ("kid", "KID", lambda r: _im(r, "kid"), True),
+    ("precision", "precision", lambda r: _prdc(r, "precision"), False),
+    ("recall", "recall", lambda r: _prdc(r, "recall"), False),
+    ("density", "density", lambda r: _prdc(r, "density"), False),
+    ("coverage", "coverage", lambda r: _prdc(r, "coverage"), False),
+    ("iis", "IIS", lambda r: _im(r, "iis"), False),
+    ("ais", "AIS", lambda r: _im(r, "ais"), False),
+]
+
+
+def _im(record: dict, name: str):
+    v = ((record.get("image_metrics") or {}).get(name) or {}).get("value")
+    return None if v is None else float(v)
+
+
+def _prdc(record: dict, name: str):
+    v = (((record.get("image_metrics") or {}).get("prdc") or {}).get(name) or {}).get("value")
+    return None if v is None else float(v)
+
+
+def _truth(record: dict):
+    return ((record.get("mean_all_classes") or {}).get("true_share")
+            if (record.get("mean_all_classes") or {}).get("true_share") is not None
+            else (record.get("mean") or {}).get("true_share"))
+
+
+def has_image_metrics(runs) -> bool:
+    return any(r.get("image_metrics") for run in runs for r in run.records)
+
+
+def correlation_with_truth(runs, references=(), n_boot: int = 1000, seed: int = 0, confidence: float = 0.95):
+    """[{metric, label, n, rho, ci, lower_is_better}] over every checkpoint with the truth, or []."""
+    from scipy.stats import spearmanr
+
+    recs = [r for run in [*runs, *references] for r in run.records if _truth(r) is not None]
+    if len(recs) < 5:
+        return []
+    truth = np.array([_truth(r) for r in recs], dtype=float)
+    rng = np.random.default_rng(seed)
+    boots = [rng.integers(0, len(recs), len(recs)) for _ in range(n_boot)]
+    a = (1 - confidence) / 2
+    out = []
+    for key, label, get, lower in METRICS:
+        values = np.array([np.nan if get(r) is None else get(r) for r in recs], dtype=float)
+        ok = ~np.isnan(values)
+        if ok.sum() < 5 or np.ptp(values[ok]) == 0 or np.ptp(truth[ok]) == 0:
+            continue
+        x, y = values[ok], truth[ok]
+        rho = float(spearmanr(x, y).statistic)
+        idx_ok = np.flatnonzero(ok)
+        pos = {j: i for i, j in enumerate(idx_ok)}
+        reps = []
+        for b in boots:
+            sel = [pos[j] for j in b if j in pos]
+            xs, ys = x[sel], y[sel]
+            if len(sel) > 3 and np.ptp(xs) > 0 and np.ptp(ys) > 0:
+                reps.append(spearmanr(xs, ys).statistic)
+        ci = [float(np.quantile(reps, a)), float(np.quantile(reps, 1 - a))] if reps else None
+        out.append({"metric": key, "label": label, "n": int(ok.sum()), "rho": rho, "ci": ci,
+                    "lower_is_better": lower, "tracks": None if ci is None else
+                    bool((ci[1] < 0) if lower else (ci[0] > 0))})
+    return out
+
+
+def correlation_table(rows: list[dict]) -> Table:
+    columns = [Column("metric", "", in_text=False), Column("label", "metric"), Column("n", "checkpoints"),
+               Column("rho", "Spearman ρ with the truth [95% CI]",
+                      lambda r: f"{r['rho']:+.2f}" + (f" [{r['ci_low']:+.2f}, {r['ci_high']:+.2f}]" if r.get("ci_low") is not None else "")),
+               Column("ci_low", "", in_text=False), Column("ci_high", "", in_text=False),
+               Column("lower_is_better", "lower is better", lambda r: "yes" if r["lower_is_better"] else "no"),
+               Column("tracks", "tracks the truth", lambda r: "–" if r["tracks"] is None else ("yes" if r["tracks"] else "no"))]
+    table_rows = [{**r, "ci_low": (r["ci"] or [None, None])[0], "ci_high": (r["ci"] or [None, None])[1]} for r in rows]
+    return Table("metric-vs-truth", "Which metric tracks the judge's truth (synthetic data, beyond the paper)",
+                 "Over every scored checkpoint of every run and every reference translator: Spearman's rank "
+                 "correlation of each metric with the judge's true informativity (mean of the classes), with a 95% "
+                 "bootstrap interval over the checkpoints. A distance (FID, KID) tracks the truth when its correlation "
+                 "is negative.", columns, table_rows)
+
+
+def correlation_figure(rows: list[dict]):
+    from s2i_bench.report.figures import COLUMN_IN, _figure
+
+    fig = _figure(COLUMN_IN, 0.5 + 0.22 * len(rows))
+    ax = fig.subplots()
+    for i, r in enumerate(rows):
+        colour = (0.17, 0.63, 0.17) if r["tracks"] else (0.55, 0.55, 0.55)
+        if r["ci"]:
+            ax.plot(r["ci"], [i, i], color=colour, lw=1.4)
+        ax.plot([r["rho"]], [i], marker="o", ms=4, color=colour)
+    ax.axvline(0, color="0.4", lw=0.8)
+    ax.set_yticks(range(len(rows)), [r["label"] + (" (↓)" if r["lower_is_better"] else "") for r in rows], fontsize=6)
+    ax.invert_yaxis()
+    ax.set_xlim(-1.05, 1.05)
+    ax.set_xlabel("Spearman ρ with the judge's truth")
+    return fig
+
+
+def image_metric_table(runs, references=()) -> Table:
+    """The last scored epoch of each run and each reference translator: every image metric with
+    its interval."""
+    rows = []
+    for run in [*runs, *references]:
+        recs = [r for r in run.records if r.get("image_metrics")]
+        if not recs:
+            continue
+        r = max(recs, key=lambda x: (-1 if x.get("epoch") is None else x["epoch"]))
+        m = r["image_metrics"]
+        row = {"run": run.label, "epoch": r.get("epoch"), "n_generated": m.get("n_generated"),
+               "extractor": (m.get("extractor") or {}).get("name")}
+        for key in ("fid", "kid", "iis", "ais"):
+            entry = m.get(key) or {}
+            row[key], ci = entry.get("value"), entry.get("ci") or [None, None]
+            row[f"{key}_ci_low"], row[f"{key}_ci_high"] = ci
+        for key in ("precision", "recall", "density", "coverage"):
+            row[key] = ((m.get("prdc") or {}).get(key) or {}).get("value")
+        row["warning"] = (m.get("fid") or {}).get("warning")
+        rows.append(row)
+
+    def num(key, scale=1.0, digits=2):
+        def f(r):
+            v = r.get(key)
+            if v is None:
+                return "–"
+            text = f"{scale * v:.{digits}f}"
+            if r.get(f"{key}_ci_low") is not None:
+                text += f" [{scale * r[f'{key}_ci_low']:.{digits}f}, {scale * r[f'{key}_ci_high']:.{digits}f}]"
+            return text
+        return f
+
+    columns = [Column("run", "run / reference"), Column("epoch", "epoch", lambda r: "–" if r["epoch"] is None else str(r["epoch"])),
+               Column("n_generated", "images"), Column("extractor", "", in_text=False),
+               Column("fid", "FID [95% CI]", num("fid")), Column("fid_ci_low", "", in_text=False),
+               Column("fid_ci_high", "", in_text=False),
+               Column("kid", "KID ×1000 [95% CI]", num("kid", 1000, 1)), Column("kid_ci_low", "", in_text=False),
+               Column("kid_ci_high", "", in_text=False)]
+    columns += [Column(k, k, lambda r, k=k: pct(r.get(k))) for k in ("precision", "recall", "density", "coverage")]
+    columns += [Column("iis", "IIS [95% CI]", num("iis")), Column("iis_ci_low", "", in_text=False),
+                Column("iis_ci_high", "", in_text=False),
+                Column("ais", "AIS", num("ais"), in_text=any(r.get("ais") is not None for r in rows)),
+                Column("ais_ci_low", "", in_text=False), Column("ais_ci_high", "", in_text=False),
+                Column("warning", "", in_text=False)]
+    notes = [f"Features: {rows[0]['extractor']}, offline (docs/metrics.md). FID is biased upwards with few images; "
+             "KID is the small-sample metric. IIS: each image's similarity to its own segment's real frame, ranked "
+             "against 20 other real frames (0.5 = chance)."] if rows else []
+    if any(r.get("warning") for r in rows):
+        notes.append(next(r["warning"] for r in rows if r.get("warning")))
+    return Table("image-metrics", "Image metrics (beyond the paper)",
+                 "FID, KID, precision / recall / density / coverage and IIS of the last scored epoch of each run and of "
+                 "each reference translator, against the real frames of the same test sounds.", columns, rows, notes)
+
+
+def image_metric_series(runs):
+    """FID, KID and IIS over the epochs, one line per run."""
+    from s2i_bench.report.figures import FULL_IN, _figure
+
+    fig = _figure(FULL_IN, 2.3)
+    axes = fig.subplots(1, 3)
+    for ax, (key, label) in zip(axes, (("fid", "FID"), ("kid", "KID"), ("iis", "IIS"))):
+        for run in runs:
+            pts = sorted((r["epoch"], _im(r, key)) for r in run.records
+                         if r.get("epoch") is not None and _im(r, key) is not None)
+            if pts:
+                ax.plot([p[0] for p in pts], [p[1] for p in pts], lw=1.0, label=run.label)
+        ax.set_title(label, loc="left")
+        ax.set_xlabel("epoch")
+    axes[-1].legend(fontsize=5, loc="best")
+    return fig
