@@ -22,7 +22,6 @@ import datetime as dt
 import io
 import os
 import platform
-import sys
 import tempfile
 import time
 from pathlib import Path

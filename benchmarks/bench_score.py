@@ -18,7 +18,6 @@ import argparse
 import datetime as dt
 import os
 import platform
-import sys
 import tempfile
 import time
 from pathlib import Path

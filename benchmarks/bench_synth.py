@@ -21,7 +21,6 @@ import argparse
 import datetime as dt
 import os
 import resource
-import sys
 import tempfile
 import time
 from pathlib import Path

@@ -25,7 +25,6 @@ import datetime as dt
 import io
 import json
 import os
-import sys
 import tempfile
 import time
 from pathlib import Path

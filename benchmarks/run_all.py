@@ -34,6 +34,7 @@ def plan(work: Path) -> list[tuple[str, list[str] | None, str]]:
         ("check_synth_world", [], ""),
         ("bench_synth", [], ""),
         ("bench_prepare", [], ""),
+        ("bench_prepare_memory", ["--sizes", "80", "320"], ""),
         ("bench_train", [], ""),
         ("bench_score", [], ""),
         ("bench_classifiers", [], ""),
@@ -46,7 +47,14 @@ def plan(work: Path) -> list[tuple[str, list[str] | None, str]]:
         ("check_classifiers", ["--store", str(store), "--runs", *map(str, runs)] if has_store else None, missing),
         ("check_intervals", ["--work", str(work)] if has_store and runs else None, missing),
         ("check_compare", ["--work", str(work)] if has_store and runs else None, missing),
+        ("gpu_check", [] if _has_cuda() else None, "needs a CUDA device (python3 -m benchmarks.gpu_check on the GPU machine)"),
     ]
+
+
+def _has_cuda() -> bool:
+    import torch
+
+    return torch.cuda.is_available()
 
 
 def main() -> None:

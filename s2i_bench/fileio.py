@@ -102,6 +102,25 @@ def read_jsonl(path: str | Path) -> list[dict]:
     return out
 
 
+def release_pages(*arrays) -> None:
+    """Drop this process's mapping of the pages of memory-mapped arrays (numpy memmaps and their
+    views) that it has touched, so streaming passes over arrays larger than memory keep the
+    resident set flat: the data stays in the file (shared mappings write through the page
+    cache), the next access maps it again. Copy-on-write maps ('c') and plain arrays are left
+    alone; where the platform has no madvise this does nothing."""
+    import mmap
+
+    advice = getattr(mmap, "MADV_DONTNEED", None)
+    for a in arrays:
+        mm = getattr(a, "_mmap", None)
+        if advice is None or mm is None or getattr(a, "mode", "r") == "c" or mm.closed:
+            continue
+        try:
+            mm.madvise(advice)
+        except (OSError, ValueError):
+            pass
+
+
 def to_jsonable(obj: Any) -> Any:
     """numpy scalars/arrays, Paths and tuples into plain JSON types."""
     if isinstance(obj, dict):

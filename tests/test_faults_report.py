@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import json
 import shutil
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -14,7 +13,6 @@ import pytest
 
 from faults import run_cli
 from s2i_bench.protocol import load_protocol
-from s2i_bench.scoring import records
 
 PROTO = load_protocol("tiny")
 

@@ -209,6 +209,7 @@ def test_two_process_data_parallel_on_cpu(fake_store, tmp_path):
     assert (run / "checkpoints" / "generator-000001.pt").is_file()
 
 
+@pytest.mark.cuda
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device (bf16 autocast, channels_last)")
 def test_cuda_run(fake_store, tmp_path):
     run = tmp_path / "cuda"

@@ -21,7 +21,6 @@ rank takes its share of each global batch of 64 and DistributedDataParallel aver
 from __future__ import annotations
 
 import contextlib
-import io
 import math
 import os
 import sys
@@ -285,7 +284,7 @@ def _train(run, store, protocol, options, hooks, dist) -> Path:
     train_idx = store.split_indices("train")
     if len(train_idx) < tr.batch_size:
         raise UserError(f"{store.path}: {len(train_idx)} training segments, fewer than one batch of {tr.batch_size}")
-    f, seed = options.embedding_dim, options.seed
+    seed = options.seed
 
     # 1. the autoencoder (trained once, or the one given), frozen
     encoder = _autoencoder(run, store, protocol, options, train_idx, device, dist)

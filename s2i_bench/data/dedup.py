@@ -32,6 +32,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from s2i_bench.fileio import release_pages
+
 MIN_FRAME_STD = 3.0      # grey levels (0-255)
 MIN_SOUND_LEVEL = 1.0    # mean natural-log units above the floor (1e-10)
 HASH_SIDE = 32
@@ -72,12 +74,17 @@ def frame_hashes(frames: np.ndarray, chunk: int = 512) -> np.ndarray:
         low = coeffs[:, 1:9, 1:9].reshape(len(small), 64)  # no DC row/column: brightness-free
         bits = low > np.median(low, axis=1, keepdims=True)
         out[lo:lo + chunk] = (bits.astype(np.uint64) * weights).sum(axis=1, dtype=np.uint64)
+        release_pages(frames)  # a memory-mapped input: read once, not kept resident
     return out
 
 
 def frame_std(frames: np.ndarray, chunk: int = 512) -> np.ndarray:
-    return np.concatenate([frame_grey(frames[lo:lo + chunk]).reshape(len(frames[lo:lo + chunk]), -1).std(axis=1)
-                           for lo in range(0, len(frames), chunk)]) if len(frames) else np.zeros(0)
+    out = np.zeros(len(frames))
+    for lo in range(0, len(frames), chunk):
+        part = frame_grey(frames[lo:lo + chunk])
+        out[lo:lo + len(part)] = part.reshape(len(part), -1).std(axis=1)
+        release_pages(frames)
+    return out
 
 
 def fingerprint_bands(audio) -> int:
@@ -101,6 +108,7 @@ def spectrogram_fingerprints(spectrograms: np.ndarray, audio, chunk: int = 1024)
         x = np.add.reduceat(x, band_edges[:-1], axis=1) / np.diff(band_edges)[None, :, None]
         x = np.add.reduceat(x, step_edges[:-1], axis=2) / np.diff(step_edges)[None, None, :]
         out[lo:lo + chunk] = np.maximum(x, 0).reshape(len(x), -1)
+        release_pages(spectrograms)
     return out
 
 
@@ -125,6 +133,9 @@ def fingerprints(spectrograms: np.ndarray, frames: np.ndarray, audio) -> Fingerp
     return Fingerprints(frame_hashes(frames), spectra, usable)
 
 
+CANDIDATES_PER_CHECK = 65_536  # hash-close pairs whose spectrograms are compared at once
+
+
 def near_duplicate_pairs(fp: Fingerprints, video_codes: np.ndarray, phash_max_distance: int,
                          spectrogram_max_distance: float, block_elements: int = 4_000_000) -> dict[str, np.ndarray]:
     """All segment pairs (i < j) of different videos that are near-duplicates.
@@ -138,7 +149,7 @@ def near_duplicate_pairs(fp: Fingerprints, video_codes: np.ndarray, phash_max_di
     n = len(fp.hashes)
     idx = np.flatnonzero(fp.usable)
     hashes, codes = fp.hashes[idx], np.asarray(video_codes)[idx]
-    found_i, found_j, found_h = [], [], []
+    found_i, found_j, found_h, found_s = [], [], [], []
     from s2i_bench.fileio import progress
 
     rows = max(1, block_elements // max(1, len(idx)))
@@ -149,16 +160,24 @@ def near_duplicate_pairs(fp: Fingerprints, video_codes: np.ndarray, phash_max_di
         bi, bj = np.nonzero(dist <= phash_max_distance)
         a, b = bi + lo, bj + lo
         keep = (b > a) & (codes[a] != codes[b])
-        found_i.append(idx[a[keep]])
-        found_j.append(idx[b[keep]])
-        found_h.append(dist[bi[keep], bj[keep]])
-    i = np.concatenate(found_i) if found_i else np.zeros(0, np.int64)
-    j = np.concatenate(found_j) if found_j else np.zeros(0, np.int64)
-    h = np.concatenate(found_h).astype(np.int64) if found_h else np.zeros(0, np.int64)
-    s = spectrogram_distance(fp.spectra[i], fp.spectra[j]) if len(i) else np.zeros(0)
-    keep = s <= spectrogram_max_distance
+        ci, cj, ch = idx[a[keep]], idx[b[keep]], dist[bi[keep], bj[keep]]
+        # the spectrogram check per block, in bounded pieces: hash-close candidates can be many
+        # (similar scenes), and gathering both fingerprints of every one at once would grow
+        # memory with the square of the segments
+        for k in range(0, len(ci), CANDIDATES_PER_CHECK):
+            pi, pj = ci[k:k + CANDIDATES_PER_CHECK], cj[k:k + CANDIDATES_PER_CHECK]
+            sd = spectrogram_distance(fp.spectra[pi], fp.spectra[pj])
+            ok = sd <= spectrogram_max_distance
+            found_i.append(pi[ok])
+            found_j.append(pj[ok])
+            found_h.append(ch[k:k + CANDIDATES_PER_CHECK][ok])
+            found_s.append(sd[ok])
     assert n == len(fp.usable)
-    return {"i": i[keep], "j": j[keep], "phash_distance": h[keep], "spectrogram_distance": s[keep]}
+    if not found_i:
+        return {"i": np.zeros(0, np.int64), "j": np.zeros(0, np.int64), "phash_distance": np.zeros(0, np.int64),
+                "spectrogram_distance": np.zeros(0)}
+    return {"i": np.concatenate(found_i), "j": np.concatenate(found_j),
+            "phash_distance": np.concatenate(found_h).astype(np.int64), "spectrogram_distance": np.concatenate(found_s)}
 
 
 def video_groups(video_ids: list[str], pairs: list[tuple[str, str]]) -> dict[str, str]:

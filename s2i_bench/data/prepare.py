@@ -24,7 +24,8 @@ from s2i_bench.data.extract import check_cached_arrays, extract_all, load_cache
 from s2i_bench.data.splits import balance, fit_normalisation, group_list, random_split, table1_frame, video_split
 from s2i_bench.data.store import SPLITS, segment_id, write_store
 from s2i_bench.errors import UserError
-from s2i_bench.fileio import atomic_write_json, check_replaceable, exclusive_lock, sha256_file, to_jsonable
+from s2i_bench.fileio import (atomic_write_json, check_replaceable, exclusive_lock, release_pages, sha256_file,
+                              to_jsonable)
 
 WORK_SUFFIX = ".work"
 
@@ -100,7 +101,7 @@ def check_context_seconds(audio_context_s, protocol) -> float:
 def _prepare_locked(sources, root, out, work, protocol, policy, seed, allow_leakage, workers, overwrite, source,
                     audio_context_s=0.0):
     caches = extract_all(sources, protocol, work, workers, audio_context_s)  # 1. features (cached per video)
-    seg = _segments(sources, caches, protocol, source, audio_context_s, work)  # 2. the segments, in a fixed order
+    seg = _segments(sources, caches, protocol, source, audio_context_s, work, out)  # 2. the segments, in a fixed order
     fp, pairs, groups = _near_duplicates(seg, protocol)  # 3. near-duplicates, before splitting
     seg.manifest["group"] = seg.manifest["video_id"].map(groups)
     _split(seg.manifest, policy, protocol, seed)  # 4. the split
@@ -142,7 +143,8 @@ def _notes(seg: Segments, report: dict) -> None:
               f"store.json sources list them", file=sys.stderr)
 
 
-def _segments(sources, caches, protocol, source: Path, audio_context_s: float = 0.0, work: Path | None = None) -> Segments:
+def _segments(sources, caches, protocol, source: Path, audio_context_s: float = 0.0, work: Path | None = None,
+              out: Path | None = None) -> Segments:
     """Every usable segment in the order class, source, start. Two passes over the cached
     features: the first reads only each video's segment count (and its fate), the second copies
     the arrays into memory-mapped files in the work folder as it goes, so peak memory does not
@@ -198,6 +200,8 @@ def _segments(sources, caches, protocol, source: Path, audio_context_s: float = 
     if missing_classes:
         raise UserError(f"{source}: no usable segments for classes {missing_classes}; "
                         f"every split would be empty after balancing (see {len(skipped)} skipped sources)")
+    if work is not None:
+        check_disk_space(out or work, work, len(manifest), protocol, audio_context_s)
     arrays = _allocate(work, len(manifest), protocol, store_dtype, audio_context_s)
     offset = 0
     for src, n in used:  # 2. the arrays, video by video, into the memory-mapped files
@@ -208,11 +212,34 @@ def _segments(sources, caches, protocol, source: Path, audio_context_s: float = 
             if arrays.get(name) is not None:
                 arrays[name][offset:offset + n] = cached[key].astype(arrays[name].dtype, copy=False)
         offset += n
+        release_pages(*arrays.values())  # written through to the file: the resident set stays flat
     for a in arrays.values():
         if a is not None:
             a.flush()
     return Segments(manifest, arrays["spectrograms"], arrays["frames"], sources_meta, skipped,
                     waveforms=arrays["waveforms"], context=arrays["context"])
+
+
+def bytes_per_segment(protocol, audio_context_s: float = 0.0) -> int:
+    """Bytes of one segment in a store: spectrogram, frame, waveform (and context)."""
+    a, im = protocol.audio, protocol.image
+    spec = a.n_mels * a.frames_per_segment * (2 if a.store_dtype == "float16" else 4)
+    wave = 2 * int(round(protocol.data.segment_seconds * a.sample_rate))
+    return spec + 3 * im.size ** 2 + wave + 2 * int(round(audio_context_s * a.sample_rate))
+
+
+def check_disk_space(out: Path, work: Path, n: int, protocol, audio_context_s: float) -> None:
+    """The arrays go to the work folder first, then to the store beside it: refuse before writing
+    anything when the disk cannot hold both (with 5% to spare)."""
+    import shutil as sh
+
+    need = int(2 * n * bytes_per_segment(protocol, audio_context_s) * 1.05)
+    probe = out.parent if out.parent.exists() else Path(".")
+    free = sh.disk_usage(probe).free
+    if need > free:
+        raise UserError(f"{out}: the store of {n} segments needs about {need:,} bytes on this disk (the arrays in "
+                        f"{work.name}/ and the store beside it), but {probe} has {free:,} free; free space or give "
+                        f"--out on another disk")
 
 
 def _allocate(work: Path | None, n: int, protocol, store_dtype, audio_context_s: float) -> dict:

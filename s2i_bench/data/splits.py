@@ -9,6 +9,7 @@ import numpy as np
 
 from s2i_bench.data.store import SPLITS
 from s2i_bench.errors import UserError
+from s2i_bench.fileio import release_pages
 
 # Normalisation: the clip range [low, high] is these percentiles of every training log-Mel value,
 # read from a histogram with this bin width (exact up to one bin, memory-flat at VEGAS scale).
@@ -84,16 +85,20 @@ def balance(manifest, seed: int) -> np.ndarray:
 
 
 # -- normalisation ----------------------------------------------------------------------------
-def fit_normalisation(spectrograms: np.ndarray, train_idx: np.ndarray, log_floor: float, chunk: int = 2048) -> dict:
+def fit_normalisation(spectrograms: np.ndarray, train_idx: np.ndarray, log_floor: float, chunk: int = 512) -> dict:
     """[low, high] = percentiles 0.1 / 99.9 of all training log-Mel values (histogram, bin 0.01)."""
     lo_edge = math.floor(math.log(log_floor) / NORM_BIN) * NORM_BIN - NORM_BIN
-    hi_val = max(float(np.max(spectrograms[train_idx[i:i + chunk]])) for i in range(0, len(train_idx), chunk))
+    hi_val = -math.inf
+    for i in range(0, len(train_idx), chunk):
+        hi_val = max(hi_val, float(np.max(spectrograms[train_idx[i:i + chunk]])))
+        release_pages(spectrograms)  # memory-mapped: read in passes, never all resident
     n_bins = int(math.ceil((hi_val - lo_edge) / NORM_BIN)) + 2
     edges = lo_edge + NORM_BIN * np.arange(n_bins + 1)
     counts = np.zeros(n_bins, np.int64)
     for i in range(0, len(train_idx), chunk):
         block = np.asarray(spectrograms[train_idx[i:i + chunk]], dtype=np.float32).ravel()
         counts += np.histogram(block, bins=edges)[0]
+        release_pages(spectrograms)
     cum = np.cumsum(counts)
     total = cum[-1]
     low_bin = int(np.searchsorted(cum, total * NORM_PERCENTILES[0] / 100.0, side="left"))

@@ -31,7 +31,7 @@ from typing import Any
 import numpy as np
 
 from s2i_bench.errors import UserError
-from s2i_bench.fileio import (atomic_write_json, check_replaceable, remembered_digest, sha256_file,
+from s2i_bench.fileio import (atomic_write_json, check_replaceable, release_pages, remembered_digest, sha256_file,
                               staging_sibling, swap_into_place)
 from s2i_bench.provenance import code_version, now_iso
 
@@ -432,6 +432,7 @@ def _save_rows(path: Path, source: np.ndarray, rows: np.ndarray, block: int = 10
         if check_finite and chunk.dtype.kind == "f" and not np.isfinite(chunk).all():
             raise ValueError(f"{path.name}: NaN or infinity")
         out[i:i + len(part)] = chunk
+        release_pages(source, out)  # streaming copy: neither map stays resident
     out.flush()
     del out
 

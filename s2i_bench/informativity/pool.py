@@ -22,6 +22,8 @@ from __future__ import annotations
 
 import hashlib
 import json
+import shutil
+import sys
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
@@ -220,43 +222,164 @@ def build_pool(generators, store, out, split: str | None = None, per_model: int 
     split_rows = data.split_indices(split)
     rows_of_class = {c: split_rows[data.class_index[split_rows] == i] for i, c in enumerate(protocol.class_keys)}
 
-    parts = _PoolParts()
-    seen_sha: dict[str, str] = {}
-    taken: set[str] = set()
-    bar = progress(total=len(paths) * len(protocol.class_keys), desc="pool", unit="model-class")
-    for path in paths:
-        sha = _file_sha(path)
-        if sha in seen_sha:
-            print(f"note: {path} is the same file as {seen_sha[sha]}; used once")
-            bar.update(len(protocol.class_keys))
-            continue
-        seen_sha[sha] = str(path)
-        translator = load_translator(path, device=device, **(translator_options or {}))
-        model_id = _model_id(translator.info, path, taken)
-        taken.add(model_id)
-        counts = {}
-        for class_key in protocol.class_keys:
-            counts[class_key] = _translate_class(translator, data, path, sha, model_id, class_key,
-                                                 rows_of_class[class_key], parts, seed=seed, per_model=per_model,
-                                                 draws_per_sound=draws_per_sound, batch_size=batch_size, device=device)
-            bar.update(1)
-        info = translator.info
-        parts.models.append({"model_id": model_id, "path": str(path), "sha256": sha, "kind": info.get("kind"),
-                             "epoch": info.get("epoch"), "embedding_dim": info.get("embedding_dim"),
-                             "run": info.get("run"), "counts": counts})
-        del translator
-    bar.close()
-    if not parts.records:
-        raise UserError("the pool is empty: no generator produced an image")
     settings = {"split": split, "per_model": per_model, "draws_per_sound": draws_per_sound, "seed": seed,
                 "per_run": per_run, "device": str(device)}
+    from s2i_bench import distributed
+
+    shard = distributed.current(device)  # under torchrun: the models dealt out over the ranks
+    if shard is not None:
+        parts = _build_sharded(shard, paths, data, out, protocol, rows_of_class, settings, batch_size,
+                               shard.device(device), translator_options)
+        if parts is None:  # ranks other than 0: their models are in rank 0's pool
+            distributed.close()
+            return out
+    else:
+        parts = _PoolParts()
+        bar = progress(total=len(paths) * len(protocol.class_keys), desc="pool", unit="model-class")
+        for path, sha in _unique_files(paths, bar, len(protocol.class_keys)):
+            translator = load_translator(path, device=device, **(translator_options or {}))
+            model_id = _model_id(translator.info, path, {m["model_id"] for m in parts.models})
+            _translate_model(translator, path, sha, model_id, data, protocol, rows_of_class, parts, settings,
+                             batch_size, device, bar)
+            del translator
+        bar.close()
+    if not parts.records:
+        raise UserError("the pool is empty: no generator produced an image")
     meta = _write_pool(out, parts, data, store, protocol, settings)
+    if shard is not None:
+        shutil.rmtree(_shard_folder(out), ignore_errors=True)  # every model is in the pool now
+        distributed.close()
     print(f"pool {out}: {meta['num_images']} images from {len(parts.models)} models, {per_model} per model and "
           f"class (hash {meta['pool_hash']})")
     if len(parts.models) < spec.num_models:
         print(f"note: {len(parts.models)} models; the protocol asks for {spec.num_models}")
     _report_shortfall(parts.shortfall)
     return out
+
+
+def _unique_files(paths: list[Path], bar=None, per_file: int = 1) -> list[tuple[Path, str]]:
+    """(path, sha256) of each generator file, the first of identical files only (said)."""
+    seen: dict[str, str] = {}
+    out = []
+    for path in paths:
+        sha = _file_sha(path)
+        if sha in seen:
+            if distributed_main():
+                print(f"note: {path} is the same file as {seen[sha]}; used once")
+            if bar is not None:
+                bar.update(per_file)
+            continue
+        seen[sha] = str(path)
+        out.append((path, sha))
+    return out
+
+
+def distributed_main() -> bool:
+    from s2i_bench import distributed
+
+    return distributed.is_main()
+
+
+def _translate_model(translator, path, sha, model_id, data, protocol, rows_of_class, parts: _PoolParts,
+                     settings: dict, batch_size: int, device, bar=None) -> None:
+    """One model's images of every class into `parts`, and its entry in the pool's model list."""
+    counts = {}
+    for class_key in protocol.class_keys:
+        counts[class_key] = _translate_class(translator, data, path, sha, model_id, class_key,
+                                             rows_of_class[class_key], parts, seed=settings["seed"],
+                                             per_model=settings["per_model"],
+                                             draws_per_sound=settings["draws_per_sound"], batch_size=batch_size,
+                                             device=device)
+        if bar is not None:
+            bar.update(1)
+    info = translator.info
+    parts.models.append({"model_id": model_id, "path": str(path), "sha256": sha, "kind": info.get("kind"),
+                         "epoch": info.get("epoch"), "embedding_dim": info.get("embedding_dim"),
+                         "run": info.get("run"), "counts": counts})
+
+
+# -- pool under torchrun -----------------------------------------------------------------------------
+def _shard_folder(out: Path) -> Path:
+    return out.with_name(f".{out.name}.shards")
+
+
+def _build_sharded(shard, paths, data, out: Path, protocol, rows_of_class, settings: dict, batch_size: int,
+                   device, translator_options) -> _PoolParts | None:
+    """The models dealt out round-robin over the ranks. Model ids depend on the models before
+    (a repeated name gets -2, -3, ...), and the sounds each model draws on its id, so first
+    every rank names its models (`model-I.json`: run and epoch), then each translates its own
+    into `model-I.npy` + `model-I.json` in `.<pool>.shards/` beside the pool, and rank 0
+    assembles them in the generators' order: the same pool, byte for byte, as one process
+    makes. A model already there with the same settings (a rank killed mid-way) is not
+    translated again. Returns the parts on rank 0, None on the others."""
+    from s2i_bench.translators import load_translator
+
+    folder = _shard_folder(out)
+    folder.mkdir(parents=True, exist_ok=True)
+    unique = _unique_files(paths)
+    key = {**settings, "store_hash": data.store_hash, "protocol": protocol.fingerprint, "batch_size": batch_size}
+    key.pop("device")
+    mine = shard.mine(list(range(len(unique))))
+    if shard.rank == 0 and len(unique) < shard.world:
+        print(f"pool: {len(unique)} model(s) on {shard.world} ranks: {shard.world - len(unique)} rank(s) have "
+              "nothing to do", file=sys.stderr)
+
+    def done(i: int) -> dict | None:
+        meta_path = folder / f"model-{i:05d}.json"
+        try:
+            meta = json.loads(meta_path.read_text())
+        except (OSError, ValueError):
+            return None
+        ok = meta.get("key") == key and meta.get("sha256") == unique[i][1] and "records" in meta
+        return meta if ok and (folder / f"model-{i:05d}.npy").is_file() else None
+
+    # 1. names: each rank reads the info of its models (translators are loaded again below)
+    for i in mine:
+        name_path = folder / f"name-{i:05d}.json"
+        if done(i) is None:
+            info = load_translator(unique[i][0], device="cpu", **(translator_options or {})).info
+            atomic_write_json(name_path, {"sha256": unique[i][1], "run": info.get("run"), "epoch": info.get("epoch")})
+    shard.barrier()
+    ids, taken = [], set()
+    for i, (path, sha) in enumerate(unique):
+        meta = done(i)
+        named = meta["name"] if meta else json.loads((folder / f"name-{i:05d}.json").read_text())
+        ids.append(_model_id(named, path, taken))
+        taken.add(ids[-1])
+    # 2. each rank's models, one file pair each
+    bar = progress(total=len(mine), desc=f"pool rank {shard.rank}", unit="model")
+    for i in mine:
+        if done(i) is None:
+            path, sha = unique[i]
+            translator = load_translator(path, device=device, **(translator_options or {}))
+            one = _PoolParts()
+            _translate_model(translator, path, sha, ids[i], data, protocol, rows_of_class, one, settings, batch_size,
+                             device)
+            del translator
+            images = np.concatenate(one.image_chunks) if one.image_chunks else np.zeros((0, IMAGE_SIZE, IMAGE_SIZE, 3),
+                                                                                       np.uint8)
+            atomic_save_npy(folder / f"model-{i:05d}.npy", images)
+            named = json.loads((folder / f"name-{i:05d}.json").read_text())
+            atomic_write_json(folder / f"model-{i:05d}.json",
+                              {"key": key, "sha256": sha, "name": named, "records": one.records,
+                               "model": one.models[0], "shortfall": one.shortfall})
+        bar.update(1)
+    bar.close()
+    shard.barrier()
+    if shard.rank != 0:
+        return None
+    parts = _PoolParts()
+    for i in range(len(unique)):
+        meta = done(i)
+        if meta is None or meta["model"]["model_id"] != ids[i]:
+            raise UserError(f"{folder}: model {i} ({unique[i][0]}) is missing after every rank finished")
+        images = np.load(folder / f"model-{i:05d}.npy", allow_pickle=False)
+        parts.records += meta["records"]
+        parts.models.append(meta["model"])
+        parts.shortfall += meta["shortfall"]
+        if len(images):
+            parts.image_chunks.append(images)
+    return parts
 
 
 def _file_sha(path: Path) -> str:
@@ -270,7 +393,6 @@ def _translate_class(translator, data, path: Path, sha: str, model_id: str, clas
                      parts: _PoolParts, *, seed: int, per_model: int, draws_per_sound: int, batch_size: int,
                      device) -> int:
     """One model's images of one class into `parts`; returns how many it gave."""
-    import torch
 
     from s2i_bench.images import net_to_uint8
     from s2i_bench.seeding import item_seed

@@ -201,7 +201,11 @@ def _score_run(path: Path, st, bun, out, samples, as_json, translator_options, k
               "d_update_from": "log.csv" if run.log_path.is_file() else "records",
               "summary": records.summarise(scored, protocol, d_update_epochs=run.d_update_epochs()),
               "records": scored}
-    print(json.dumps(to_jsonable(result), indent=2) if as_json else format_run(result, protocol))
+    from s2i_bench import distributed
+
+    if distributed.is_main():  # under torchrun, one answer (rank 0's)
+        print(json.dumps(to_jsonable(result), indent=2) if as_json else format_run(result, protocol))
+    distributed.close()
     return result
 
 

@@ -109,6 +109,36 @@ def append(path: str | Path, record: Mapping[str, Any]) -> None:
             os.fsync(f.fileno())
 
 
+def extend(path: str | Path, new: Iterable[Mapping[str, Any]]) -> int:
+    """Add several records at once, atomically: under the file's lock, the old lines plus the new
+    go to a temporary file that replaces the records file (a crash leaves the old file or the new
+    one, never half). A record already in the file (the same checksum) is not added twice, so a
+    merge interrupted after the replace can be rerun. Returns how many were added."""
+    import os
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with exclusive_lock(_lock_path(path), f"records file {path}", wait_s=APPEND_WAIT_S):
+        _set_aside_cut_line(path)
+        old = path.read_bytes() if path.is_file() else b""
+        have = {r.get("checksum") for _, r in _lines(path)} if old else set()
+        lines = []
+        for r in new:
+            r = to_jsonable({k: v for k, v in r.items() if k not in ("checksum", "_source")})
+            r["checksum"] = checksum(r)
+            if r["checksum"] not in have:
+                have.add(r["checksum"])
+                lines.append((json.dumps(r, sort_keys=False) + "\n").encode("utf-8"))
+        if lines:
+            tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+            with open(tmp, "wb") as f:
+                f.write(old + b"".join(lines))
+                f.flush()
+                os.fsync(f.fileno())
+            os.replace(tmp, path)
+    return len(lines)
+
+
 def _set_aside_cut_line(path: Path) -> None:
     import os
 

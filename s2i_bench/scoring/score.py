@@ -16,6 +16,7 @@ Per class, a record gives:
 
 from __future__ import annotations
 
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -286,12 +287,20 @@ def score_checkpoints(run, store, bundle, *, protocol, split: str, seed: int, sa
     run's records file) for these classifiers, store, split, seed and samples; append one record
     each. `sheets`: which checkpoints save a sample sheet: "last", "first-last" or "none".
     Returns (the matching records, old and new, one per epoch; the checkpoints scored now)."""
+    from s2i_bench import distributed
+    from s2i_bench.scoring import shards
     from s2i_bench.translators import load_translator
 
     out = Path(out) if out is not None else run.records_path
     checkpoints = run.checkpoints()
     if not checkpoints:
         raise UserError(f"{run.path}: no checkpoints to score (checkpoints/generator-EEEEEE.pt)")
+    shard = distributed.current(device)  # under torchrun: this rank's share (scoring.shards)
+    if shard is not None:
+        device = shard.device(device)
+        if shard.rank == 0:
+            shards.merge_partials(out)  # an interrupted sharded run's records first
+        shard.barrier()
     key = dict(classifiers_sha256=file_sha256(Path(bundle.path)), store_hash=store.store_hash, split=split,
                seed=seed, samples=samples)
     existing = records.select(records.read(out), **key) if out.is_file() else []
@@ -304,7 +313,13 @@ def score_checkpoints(run, store, bundle, *, protocol, split: str, seed: int, sa
     todo = [p for p in checkpoints if checkpoint_epoch(p) not in done]
     with_sheet = {"last": {checkpoints[-1]}, "first-last": {checkpoints[0], checkpoints[-1]}, "none": set()}[sheets]
     new = []
-    for path in progress(todo, desc=f"score {run.name}", unit="ckpt"):
+    target, mine = out, todo
+    if shard is not None:
+        mine, target = shard.mine(todo), shards.partial_path(out, shard.rank)
+        if shard.rank == 0 and len(todo) < shard.world:
+            print(f"score: {len(todo)} checkpoint(s) to score on {shard.world} ranks: {shard.world - len(todo)} rank(s) "
+                  "have nothing to do", file=sys.stderr)
+    for path in progress(mine, desc=f"score {run.name}", unit="ckpt"):
         translator = load_translator(path, device=device, **(translator_options or {}))
         epoch = translator.info.get("epoch")
         if epoch is None:
@@ -314,8 +329,15 @@ def score_checkpoints(run, store, bundle, *, protocol, split: str, seed: int, sa
         record = score_translator(translator, store, bundle, protocol=protocol, split=split, seed=seed,
                                   samples=samples, batch_size=batch_size, device=device, run=run.name,
                                   epoch=epoch, sample_sheet=sheet, metrics=metrics, extractor=extractor, ais=ais)
-        records.append(out, record)
+        records.append(target, record)
         new.append(record)
+    if shard is not None:
+        shard.barrier()
+        if shard.rank == 0:
+            shards.merge_partials(out)
+        shard.barrier()
+        new = [r for r in records.select(records.read(out), **key)
+               if r.get("epoch") in {checkpoint_epoch(p) for p in todo}]
     scored = list(records.last_per_epoch(existing + new).values())
     return sorted(scored, key=lambda r: r["epoch"]), todo
 
