@@ -149,12 +149,44 @@ def sha256_file(path: str | Path, chunk: int = 1 << 20) -> str:
 
 # -- progress ---------------------------------------------------------------------------------
 def progress(iterable: Iterable | None = None, *, total: int | None = None, desc: str = "", unit: str = "it", **kw):
-    """A tqdm bar on stderr; silent when the environment sets S2I_BENCH_QUIET=1 (the tests do)."""
-    from tqdm import tqdm
+    """A tqdm bar on stderr; silent when the environment sets S2I_BENCH_QUIET=1 (the tests do),
+    or where tqdm is not installed (a bare GPU machine's python: the work runs the same)."""
+    try:
+        from tqdm import tqdm
+    except ImportError:
+        return _NoBar(iterable)
 
     disable = os.environ.get("S2I_BENCH_QUIET") == "1"
     return tqdm(iterable, total=total, desc=desc, unit=unit, disable=disable, dynamic_ncols=True,
                 mininterval=0.5, leave=False, **kw)
+
+
+class _NoBar:
+    """What `progress` returns without tqdm: iterates, and takes the bar's calls silently."""
+
+    def __init__(self, iterable=None):
+        self._iterable = iterable if iterable is not None else ()
+
+    def __iter__(self):
+        return iter(self._iterable)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        return False
+
+    def update(self, n=1):
+        pass
+
+    def close(self):
+        pass
+
+    def set_postfix(self, *args, **kwargs):
+        pass
+
+    def set_description(self, *args, **kwargs):
+        pass
 
 
 # -- folders a command owns -------------------------------------------------------------------

@@ -9,6 +9,7 @@ import os
 import shutil
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -210,3 +211,19 @@ def test_sharded_pool_is_the_pool_one_process_makes(chain, tmp_path):  # noqa: F
     n = len(left)
     assert (b[:-n] == a[:-n]).all() and not b[-n:].any() and a[-n:].any()
     assert not shards.exists()
+
+
+def test_the_gpu_machine_needs_neither_pyav_nor_tqdm():
+    """The GPU machine's python has torch but no PyAV (and maybe no tqdm): the GPU check and what
+    it runs (training, scoring, stores from arrays) import without them, and progress bars fall
+    back to plain iteration."""
+    code = ("import sys; sys.modules['av'] = None; sys.modules['tqdm'] = None; sys.path.insert(0, 'tests')\n"
+            "import helpers, benchmarks.gpu_check, benchmarks.bench_train, benchmarks.bench_score\n"
+            "import s2i_bench.cli, s2i_bench.training, s2i_bench.scoring.score, s2i_bench.informativity.pool\n"
+            "from s2i_bench.fileio import progress\n"
+            "bar = progress(total=3); bar.update(1); bar.set_postfix(x=1); bar.close()\n"
+            "assert list(progress([1, 2, 3])) == [1, 2, 3]\n"
+            "print('ok')")
+    root = Path(__file__).resolve().parent.parent
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=root, timeout=120)
+    assert done.returncode == 0 and done.stdout.strip() == "ok", done.stderr[-2000:]

@@ -16,6 +16,8 @@ negatives less similar (cosine) than its own positive (ties count half).
 
 from __future__ import annotations
 
+import contextlib
+
 from typing import Any
 
 import numpy as np
@@ -47,12 +49,25 @@ def _tensor(x):
     return torch.as_tensor(np.ascontiguousarray(x, dtype=np.float64))
 
 
+@contextlib.contextmanager
+def _quiet_buffers():
+    """torchmetrics warns that a metric keeps every feature in memory: here they are a few
+    thousand vectors of the extractor's width (32 for the domain extractor), so the warning
+    would only be noise in every scoring run."""
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=".*will save all extracted features.*")
+        yield
+
+
 def fid(real, fake) -> float:
     """Fréchet distance between Gaussians fitted to `real` and `fake` features (torchmetrics)."""
     from torchmetrics.image.fid import FrechetInceptionDistance
 
     real, fake = np.asarray(real), np.asarray(fake)
-    metric = FrechetInceptionDistance(feature=_pass_through(real.shape[1]))
+    with _quiet_buffers():
+        metric = FrechetInceptionDistance(feature=_pass_through(real.shape[1]))
     metric.update(_tensor(real), real=True)
     metric.update(_tensor(fake), real=False)
     return float(metric.compute())
@@ -67,7 +82,10 @@ def kid(real, fake, subsets: int = 100, subset_size: int | None = None, seed: in
     real, fake = np.asarray(real), np.asarray(fake)
     size = subset_size or min(len(real), len(fake), 1000)
     size = min(size, len(real), len(fake))
-    metric = KernelInceptionDistance(feature=_pass_through(real.shape[1]), subsets=subsets, subset_size=size)
+    if size == len(real) == len(fake):
+        subsets = 1  # every subset would be all of both sets: the same estimate each time (SD 0)
+    with _quiet_buffers():
+        metric = KernelInceptionDistance(feature=_pass_through(real.shape[1]), subsets=subsets, subset_size=size)
     metric.update(_tensor(real), real=True)
     metric.update(_tensor(fake), real=False)
     state = torch.random.get_rng_state()
