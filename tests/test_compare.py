@@ -198,16 +198,24 @@ def test_the_checkpoint_mcnemar_uses_the_records_decisions(runs):
                                               - b["classes"][PROTOCOL.class_keys[0]]["raw_share"])
 
 
-def test_corrected_difference_is_the_raw_one_over_youden(runs):
+def test_corrected_difference_is_that_of_the_records_corrected_shares(runs):
+    """Rogan-Gladen with the bundle's Se 0.8 and Sp 0.85, clipped to [0, 1] per system as the
+    records give it; a difference of two shares stays within [-1, 1]; the raw test's p-value."""
     from s2i_bench.scoring.compare import compare
 
     result = compare([str(runs["a"]), str(runs["b"])], bundle=runs["bundle"])
-    j = 0.8 + 0.85 - 1
+    epoch = result["epoch"] if "epoch" in result else None
+    recs = {s: records.last_per_epoch(records.read(runs[s] / "metric-informativity.jsonl")) for s in ("a", "b")}
+    last = {s: recs[s][epoch if epoch is not None else max(recs[s])] for s in recs}
+    clip = lambda raw: min(1.0, max(0.0, (raw - (1 - 0.85)) / (0.8 + 0.85 - 1)))  # noqa: E731
     for raw in [r for r in result["pairs"] if r["measure"] == "raw" and r["class"] != "mean"]:
         corr = rows(result, "corrected", raw["class"])[0]
-        assert corr["difference"] == pytest.approx(raw["difference"] / j)
-        assert corr["p_value"] == raw["p_value"]  # the raw test: a positive rescaling
-        assert corr["ci"][1] - corr["ci"][0] > (raw["ci"][1] - raw["ci"][0]) / j * 0.9  # Se/Sp uncertainty widens it
+        ra, rb = (last[s]["classes"][raw["class"]]["raw_share"] for s in ("a", "b"))
+        assert corr["difference"] == pytest.approx(clip(ra) - clip(rb))
+        assert corr["difference"] == pytest.approx(last["a"]["classes"][raw["class"]]["corrected_share"]
+                                                   - last["b"]["classes"][raw["class"]]["corrected_share"])
+        assert corr["p_value"] == raw["p_value"]  # the raw test: equal exactly when the raw shares are
+        assert -1 <= corr["ci"][0] <= corr["ci"][1] <= 1
 
 
 def test_groups_of_seeds_and_series(runs):

@@ -10,14 +10,14 @@ stores, splits, scoring seeds, bundles or protocols are refused, naming the fiel
 At one checkpoint (`--epoch E`, default the last epoch all have) per class and for the mean:
 
     raw        share of images the class's classifier calls informative (the paper's metric)
-    corrected  the Rogan-Gladen corrected share: the raw difference over Se + Sp - 1 (the same
-               classifiers score both), its interval carrying the classifiers' own uncertainty
-               (their test set resampled with the sounds)
+    corrected  the difference of the Rogan-Gladen corrected shares, each clipped to [0, 1] as the
+               records give them (the same classifiers score both), its interval carrying the
+               classifiers' own uncertainty (their test set resampled with the sounds)
     true       the synthetic world judge's share (synthetic stores only)
 
 Single translators: exact McNemar on the paired per-image decisions for a class's raw and true
-shares (the corrected difference has the raw one's p-value: it is the raw difference scaled by a
-positive factor); the mean over classes and every group of seeds: a bootstrap over the test
+shares (the corrected difference has the raw one's p-value: before clipping it is the raw
+difference scaled by a positive factor, so both shares are equal exactly when the raw ones are); the mean over classes and every group of seeds: a bootstrap over the test
 sounds (stratified by class; groups also resample their seeds), two-sided. Intervals: the
 percentile interval of the same bootstrap. Series metrics (`--window`: the window average and the
 maximum moving average): a paired bootstrap over the test sounds that recomputes the whole
@@ -297,16 +297,10 @@ def compare_checkpoint(a: System, b: System, da: Decisions, db: Decisions, keys,
                 discord = (only_a + only_b) / xa[0][:, sl].size
             if measure == "corrected":
                 y = youden[k]
-                if y is None:
+                if y is None or y[0] + y[1] - 1 <= 0:
                     continue
-                se, sp, se_b, sp_b = y
-                j = se + sp - 1
-                if j <= 0:
-                    continue
-                point = point / j
-                with np.errstate(divide="ignore", invalid="ignore"):
-                    jb = se_b + sp_b - 1
-                    boot = np.where(jb > 0, boot / jb, np.nan)
+                point, boot = _corrected_difference(float(sa.mean()), float(sb.mean()), (ba * w).sum(1) / n,
+                                                    (bb * w).sum(1) / n, y)
                 test = ("the raw test (a positive rescaling); interval: bootstrap over sounds" +
                         (" and seeds" if a.is_group or b.is_group else "") + " and the classifier's test set")
             if p is None:
@@ -337,6 +331,23 @@ def compare_checkpoint(a: System, b: System, da: Decisions, db: Decisions, keys,
                      "mde": (minimum_detectable_difference(sounds_total, discordant_total / max(sounds_total, 1),
                                                            1 - ALPHA, POWER) if measure in ("raw", "true") else None)})
     return rows
+
+
+def _corrected_difference(ra: float, rb: float, ra_boot: np.ndarray, rb_boot: np.ndarray, youden) -> tuple:
+    """The difference of the two corrected shares as the records give them: Rogan-Gladen
+    (raw - (1 - Sp)) / (Se + Sp - 1), clipped to [0, 1], for A and for B; the replicates use the
+    classifier's resampled Se and Sp (NaN where Se + Sp - 1 <= 0). Without the clip a weak
+    classifier (Se + Sp - 1 = 0.3) would stretch a 50-point raw difference to 167 points, a
+    difference no two shares can have."""
+    se, sp, se_b, sp_b = youden
+
+    def corrected(raw, se, sp):
+        with np.errstate(divide="ignore", invalid="ignore"):
+            j = se + sp - 1
+            return np.where(j > 0, np.clip((raw - (1 - sp)) / j, 0.0, 1.0), np.nan)
+
+    point = float(corrected(ra, se, sp) - corrected(rb, se, sp))
+    return point, corrected(ra_boot, se_b, sp_b) - corrected(rb_boot, se_b, sp_b)
 
 
 def _distribution_rows(a: System, b: System, key: tuple, epoch: int | None) -> list[dict]:
@@ -447,12 +458,8 @@ def compare_series(a: System, b: System, key: tuple, keys, protocol, bundle, *, 
                 pa, ba = vals[a.name][metric]
                 pb, bb = vals[b.name][metric]
                 point, boot = pa - pb, ba - bb  # (B,)
-                if measure == "corrected":
-                    se, sp, se_b, sp_b = youden[k]
-                    point = point / (se + sp - 1)
-                    with np.errstate(divide="ignore", invalid="ignore"):
-                        jb = se_b + sp_b - 1
-                        boot = np.where(jb > 0, boot / jb, np.nan)
+                if measure == "corrected":  # the metric's value corrected and clipped, per system
+                    point, boot = _corrected_difference(pa, pb, ba, bb, youden[k])
                 metric_boot[metric][k] = boot
                 metric_point[metric][k] = point
                 rows.append({"class": k, "measure": measure, "metric": metric, "difference": float(point),
