@@ -441,3 +441,20 @@ def test_reference_translators_are_levels_in_the_figures_and_a_table(study, tmp_
     # references alone still make a report (their table)
     alone = build_report([refs], tmp_path / "alone")
     assert (tmp_path / "alone" / "tables" / "references.csv").is_file() and alone.is_file()
+
+
+def test_seed_table_intervals_stay_within_shares():
+    """Two seeds far apart: the t interval (df = 1) reaches past 0 and 100%; the table clips it."""
+    from s2i_bench.report.comparison import seed_table
+
+    def summary(seed, v):
+        return {"embedding_dim": 64, "train_seed": seed, "split_policy": "video",
+                "metrics": {"raw_share": {"mean": {"window_average": v, "max_moving_average": v}}}}
+
+    table = seed_table([summary(0, 0.1), summary(1, 0.6)], ["a"])
+    row = table.rows[0]
+    assert row["raw_window_average"] == pytest.approx(0.35)
+    assert row["raw_window_average_ci_low"] == 0.0 and row["raw_window_average_ci_high"] == 1.0
+    table = seed_table([summary(0, 0.30), summary(1, 0.31), summary(2, 0.32)], ["a"])
+    low, high = table.rows[0]["raw_window_average_ci_low"], table.rows[0]["raw_window_average_ci_high"]
+    assert 0.0 < low < 0.31 < high < 1.0  # a tight interval is left as it is

@@ -178,7 +178,10 @@ def seed_table(summaries: list[dict], class_keys, confidence: float = 0.95) -> T
                     continue
                 mean, sd = float(np.mean(values)), float(np.std(values, ddof=1))
                 half = float(student_t.ppf(0.5 + confidence / 2, len(values) - 1)) * sd / np.sqrt(len(values))
-                row.update({key: mean, f"{key}_sd": sd, f"{key}_ci_low": mean - half, f"{key}_ci_high": mean + half})
+                # a share's mean lies in [0, 1]: with two or three seeds the t interval reaches past
+                # both ends, and the part outside says nothing
+                row.update({key: mean, f"{key}_sd": sd, f"{key}_ci_low": max(0.0, mean - half),
+                            f"{key}_ci_high": min(1.0, mean + half)})
         rows.append(row)
     if not rows:
         return None
@@ -199,5 +202,6 @@ def seed_table(summaries: list[dict], class_keys, confidence: float = 0.95) -> T
                         Column(f"{key}_ci_high", "", in_text=False)]
     return Table("seeds", "Training seeds (beyond the paper)",
                  "Per embedding size trained with several seeds: the mean informativity's window average and maximum "
-                 "moving average over the seeds: mean ± standard deviation and a 95% t interval (seed-to-seed spread, "
-                 "beside the per-sound intervals of the informativity table).", columns, rows)
+                 "moving average over the seeds: mean ± standard deviation and a 95% t interval clipped to [0, 100]% "
+                 "(seed-to-seed spread, beside the per-sound intervals of the informativity table; with two seeds it is "
+                 "wide by construction).", columns, rows)
