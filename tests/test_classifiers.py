@@ -471,3 +471,15 @@ def test_class_without_a_set_gets_no_classifier(labelled_pool, tmp_path):
         bundle.predict_informative(torch.zeros(1, 3, 96, 96), "fireworks")
     assert bundle.predict_class(torch.zeros(2, 3, 96, 96)).shape == (2,)  # still five real-frame classes
     assert bundle.card["class_match"]["class_keys"] == list(CLASSES)
+
+
+def test_the_same_training_gives_the_same_bundle_bytes(labelled_pool, tmp_path):
+    """Records and reports name the bundle's sha256: a second training with the same seed must
+    give the same file (the creation time lives in the JSON card only)."""
+    import time
+
+    a = train_classifiers(labelled_pool, tmp_path / "a.pt", seed=0, class_match_epochs=1)
+    time.sleep(1.1)
+    b = train_classifiers(labelled_pool, tmp_path / "b.pt", seed=0, class_match_epochs=1)
+    assert a.read_bytes() == b.read_bytes()
+    assert json.loads(a.with_suffix(".json").read_text())["created"] != json.loads(b.with_suffix(".json").read_text())["created"]

@@ -333,7 +333,11 @@ def write_bundle(out: Path, card_path: Path, bundle: dict, card: dict, overwrite
         raise UserError(f"{out}: exists and is not a file")
     if out.exists() and not overwrite:
         raise UserError(f"{out}: exists; pass --overwrite to replace it")
-    # The .pt first, then the card: a card always describes a complete bundle file.
+    # The .pt first, then the card: a card always describes a complete bundle file. The card
+    # inside the .pt leaves out the creation time (the JSON card beside it keeps it), so the same
+    # training gives the same bytes and the same sha256, which records and reports name.
+    bundle = dict(bundle, card={k: v for k, v in bundle["card"].items() if k != "created"}) \
+        if isinstance(bundle.get("card"), dict) else bundle
     atomic_torch_save(out, bundle)
     card = dict(card, bundle_sha256=sha256_file(out))
     atomic_write_json(card_path, card)
