@@ -31,6 +31,7 @@ from typing import Any
 
 import numpy as np
 
+from s2i_bench import distributed
 from s2i_bench.errors import UserError
 from s2i_bench.fileio import (atomic_save_npy, atomic_write_json, check_replaceable, progress, remembered_digest,
                               sha256_file, staging_sibling, swap_into_place)
@@ -224,8 +225,6 @@ def build_pool(generators, store, out, split: str | None = None, per_model: int 
 
     settings = {"split": split, "per_model": per_model, "draws_per_sound": draws_per_sound, "seed": seed,
                 "per_run": per_run, "device": str(device)}
-    from s2i_bench import distributed
-
     shard = distributed.current(device)  # under torchrun: the models dealt out over the ranks
     if shard is not None:
         parts = _build_sharded(shard, paths, data, out, protocol, rows_of_class, settings, batch_size,
@@ -264,7 +263,7 @@ def _unique_files(paths: list[Path], bar=None, per_file: int = 1) -> list[tuple[
     for path in paths:
         sha = _file_sha(path)
         if sha in seen:
-            if distributed_main():
+            if distributed.is_main():  # under torchrun every rank sees it: one says it
                 print(f"note: {path} is the same file as {seen[sha]}; used once")
             if bar is not None:
                 bar.update(per_file)
@@ -272,12 +271,6 @@ def _unique_files(paths: list[Path], bar=None, per_file: int = 1) -> list[tuple[
         seen[sha] = str(path)
         out.append((path, sha))
     return out
-
-
-def distributed_main() -> bool:
-    from s2i_bench import distributed
-
-    return distributed.is_main()
 
 
 def _translate_model(translator, path, sha, model_id, data, protocol, rows_of_class, parts: _PoolParts,
