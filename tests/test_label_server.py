@@ -1,8 +1,10 @@
 """The labelling page, driven in headless Chromium (Debian's chromium + chromium-driver, through
 Selenium with no browser download): the keyboard, undo, a reload, the server killed and
-restarted, two annotators at once; then the sets from the annotations, every label exactly once.
-Plus the storage, agreement (against scikit-learn and the `krippendorff` package) and security
-without a browser.
+restarted, two annotators at once; then the sets from the annotations, every label exactly once;
+a foreign page (another origin of this machine) that tries to label through the annotator's
+browser; a class name made of HTML, shown as text under the page's Content-Security-Policy.
+Plus the storage, agreement (against scikit-learn and the `krippendorff` package) and the token
+without a browser (the other hostile requests: `test_faults_label_server.py`).
 
 Without Chromium the browser tests are skipped here with the line saying what to install; in CI
 (`CI` set, as `.ci/run` does) a missing browser fails instead.
@@ -17,6 +19,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import threading
 import time
 import urllib.error
 import urllib.request
@@ -114,6 +117,7 @@ def browser():
                  "--disable-background-networking", "--disable-component-update", "--disable-sync",
                  "--window-size=1200,760", "--disable-dev-shm-usage"):
         options.add_argument(flag)
+    options.set_capability("goog:loggingPrefs", {"browser": "ALL"})  # to see CSP reports
     return webdriver.Chrome(service=Service(CHROMEDRIVER), options=options)
 
 
@@ -312,9 +316,9 @@ def test_bad_input_is_one_line(pool_dir, tmp_path):
     assert res.exit_code == 2 and "changed since ann labelled it" in res.output
 
 
-def _get(url: str, data: dict | None = None, cookie: str | None = None) -> tuple[int, str, dict]:
+def _get(url: str, data: dict | None = None, token: str | None = None) -> tuple[int, str, dict]:
     req = urllib.request.Request(url, data=None if data is None else json.dumps(data).encode(),
-                                 headers={"Content-Type": "application/json", **({"Cookie": cookie} if cookie else {})})
+                                 headers={"Content-Type": "application/json", **({"X-S2I-Token": token} if token else {})})
     try:
         with urllib.request.urlopen(req, timeout=10) as r:
             return r.status, r.read().decode("utf-8", "replace"), dict(r.headers)
@@ -323,28 +327,210 @@ def _get(url: str, data: dict | None = None, cookie: str | None = None) -> tuple
 
 
 def test_security_token_and_no_paths(pool_dir, tmp_path):
-    """On another interface than this machine's, every request needs the printed token; image
-    routes take pool ids only; bad requests write nothing."""
+    """Every request needs the printed token (on 0.0.0.0 as on 127.0.0.1): the page in the query,
+    the API in the X-S2I-Token header, never a cookie; image routes take pool ids only; bad
+    requests write nothing."""
     pool = fresh_pool(pool_dir, tmp_path)
     server = Server(pool, "ann", "--host", "0.0.0.0")
     try:
         token = re.search(r"token=([A-Za-z0-9_-]+)", server.url).group(1)
         base = re.sub(r"//0\.0\.0\.0:", "//127.0.0.1:", server.url.split("?")[0])
+        assert _get(base)[0] == 403
         assert _get(base + "api/current")[0] == 403
-        assert _get(base + "api/current?token=wrong")[0] == 403
-        status, _, headers = _get(f"{base}?token={token}")
-        assert status == 200
-        cookie = headers.get("set-cookie", headers.get("Set-Cookie", "")).split(";")[0]
-        status, body, _ = _get(base + "api/current", cookie=cookie)  # the cookie carries the token
+        assert _get(base + "api/current", token="wrong")[0] == 403
+        assert _get(f"{base}api/current?token={token}")[0] == 403  # the API: the header only
+        status, page, headers = _get(f"{base}?token={token}")
+        assert status == 200 and token in page and not any(k.lower() == "set-cookie" for k in headers)
+        status, body, _ = _get(base + "api/current", token=token)
         assert status == 200
         first = json.loads(body)["image"]["id"]
+        assert _get(f"{base}image/{first}.png")[0] == 403
+        assert _get(f"{base}image/{first}.png?token={token}")[0] == 200
         for bad in ("image/..%2F..%2Fpool.csv.png", "image/%2Fetc%2Fpasswd.png", "image/img999999.png"):
-            assert _get(base + bad, cookie=cookie)[0] in (403, 404)
-        assert _get(base + "api/action", {"op": "label", "image_id": "../../x", "label": 1}, cookie)[0] == 400
-        assert _get(base + "api/action", {"op": "label", "image_id": first, "label": 7}, cookie)[0] == 400
+            assert _get(f"{base}{bad}?token={token}")[0] in (403, 404)
+        assert _get(base + "api/action", {"op": "label", "image_id": "../../x", "label": 1}, token)[0] == 400
+        assert _get(base + "api/action", {"op": "label", "image_id": first, "label": 7}, token)[0] == 400
         assert _get(base + "api/action", {"op": "label", "image_id": first, "label": 1})[0] == 403  # no token
         assert not A.log_path(pool, "ann").exists()  # nothing was written by the bad requests
-        assert _get(base + "api/action", {"op": "label", "image_id": first, "label": 1}, cookie)[0] == 200
+        assert _get(base + "api/action", {"op": "label", "image_id": first, "label": 1}, token)[0] == 200
         assert labels_of(pool, "ann") == {first: 1}
     finally:
         server.stop()
+
+
+# -- hostile pages, in the browser ------------------------------------------------------------------------
+ATTACK = """<!DOCTYPE html><html><head><title>attacker</title></head><body><iframe name="sink"></iframe>
+<script>
+const T = 'http://127.0.0.1:__PORT__', IID = '__IID__', results = {};
+const body = JSON.stringify({op: 'label', image_id: IID, label: 1});
+async function attempt(name, f){
+  try { const r = await f(); results[name] = r.type + ':' + r.status; } catch (e) { results[name] = 'error:' + e.name; }
+}
+function include(tag, url){
+  return new Promise(done => {
+    const e = document.createElement(tag);
+    e.onload = () => done('load'); e.onerror = () => done('error'); setTimeout(() => done('timeout'), 4000);
+    e.src = url; document.body.appendChild(e);
+  });
+}
+function post(enctype, name, value){
+  return new Promise(done => {
+    const sink = document.querySelector('iframe');
+    sink.onload = () => done('sent'); setTimeout(() => done('timeout'), 4000);
+    const f = document.createElement('form');
+    f.method = 'POST'; f.action = T + '/api/action'; f.enctype = enctype; f.target = 'sink';
+    const i = document.createElement('input'); i.name = name; i.value = value; f.appendChild(i);
+    document.body.appendChild(f); f.submit();
+  });
+}
+(async () => {
+  // "simple" requests: no preflight, the browser sends them as they are
+  await attempt('nocors_text', () => fetch(T + '/api/action', {method: 'POST', mode: 'no-cors',
+    headers: {'Content-Type': 'text/plain'}, body}));
+  await attempt('nocors_form', () => fetch(T + '/api/action', {method: 'POST', mode: 'no-cors', credentials: 'include',
+    headers: {'Content-Type': 'application/x-www-form-urlencoded'}, body}));
+  // the page's own request shape, which needs a preflight: refused before it is sent
+  await attempt('cors_json', () => fetch(T + '/api/action', {method: 'POST',
+    headers: {'Content-Type': 'application/json', 'X-S2I-Token': 'guess'}, body}));
+  await attempt('cors_read', () => fetch(T + '/api/current'));
+  results.img_image = await include('img', T + '/image/' + IID + '.png');
+  results.img_api = await include('img', T + '/api/current');
+  results.script_api = await include('script', T + '/api/action');
+  // forms: text/plain can carry a JSON body
+  results.form_text = await post('text/plain', '{"op":"label","image_id":"' + IID + '","label":1,"x":"', '"}');
+  results.form_urlencoded = await post('application/x-www-form-urlencoded', 'op', 'label');
+  document.title = 'done';
+})();
+</script></body></html>
+"""
+
+
+class Site:
+    """A second origin: a plain http.server on another port of 127.0.0.1 (same site, other origin)."""
+
+    def __init__(self, folder: Path):
+        import functools
+        import http.server
+
+        class Quiet(http.server.SimpleHTTPRequestHandler):
+            def log_message(self, *args):
+                pass
+
+        self.httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), functools.partial(Quiet, directory=str(folder)))
+        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}/"
+        self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
+        self.thread.start()
+
+    def stop(self):
+        self.httpd.shutdown()
+        self.httpd.server_close()
+
+
+def test_a_foreign_page_cannot_label_through_the_browser(pool_dir, tmp_path, monkeypatch):
+    """The annotator has the page open; another page (another port of this machine: same site,
+    other origin) sends every request a page may send without asking: each reaches the server,
+    each is refused, nothing is labelled."""
+    need_browser()
+    from s2i_bench.informativity import label_server as LS
+    from s2i_bench.informativity.label_server import Session, serving
+    from s2i_bench.informativity.pool import open_pool
+
+    answered = []  # (method, path, refusal status or None) of every request the server saw
+    check = LS.Guard.check
+
+    def spy(self, scope):
+        out = check(self, scope)
+        answered.append((scope["method"], scope["path"], out and out[0]))
+        return out
+
+    monkeypatch.setattr(LS.Guard, "check", spy)
+    pool = fresh_pool(pool_dir, tmp_path)
+    session = Session(open_pool(pool), "ann")
+    with serving(session) as (url, _):
+        port = re.search(r":(\d+)/", url).group(1)
+        iid = session.next_id(session.state())
+        (tmp_path / "site").mkdir()
+        (tmp_path / "site" / "attack.html").write_text(ATTACK.replace("__PORT__", port).replace("__IID__", iid))
+        site = Site(tmp_path / "site")
+        driver = browser()
+        try:
+            driver.get(url)
+            assert shown(driver) == iid
+            mine = driver.current_window_handle
+            driver.switch_to.new_window("tab")
+            driver.get(site.url + "attack.html")
+            deadline = time.time() + 30
+            while driver.title != "done":
+                assert time.time() < deadline, driver.execute_script("return results")
+                time.sleep(0.05)
+            results = driver.execute_script("return results")
+            # nothing readable came back (Cross-Origin-Resource-Policy hides even the opaque answers)
+            assert results["nocors_text"] in ("opaque:0", "error:TypeError"), results
+            assert results["nocors_form"] in ("opaque:0", "error:TypeError"), results
+            assert results["cors_json"] == "error:TypeError" and results["cors_read"] == "error:TypeError", results
+            assert results["img_image"] == results["img_api"] == results["script_api"] == "error", results
+            assert results["form_text"] in ("sent", "timeout") and results["form_urlencoded"] in ("sent", "timeout")
+            time.sleep(0.2)
+            assert not A.log_path(pool, "ann").exists(), A.read_log(A.log_path(pool, "ann"))
+            # every one of them reached the server and was refused there
+            foreign = answered[[p for _, p, _ in answered].index("/api/current") + 1:]
+            assert [s for m, p, s in foreign if m == "POST"] == [403] * 4, foreign  # 2 fetches, 2 forms
+            assert ("OPTIONS", "/api/action", 403) in foreign  # the preflight
+            assert ("GET", f"/image/{iid}.png", 403) in foreign and ("GET", "/api/current", 403) in foreign
+            assert all(s == 403 for m, p, s in foreign if p.startswith("/api/")), foreign
+            # the annotator's own page still works
+            driver.close()
+            driver.switch_to.window(mine)
+            press(driver, "1")
+            shown(driver, other_than=iid)
+            assert labels_of(pool, "ann") == {iid: 1}
+        finally:
+            driver.quit()
+            site.stop()
+
+
+HOSTILE = """<img src=x onerror="window.pwned=1;document.title='pwned'"><script>window.pwned=2</script><b>bold</b>"""
+
+
+def test_html_in_a_class_name_is_shown_as_text(pool_dir, tmp_path):
+    """A class name made of HTML is text on the page and runs nothing; the page works under its
+    Content-Security-Policy (handlers attached from the script, no report of a violation), and
+    HTML put into it anyway (a future bug) runs no script either."""
+    need_browser()
+    from s2i_bench.informativity.label_server import Session, serving
+    from s2i_bench.informativity.pool import open_pool
+
+    pool = fresh_pool(pool_dir, tmp_path)
+    session = Session(open_pool(pool), "ann")
+    session.names = {key: f"{HOSTILE} {key}" for key in session.names}
+    with serving(session) as (url, _):
+        driver = browser()
+        try:
+            driver.get(url)
+            first = shown(driver)
+            classes = driver.find_element("id", "classes")
+            assert not classes.find_elements("css selector", "img, script, b")
+            assert classes.text.count(HOSTILE) == len(session.names)
+            assert HOSTILE in driver.find_element("id", "pos").text
+            # the buttons (no onclick=: handlers attached by the script)
+            driver.find_element("id", "bs").click()
+            second = shown(driver, other_than=first)
+            driver.find_element("id", "b1").click()
+            shown(driver, other_than=second)
+            assert labels_of(pool, "ann") == {second: 1}
+            widths = driver.execute_script("return [...document.querySelectorAll('#classes .bar div')].map(d => d.style.width)")
+            assert len(widths) == len(session.names) and any(w not in ("", "0%") for w in widths), widths
+            assert driver.execute_script("return document.getElementById('big').complete && "
+                                         "document.getElementById('big').naturalWidth") > 0  # the image loads
+            reports = [e["message"] for e in driver.get_log("browser")
+                       if "Content Security Policy" in e["message"] or "Trusted Type" in e["message"]]
+            assert not reports, reports
+            # HTML put into the page anyway: refused (Trusted Types) or, if inserted, its handler blocked
+            outcome = driver.execute_script(
+                "try { document.getElementById('classes').insertAdjacentHTML('beforeend', arguments[0]); return 'inserted'; }"
+                " catch (e) { return e.name; }", HOSTILE)
+            time.sleep(0.5)
+            assert outcome in ("TypeError", "inserted")
+            assert driver.execute_script("return window.pwned === undefined") and driver.title != "pwned"
+        finally:
+            driver.quit()
