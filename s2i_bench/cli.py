@@ -7,6 +7,7 @@ A `UserError` becomes one line on stderr and exit status 2; Ctrl-C exits with 13
 from __future__ import annotations
 
 import functools
+import logging
 import sys
 from pathlib import Path
 
@@ -33,8 +34,9 @@ def _friendly(fn):
             click.echo("interrupted", err=True)
             sys.exit(130)
         except OSError as e:  # disk full, permission denied, ...: the file and the reason, no traceback
-            where = f"{e.filename}: " if getattr(e, "filename", None) else ""
-            click.echo(f"error: {where}{e.strerror or e} (nothing half-written was left in place: "
+            from s2i_bench.fileio import describe_os_error
+
+            click.echo(f"error: {describe_os_error(e)} (nothing half-written was left in place: "
                        f"files are written to a temporary name first)", err=True)
             sys.exit(2)
         except MemoryError:
@@ -56,10 +58,30 @@ protocol_option = click.option(
 )
 
 
+class _StderrHandler(logging.Handler):
+    """Warnings of the `s2i_bench` loggers as `warning: ...` lines on the current stderr (looked
+    up at every line, so a redirected or captured stderr gets them)."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            sys.stderr.write(f"{record.levelname.lower()}: {record.getMessage()}\n")
+        except Exception:  # never let a warning break the command
+            self.handleError(record)
+
+
+def _setup_logging() -> None:
+    log = logging.getLogger("s2i_bench")
+    if not any(isinstance(h, _StderrHandler) for h in log.handlers):
+        log.addHandler(_StderrHandler(logging.INFO))
+    log.setLevel(logging.INFO)
+    log.propagate = False
+
+
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
 @click.version_option(__version__, prog_name="s2i-bench")
 def main():
     """Evaluation and benchmarking toolkit for sound-to-image translation."""
+    _setup_logging()
 
 
 # -- data -------------------------------------------------------------------------------------

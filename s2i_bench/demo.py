@@ -23,10 +23,11 @@ import numpy as np
 
 from s2i_bench.defaults import Work
 from s2i_bench.errors import UserError
-from s2i_bench.fileio import atomic_write_json
+from s2i_bench.fileio import atomic_write_json, own_file
 from s2i_bench.runs import RECORDS, RunFolder
 from s2i_bench.stats import wilson_interval
 from s2i_bench.provenance import code_version, library_versions, machine_info, now_iso
+from s2i_bench.report import REPORT_KIND
 from s2i_bench.steps import StepRunner, code_hash, step_key
 
 
@@ -408,22 +409,7 @@ def _write_provenance(report_dir: Path, provenance: dict) -> None:
         from s2i_bench.fileio import atomic_write_text
 
         atomic_write_text(path, text)
-    _own(report_dir, path)
-
-
-def _own(report_dir: Path, path: Path) -> None:
-    """List demo.json in the report folder's file manifest (the report owns the rest), so the
-    folder can be published as one (`update_reference`)."""
-    from s2i_bench.fileio import OWNED_MANIFEST, sha256_file
-
-    manifest = report_dir / OWNED_MANIFEST
-    doc = json.loads(manifest.read_text()) if manifest.is_file() else {"kind": "s2i-bench-report", "files": {}}
-    rel = path.relative_to(report_dir).as_posix()
-    digest = sha256_file(path)
-    if doc["files"].get(rel) != digest:
-        doc["files"][rel] = digest
-        doc["files"] = dict(sorted(doc["files"].items()))
-        atomic_write_json(manifest, doc)
+    own_file(report_dir, path, REPORT_KIND)  # the report owns the rest of the folder by its manifest
 
 
 def _write_timings(path: Path, runner: StepRunner, total: float) -> None:
@@ -506,5 +492,5 @@ def update_reference(report_dir: Path, reference: Path) -> None:
     report_dir, reference = Path(report_dir), Path(reference)
     if not (report_dir / "demo.json").is_file() or not (report_dir / "index.md").is_file():
         raise UserError(f"{report_dir}: no finished demo report (run `s2i-bench demo` first)")
-    publish_folder(report_dir, reference, "s2i-bench-report", move=False, what="`s2i-bench demo`")
+    publish_folder(report_dir, reference, REPORT_KIND, move=False, what="`s2i-bench demo`")
     print(f"reference {reference} updated from {report_dir}")

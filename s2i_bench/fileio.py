@@ -8,10 +8,14 @@ folder, then `os.replace`), so a reader sees either the old file or the whole ne
 from __future__ import annotations
 
 import contextlib
+import errno
 import hashlib
 import io
 import json
+import logging
 import os
+import re
+import shutil
 import sys
 import tempfile
 from pathlib import Path
@@ -21,15 +25,22 @@ import numpy as np
 
 from s2i_bench.errors import UserError
 
+logger = logging.getLogger(__name__)
+
 
 # -- atomic writes ----------------------------------------------------------------------------
 @contextlib.contextmanager
 def atomic_path(path: str | Path) -> Iterator[Path]:
-    """Yield a temporary path beside `path`; on success it replaces `path` atomically."""
+    """Yield a temporary path beside `path`; on success it replaces `path` atomically (a link at
+    `path` is replaced, never written through). An OSError on the way names `path` (a full disk
+    otherwise says only "No space left on device")."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    # the writer's pid in the name: a later run can tell a dead writer's leftover from a live one
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.{os.getpid()}-", suffix=".tmp", dir=path.parent)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        # the writer's pid in the name: a later run can tell a dead writer's leftover from a live one
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.{os.getpid()}-", suffix=".tmp", dir=path.parent)
+    except OSError as e:
+        raise named_os_error(e, path) from None
     os.close(fd)
     tmp_path = Path(tmp)
     # mkstemp creates files 0600; give the result the permissions a plain open() would.
@@ -37,11 +48,61 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
     os.umask(umask)
     os.chmod(tmp_path, 0o666 & ~umask)
     try:
-        yield tmp_path
-        os.replace(tmp_path, path)
+        try:
+            yield tmp_path
+            os.replace(tmp_path, path)
+        except OSError as e:
+            raise named_os_error(e, path) from None
     finally:
         if tmp_path.exists():
             tmp_path.unlink()
+
+
+def named_os_error(e: OSError, path: str | Path) -> OSError:
+    """`e` with the file named (writes through a file object raise errors without a name)."""
+    if getattr(e, "filename", None):
+        return e
+    out = OSError(e.errno, e.strerror or str(e), str(path))
+    return out
+
+
+def describe_os_error(e: OSError) -> str:
+    """One line for a failed file operation: the file, and "disk full" when that is the cause."""
+    where = f"{e.filename}: " if getattr(e, "filename", None) else ""
+    if e.errno in (errno.ENOSPC, errno.EDQUOT):
+        return f"{where}disk full ({e.strerror or 'no space left on the device'})"
+    if e.errno == errno.EROFS:
+        return f"{where}read-only file system"
+    return f"{where}{e.strerror or e}"
+
+
+def check_writable(path: str | Path, what: str) -> None:
+    """Refuse before the work, not after it, when `path` (a folder, or a file to be made) cannot
+    be written: a temporary file is made and removed in the folder that would hold the output
+    (the nearest existing one), which also catches read-only mounts that permission bits hide."""
+    path = Path(path)
+    probe_dir = path if path.is_dir() else next((p for p in path.parents if p.exists()), Path("."))
+    if not probe_dir.is_dir():
+        raise UserError(f"{path}: {probe_dir} is a file, so no {what} output can be made under it")
+    try:
+        fd, tmp = tempfile.mkstemp(prefix=".s2i-bench-write-test-", dir=probe_dir)
+        os.close(fd)
+        os.unlink(tmp)
+    except OSError as e:
+        raise UserError(f"{path}: cannot write the {what} output there ({describe_os_error(named_os_error(e, probe_dir))}); "
+                        f"nothing was done") from None
+
+
+def open_no_follow(path: str | Path, flags: int, mode: int = 0o644) -> int:
+    """`os.open` that never follows a link at `path` itself (O_NOFOLLOW): a planted link in a
+    folder the user named cannot redirect an append or a truncate to a file elsewhere."""
+    try:
+        return os.open(path, flags | os.O_NOFOLLOW | getattr(os, "O_CLOEXEC", 0), mode)
+    except OSError as e:
+        if e.errno == errno.ELOOP:
+            raise UserError(f"{path}: is a symbolic link; s2i-bench writes its own files only, never through a "
+                            f"link (remove the link)") from None
+        raise named_os_error(e, path) from None
 
 
 def atomic_write_bytes(path: str | Path, data: bytes) -> None:
@@ -100,6 +161,58 @@ def read_jsonl(path: str | Path) -> list[dict]:
                 continue
             raise
     return out
+
+
+def append_line(path: str | Path, line: bytes) -> Path | None:
+    """Append one line (bytes ending in a newline) with one `write` on an O_APPEND file opened
+    without following a link, then fsync. A last line cut by a crash (no newline at the end) is
+    first moved to `<file>.cut-N`, so the new line never glues onto it and the cut bytes are
+    kept, not dropped; returns that file, or None. Callers hold the file's lock."""
+    path = Path(path)
+    aside = set_aside_cut_line(path)
+    fd = open_no_follow(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT)
+    try:
+        with os.fdopen(fd, "ab") as f:
+            f.write(line)
+            f.flush()
+            os.fsync(f.fileno())
+    except OSError as e:
+        raise named_os_error(e, path) from None
+    return aside
+
+
+def set_aside_cut_line(path: Path) -> Path | None:
+    """Move a last line cut by an interrupted write to `<file>.cut-N` (the first free N)."""
+    path = Path(path)
+    if path.is_symlink():
+        raise UserError(f"{path}: is a symbolic link; s2i-bench writes its own files only, never through a link "
+                        f"(remove the link)")
+    if not path.is_file() or path.stat().st_size == 0:
+        return None
+    with os.fdopen(open_no_follow(path, os.O_RDWR), "rb+") as f:
+        f.seek(-1, os.SEEK_END)
+        if f.read(1) == b"\n":
+            return None
+        f.seek(0)
+        data = f.read()
+        keep = data.rfind(b"\n") + 1
+        n = 1
+        while path.with_name(f"{path.name}.cut-{n}").exists() or path.with_name(f"{path.name}.cut-{n}").is_symlink():
+            n += 1
+        aside = path.with_name(f"{path.name}.cut-{n}")
+        fd = open_no_follow(aside, os.O_WRONLY | os.O_CREAT | os.O_EXCL)
+        with os.fdopen(fd, "wb") as out:
+            out.write(data[keep:])
+        f.truncate(keep)
+    logger.warning("%s: its last line was cut (%d bytes, an interrupted write); moved to %s", path,
+                   len(data) - keep, aside)
+    return aside
+
+
+def read_no_follow(path: str | Path) -> bytes:
+    """The bytes of a file found inside a folder, refusing a link in its place."""
+    with os.fdopen(open_no_follow(path, os.O_RDONLY), "rb") as f:
+        return f.read()
 
 
 def release_pages(*arrays) -> None:
@@ -193,28 +306,75 @@ class _NoBar:
 OWNED_MANIFEST = ".s2i-bench-files.json"
 
 
+def _safe_relative(rel: str) -> bool:
+    """A manifest entry names a file below its folder: relative, POSIX, no '..', '.', empty or
+    hidden-control parts (a manifest is read back from disk, so it is a stranger's file)."""
+    if not isinstance(rel, str) or not rel or len(rel) > 4096 or "\\" in rel or "\x00" in rel or rel.startswith("/"):
+        return False
+    parts = rel.split("/")
+    return all(p not in ("", ".", "..") and not any(ord(c) < 32 for c in p) for p in parts)
+
+
+def contained(folder: Path, rel: str) -> Path | None:
+    """`folder / rel` when it stays inside `folder` without passing through a link (no part
+    between `folder` and the file is a symbolic link, and the file is not one), else None.
+    `folder` itself is what the user named and may be reached through a link."""
+    if not _safe_relative(rel):
+        return None
+    path = Path(folder)
+    for part in rel.split("/"):
+        path = path / part
+        try:
+            if path.is_symlink():
+                return None
+        except OSError:
+            return None
+    return path
+
+
 def _owned_files(dest: Path, kind: str) -> dict[str, str | None] | None:
     """rel path -> sha256 of the files an earlier `kind` command wrote into `dest`; None when
-    `dest` holds no manifest of that kind. (A report folder written before manifests had hashes
-    lists its files in report.json: those count as the report's own, unchanged.)"""
+    `dest` holds no manifest of that kind. Entries that would leave `dest` (absolute, '..',
+    through a link) are dropped with a warning: the manifest is read back from disk and may have
+    been planted. (A report folder written before manifests had hashes lists its files in
+    report.json: those count as the report's, with unknown hashes, so they are never deleted and
+    never written over without --overwrite.)"""
     manifest = dest / OWNED_MANIFEST
-    if manifest.is_file():
+    if manifest.is_file() and not manifest.is_symlink():
         try:
             doc = json.loads(manifest.read_text(encoding="utf-8"))
         except (OSError, ValueError):
             return None
         if isinstance(doc, dict) and doc.get("kind") == kind and isinstance(doc.get("files"), dict):
-            return {str(k): (str(v) if v else None) for k, v in doc["files"].items()}
+            files = {str(k): (str(v) if isinstance(v, str) and _SHA256.match(v) else None)
+                     for k, v in doc["files"].items()}
+            return _keep_contained(dest, files, manifest)
         return None
     legacy = dest / "report.json"
-    if kind == "s2i-bench-report" and legacy.is_file():
+    if kind == "s2i-bench-report" and legacy.is_file() and not legacy.is_symlink():
         try:
             doc = json.loads(legacy.read_text(encoding="utf-8"))
         except (OSError, ValueError):
             return None
         if isinstance(doc, dict) and doc.get("format") == "s2i-bench-report" and isinstance(doc.get("files"), list):
-            return {str(f): None for f in doc["files"]} | {"report.json": None}
+            # report.json itself was just parsed as the report's own manifest: known, not the user's
+            return _keep_contained(dest, {str(f): None for f in doc["files"]}, legacy) | {"report.json": _LEGACY}
     return None
+
+
+_SHA256 = re.compile(r"^[0-9a-f]{64}$")
+_LEGACY = "legacy-manifest"  # the old report.json: ours by its content, whatever its bytes
+_WARNED: set[tuple[str, tuple[str, ...]]] = set()
+
+
+def _keep_contained(dest: Path, files: dict[str, str | None], source: Path) -> dict[str, str | None]:
+    kept = {rel: digest for rel, digest in files.items() if contained(dest, rel) is not None}
+    dropped = sorted(set(files) - set(kept))
+    if dropped and (str(source), tuple(dropped)) not in _WARNED:
+        _WARNED.add((str(source), tuple(dropped)))
+        logger.warning("%s: ignored %d entr%s naming a file outside the folder or behind a link (e.g. %r)",
+                       source, len(dropped), "y" if len(dropped) == 1 else "ies", dropped[0][:200])
+    return kept
 
 
 def check_publishable(dest: Path, kind: str, *, overwrite: bool = False, what: str = "",
@@ -226,7 +386,9 @@ def check_publishable(dest: Path, kind: str, *, overwrite: bool = False, what: s
     if dest.exists() and not dest.is_dir():
         raise UserError(f"{dest}: exists and is not a folder")
     if not dest.is_dir():
+        check_writable(dest, what)
         return {}
+    check_writable(dest, what)
     owned = _owned_files(dest, kind)
     if owned is not None:
         return owned
@@ -244,14 +406,15 @@ def publish_folder(staging: Path, dest: Path, kind: str, *, overwrite: bool = Fa
     """Put every file of `staging` into `dest`, which the command `kind` owns by a manifest.
 
     `dest` must be new, empty, or hold a manifest of `kind`. A file is written over only when
-    the manifest lists it and it is unchanged since (same sha256); anything else in the way is
+    the manifest lists it with its sha256 and it is unchanged since; anything else in the way is
     refused (all checks before any file moves) unless `overwrite`. With `replace`, files the
-    manifest lists that `staging` no longer has are deleted when unchanged (changed ones are
-    kept, with a warning). Files are moved (or copied, `move=False`) one by one with
-    `os.replace`. Returns the warnings. The user's own files in `dest` are never touched.
+    manifest lists that `staging` no longer has are deleted when their hash is known and
+    unchanged (changed ones, and ones of unknown hash, are kept with a warning), and folders
+    they leave empty are removed, never `dest` or anything above it. No path leaves `dest` and
+    none passes through a link: a manifest entry that would is ignored, a link in the way is
+    refused. Files are moved (or copied, `move=False`) one by one with `os.replace`. Returns the
+    warnings. The user's own files in `dest` are never touched.
     """
-    import shutil
-
     what = what or kind
     staging, dest = Path(staging), Path(dest)
     if dest.exists() and not dest.is_dir():
@@ -261,13 +424,17 @@ def publish_folder(staging: Path, dest: Path, kind: str, *, overwrite: bool = Fa
     owned = check_publishable(dest, kind, overwrite=overwrite, what=what, ignore=staging)
     blocked = []
     for rel in new_files:
-        target = dest / rel
-        if target.is_dir() or (target.exists() and not target.is_file()):
+        target = contained(dest, rel)
+        if target is None:
+            blocked.append(f"{rel} (a link is in the way)")
+        elif target.is_dir() or (target.exists() and not target.is_file()):
             blocked.append(f"{rel} (a folder)")
         elif target.is_file() and not overwrite:
             if rel not in owned:
                 blocked.append(f"{rel} (not written by {what})")
-            elif owned[rel] is not None and sha256_file(target) != owned[rel]:
+            elif owned[rel] is None:
+                blocked.append(f"{rel} (its hash is unknown, so it may have changed since {what} wrote it)")
+            elif owned[rel] != _LEGACY and sha256_file(target) != owned[rel]:
                 blocked.append(f"{rel} (changed since {what} wrote it)")
     if blocked:
         raise UserError(f"{dest}: refusing to write over {len(blocked)} file(s): {', '.join(blocked[:5])}"
@@ -287,24 +454,55 @@ def publish_folder(staging: Path, dest: Path, kind: str, *, overwrite: bool = Fa
         for rel, digest in owned.items():
             if rel in new_files:
                 continue
-            old = dest / rel
-            if not old.is_file():
+            old = contained(dest, rel)
+            if old is None or not old.is_file():
                 continue
-            if digest is not None and sha256_file(old) != digest:
-                warnings.append(f"{old}: changed since {what} wrote it; kept")
-                hashes[rel] = digest  # still ours to report on next time
+            if digest == _LEGACY:
+                old.unlink()
+                continue
+            if digest is None or sha256_file(old) != digest:
+                warnings.append(f"{old}: {'changed since' if digest else 'of unknown hash, so maybe changed since'} "
+                                f"{what} wrote it; kept")
+                if digest is not None:
+                    hashes[rel] = digest  # still ours to report on next time
                 continue
             old.unlink()
-            parent = old.parent
-            while parent != dest and parent.is_dir() and not any(parent.iterdir()):
-                parent.rmdir()
-                parent = parent.parent
+            _remove_empty_parents(old.parent, dest)
     else:
-        hashes = {**{k: v for k, v in owned.items() if v and (dest / k).is_file()}, **hashes}
+        hashes = {**{k: v for k, v in owned.items() if v and v != _LEGACY and (dest / k).is_file()}, **hashes}
     atomic_write_json(dest / OWNED_MANIFEST, {"kind": kind, "files": dict(sorted(hashes.items()))})
     for w in warnings:
-        print(f"warning: {w}", file=sys.stderr)
+        logger.warning("%s", w)
     return warnings
+
+
+def _remove_empty_parents(folder: Path, top: Path) -> None:
+    """Remove `folder` and its parents while they are empty, stopping below `top` (never `top`
+    itself, never anything outside it)."""
+    top_abs = os.path.abspath(top)
+    while True:
+        here = os.path.abspath(folder)
+        if here == top_abs or not here.startswith(top_abs + os.sep) or folder.is_symlink() or not folder.is_dir():
+            return
+        if any(folder.iterdir()):
+            return
+        folder.rmdir()
+        folder = folder.parent
+
+
+def own_file(folder: Path, path: Path, kind: str) -> None:
+    """Add `path` (a file inside `folder` that a caller wrote beside what `publish_folder` put
+    there) to the folder's manifest of `kind`, with its sha256."""
+    folder, path = Path(folder), Path(path)
+    rel = path.relative_to(folder).as_posix()
+    if contained(folder, rel) is None or not path.is_file():
+        raise UserError(f"{path}: not a file inside {folder}")
+    owned = _owned_files(folder, kind) or {}
+    digest = sha256_file(path)
+    if owned.get(rel) != digest:
+        owned[rel] = digest
+        atomic_write_json(folder / OWNED_MANIFEST, {"kind": kind, "files": dict(sorted(
+            (k, v) for k, v in owned.items() if v is not None))})
 
 
 @contextlib.contextmanager
@@ -319,7 +517,9 @@ def staged_folder(dest: Path) -> Iterator[Path]:
     dest.mkdir(parents=True, exist_ok=True)
     remove_stale_temporaries(dest)  # what a killed earlier report left
     staging = dest / f".staging-{os.getpid()}"
-    if staging.exists():
+    if staging.is_symlink() or staging.is_file():
+        staging.unlink()
+    elif staging.exists():
         shutil.rmtree(staging)
     staging.mkdir()
     try:
@@ -346,7 +546,7 @@ def exclusive_lock(lock_path: Path, what: str, wait_s: float = 0.0) -> Iterator[
 
     lock_path = Path(lock_path)
     lock_path.parent.mkdir(parents=True, exist_ok=True)
-    fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o644)
+    fd = open_no_follow(lock_path, os.O_RDWR | os.O_CREAT, 0o644)
     try:
         deadline = time.monotonic() + wait_s
         while True:
@@ -419,20 +619,32 @@ def folder_hash(folder: Path, names) -> str:
     return h.hexdigest()[:16]
 
 
-def staging_sibling(out: Path) -> Path:
-    """A fresh `<out>.partial-<pid>` beside `out` to build a folder in."""
-    import shutil
-
+@contextlib.contextmanager
+def built_aside(out: Path) -> Iterator[Path]:
+    """A fresh `<out>.partial-<pid>` beside `out` to build a folder in; on success it is swapped
+    in at `out` (`swap_into_place`), on any failure (a full disk, Ctrl-C) it is removed, so no
+    half-built folder is left behind."""
+    out = Path(out)
     tmp = out.with_name(f"{out.name}.partial-{os.getpid()}")
-    if tmp.exists():
+    if tmp.is_symlink() or tmp.is_file():
+        tmp.unlink()
+    elif tmp.exists():
         shutil.rmtree(tmp)
-    tmp.mkdir(parents=True)
-    return tmp
+    try:
+        tmp.mkdir(parents=True)
+        yield tmp
+        swap_into_place(tmp, out)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
 
 
-def check_replaceable(out: Path, marker: str, what: str, overwrite: bool) -> None:
+def check_replaceable(out: Path, marker: str, what: str, overwrite: bool, names: tuple[str, ...] = ()) -> None:
     """`out` may be written: it does not exist, or `overwrite` is given and it is a folder of
-    this kind (it holds `marker`). A file, or a folder of something else, is never replaced."""
+    this kind: it holds `marker` and, when `names` is given, nothing but those names (the files
+    and folders the kind writes), so replacing it never deletes a file the command did not
+    write. A file, or a folder of something else, is never replaced. Checks that the output can
+    be written, before any work."""
     out = Path(out)
     if not out.exists():
         for parent in out.parents:
@@ -440,6 +652,7 @@ def check_replaceable(out: Path, marker: str, what: str, overwrite: bool) -> Non
                 if not parent.is_dir():
                     raise UserError(f"{out}: {parent} is a file, so no {what} can be made under it")
                 break
+        check_writable(out, what)
         return
     if not out.is_dir():
         raise UserError(f"{out}: exists and is a file, not a {what}; choose another --out")
@@ -448,13 +661,17 @@ def check_replaceable(out: Path, marker: str, what: str, overwrite: bool) -> Non
     if any(out.iterdir()) and not (out / marker).is_file():
         raise UserError(f"{out}: holds no {marker}, so it is not a {what}; refusing to replace it even with "
                         f"--overwrite: choose a new or empty folder")
+    if names:
+        foreign = sorted(p.name for p in out.iterdir() if p.name not in names or p.is_symlink())
+        if foreign:
+            raise UserError(f"{out}: holds {len(foreign)} file(s) that no {what} has (e.g. {foreign[0]!r}); "
+                            f"replacing the {what} would delete them: move them away first")
+    check_writable(out.parent if out.parent.exists() else out, what)
 
 
 def swap_into_place(tmp: Path, out: Path) -> None:
     """Put the finished folder `tmp` at `out` (replacing the earlier one of its kind, which
     `check_replaceable` allowed): readers see the old folder or the whole new one."""
-    import shutil
-
     if out.exists():
         old = out.with_name(f"{out.name}.old-{os.getpid()}")
         os.replace(out, old)

@@ -6,7 +6,7 @@
     RUN/checkpoints/generator-EEEEEE.pt   the translator after epoch EEEEEE (epochs from 0)
     RUN/grids/grid-EEEEEE.png         images of fixed validation sounds
     RUN/metric-informativity.jsonl    metric records (s2i_bench.scoring.records)
-    RUN/samples-epoch-EEEEEE.npz      sample sheets of fixed test sounds (Figs. 15/16)
+    RUN/samples-epoch-EEEEEE-KEY.npz  sample sheets of fixed test sounds (Figs. 15/16; KEY: store, split, seed)
     RUN/resume.pt                     what the trainer needs to continue
     RUN/.lock                         held while a process writes the folder
 
@@ -26,7 +26,8 @@ from pathlib import Path
 from typing import Any, Iterator
 
 from s2i_bench.errors import UserError
-from s2i_bench.fileio import atomic_write_json, atomic_write_text, exclusive_lock, remove_stale_temporaries
+from s2i_bench.fileio import (atomic_write_json, atomic_write_text, exclusive_lock, open_no_follow,
+                              remove_stale_temporaries)
 
 OPTIONS = "options.json"
 LOG = "log.csv"
@@ -95,8 +96,10 @@ class RunFolder:
     def grid_path(self, epoch: int) -> Path:
         return self.path / GRIDS / f"grid-{int(epoch):06d}.png"
 
-    def sample_sheet_path(self, epoch: int) -> Path:
-        return self.path / f"samples-epoch-{int(epoch):06d}.npz"
+    def sample_sheet_path(self, epoch: int, key: str) -> Path:
+        """The sheet of one epoch; `key` (`scoring.sheets.sheet_key`) tells apart the sheets of
+        other stores, splits and seeds."""
+        return self.path / f"samples-epoch-{int(epoch):06d}-{key}.npz"
 
     def __repr__(self) -> str:
         return f"RunFolder({str(self.path)!r})"
@@ -179,7 +182,8 @@ class RunFolder:
 
     def append_log(self, row: dict[str, Any], columns: list[str]) -> None:
         new = not self.log_path.is_file()
-        with open(self.log_path, "a", newline="") as f:
+        # never through a link: a planted log.csv link would make the rows land in another file
+        with os.fdopen(open_no_follow(self.log_path, os.O_WRONLY | os.O_APPEND | os.O_CREAT), "a", newline="") as f:
             writer = csv.DictWriter(f, fieldnames=columns, extrasaction="ignore")
             if new:
                 writer.writeheader()

@@ -31,3 +31,20 @@ def one_torch_thread():
 def fake_store(tmp_path_factory) -> Path:
     """A tiny store (5 classes x 12/6/6 segments) shared by the session; treat as read-only."""
     return make_fake_store(tmp_path_factory.mktemp("fake_store") / "store")
+
+
+@pytest.fixture(scope="module")
+def scored_tiny_run(tmp_path_factory, fake_store) -> dict:
+    """A tiny run trained for two epochs and scored into its folder, with a bundle in the real
+    format: {root, store, run, bundle}."""
+    from faults import run_cli
+    from s2i_bench.protocol import load_protocol
+    from s2i_bench.training import train_baseline
+    from test_scoring import write_bundle
+
+    root = tmp_path_factory.mktemp("scored")
+    run = root / "runs" / "a"
+    train_baseline(fake_store, run, epochs=2, save_every=1, seed=0)
+    bundle = write_bundle(root / "bundle.pt", load_protocol("tiny"))
+    run_cli("score", run, "--data", fake_store, "--classifiers", bundle).ok()
+    return {"root": root, "store": fake_store, "run": run, "bundle": bundle}

@@ -32,7 +32,7 @@ import numpy as np
 
 from s2i_bench.errors import UserError
 from s2i_bench.fileio import (atomic_write_json, check_replaceable, release_pages, remembered_digest, sha256_file,
-                              staging_sibling, swap_into_place)
+                              built_aside)
 from s2i_bench.provenance import code_version, now_iso
 
 STORE_FORMAT = "s2i-bench-store"
@@ -176,6 +176,8 @@ def normalise_log_mel(log_mel, normalisation: dict[str, float]):
 # -- identity: what the store hash covers -------------------------------------------------------
 ARRAYS = ("spectrograms.npy", "frames.npy")
 OPTIONAL_ARRAYS = ("waveforms.npy", "waveforms_context.npy")
+# every name a store folder holds: `--overwrite` replaces only such a folder
+STORE_NAMES = ("store.json", "manifest.csv", *ARRAYS, *OPTIONAL_ARRAYS, "skipped.csv", "table1.csv", "audit.json")
 
 
 def content_hash(meta: dict[str, Any], file_hashes: dict[str, str]) -> str:
@@ -451,7 +453,7 @@ def write_store(path: str | Path, manifest, spectrograms: np.ndarray, frames: np
     may be memory-mapped files larger than memory.
     """
     path = Path(path)
-    check_replaceable(path, "store.json", "store", overwrite)
+    check_replaceable(path, "store.json", "store", overwrite, STORE_NAMES)
     manifest = manifest.reset_index(drop=True)
     missing = [c for c in MANIFEST_COLUMNS if c not in manifest.columns]
     if missing:
@@ -461,7 +463,13 @@ def write_store(path: str | Path, manifest, spectrograms: np.ndarray, frames: np
     assert len(rows) == n, "rows and manifest disagree on N"
     assert frames.dtype == np.uint8
 
-    tmp = staging_sibling(path)
+    with built_aside(path) as tmp:  # removed again if anything fails (a full disk): no half store is left
+        _write_store_files(tmp, manifest, spectrograms, frames, meta, extra_files, waveforms, context, rows, n)
+    return path
+
+
+def _write_store_files(tmp: Path, manifest, spectrograms, frames, meta, extra_files, waveforms, context, rows,
+                       n: int) -> None:
     manifest.to_csv(tmp / "manifest.csv", index=False)
     _save_rows(tmp / "spectrograms.npy", spectrograms, rows, check_finite=True)
     _save_rows(tmp / "frames.npy", frames, rows)
@@ -491,5 +499,3 @@ def write_store(path: str | Path, manifest, spectrograms: np.ndarray, frames: np
     full_meta["store_hash"] = content_hash(full_meta, {k: v["sha256"] for k, v in files.items()})
     # store.json last: its presence is what marks the folder complete.
     atomic_write_json(tmp / "store.json", full_meta)
-    swap_into_place(tmp, path)
-    return path

@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -32,7 +31,7 @@ from typing import Any
 import numpy as np
 
 from s2i_bench.errors import UserError
-from s2i_bench.fileio import exclusive_lock
+from s2i_bench.fileio import append_line, exclusive_lock
 
 ANNOTATOR = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,39}$")
 FOLDER = "annotations"
@@ -62,27 +61,8 @@ def append(pool_dir: Path, annotator: str, event: dict) -> dict:
         events = read_log(path)
         event = {"seq": (events[-1]["seq"] + 1) if events else 1, **event, "time": now_iso()}
         line = (json.dumps(event, sort_keys=True) + "\n").encode()
-        _set_aside_cut_line(path)
-        with open(path, "ab") as f:
-            f.write(line)
-            f.flush()
-            os.fsync(f.fileno())
+        append_line(path, line)  # never through a link; a line cut by a crash is set aside first
     return event
-
-
-def _set_aside_cut_line(path: Path) -> None:
-    if not path.is_file() or path.stat().st_size == 0:
-        return
-    data = path.read_bytes()
-    if data.endswith(b"\n"):
-        return
-    keep = data.rfind(b"\n") + 1
-    n = 1
-    while path.with_name(f"{path.name}.cut-{n}").exists():
-        n += 1
-    path.with_name(f"{path.name}.cut-{n}").write_bytes(data[keep:])
-    with open(path, "rb+") as f:
-        f.truncate(keep)
 
 
 def read_log(path: Path) -> list[dict]:

@@ -33,8 +33,8 @@ import numpy as np
 
 from s2i_bench import distributed
 from s2i_bench.errors import UserError
-from s2i_bench.fileio import (atomic_save_npy, atomic_write_json, check_replaceable, progress, remembered_digest,
-                              sha256_file, staging_sibling, swap_into_place)
+from s2i_bench.fileio import (atomic_save_npy, atomic_write_json, built_aside, check_replaceable, progress,
+                              remembered_digest, sha256_file)
 from s2i_bench.provenance import code_version, now_iso
 
 POOL_FORMAT = "s2i-bench-pool"
@@ -43,6 +43,8 @@ POOL_COLUMNS = ["image_id", "class", "model_id", "model_epoch", "model_path", "m
                 "draw", "image_seed", "image_sha256"]
 IMAGE_SIZE = 96
 POOL_HASHED = ("pool.csv", "images.npy")  # what the pool hash covers
+# every name a pool folder holds (`pool`, then `label`): `--overwrite` replaces only such a folder
+POOL_NAMES = ("pool.json", *POOL_HASHED, "labels.csv", "sets.csv", "labels.json", ".lock")
 
 
 @dataclass
@@ -206,7 +208,7 @@ def build_pool(generators, store, out, split: str | None = None, per_model: int 
     from s2i_bench.translators import load_translator
 
     out = Path(out)
-    check_replaceable(out, "pool.json", "pool", overwrite)
+    check_replaceable(out, "pool.json", "pool", overwrite, POOL_NAMES)
     data = open_store(store)
     protocol = data.protocol
     spec = protocol.classifiers
@@ -427,7 +429,11 @@ def _write_pool(out: Path, parts: _PoolParts, data, store, protocol, settings: d
     table = pd.DataFrame(parts.records)
     table.insert(0, "image_id", [f"img{i:06d}" for i in range(len(table))])
     table = table[POOL_COLUMNS]
-    tmp = staging_sibling(out)
+    with built_aside(out) as tmp:  # removed again if anything fails (a full disk): no half pool is left
+        return _write_pool_files(tmp, table, parts, data, store, protocol, settings)
+
+
+def _write_pool_files(tmp: Path, table, parts: _PoolParts, data, store, protocol, settings: dict) -> dict:
     table.to_csv(tmp / "pool.csv", index=False)
     atomic_save_npy(tmp / "images.npy", np.concatenate(parts.image_chunks))  # (N, 96, 96, 3) uint8
     files = {name: {"size": (tmp / name).stat().st_size, "sha256": sha256_file(tmp / name)} for name in POOL_HASHED}
@@ -445,7 +451,6 @@ def _write_pool(out: Path, parts: _PoolParts, data, store, protocol, settings: d
         "code_version": code_version(), "created": now_iso(),
     }
     atomic_write_json(tmp / "pool.json", meta)  # last: its presence marks the folder complete
-    swap_into_place(tmp, out)
     return meta
 
 

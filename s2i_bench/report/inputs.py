@@ -66,9 +66,10 @@ class Run:
         return f"{self.label} ({dim}; {'; '.join(seeds) or 'seeds not recorded'}; split {self.split_policy})"
 
 
-def read_records(path: Path) -> list[dict]:
-    """The informativity records of one file (the records module's checked reader)."""
-    return records_mod.read(path)
+def read_records(path: Path, follow_links: bool = True) -> list[dict]:
+    """The informativity records of one file (the records module's checked reader); a file
+    found inside a folder is not followed when it is a link."""
+    return records_mod.read(path, follow_links=follow_links)
 
 
 def _run_from_folder(folder: Path) -> Run:
@@ -80,7 +81,7 @@ def _run_from_folder(folder: Path) -> Run:
     seed = options.get("seed")
     run.train_seed = int(seed) if isinstance(seed, int) else None
     for path in sorted(folder.glob("metric-*.jsonl")):
-        records = read_records(path)
+        records = read_records(path, follow_links=False)
         run.records += records
         run.record_files.append(path)
         _attach_sheets(run, records, folder)
@@ -130,7 +131,7 @@ def load_runs(inputs: list[Path]) -> tuple[list[Run], list[str]]:
             if not files:
                 raise UserError(f"{p}: neither a run folder (no options.json; made by `s2i-bench train-baseline`) "
                                 "nor a folder of metric-*.jsonl records (made by `s2i-bench score`)")
-            loose += [(f, read_records(f)) for f in files]
+            loose += [(f, read_records(f, follow_links=False)) for f in files]
         elif p.is_file() and p.suffix == ".jsonl":
             loose.append((p, read_records(p)))
         elif p.exists():

@@ -15,7 +15,7 @@ from typing import Any, Mapping, Sequence
 import numpy as np
 
 from s2i_bench.errors import UserError
-from s2i_bench.fileio import atomic_write_text, to_jsonable
+from s2i_bench.fileio import atomic_write_text, check_writable, to_jsonable
 from s2i_bench.runs import MAX_EPOCH, RunFolder
 from s2i_bench.scoring import metrics as M
 from s2i_bench.scoring import records
@@ -84,7 +84,7 @@ def score_command(translator, *, store=None, bundle=None, split=None, seed=None,
     from s2i_bench.data.store import open_store
     from s2i_bench.informativity.bundle import load_bundle
     from s2i_bench.scoring.score import score_translator
-    from s2i_bench.scoring.sheets import sheet_name
+    from s2i_bench.scoring.sheets import sheet_key, sheet_name
 
     kind = translator_kind(translator)
     used_default = store is None
@@ -96,6 +96,8 @@ def score_command(translator, *, store=None, bundle=None, split=None, seed=None,
     out = Path(records_out) if records_out else None
     if out is not None and out.exists() and not out.is_file():
         raise UserError(f"{out}: exists and is not a file; give --out a .jsonl file path")
+    if out is not None:
+        check_writable(out, "score")  # before the work, not after it
     bun = load_bundle(bundle if bundle is not None else defaults.bundle(), device=device)
     check_classes(protocol, bun)
     _store_warnings(st, bun, protocol)
@@ -121,10 +123,11 @@ def score_command(translator, *, store=None, bundle=None, split=None, seed=None,
                 out = defaults.work().scores
             else:
                 raise UserError(f"{translator}: give --out RECORDS.jsonl, the records file to append its record to")
+    check_writable(out, "score")
     out.parent.mkdir(parents=True, exist_ok=True)
     # The images of the fixed test sounds go beside the records (Figs. 15/16 of the report).
-    record = score_translator(loaded, st, bun, samples=samples, sample_sheet=out.parent / sheet_name(loaded.info),
-                              only_rows=only_rows, **kwargs)
+    sheet = out.parent / sheet_name(loaded.info, sheet_key(loaded.info, store_hash=st.store_hash, split=split, seed=seed))
+    record = score_translator(loaded, st, bun, samples=samples, sample_sheet=sheet, only_rows=only_rows, **kwargs)
     records.append(out, record)
     if as_json:
         print(json.dumps(to_jsonable(record), indent=2))

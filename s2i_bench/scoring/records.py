@@ -11,6 +11,7 @@ checked reader: every problem names the file and the record), selected into seri
 from __future__ import annotations
 
 import json
+import os
 import sys
 from pathlib import Path
 from typing import Any, Iterable, Mapping, Sequence, TypedDict
@@ -18,7 +19,7 @@ from typing import Any, Iterable, Mapping, Sequence, TypedDict
 import numpy as np
 
 from s2i_bench.errors import UserError
-from s2i_bench.fileio import exclusive_lock, to_jsonable
+from s2i_bench.fileio import append_line, exclusive_lock, read_no_follow, set_aside_cut_line, to_jsonable
 from s2i_bench.runs import MAX_EPOCH, RECORDS
 
 RECORDS_NAME = RECORDS
@@ -88,11 +89,8 @@ APPEND_WAIT_S = 120.0
 
 
 def append(path: str | Path, record: Mapping[str, Any]) -> None:
-    """Append one record as one line, under the file's lock. A last line cut by a crash (no
-    newline at the end) is moved to `<file>.cut-N` first, with a warning: the new record never
-    glues onto it, and the cut bytes are kept, not dropped."""
-    import os
-
+    """Append one record as one line, under the file's lock (`fileio.append_line`: never through
+    a link; a last line cut by a crash is moved to `<file>.cut-N` first, with a warning)."""
     path = Path(path)
     if path.exists() and not path.is_file():
         raise UserError(f"{path}: exists and is not a file; give --out a .jsonl file path")
@@ -102,11 +100,7 @@ def append(path: str | Path, record: Mapping[str, Any]) -> None:
     line = (json.dumps(record, sort_keys=False) + "\n").encode("utf-8")
     # one line under the lock: a concurrent writer (another shard, another run) waits its turn
     with exclusive_lock(_lock_path(path), f"records file {path}", wait_s=APPEND_WAIT_S):
-        _set_aside_cut_line(path)
-        with open(path, "ab") as f:
-            f.write(line)
-            f.flush()
-            os.fsync(f.fileno())
+        append_line(path, line)  # never through a link; a line cut by a crash is set aside first
 
 
 def extend(path: str | Path, new: Iterable[Mapping[str, Any]]) -> int:
@@ -114,14 +108,12 @@ def extend(path: str | Path, new: Iterable[Mapping[str, Any]]) -> int:
     go to a temporary file that replaces the records file (a crash leaves the old file or the new
     one, never half). A record already in the file (the same checksum) is not added twice, so a
     merge interrupted after the replace can be rerun. Returns how many were added."""
-    import os
-
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     with exclusive_lock(_lock_path(path), f"records file {path}", wait_s=APPEND_WAIT_S):
-        _set_aside_cut_line(path)
-        old = path.read_bytes() if path.is_file() else b""
-        have = {r.get("checksum") for _, r in _lines(path)} if old else set()
+        set_aside_cut_line(path)
+        old = read_no_follow(path) if path.is_file() or path.is_symlink() else b""
+        have = {r.get("checksum") for _, r in _lines(path, follow_links=False)} if old else set()
         lines = []
         for r in new:
             r = to_jsonable({k: v for k, v in r.items() if k not in ("checksum", "_source")})
@@ -139,39 +131,16 @@ def extend(path: str | Path, new: Iterable[Mapping[str, Any]]) -> int:
     return len(lines)
 
 
-def _set_aside_cut_line(path: Path) -> None:
-    import os
-
-    if not path.is_file() or path.stat().st_size == 0:
-        return
-    with open(path, "rb+") as f:
-        f.seek(-1, os.SEEK_END)
-        if f.read(1) == b"\n":
-            return
-        f.seek(0)
-        data = f.read()
-        keep = data.rfind(b"\n") + 1
-        tail = data[keep:]
-        n = 1
-        while path.with_name(f"{path.name}.cut-{n}").exists():
-            n += 1
-        aside = path.with_name(f"{path.name}.cut-{n}")
-        aside.write_bytes(tail)
-        f.truncate(keep)
-    print(f"warning: {path}: its last line was cut ({len(tail)} bytes, an interrupted write); moved to {aside}",
-          file=sys.stderr)
-
-
 # -- reading ---------------------------------------------------------------------------------------
 def _share_ok(v) -> bool:
     return v is None or (isinstance(v, (int, float)) and not isinstance(v, bool) and 0.0 <= float(v) <= 1.0)
 
 
-def _lines(path: Path) -> list[tuple[int, Any]]:
+def _lines(path: Path, follow_links: bool = True) -> list[tuple[int, Any]]:
     """(line number, parsed object) of every non-empty line; a cut last line is skipped with a
     warning (it holds no whole record), any other bad line is an error."""
     try:
-        data = path.read_bytes()
+        data = read_no_follow(path) if not follow_links else path.read_bytes()
     except OSError as e:
         raise UserError(f"{path}: cannot read ({e.strerror or e})") from None
     try:
@@ -229,12 +198,13 @@ def check(r: Any, where: str) -> dict:
     return r
 
 
-def read(path: str | Path) -> list[dict]:
+def read(path: str | Path, follow_links: bool = True) -> list[dict]:
     """The informativity records of one records file, checked, in file order; each carries
-    `_source` ("<file name>:<line>"). Records of other kinds are skipped."""
+    `_source` ("<file name>:<line>"). Records of other kinds are skipped. `follow_links=False`
+    for files found inside a folder (a run folder's records): a link there is refused."""
     path = Path(path)
     out = []
-    for line, r in _lines(path):
+    for line, r in _lines(path, follow_links):
         if isinstance(r, dict) and r.get("kind") not in (None, KIND):
             continue
         where = f"{path}: line {line}"

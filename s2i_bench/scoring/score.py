@@ -24,11 +24,12 @@ from typing import Any
 import numpy as np
 
 from s2i_bench.errors import UserError
-from s2i_bench.fileio import progress, sha256_file
+from s2i_bench.fileio import check_writable, progress, sha256_file
 from s2i_bench.provenance import code_version, now_iso
 from s2i_bench.scoring import metrics as M
 from s2i_bench.scoring import records
 from s2i_bench.scoring.collect import Outcomes, Plan, collect, make_plan
+from s2i_bench.scoring.sheets import sheet_key, sheet_name, write_sheet
 from s2i_bench.seeding import item_seed
 
 _FILE_HASHES: dict[tuple, str] = {}
@@ -169,8 +170,6 @@ def score_translator(translator, store, bundle, *, protocol, split: str = "test"
     metrics: beyond informativity, any of fid, kid, prdc, iis (features by `extractor`, default the
         bundle's domain extractor) and ais (`ais` = (image encoder, audio encoder, their refs)).
     """
-    from s2i_bench.scoring.sheets import write_sheet
-
     started = time.perf_counter()
     if samples < 1:
         raise UserError(f"samples must be >= 1, got {samples}")
@@ -303,7 +302,9 @@ def score_checkpoints(run, store, bundle, *, protocol, split: str, seed: int, sa
         shard.barrier()
     key = dict(classifiers_sha256=file_sha256(Path(bundle.path)), store_hash=store.store_hash, split=split,
                seed=seed, samples=samples)
-    existing = records.select(records.read(out), **key) if out.is_file() else []
+    check_writable(out, "score")  # before the work, not after it
+    # the file this run appends to: never read (or written) through a link
+    existing = records.select(records.read(out, follow_links=False), **key) if out.is_file() or out.is_symlink() else []
     wanted = set(check_metrics(metrics))
     # a record counts as done only when it has every metric asked for now
     complete = [r for r in existing if wanted <= set(r.get("metrics") or ["informativity"])]
@@ -324,8 +325,10 @@ def score_checkpoints(run, store, bundle, *, protocol, split: str, seed: int, sa
         epoch = translator.info.get("epoch")
         if epoch is None:
             epoch = checkpoint_epoch(path)
-        sheet = (run.sample_sheet_path(epoch) if out.parent == run.path else
-                 out.parent / _sheet_name(translator.info, run.name)) if path in with_sheet else None
+        key = sheet_key(translator.info, store_hash=store.store_hash, split=split, seed=seed)
+        sheet = (run.sample_sheet_path(epoch, key) if out.parent == run.path else
+                 out.parent / sheet_name({**translator.info, "run": translator.info.get("run") or run.name}, key)
+                 ) if path in with_sheet else None
         record = score_translator(translator, store, bundle, protocol=protocol, split=split, seed=seed,
                                   samples=samples, batch_size=batch_size, device=device, run=run.name,
                                   epoch=epoch, sample_sheet=sheet, metrics=metrics, extractor=extractor, ais=ais)
@@ -340,9 +343,3 @@ def score_checkpoints(run, store, bundle, *, protocol, split: str, seed: int, sa
                if r.get("epoch") in {checkpoint_epoch(p) for p in todo}]
     scored = list(records.last_per_epoch(existing + new).values())
     return sorted(scored, key=lambda r: r["epoch"]), todo
-
-
-def _sheet_name(info: dict, run_name: str) -> str:
-    from s2i_bench.scoring.sheets import sheet_name
-
-    return sheet_name({**info, "run": info.get("run") or run_name})

@@ -5,13 +5,14 @@ per scored translator (the report's Figs. 15/16).
     frames       (M, S', S', 3) uint8 the real centre frames of the same segments
     segment_ids  (M,) str             class_keys (M,) str       seeds (M,) int64
 
-A record names its sheet (`sample_sheet`); a sheet's file name is unique to the translator
-(run and epoch in a run folder; run, epoch and file hash beside a records file elsewhere), so
-two translators scored into one folder never share one.
+A record names its sheet (`sample_sheet`); a sheet's file name is unique to what it shows
+(`sheet_key`: the translator, store, split and seed; in a run folder with the epoch, elsewhere
+with the run and epoch too), so two scorings into one folder never share one.
 """
 
 from __future__ import annotations
 
+import hashlib
 import io
 import re
 from pathlib import Path
@@ -22,8 +23,17 @@ from s2i_bench.errors import UserError
 from s2i_bench.fileio import atomic_write_bytes
 
 
-def sheet_name(info: dict) -> str:
-    """`samples-<run>-epoch-EEEEEE-<sha256[:12]>.npz` (what is known of it)."""
+def sheet_key(info: dict, *, store_hash: str, split: str, seed: int) -> str:
+    """12 hex digits over what a sheet's content depends on: the translator (its file hash, or
+    its path), the store, the split and the scoring seed. Two scorings that would make
+    different sheets never share a file name (one generator scored on two splits into one
+    folder kept only the last sheet before)."""
+    ident = [str(info.get("sha256") or info.get("path") or ""), str(store_hash), str(split), str(int(seed))]
+    return hashlib.sha256("|".join(ident).encode()).hexdigest()[:12]
+
+
+def sheet_name(info: dict, key: str) -> str:
+    """`samples-<run>-epoch-EEEEEE-<key>.npz` (what is known of the translator, and `sheet_key`)."""
     parts = ["samples"]
     if info.get("run"):
         parts.append(re.sub(r"[^A-Za-z0-9._-]+", "-", str(info["run"])).strip("-") or "run")
@@ -31,8 +41,7 @@ def sheet_name(info: dict) -> str:
         parts.append(f"epoch-{int(info['epoch']):06d}")
     elif info.get("path"):
         parts.append(re.sub(r"[^A-Za-z0-9._-]+", "-", Path(str(info["path"])).stem) or "translator")
-    if info.get("sha256"):
-        parts.append(str(info["sha256"])[:12])
+    parts.append(key)
     return "-".join(parts) + ".npz"
 
 

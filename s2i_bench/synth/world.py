@@ -126,6 +126,26 @@ def _check_out(out: Path, overwrite: bool) -> None:
             # --overwrite deletes the folder: only ever do that to a world this command wrote
             raise UserError(f"{out} is not empty and holds no scenes.json (not a synthetic world); "
                             "refusing to replace it even with --overwrite: choose a new or empty folder")
+        _check_only_world_files(out)
+
+
+def _check_only_world_files(out: Path) -> None:
+    """--overwrite replaces a world only when every file in it is one that scenes.json lists with
+    the sha256 it has (a planted scenes.json, or a file of the user's among the videos, is
+    refused: nothing is deleted that this command did not write)."""
+    try:
+        doc = json.loads((out / "scenes.json").read_text(encoding="utf-8"))
+        listed = {str(e["path"]): str(e["sha256"]) for e in [*doc["videos"], *doc.get("faults", [])]}
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+        raise UserError(f"{out / 'scenes.json'}: not a synthetic world's scene file; refusing to replace {out} even "
+                        f"with --overwrite") from None
+    for p in sorted(out.rglob("*")):
+        rel = p.relative_to(out).as_posix()
+        if p.is_symlink() or (p.is_file() and rel != "scenes.json" and (
+                rel not in listed or sha256_file(p) != listed[rel])):
+            raise UserError(f"{out}: {rel} is not a file that `s2i-bench synth` wrote there (scenes.json does not "
+                            f"list it with this content); refusing to replace {out} even with --overwrite: move it "
+                            f"away or choose a new folder")
 
 
 def _unique_id(rng: np.random.Generator, taken: set[str]) -> str:
