@@ -694,15 +694,21 @@ def _verified_cache_file() -> Path | None:
 
 
 def _file_key(path: Path) -> str:
+    """What identifies one version of a file: its path, size, inode, and its modification and
+    status-change times. `st_ctime_ns` is set by the kernel on every write or metadata change and
+    cannot be set back by the user (`touch -r` resets the mtime only), so an edit in place with
+    the mtime restored still gives a new key."""
     st = path.stat()
-    return f"{path.resolve()}|{st.st_size}|{st.st_mtime_ns}|{st.st_ino}"
+    return f"{path.resolve()}|{st.st_size}|{st.st_mtime_ns}|{st.st_ctime_ns}|{st.st_ino}|{st.st_dev}"
 
 
 def remembered_digest(path: Path, compute) -> dict:
     """`compute(path) -> dict` (a content hash and checks), computed once per file version: the
-    result is remembered by (path, size, mtime, inode), in memory and in the user's cache
-    (`$S2I_BENCH_CACHE`, else ~/.cache/s2i-bench; `S2I_BENCH_CACHE=off` turns it off). A file
-    changed in place gets a new mtime and is read again."""
+    result is remembered by (path, size, mtime, ctime, inode, device), in memory and in the
+    user's cache (`$S2I_BENCH_CACHE`, else ~/.cache/s2i-bench; `S2I_BENCH_CACHE=off` turns it
+    off). A file changed in place gets a new ctime (which no user call can set back) and is read
+    again. This saves time; it is no defence against someone who can write the cache file itself
+    (`s2i-bench audit` always hashes)."""
     path = Path(path)
     key = _file_key(path)
     if key in _VERIFIED:

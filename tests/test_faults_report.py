@@ -41,7 +41,7 @@ def test_edited_or_impossible_records_are_refused_naming_the_line(env, tmp_path)
     for name, edit, needle in (
             ("neg", lambda r: r.update(epoch=-5), "epoch must be a whole number"),
             ("huge", lambda r: r.update(epoch=10**12), "epoch must be a whole number"),
-            ("edited", lambda r: r["classes"]["dog"].update(raw_share=0.99), "changed after `s2i-bench score` wrote it"),
+            ("edited", lambda r: r["classes"]["dog"].update(raw_share=0.99), "changed or damaged after `s2i-bench score` wrote it"),
             ("share", lambda r: r["classes"]["dog"].update(raw_share=1.7), "not a share in [0, 1]")):
         r = line(env)
         edit(r)
@@ -104,13 +104,10 @@ def test_a_report_never_destroys_the_users_files(env, tmp_path):  # 6.11, 6.12
 
 
 def test_a_card_of_another_bundle_is_noted(env, tmp_path):  # 9.2
-    from s2i_bench.informativity.classifiers import write_bundle as write
+    from test_scoring import write_bundle
 
-    card = {"format": "s2i-bench-classifiers", "format_version": 1, "protocol": PROTO.ref(), "classes": {},
-            "source": "trained"}
-    other = tmp_path / "other.pt"
-    write(other, other.with_suffix(".json"), {"format": "s2i-bench-classifiers"}, card, overwrite=True)
-    res = run_cli("report", env["runs"]["a"], "--out", tmp_path / "rep", "--classifiers", other.with_suffix(".json"))
+    other = write_bundle(tmp_path / "other.pt", PROTO, seed=1)
+    res = run_cli("report", env["runs"]["a"], "--out", tmp_path / "rep", "--classifiers", other)
     res.ok()
     assert "the records were scored with" in (tmp_path / "rep" / "index.md").read_text()
 

@@ -35,7 +35,7 @@ def true_series(dim: int, class_index: int, epochs: int, seed: int) -> np.ndarra
     values = base + rng.normal(0, 0.01, size=epochs)
     bumped = (t % 5 == 0) | (t % 5 == 1)
     values[bumped] += 0.15  # the classifiers fooled after a D update: the replacement removes it
-    return np.clip(values, 0, 1)
+    return np.round(np.clip(values, 0, 1) * 30) / 30  # shares of 30 images are k / 30, as scoring writes them
 
 
 def make_run(root: Path, store: Path, dim: int, policy: str = "video", epochs: int = EPOCHS, seed: int = 0,
@@ -62,7 +62,8 @@ def make_run(root: Path, store: Path, dim: int, policy: str = "video", epochs: i
             corrected = float(np.clip(1.2 * raw - 0.03, 0, 1))
             classes[k] = {"n_images": 30, "raw_share": raw, "raw_spread": None, "corrected_share": corrected,
                           "corrected_ci": [max(0.0, corrected - 0.06), min(1.0, corrected + 0.06)],
-                          "class_match_rate": float(min(1.0, 0.35 + raw)), "true_share": float(0.8 * raw)}
+                          "class_match_rate": round(min(1.0, 0.35 + raw) * 30) / 30,
+                          "true_share": round(0.8 * raw * 30) / 30}
         mean = {m: float(np.mean([classes[k][m] for k in proto.class_keys]))
                 for m in ("raw_share", "corrected_share", "class_match_rate", "true_share")}
         lines.append(json.dumps({

@@ -93,7 +93,7 @@ def audit_store(store) -> dict:
     from s2i_bench.data.store import store_problems
 
     protocol = store.protocol
-    problems = store.problems if store.problems else store_problems(store)
+    problems = store.problems if store.problems else store_problems(store, fresh=True)
     fp = fingerprints(store.spectrograms, store.frames, protocol.audio)
     report = audit_segments(store.manifest, fp, protocol)
     meta_counts = store.meta.get("counts", {})

@@ -217,9 +217,11 @@ def _array_digest(path: Path) -> dict:
     return out
 
 
-def _file_digest(path: Path, array: bool) -> dict:
+def _file_digest(path: Path, array: bool, fresh: bool = False) -> dict:
+    """The digest of a store file; arrays are remembered per file version unless `fresh` (the
+    audit hashes every byte every time: it must not trust a cache)."""
     if array:
-        return remembered_digest(path, _array_digest)
+        return _array_digest(path) if fresh else remembered_digest(path, _array_digest)
     return {"sha256": sha256_file(path), "finite": True}
 
 
@@ -240,7 +242,7 @@ def open_store(path: str | Path, verify: bool = True) -> Store:
         store.waveforms = _load_array(path / "waveforms.npy")
     if (path / "waveforms_context.npy").is_file():
         store.context = _load_array(path / "waveforms_context.npy")
-    store.problems = store_problems(store)
+    store.problems = store_problems(store, fresh=not verify)
     if verify and store.problems:
         where, what = store.problems[0]
         more = f" (and {len(store.problems) - 1} more)" if len(store.problems) > 1 else ""
@@ -295,7 +297,7 @@ def _load_array(p: Path) -> np.ndarray:
         raise UserError(f"{p}: cannot read as a numpy array ({e})") from None
 
 
-def store_problems(store: Store) -> list[tuple[str, str]]:
+def store_problems(store: Store, fresh: bool = False) -> list[tuple[str, str]]:
     """(file, problem) for everything that is not as store.json says (empty: all is well)."""
     path, meta, manifest = store.path, store.meta, store.manifest
     problems: list[tuple[str, str]] = []
@@ -304,7 +306,7 @@ def store_problems(store: Store) -> list[tuple[str, str]]:
     if problems:
         return problems  # the rest would only repeat them
     problems += _manifest_problems(path / "manifest.csv", manifest, store)
-    problems += _hash_problems(store)
+    problems += _hash_problems(store, fresh)
     return problems
 
 
@@ -394,13 +396,13 @@ def pd_values(column) -> np.ndarray:
     return pd.to_numeric(column, errors="coerce").fillna(-1).to_numpy(dtype=np.int64)
 
 
-def _hash_problems(store: Store) -> list[tuple[str, str]]:
+def _hash_problems(store: Store, fresh: bool = False) -> list[tuple[str, str]]:
     out, path, meta = [], store.path, store.meta
     names = ["manifest.csv", *ARRAYS] + [n for n in OPTIONAL_ARRAYS if (path / n).is_file()]
     recorded = meta.get("files") or {}
     hashes = {}
     for name in names:
-        digest = _file_digest(path / name, array=name.endswith(".npy"))
+        digest = _file_digest(path / name, array=name.endswith(".npy"), fresh=fresh)
         hashes[name] = digest["sha256"]
         want = recorded.get(name) if isinstance(recorded, dict) else None
         if isinstance(want, dict) and want.get("sha256") not in (None, digest["sha256"]):

@@ -8,6 +8,7 @@ dict of tensors and plain values, loaded with `weights_only=True`) plus a JSON c
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -18,6 +19,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from s2i_bench.errors import UserError
+from s2i_bench.fileio import sha256_file, to_jsonable
 from s2i_bench.safeload import load_weights_only
 
 BUNDLE_FORMAT = "s2i-bench-classifiers"
@@ -120,13 +122,13 @@ class Bundle:
         return self.card["classes"][class_key].get("specificity")
 
 
-def _check_card_beside(path: Path) -> None:
-    """The JSON card beside a bundle names the bundle file it describes (its sha256): a bundle
-    replaced or edited after training no longer matches and is refused."""
-    import json
+CARD_ONLY_KEYS = ("bundle_sha256", "created")  # what the JSON card has beyond the card inside the .pt
 
-    from s2i_bench.fileio import sha256_file
 
+def _check_card_beside(path: Path, inner: dict) -> None:
+    """The JSON card beside a bundle must describe this bundle file (its sha256) and say what the
+    card inside the .pt says (the .pt is what its sha256 covers): a bundle replaced after
+    training, or a card edited afterwards (another sensitivity, say), is refused."""
     card_file = path.with_suffix(".json")
     if not card_file.is_file():
         return
@@ -134,10 +136,43 @@ def _check_card_beside(path: Path) -> None:
         card = json.loads(card_file.read_text(encoding="utf-8"))
     except (OSError, ValueError, UnicodeDecodeError) as e:
         raise UserError(f"{card_file}: cannot read the bundle's card ({e})") from None
-    claimed = card.get("bundle_sha256") if isinstance(card, dict) else None
+    if not isinstance(card, dict):
+        raise UserError(f"{card_file}: not a bundle card (expected a JSON object)")
+    claimed = card.get("bundle_sha256")
     if claimed and claimed != sha256_file(path):
         raise UserError(f"{path}: not the bundle its card {card_file.name} describes (sha256 differs): the bundle was "
                         f"replaced or changed after training; train it again or restore the file")
+    if isinstance(inner, dict) and inner:
+        mine = {k: v for k, v in card.items() if k not in CARD_ONLY_KEYS}
+        theirs = {k: v for k, v in to_jsonable(inner).items() if k not in CARD_ONLY_KEYS}
+        if mine != theirs:
+            field = _first_difference(mine, theirs)
+            raise UserError(f"{card_file}: says {field} differently from the card inside {path.name}: the card was "
+                            f"edited after training; restore it (or delete it: the card inside the bundle is used)")
+
+
+def _first_difference(a: Any, b: Any, where: str = "") -> str:
+    if isinstance(a, dict) and isinstance(b, dict):
+        for k in sorted(set(a) | set(b), key=str):
+            if a.get(k) != b.get(k):
+                return _first_difference(a.get(k), b.get(k), f"{where}.{k}" if where else str(k))
+    return where or "its content"
+
+
+def _check_card_numbers(path: Path, card: dict, outcomes: dict) -> None:
+    """Sensitivity and specificity in the card are those of the stored test outcomes."""
+    for key, pair in outcomes.items():
+        c = (card.get("classes") or {}).get(key) or {}
+        if pair is None:
+            continue
+        labels, preds = pair
+        tp, fn = int(((labels == 1) & (preds == 1)).sum()), int(((labels == 1) & (preds == 0)).sum())
+        tn, fp = int(((labels == 0) & (preds == 0)).sum()), int(((labels == 0) & (preds == 1)).sum())
+        for name, value in (("sensitivity", tp / (tp + fn) if tp + fn else None),
+                            ("specificity", tn / (tn + fp) if tn + fp else None)):
+            if c.get(name) is not None and (value is None or abs(float(c[name]) - value) > 1e-9):
+                raise UserError(f"{path} [{key}]: the card's {name} {c[name]!r} is not that of the bundle's own test "
+                                f"outcomes ({value!r}): the bundle was edited")
 
 
 def load_bundle(path: str | Path, device: str = "cpu") -> Bundle:
@@ -148,7 +183,6 @@ def load_bundle(path: str | Path, device: str = "cpu") -> Bundle:
         path = path.with_suffix(".pt")
     if not path.is_file():
         raise UserError(f"{path}: classifier bundle not found (make one with `s2i-bench train-classifiers`)")
-    _check_card_beside(path)
     raw = load_weights_only(path, "classifier bundle")
     if not isinstance(raw, dict) or raw.get("format") != BUNDLE_FORMAT:
         raise UserError(f"{path}: not an s2i-bench classifier bundle")
@@ -177,6 +211,10 @@ def load_bundle(path: str | Path, device: str = "cpu") -> Bundle:
             if labels.shape != preds.shape or not set(np.unique(labels)) | set(np.unique(preds)) <= {0, 1}:
                 raise UserError(f"{path} [{key}]: test labels/predictions must be two equal-length 0/1 vectors")
             outcomes[key] = (labels, preds)
+    if not isinstance(card, dict):
+        raise UserError(f"{path}: the bundle's card is not a mapping")
+    _check_card_numbers(path, card, outcomes)
+    _check_card_beside(path, card)
     class_match = None
     if raw.get("class_match") is not None:
         cm = raw["class_match"]

@@ -183,6 +183,8 @@ def _render_report(inputs, out: Path, figures: bool, store, bundle, formats) -> 
     write_index(ctx, items, notes)
     written += [Path("index.md"), Path("index.html")]
     write_manifest(ctx, written, formats, figures, notes)
+    for digest in ctx.bundle_hashes():
+        print(f"report: records scored with the classifier bundle sha256 {digest}")
 
 
 def _simple_figure(ctx, stem: str, title: str, caption: str, make, formats):

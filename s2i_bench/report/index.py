@@ -69,6 +69,7 @@ def write_manifest(ctx: Context, written: list[Path], formats, figures: bool, no
                         "record_files": [p.name for p in lv["run"].record_files]} for lv in (ctx.references or [])],
         "store": None if ctx.store is None else {"hash": ctx.store.store_hash, "split_policy": ctx.store.split_policy},
         "classifiers": None if ctx.card is None else {"pool_hash": ctx.card.get("pool_hash"), "seed": ctx.card.get("seed")},
+        "scored_with_bundles": ctx.bundle_hashes(),
         "figures": figures, "formats": formats, "notes": notes,
         "files": sorted(p.as_posix() for p in written),
     }

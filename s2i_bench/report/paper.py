@@ -7,6 +7,8 @@ import json
 from pathlib import Path
 
 from s2i_bench.errors import UserError
+from s2i_bench.fileio import sha256_file
+from s2i_bench.informativity.bundle import load_bundle
 
 # results/paper/paper-numbers.csv, shipped as package data (s2i_bench.paper)
 PAPER_NUMBERS = Path(str(importlib.resources.files("s2i_bench.paper"))) / "paper-numbers.csv"
@@ -35,15 +37,20 @@ def load_paper_numbers(path: Path = PAPER_NUMBERS):
 
 
 def load_card(bundle: Path) -> dict:
-    """The bundle's JSON card (BUNDLE.json); without one, the card stored inside BUNDLE.pt."""
+    """The classifiers' card, checked: with the bundle file (.pt) at hand, the card inside it
+    (what its sha256 covers; a JSON card beside it that says anything else is refused by
+    `load_bundle`) plus that sha256; a JSON card alone cannot be checked and says so
+    (`verified` false)."""
     bundle = Path(bundle)
+    pt = bundle.with_suffix(".pt") if bundle.suffix == ".json" else bundle
+    if pt.is_file():
+        loaded = load_bundle(pt)  # weights_only=True; card beside it checked against the one inside
+        beside = pt.with_suffix(".json")
+        extra = _load_json(beside, "s2i-bench train-classifiers") if beside.is_file() else {}
+        return {**loaded.card, "created": extra.get("created"), "bundle_sha256": sha256_file(pt), "verified": True}
     card_path = bundle if bundle.suffix == ".json" else bundle.with_suffix(".json")
-    if not card_path.is_file() and bundle.suffix == ".pt" and bundle.is_file():
-        from s2i_bench.informativity.bundle import load_bundle
-
-        return load_bundle(bundle).card  # loaded with weights_only=True
     card = _load_json(card_path, "s2i-bench train-classifiers")
     if card.get("format") != "s2i-bench-classifiers":
         raise UserError(f"{card_path}: not a classifier bundle card (format={card.get('format')!r}; written by "
                         "`s2i-bench train-classifiers`)")
-    return card
+    return {**card, "verified": False}

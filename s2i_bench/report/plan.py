@@ -59,6 +59,12 @@ class Context:
             # The code that made the numbers (the report's own version would change the index
             # with every commit although the inputs did not change).
             lines.append("Code version of the inputs: " + ", ".join(versions) + ".")
+        bundles = self.bundle_hashes()
+        if bundles:
+            # The one identity a reader can check against their own copy: the checksums inside
+            # records are unkeyed (anyone can recompute them), the bundle's hash is not forgeable.
+            lines.append("Scored with the classifier bundle(s) of sha256 " + ", ".join(bundles)
+                         + " (print it beside the numbers: a reader with the bundle can check it).")
         if self.leaky_split:
             lines.insert(0, "WARNING: LEAKY split (the audit found videos or near-duplicates across splits and "
                          "`prepare --allow-leakage` kept them) for " + ", ".join(r.label for r in self.leaky_split)
@@ -68,6 +74,12 @@ class Context:
                          + ", ".join(r.label for r in self.random_split)
                          + ": test sounds come from videos seen in training, so informativity is inflated.")
         return lines
+
+    def bundle_hashes(self) -> list[str]:
+        """The full sha256 of every classifier bundle the runs' and references' records name."""
+        runs = list(self.runs) + [lv["run"] for lv in (self.references or [])]
+        return sorted({str((rec.get("classifiers") or {}).get("sha256")) for r in runs for rec in r.records
+                       if (rec.get("classifiers") or {}).get("sha256")})
 
     def provenance(self, runs: list[Run], store: bool = False, bundle: bool = False) -> str:
         parts = []

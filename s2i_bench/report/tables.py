@@ -230,6 +230,11 @@ def classifier_table(card: dict, class_keys, class_names, paper) -> Table:
     source = card.get("source", "trained")
     notes = [f"Classifier source: {source}. Accuracy, sensitivity and specificity are measured on the held-out "
              "test images only; the paper reports accuracy alone (§5.3)."]
+    if card.get("verified") is False:
+        notes.append("UNVERIFIED: only the JSON card was given (no bundle file beside it), so these numbers could "
+                     "not be checked against the bundle; pass the .pt file.")
+    elif card.get("bundle_sha256"):
+        notes.append(f"Read from the bundle file itself (sha256 {card['bundle_sha256']}).")
     if source == "authors":
         notes.append("The authors' classifiers come without their test outcomes: accuracy, sensitivity and "
                      "specificity are unknown, so the corrected shares cannot be computed.")

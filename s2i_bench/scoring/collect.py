@@ -12,14 +12,36 @@ these decisions is `scoring.metrics`; `scoring.score` writes the record.
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, field
 
 import numpy as np
 
 from s2i_bench.errors import UserError
+from s2i_bench.fileio import progress
 from s2i_bench.seeding import item_seeds
 
 SHEET_PER_CLASS = 8  # fixed test sounds per class saved for the report's Figs. 15/16
+# Images per sound: the field draws 1-10; each draw of each sound costs a seed, decisions and
+# (with image metrics) a feature row in memory, so an absurd K is refused before any work.
+MAX_SAMPLES = 1000
+BYTES_PER_IMAGE = 8 + 8 + 1 + 1  # seed, predicted class, informative, truth (features come on top)
+
+
+def check_samples(samples: int, num_sounds: int, feature_dim: int = 0) -> None:
+    """`samples` (K images per sound) in 1..MAX_SAMPLES, and the (K, N) arrays of the outcomes
+    fit in half of this machine's memory; else one line, before any translation."""
+    if isinstance(samples, bool) or not isinstance(samples, (int, np.integer)) or not 1 <= samples <= MAX_SAMPLES:
+        raise UserError(f"--samples {samples!r}: images per sound must be a whole number in 1..{MAX_SAMPLES}")
+    need = int(samples) * max(int(num_sounds), 1) * (BYTES_PER_IMAGE + 4 * int(feature_dim))
+    try:
+        avail = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (ValueError, OSError, AttributeError):
+        return
+    if need > avail // 2:
+        raise UserError(f"--samples {samples}: {samples} images for each of {num_sounds} sounds need about "
+                        f"{need / 2**30:.1f} GiB for their decisions, more than half of this machine's "
+                        f"{avail / 2**30:.1f} GiB; use fewer samples")
 
 
 @dataclass(frozen=True)
@@ -66,6 +88,7 @@ def make_plan(store, class_keys, split: str, seed: int, samples: int, only_rows=
     if key in _PLANS:
         return _PLANS[key]
     rows = store.split_indices(split)
+    check_samples(samples, len(rows) if only is None else len(only))
     if only is not None:
         rows = rows[np.isin(rows, np.array(only, dtype=np.int64))]
     store_classes = store.manifest["class"].to_numpy()[rows]
@@ -139,7 +162,10 @@ def collect(translator, store, bundle, plan: Plan, *, device="cpu", batch_size: 
     inputs = tuple(getattr(translator, "inputs", ("log_mel",)))
     if audio_encoder is not None:  # AIS listens to the sounds whatever the translator reads
         inputs += ("waveform_context",) if audio_encoder.wants_context else ("waveform",)
-    for k, _, key, start, stop, rows, batch in batches_of(store, plan, batch_size, dev, inputs):
+    total = plan.samples * sum(-(-(sl.stop - sl.start) // batch_size) for sl in plan.class_slices.values())
+    bar = progress(batches_of(store, plan, batch_size, dev, inputs), total=total,
+                   desc=f"translate {where or 'images'}"[:60], unit="batch")
+    for k, _, key, start, stop, rows, batch in bar:
         native, images = translate_checked(translator, batch, size=image_size, where=where, rows=rows)  # (B, 3, S, S)
         out.native_size = tuple(int(v) for v in native.shape[-2:])
         for enc, name in ((extractor, "features"), (image_encoder, "image_embeddings")):

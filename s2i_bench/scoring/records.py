@@ -25,6 +25,7 @@ from s2i_bench.runs import MAX_EPOCH, RECORDS
 RECORDS_NAME = RECORDS
 KIND = "informativity"
 FORMAT_VERSION = 3  # 2: format_version, translator input/size; 3: per-image decisions; older records still read
+CHECKSUM_SINCE = 3  # records of this format on must carry their checksum (corruption detection, not tamper-proof)
 MEASURES = ("raw_share", "corrected_share", "true_share", "class_match_rate")
 SERIES_FIELDS = ("classifiers.sha256", "store.hash", "split", "seed", "samples", "protocol.fingerprint")
 
@@ -192,10 +193,70 @@ def check(r: Any, where: str) -> dict:
     for field in ("store", "classifiers", "generator", "protocol"):
         if r.get(field) is not None and not isinstance(r[field], dict):
             raise UserError(f"{where}: '{field}' is not an object")
+    if "checksum" not in r and version >= CHECKSUM_SINCE:
+        raise UserError(f"{where}: no checksum; every record of format {CHECKSUM_SINCE} or later carries one (it was "
+                        f"removed, or the record was not written by `s2i-bench score`)")
     if "checksum" in r and r["checksum"] != checksum(r):
-        raise UserError(f"{where}: the record was changed after `s2i-bench score` wrote it (its checksum does not "
-                        f"match); score the translator again")
+        raise UserError(f"{where}: the record was changed or damaged after `s2i-bench score` wrote it (its checksum "
+                        f"does not match); score the translator again")
+    cross_check(r, where)
     return r
+
+
+def cross_check(r: Mapping[str, Any], where: str) -> None:
+    """What a record says twice must agree: every share is k / n for the class's n images, each
+    mean is the mean of its classes, and the shares are those of the per-image decisions. The
+    checksum is unkeyed (anyone can recompute it), so it detects damage, not tampering; these
+    checks catch an edited number that was not edited everywhere it shows."""
+    classes = r["classes"]
+    for key, c in classes.items():
+        n = c.get("n_images")
+        if n is None:
+            continue
+        if not isinstance(n, int) or isinstance(n, bool) or n < 0:
+            raise UserError(f"{where}: classes.{key}.n_images = {n!r} is not a count")
+        for m in ("raw_share", "class_match_rate", "true_share"):
+            v = c.get(m)
+            if v is not None and (n == 0 or abs(v * n - round(v * n)) > 1e-6 * max(1, n)):
+                raise UserError(f"{where}: classes.{key}.{m} = {v!r} is not k / {n} for the class's {n} images: the "
+                                f"record was edited or damaged")
+    mean = r.get("mean")
+    if isinstance(mean, dict):
+        keys = mean.get("classes") if isinstance(mean.get("classes"), list) else list(classes)
+        for m in MEASURES:
+            vals = [(classes.get(k) or {}).get(m) for k in keys]
+            if mean.get(m) is None or not vals or any(v is None for v in vals):
+                continue
+            if abs(float(mean[m]) - float(np.mean(vals))) > 1e-9:
+                raise UserError(f"{where}: mean.{m} = {mean[m]!r} is not the mean of its classes "
+                                f"({float(np.mean(vals))!r}): the record was edited or damaged")
+    _check_against_decisions(r, where)
+
+
+def _check_against_decisions(r: Mapping[str, Any], where: str) -> None:
+    """The per-class shares equal the shares of the packed per-image decisions (plan order:
+    class by class in the record's class order, `n_sounds` each)."""
+    if not r.get("decisions"):
+        return
+    d = decisions({**r, "_source": where})
+    k, n = d["shape"]
+    classes = r["classes"]
+    sizes = [(key, c.get("n_sounds")) for key, c in classes.items()]
+    if not all(isinstance(s, int) for _, s in sizes) or sum(s for _, s in sizes) != n:
+        raise UserError(f"{where}: the classes' n_sounds add up to {sum(s or 0 for _, s in sizes)}, the decisions "
+                        f"hold {n} sounds: the record was edited or damaged")
+    start = 0
+    for key, size in sizes:
+        c = classes[key]
+        for field, measure in (("informative", "raw_share"), ("truth", "true_share"), ("class_match", "class_match_rate")):
+            v = c.get(measure)
+            if v is None or d[field] is None or size == 0:
+                continue
+            actual = float(d[field][:, start:start + size].mean())
+            if abs(actual - float(v)) > 1e-9:
+                raise UserError(f"{where}: classes.{key}.{measure} = {v!r}, but its per-image decisions give "
+                                f"{actual!r}: the record was edited or damaged")
+        start += size
 
 
 def read(path: str | Path, follow_links: bool = True) -> list[dict]:
