@@ -4,7 +4,10 @@ Every checkpoint, bundle and state dict goes through `load_weights_only` (torch'
 restricted to tensors and plain containers): a pickle that would run code is refused, naming
 the file. Programs (TorchScript, `torch.export`) are told apart by their archive layout
 (`archive_kind`), before anything in them is unpickled, and go to `s2i_bench.translators.programs`,
-which checks their graphs before running them.
+which checks their graphs before running them. Every zip is first read by the strict reader of
+`s2i_bench.archive` (duplicate or case-colliding names, encryption, unknown compression, headers
+that disagree, overlapping entries, sizes past the limits: refused), so that torch's own zip
+reader and s2i-bench's see the same members, and no zip bomb is expanded.
 """
 
 from __future__ import annotations
@@ -15,19 +18,21 @@ import zipfile
 from pathlib import Path
 from typing import Any, Iterator
 
+from s2i_bench.archive import NotAZip, open_zip, starts_like_zip
 from s2i_bench.errors import UserError
 
 
 def archive_kind(path: str | Path) -> str | None:
-    """"torchscript", "export", "torch-save" (a `torch.save` zip) or None (not a zip archive),
-    from the archive's file list alone: nothing is unpickled."""
+    """"torchscript", "export", "torch-save" (a `torch.save` zip) or None (not a zip archive, or
+    one cut short), from the archive's file list alone: nothing is unpickled. A zip the strict
+    reader refuses (`s2i_bench.archive`) raises its UserError."""
     path = Path(path)
     try:
-        if not path.is_file() or not zipfile.is_zipfile(path):
+        if not path.is_file() or not starts_like_zip(path):
             return None
-        with zipfile.ZipFile(path) as z:
-            names = z.namelist()
-    except (zipfile.BadZipFile, OSError):
+        with open_zip(path) as z:
+            names = [n.lower() for n in z.names]  # torch finds names without regard to case
+    except NotAZip:
         return None
     if any(n.endswith("/archive_format") or ("/models/" in n and n.endswith(".json")) for n in names):
         return "export"
@@ -75,6 +80,12 @@ def load_weights_only(path: str | Path, what: str = "file") -> Any:
     if not head.startswith(b"PK") and not head.startswith(b"\x80"):
         raise UserError(f"{path}: not a torch file (it starts with neither a zip nor a pickle header), "
                         f"so it cannot be a {what}")
+    if head.startswith(b"PK"):  # a zip: checked whole, compressed members expanded (capped), before torch
+        try:
+            with open_zip(path) as z:
+                z.check_compressed()
+        except NotAZip as e:
+            raise UserError(f"{path}: cannot read as a torch {what}: the file is cut or corrupt ({e.reason})") from None
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as e:

@@ -10,9 +10,18 @@ spectrograms (B, 1, 128, 100) in [-1, 1] to images (the contract of `translators
 
 A program is a stranger's file, so it stays data until it is known to be pure computation:
 
-1. Before loading: a TorchScript archive whose code defines `__setstate__` (code that runs
-   while the file is loaded) is refused; a `.pt2` with pickled weights, constants or sample
-   inputs is refused (torch would unpickle them with code execution allowed).
+1. Before loading, in this process, by parsing, never by loading (`s2i_bench.archive`): the
+   zip itself is read strictly (duplicate or case-colliding names, encryption, compression
+   other than deflate, headers that disagree, overlapping entries, zip bombs: refused), so that
+   torch's zip reader sees the same members as the checks. A TorchScript archive whose code
+   does not parse as Python, or defines or names `__setstate__` (code TorchScript runs while
+   the file loads), or refers to a TorchBind class, is refused. A `.pt2` may hold only what
+   `torch.export.save` writes (no pickled weights or constants, no AOTInductor libraries), and
+   its JSON is walked against torch's schema with a grammar for every string: symbolic sizes
+   (which torch hands to sympy's `eval`) must parse as the expressions torch writes, names
+   (which torch pastes into code it runs) must be identifiers, and `guards_code` (which torch
+   execs) must be empty. So a refusal here, and an operator refused below, means that nothing of
+   the program ran.
 2. Loading and running happen in a child process. There, every graph the program can run is
    checked against the operator allowlist of `opcheck` before it runs once; a refused operator
    (a file read or write, a custom op) is named and nothing runs.
@@ -33,58 +42,17 @@ from __future__ import annotations
 import json
 import re
 import time
-import zipfile
 from pathlib import Path
 
 import numpy as np
 
 from s2i_bench.errors import UserError
+from s2i_bench.translators import program_archives
 from s2i_bench.translators.base import Translator
 
 SPECTROGRAM_SHAPE = (1, 128, 100)
 DEFAULT_TIMEOUT_S = 120.0
 START_TIMEOUT_S = 300.0  # process start, torch import, load, graph check and the probe
-_SETSTATE = re.compile(r"def\s+__setstate__\s*\(")
-
-
-# -- before anything is loaded ----------------------------------------------------------------------
-def _check_torchscript_archive(path: Path) -> None:
-    """Refuse a TorchScript archive with code that would run while it loads (`__setstate__`)."""
-    try:
-        with zipfile.ZipFile(path) as z:
-            for name in z.namelist():
-                if "/code/" in name and name.endswith(".py"):
-                    text = z.read(name).decode("utf-8", "replace")
-                    if _SETSTATE.search(text):
-                        raise UserError(f"{path}: refused: its code defines __setstate__ ({name}), which TorchScript "
-                                        f"runs while the file is loaded; a translator program needs none")
-    except UserError:
-        raise
-    except (zipfile.BadZipFile, OSError, ValueError) as e:
-        raise UserError(f"{path}: cannot read the program archive ({_short(e)})") from None
-
-
-def _check_export_archive(path: Path) -> None:
-    """Refuse a `.pt2` whose weights or constants torch would unpickle with weights_only=False."""
-    try:
-        with zipfile.ZipFile(path) as z:
-            for name in z.namelist():
-                base = name.rsplit("/", 1)[-1]
-                folder = name.rsplit("/", 2)[-2] if name.count("/") >= 2 else ""
-                if folder in ("weights", "constants") and base.endswith(".pt"):
-                    raise UserError(f"{path}: refused: legacy pickled {folder} file {name!r} in the program "
-                                    f"(re-export it with a current torch.export.save)")
-                if base.endswith("_config.json") and folder in ("weights", "constants"):
-                    config = json.loads(z.read(name))
-                    entries = config.get("config", config) if isinstance(config, dict) else {}
-                    for fqn, meta in (entries.items() if isinstance(entries, dict) else []):
-                        if isinstance(meta, dict) and meta.get("use_pickle"):
-                            raise UserError(f"{path}: refused: {folder} entry {fqn!r} is a pickle, which "
-                                            f"torch would load with code execution allowed")
-    except UserError:
-        raise
-    except (zipfile.BadZipFile, OSError, ValueError) as e:
-        raise UserError(f"{path}: cannot read the program archive ({_short(e)})") from None
 
 
 def _short(e: BaseException) -> str:
@@ -377,8 +345,9 @@ class ProgramWorker:
 
 
 def checked_program(path: Path, role: str) -> tuple[str, str]:
-    """(kind, sha256) of a program file that passed the checks made before anything is loaded:
-    a TorchScript archive without load-time code, or a .pt2 without pickled entries."""
+    """(kind, sha256) of a program file that passed the checks made before anything is loaded
+    (module docstring, step 1): a strictly read zip, and a TorchScript archive without load-time
+    code or a .pt2 with nothing torch would eval, exec or unpickle."""
     from s2i_bench.fileio import sha256_file
     from s2i_bench.safeload import archive_kind
 
@@ -386,9 +355,9 @@ def checked_program(path: Path, role: str) -> tuple[str, str]:
         raise UserError(f"{path}: {role} program not found")
     kind = archive_kind(path)
     if kind == "torchscript":
-        _check_torchscript_archive(path)
+        program_archives.check_torchscript_archive(path)
     elif kind == "export":
-        _check_export_archive(path)
+        program_archives.check_export_archive(path)
     else:
         raise UserError(f"{path}: not a TorchScript file or a torch.export program (.pt2): "
                         f"{'not a zip archive, or cut short' if kind is None else 'a torch.save file'}")
