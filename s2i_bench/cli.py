@@ -201,6 +201,46 @@ def train_baseline(store, run_dir, protocol_name, embedding_dim, epochs, device,
 
 
 # -- informativity classifiers ----------------------------------------------------------------
+class _PositiveOrInf(click.ParamType):
+    """A positive finite number, or `inf` (no limit); never NaN, zero or negative."""
+
+    name = "number"
+
+    def __init__(self, unit: str):
+        self.unit = unit
+
+    def convert(self, value, param, ctx):
+        import math
+
+        try:
+            number = float(value)
+        except (TypeError, ValueError):
+            number = math.nan
+        if math.isnan(number) or number <= 0:
+            self.fail(f"{value!r} is not a positive number of {self.unit}, or inf for no limit", param, ctx)
+        return number
+
+
+# What `score` and `pool` say about strangers' programs (TorchScript / torch.export files).
+_program_options = (
+    click.option("--program-timeout", type=_PositiveOrInf("seconds"), default=None, metavar="SECONDS",
+                 help="Time limit for TorchScript / torch.export programs: per batch, and for loading and "
+                      "probing one (default 120; inf: no limit)."),
+    click.option("--program-memory", type=_PositiveOrInf("GiB"), default=None, metavar="GIB",
+                 help="Memory a program may use on top of torch's own (default: 3/4 of the RAM, between 4 and "
+                      "16 GiB; inf: no limit)."),
+    click.option("--unconfined", is_flag=True,
+                 help="Run programs even without the operating system's confinement (Landlock, Linux 5.13+): "
+                      "only the operator allowlist and a separate process then stand between them and your files."),
+)
+
+
+def _with_program_options(fn):
+    for option in reversed(_program_options):
+        fn = option(fn)
+    return fn
+
+
 @main.command(short_help="Translate held-out sounds with many generators into a candidate pool.")
 @click.argument("generators", type=ExistingPath, nargs=-1, required=True)
 @click.option("--data", "store", type=ExistingPath, required=True)
@@ -214,11 +254,10 @@ def train_baseline(store, run_dir, protocol_name, embedding_dim, epochs, device,
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--device", default="cpu", show_default=True)
 @click.option("--overwrite", is_flag=True)
-@click.option("--program-timeout", type=click.FloatRange(min=0.1), default=None, metavar="SECONDS",
-              help="Time limit per batch for TorchScript / torch.export programs (default 120).")
+@_with_program_options
 @_friendly
 def pool(generators, store, pool_dir, split, per_model, draws_per_sound, per_run_last, seed, device, overwrite,
-         program_timeout):
+         program_timeout, program_memory, unconfined):
     """Translate the validation sounds of STORE (or the split the protocol names) with each GENERATOR (checkpoint files or run
     folders, any mix; every checkpoint of a run folder is one model)."""
     from s2i_bench.informativity.pool import build_pool
@@ -226,7 +265,9 @@ def pool(generators, store, pool_dir, split, per_model, draws_per_sound, per_run
 
     build_pool(list(generators), store=store, out=pool_dir, split=split, per_model=per_model, seed=seed,
                overwrite=overwrite, device=check_device(device), per_run="last" if per_run_last else "all",
-               draws_per_sound=draws_per_sound, translator_options={"program_timeout": program_timeout})
+               draws_per_sound=draws_per_sound,
+               translator_options={"program_timeout": program_timeout, "program_memory": program_memory,
+                                   "unconfined": unconfined})
 
 
 @main.command(short_help="Label a pool (judge, CSV or the label-server's annotations) and build the balanced sets.")
@@ -341,8 +382,7 @@ def metrics(series_csv, protocol_name, as_json, out):
                                                     "(the record lists the missing ones).")
 @click.option("--audio-encoder", type=ExistingPath, default=None, help="For the authors' generator state dict.")
 @click.option("--embedding-dim", type=int, default=None, help="For the authors' generator state dict.")
-@click.option("--program-timeout", type=click.FloatRange(min=0.1), default=None, metavar="SECONDS",
-              help="Time limit per batch for TorchScript / torch.export programs (default 120).")
+@_with_program_options
 @click.option("--metrics", default="informativity", show_default=True, metavar="M1,M2,...",
               help="Beyond informativity: fid, kid, prdc, iis (offline features: the bundle's domain extractor, or "
                    "--feature-extractor) and ais (--ais-audio, --ais-image).")
@@ -355,7 +395,8 @@ def metrics(series_csv, protocol_name, as_json, out):
 @click.option("--json", "as_json", is_flag=True)
 @_friendly
 def score(translator, translator_option, store, bundle, split, seed, samples, allow_missing, audio_encoder,
-          embedding_dim, program_timeout, metrics, feature_extractor, ais_audio, ais_image, device, records, as_json):
+          embedding_dim, program_timeout, program_memory, unconfined, metrics, feature_extractor, ais_audio, ais_image,
+          device, records, as_json):
     """Score TRANSLATOR, which is one of:
 
     \b
@@ -384,7 +425,8 @@ def score(translator, translator_option, store, bundle, split, seed, samples, al
                   records_out=records, as_json=as_json, allow_missing=allow_missing, metrics=metrics,
                   feature_extractor=feature_extractor, ais_audio=ais_audio, ais_image=ais_image,
                   translator_options={"audio_encoder": audio_encoder, "embedding_dim": embedding_dim,
-                                      "program_timeout": program_timeout})
+                                      "program_timeout": program_timeout, "program_memory": program_memory,
+                                      "unconfined": unconfined})
 
 
 @main.command(short_help="Is A better than B? Paired tests and intervals for every pair of translators.")

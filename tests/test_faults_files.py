@@ -336,7 +336,7 @@ def test_a_slow_program_meets_its_time_limit(env, monkeypatch):
     import s2i_bench.translators.programs as programs
 
     path = program(env, "slow", Slow())
-    monkeypatch.setattr(programs, "START_TIMEOUT_S", 4.0)  # the probe already hangs
+    monkeypatch.setattr(programs, "DEFAULT_TIMEOUT_S", 4.0)  # the probe already hangs (--program-timeout's default)
     started = time.monotonic()
     score(env, path).refused(str(path), "took longer than 4 s", "--program-timeout")
     assert time.monotonic() - started < 30

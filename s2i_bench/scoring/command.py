@@ -102,7 +102,8 @@ def score_command(translator, *, store=None, bundle=None, split=None, seed=None,
     check_classes(protocol, bun)
     _store_warnings(st, bun, protocol)
     kwargs = dict(protocol=protocol, split=split, seed=seed, batch_size=protocol.scoring.batch_size, device=device,
-                  **_metric_options(metrics, feature_extractor, ais_audio, ais_image, st, protocol))
+                  **_metric_options(metrics, feature_extractor, ais_audio, ais_image, st, protocol,
+                                    translator_options))
     if kind == "run":
         samples = samples or protocol.scoring.samples
         return _score_run(Path(translator), st, bun, out, samples, as_json, translator_options, kwargs)
@@ -137,9 +138,15 @@ def score_command(translator, *, store=None, bundle=None, split=None, seed=None,
     return record
 
 
-def _metric_options(metrics, feature_extractor, ais_audio, ais_image, store, protocol) -> dict:
-    """--metrics and the encoders they need, checked before anything is scored."""
+def _metric_options(metrics, feature_extractor, ais_audio, ais_image, store, protocol,
+                    translator_options=None) -> dict:
+    """--metrics and the encoders they need, checked before anything is scored. The encoders are
+    strangers' programs: the translator's --program-timeout, --program-memory, --unconfined."""
     from s2i_bench.scoring.score import check_metrics
+
+    options = translator_options or {}
+    program = {"timeout_s": options.get("program_timeout"), "unconfined": bool(options.get("unconfined")),
+               "memory_gib": options.get("program_memory")}
 
     which = check_metrics([m for m in (metrics or "").split(",")] if isinstance(metrics, str) else metrics)
     out: dict[str, Any] = {"metrics": which}
@@ -148,7 +155,7 @@ def _metric_options(metrics, feature_extractor, ais_audio, ais_image, store, pro
             raise UserError("--feature-extractor is for --metrics fid, kid, prdc or iis")
         from s2i_bench.scoring.features import program_extractor
 
-        out["extractor"] = program_extractor(feature_extractor)
+        out["extractor"] = program_extractor(feature_extractor, **program)
     if "ais" in which or ais_audio or ais_image:
         if not (ais_audio and ais_image):
             raise UserError("AIS needs both encoders of your own: --ais-audio PROGRAM and --ais-image PROGRAM "
@@ -158,8 +165,8 @@ def _metric_options(metrics, feature_extractor, ais_audio, ais_image, store, pro
         from s2i_bench.scoring.features import audio_encoder, program_extractor
 
         store.require_waveforms("AIS")
-        audio_fn, audio_ref = audio_encoder(ais_audio, store.sample_rate)
-        image = program_extractor(ais_image)
+        audio_fn, audio_ref = audio_encoder(ais_audio, store.sample_rate, **program)
+        image = program_extractor(ais_image, **program)
         out["ais"] = (image, audio_fn, {"audio": audio_ref, "image": image.ref()})
     return out
 

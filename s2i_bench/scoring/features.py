@@ -10,8 +10,9 @@ The domain extractor was trained by s2i-bench on the store's real training frame
 class-match classifier of the bundle), so it needs no weights from anywhere and is pinned by the
 bundle's sha256. A bring-your-own network is a stranger's program: it goes through the same
 checks as a generator program (`translators.programs`: no code at load time, every operator on
-the allowlist, its own process, a time limit) and must be deterministic. Its sidecar JSON
-declares what the network expects and pins the file:
+the allowlist, its own process confined by the operating system, a time limit; the same
+`--program-timeout`, `--program-memory` and `--unconfined`) and must be deterministic. Its
+sidecar JSON declares what the network expects and pins the file:
 
     {"sha256": "<sha256 of the program file>", "input_size": [224, 224],
      "input_range": [-1, 1] | [0, 1], "mean": [0.485, 0.456, 0.406], "std": [0.229, 0.224, 0.225]}
@@ -115,7 +116,8 @@ def _checked_program(path: Path, role: str) -> tuple[str, str]:
     return sha, kind
 
 
-def program_extractor(path, timeout_s: float | None = None) -> Extractor:
+def program_extractor(path, timeout_s: float | None = None, *, unconfined: bool = False,
+                      memory_gib: float | None = None) -> Extractor:
     """A bring-your-own feature network (see the module docstring)."""
     import torch
     import torch.nn.functional as F
@@ -135,7 +137,7 @@ def program_extractor(path, timeout_s: float | None = None) -> Extractor:
         raise UserError(f"{side}: std must be positive")
     worker = ProgramWorker(path, "torchscript" if kind == "torchscript" else "export", "cpu",
                            DEFAULT_TIMEOUT_S if timeout_s is None else timeout_s, input_shape=(3, *size),
-                           role="feature network")
+                           role="feature network", unconfined=unconfined, memory_gib=memory_gib)
 
     def fn(images):
         x = torch.as_tensor(images, dtype=torch.float32)
@@ -149,12 +151,13 @@ def program_extractor(path, timeout_s: float | None = None) -> Extractor:
 
     extractor = Extractor(str(meta.get("name") or path.name), sha, fn,
                           {"kind": "program", "path": str(path), "input_size": size, "input_range": low_high,
-                           "mean": mean, "std": std})
+                           "mean": mean, "std": std, "confinement": worker.confinement})
     extractor.worker = worker
     return extractor
 
 
-def audio_encoder(path, sample_rate: int, timeout_s: float | None = None):
+def audio_encoder(path, sample_rate: int, timeout_s: float | None = None, *, unconfined: bool = False,
+                  memory_gib: float | None = None):
     """A bring-your-own audio encoder for AIS: (B, T) waveforms -> (B, D). Returns (fn, ref)."""
     from s2i_bench.translators.programs import DEFAULT_TIMEOUT_S, ProgramWorker
 
@@ -169,7 +172,8 @@ def audio_encoder(path, sample_rate: int, timeout_s: float | None = None):
         raise UserError(f"{side}: seconds must be in (0, 60], got {seconds!r}")
     n = int(round(seconds * sample_rate))
     worker = ProgramWorker(path, "torchscript" if kind == "torchscript" else "export", "cpu",
-                           DEFAULT_TIMEOUT_S if timeout_s is None else timeout_s, input_shape=(n,), role="audio encoder")
+                           DEFAULT_TIMEOUT_S if timeout_s is None else timeout_s, input_shape=(n,),
+                           role="audio encoder", unconfined=unconfined, memory_gib=memory_gib)
 
     def fn(waveforms: np.ndarray) -> np.ndarray:
         w = np.asarray(waveforms, dtype=np.float32)  # (B, T): the segment, or the store's context window
@@ -187,7 +191,7 @@ def audio_encoder(path, sample_rate: int, timeout_s: float | None = None):
     fn.wants_context = seconds > 1.0  # longer than the segment: the store's context window, centred
     fn.samples = n
     return fn, {"name": str(meta.get("name") or path.name), "sha256": sha, "sample_rate": sample_rate,
-                "seconds": float(seconds), "samples": n}
+                "seconds": float(seconds), "samples": n, "confinement": worker.confinement}
 
 
 def cached_real_features(store, rows, extractor: Extractor) -> np.ndarray:

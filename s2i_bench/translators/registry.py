@@ -124,7 +124,9 @@ def load_file(path: Path, *, device: str = "cpu", options: dict[str, Any] | None
     if path.suffix == ".pt2" or kind in ("torchscript", "export"):
         from s2i_bench.translators.programs import load_program_translator
 
-        return load_program_translator(path, device, timeout_s=options.get("program_timeout"))
+        return load_program_translator(path, device, timeout_s=options.get("program_timeout"),
+                                       unconfined=bool(options.get("unconfined")),
+                                       memory_gib=options.get("program_memory"))
     obj = load_weights_only(path, "translator")
     for plugin, loader in loaders():
         try:
