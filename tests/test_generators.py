@@ -183,7 +183,7 @@ def test_authors_generator_with_audio_encoder(tmp_path):
 def test_programs_are_dispatched(tmp_path, monkeypatch):
     calls = []
     fake = types.ModuleType("s2i_bench.translators.programs")
-    fake.load_program_translator = (lambda path, device="cpu", timeout_s=None:
+    fake.load_program_translator = (lambda path, device="cpu", timeout_s=None, **options:
                                     calls.append((Path(path).name, device)) or "program")
     monkeypatch.setitem(sys.modules, "s2i_bench.translators.programs", fake)
     pt2 = tmp_path / "g.pt2"

@@ -325,9 +325,9 @@ def score_checkpoints(run, store, bundle, *, protocol, split: str, seed: int, sa
         epoch = translator.info.get("epoch")
         if epoch is None:
             epoch = checkpoint_epoch(path)
-        key = sheet_key(translator.info, store_hash=store.store_hash, split=split, seed=seed)
-        sheet = (run.sample_sheet_path(epoch, key) if out.parent == run.path else
-                 out.parent / sheet_name({**translator.info, "run": translator.info.get("run") or run.name}, key)
+        sheet_id = sheet_key(translator.info, store_hash=store.store_hash, split=split, seed=seed)
+        sheet = (run.sample_sheet_path(epoch, sheet_id) if out.parent == run.path else
+                 out.parent / sheet_name({**translator.info, "run": translator.info.get("run") or run.name}, sheet_id)
                  ) if path in with_sheet else None
         record = score_translator(translator, store, bundle, protocol=protocol, split=split, seed=seed,
                                   samples=samples, batch_size=batch_size, device=device, run=run.name,
