@@ -289,7 +289,7 @@ def label(pool_dir, use_judge, csv_path, from_annotations, seed):
 @click.argument("pool_dir", type=ExistingPath)
 @click.option("--annotator", required=True, help="Your name (letters, digits, '_', '-', '.'): your labels' file.")
 @click.option("--host", default="127.0.0.1", show_default=True,
-              help="Interface to listen on; any other than this machine requires the printed token.")
+              help="Interface to listen on (every request needs the token of the printed address, here too).")
 @click.option("--port", type=click.IntRange(0, 65535), default=8765, show_default=True, help="0: any free port.")
 @click.option("--overlap", type=click.FloatRange(0, 1), default=0.0, show_default=True,
               help="Share of the pool every annotator labels (first), for agreement.")
