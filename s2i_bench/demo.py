@@ -23,7 +23,8 @@ import numpy as np
 
 from s2i_bench.defaults import Work
 from s2i_bench.errors import UserError
-from s2i_bench.fileio import atomic_write_json, own_file
+from s2i_bench.fileio import atomic_write_json
+from s2i_bench.publish import own_file
 from s2i_bench.runs import RECORDS, RunFolder
 from s2i_bench.stats import wilson_interval
 from s2i_bench.provenance import code_version, library_versions, machine_info, now_iso
@@ -487,7 +488,7 @@ def compare_with_reference(provenance: dict, reference: Path) -> list[str]:
 def update_reference(report_dir: Path, reference: Path) -> None:
     """Copy a finished demo report over the committed reference (results/demo). Only files the
     reference's own manifest lists, and unchanged, are replaced or removed."""
-    from s2i_bench.fileio import publish_folder
+    from s2i_bench.publish import publish_folder
 
     report_dir, reference = Path(report_dir), Path(reference)
     if not (report_dir / "demo.json").is_file() or not (report_dir / "index.md").is_file():

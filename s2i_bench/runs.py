@@ -26,8 +26,8 @@ from pathlib import Path
 from typing import Any, Iterator
 
 from s2i_bench.errors import UserError
-from s2i_bench.fileio import (atomic_write_json, atomic_write_text, exclusive_lock, open_no_follow,
-                              remove_stale_temporaries)
+from s2i_bench.fileio import atomic_write_json, atomic_write_text, open_no_follow
+from s2i_bench.locks import exclusive_lock, remove_stale_temporaries
 
 OPTIONS = "options.json"
 LOG = "log.csv"

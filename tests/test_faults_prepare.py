@@ -168,7 +168,7 @@ def test_a_frame_far_from_the_segment_centre_is_not_used(tmp_path):  # 3.14
 
 
 def test_a_second_prepare_into_the_same_store_refuses_at_once(world, tmp_path):  # 8.2
-    from s2i_bench.fileio import exclusive_lock
+    from s2i_bench.locks import exclusive_lock
 
     work = tmp_path / "store.work"
     work.mkdir()

@@ -18,7 +18,7 @@ import numpy as np
 import pytest
 
 from faults import run_cli, touched
-from s2i_bench.fileio import OWNED_MANIFEST
+from s2i_bench.publish import OWNED_MANIFEST
 from s2i_bench.protocol import load_protocol
 
 PROTO = load_protocol("tiny")

@@ -24,8 +24,9 @@ from s2i_bench.data.extract import check_cached_arrays, extract_all, load_cache
 from s2i_bench.data.splits import balance, fit_normalisation, group_list, random_split, table1_frame, video_split
 from s2i_bench.data.store import SPLITS, segment_id, write_store
 from s2i_bench.errors import UserError
-from s2i_bench.fileio import (atomic_write_json, check_replaceable, exclusive_lock, release_pages, sha256_file,
-                              to_jsonable)
+from s2i_bench.fileio import atomic_write_json, release_pages, sha256_file, to_jsonable
+from s2i_bench.locks import exclusive_lock
+from s2i_bench.publish import check_replaceable
 
 WORK_SUFFIX = ".work"
 

@@ -31,8 +31,8 @@ from typing import Any
 import numpy as np
 
 from s2i_bench.errors import UserError
-from s2i_bench.fileio import (atomic_write_json, check_replaceable, release_pages, remembered_digest, sha256_file,
-                              built_aside)
+from s2i_bench.fileio import atomic_write_json, release_pages, remembered_digest, sha256_file
+from s2i_bench.publish import check_replaceable, built_aside
 from s2i_bench.provenance import code_version, now_iso
 
 STORE_FORMAT = "s2i-bench-store"

@@ -31,7 +31,8 @@ from typing import Any
 import numpy as np
 
 from s2i_bench.errors import UserError
-from s2i_bench.fileio import append_line, exclusive_lock
+from s2i_bench.fileio import append_line
+from s2i_bench.locks import exclusive_lock
 
 ANNOTATOR = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,39}$")
 FOLDER = "annotations"

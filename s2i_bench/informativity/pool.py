@@ -33,8 +33,8 @@ import numpy as np
 
 from s2i_bench import distributed
 from s2i_bench.errors import UserError
-from s2i_bench.fileio import (atomic_save_npy, atomic_write_json, built_aside, check_replaceable, progress,
-                              remembered_digest, sha256_file)
+from s2i_bench.fileio import atomic_save_npy, atomic_write_json, progress, remembered_digest, sha256_file
+from s2i_bench.publish import built_aside, check_replaceable
 from s2i_bench.provenance import code_version, now_iso
 
 POOL_FORMAT = "s2i-bench-pool"

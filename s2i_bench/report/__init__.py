@@ -26,8 +26,9 @@ import json
 from pathlib import Path
 
 from s2i_bench.errors import UserError
-from s2i_bench.fileio import (atomic_write_text, check_publishable, exclusive_lock, progress, publish_folder,
-                              staged_folder, to_jsonable)
+from s2i_bench.fileio import atomic_write_text, progress, to_jsonable
+from s2i_bench.locks import exclusive_lock
+from s2i_bench.publish import check_publishable, publish_folder, staged_folder
 from s2i_bench.report.analysis import analyse, resolve_protocols, summary_row
 from s2i_bench.report.index import write_index, write_manifest
 from s2i_bench.report.inputs import is_reference_run, load_runs, reference_levels

@@ -80,7 +80,8 @@ def comparison_figure(result: dict, class_keys, class_names):
 def write_comparison(result: dict, out) -> Path:
     """comparison.json, tables/comparison.{csv,md,tex} and figures/comparison.png into OUT (new,
     empty, or an earlier comparison: the files it wrote are replaced, nothing else)."""
-    from s2i_bench.fileio import check_publishable, exclusive_lock, publish_folder, staged_folder
+    from s2i_bench.locks import exclusive_lock
+    from s2i_bench.publish import check_publishable, publish_folder, staged_folder
     from s2i_bench.protocol import load_protocol
     from s2i_bench.report import figures as F
     from s2i_bench.scoring.compare import write_json

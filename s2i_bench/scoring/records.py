@@ -19,7 +19,8 @@ from typing import Any, Iterable, Mapping, Sequence, TypedDict
 import numpy as np
 
 from s2i_bench.errors import UserError
-from s2i_bench.fileio import append_line, exclusive_lock, read_no_follow, set_aside_cut_line, to_jsonable
+from s2i_bench.fileio import append_line, read_no_follow, set_aside_cut_line, to_jsonable
+from s2i_bench.locks import exclusive_lock
 from s2i_bench.runs import MAX_EPOCH, RECORDS
 
 RECORDS_NAME = RECORDS
