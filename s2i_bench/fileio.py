@@ -322,3 +322,9 @@ def remembered_digest(path: Path, compute) -> dict:
         except OSError:
             pass  # a read-only home: remembered for this process only
     return result
+
+
+def file_sha256(path: str | Path) -> str:
+    """sha256 of a file, computed once per file version (`remembered_digest`): the training loop
+    names the bundle's hash in every epoch's record, and scoring names it in every record."""
+    return remembered_digest(Path(path), lambda p: {"sha256": sha256_file(p)})["sha256"]

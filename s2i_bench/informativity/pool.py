@@ -33,7 +33,7 @@ import numpy as np
 
 from s2i_bench import distributed
 from s2i_bench.errors import UserError
-from s2i_bench.fileio import atomic_save_npy, atomic_write_json, progress, remembered_digest, sha256_file
+from s2i_bench.fileio import atomic_save_npy, atomic_write_json, file_sha256, progress, sha256_file
 from s2i_bench.publish import built_aside, check_replaceable
 from s2i_bench.provenance import code_version, now_iso
 
@@ -125,7 +125,7 @@ def open_pool(path: str | Path, verify: bool = True) -> Pool:
 
 def _verify_pool(path: Path, meta: dict) -> None:
     hashes = {"pool.csv": sha256_file(path / "pool.csv"),
-              "images.npy": remembered_digest(path / "images.npy", lambda p: {"sha256": sha256_file(p)})["sha256"]}
+              "images.npy": file_sha256(path / "images.npy")}
     if meta.get("format_version") == 2:
         actual = pool_content_hash(hashes, (meta.get("store") or {}).get("hash"), (meta.get("protocol") or {}).get("fingerprint"))
         recorded = meta.get("files") or {}

@@ -197,7 +197,8 @@ def _store_warnings(st, bun, protocol) -> None:
 
 
 def _score_run(path: Path, st, bun, out, samples, as_json, translator_options, kwargs) -> dict[str, Any]:
-    from s2i_bench.scoring.score import file_sha256, score_checkpoints
+    from s2i_bench.fileio import file_sha256
+    from s2i_bench.scoring.score import score_checkpoints
 
     protocol = kwargs["protocol"]
     run = RunFolder(path)

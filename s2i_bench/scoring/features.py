@@ -62,7 +62,7 @@ def domain_extractor(bundle) -> Extractor:
     import torch
     import torch.nn.functional as F
 
-    from s2i_bench.scoring.score import file_sha256
+    from s2i_bench.fileio import file_sha256
 
     model = getattr(bundle, "_class_match", None)
     if model is None:

@@ -24,25 +24,13 @@ from typing import Any
 import numpy as np
 
 from s2i_bench.errors import UserError
-from s2i_bench.fileio import check_writable, progress, sha256_file
+from s2i_bench.fileio import check_writable, file_sha256, progress
 from s2i_bench.provenance import code_version, now_iso
 from s2i_bench.scoring import metrics as M
 from s2i_bench.scoring import records
 from s2i_bench.scoring.collect import Outcomes, Plan, collect, make_plan
 from s2i_bench.scoring.sheets import sheet_key, sheet_name, write_sheet
 from s2i_bench.seeding import item_seed
-
-_FILE_HASHES: dict[tuple, str] = {}
-
-
-def file_sha256(path: Path) -> str:
-    """sha256 of a file, cached on (path, size, mtime): the loop hashes the bundle every epoch."""
-    st = path.stat()
-    key = (str(path), st.st_size, st.st_mtime_ns)
-    if key not in _FILE_HASHES:
-        _FILE_HASHES[key] = sha256_file(path)
-    return _FILE_HASHES[key]
-
 
 # -- compute: the numbers of one translator ---------------------------------------------------------
 def _class_result(outcomes: Outcomes, plan: Plan, bundle, key: str, ci: int, spec, seed: int):
