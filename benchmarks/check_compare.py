@@ -41,14 +41,14 @@ BASE_SHARE = 0.3
 
 
 def _system(name: str, record: dict):
-    from s2i_bench.scoring.compare import Member, System
+    from s2i_bench.scoring.systems import Member, System
 
     return System(name, [Member(name, None, {}, [record])])
 
 
 def _decisions(record: dict, keys):
     from s2i_bench.scoring import records as R
-    from s2i_bench.scoring.compare import Decisions, _slices
+    from s2i_bench.scoring.systems import Decisions, _slices
 
     d = R.decisions(record)
     return Decisions(d["informative"][None], None if d["truth"] is None else d["truth"][None], d["order"],
@@ -57,7 +57,7 @@ def _decisions(record: dict, keys):
 
 def a_a(work: Path, n_seeds: int, bundle, store, p) -> dict:
     from s2i_bench.runs import RunFolder
-    from s2i_bench.scoring.compare import compare_checkpoint
+    from s2i_bench.scoring.paired import compare_checkpoint
     from s2i_bench.scoring.score import score_translator
     from s2i_bench.stats import holm
     from s2i_bench.translators import load_translator
@@ -89,7 +89,7 @@ def a_a(work: Path, n_seeds: int, bundle, store, p) -> dict:
 
 def a_b(bundle, store, p, repeats: int) -> dict:
     from benchmarks.check_correction import DegradingTranslator
-    from s2i_bench.scoring.compare import compare_checkpoint
+    from s2i_bench.scoring.paired import compare_checkpoint
     from s2i_bench.scoring.score import score_translator
 
     keys = list(p.class_keys)
@@ -122,7 +122,8 @@ def a_b(bundle, store, p, repeats: int) -> dict:
 def simulate(bundle, p, per_class: int, true_a: float, deltas, repeats: int, seed: int = 0) -> dict:
     """Power of the mean raw comparison for independent images of true informativity true_a and
     true_a + delta, called by classifiers with the bundle's Se and Sp, per_class sounds a class."""
-    from s2i_bench.scoring.compare import Decisions, Member, System, compare_checkpoint
+    from s2i_bench.scoring.paired import compare_checkpoint
+    from s2i_bench.scoring.systems import Decisions, Member, System
 
     keys = list(p.class_keys)
     rng = np.random.default_rng(seed)

@@ -115,7 +115,7 @@ def mean_rows(result: dict, measure: str = "true") -> list[dict]:
 def runs_by_size(runs) -> list:
     """The report's runs as systems of the comparison: one per embedding size (and split policy),
     a group when several training seeds share it."""
-    from s2i_bench.scoring.compare import Member, System
+    from s2i_bench.scoring.systems import Member, System
 
     groups: dict[tuple, list] = {}
     for run in runs:
@@ -138,7 +138,8 @@ def runs_by_size(runs) -> list:
 def size_comparison(runs, protocol, bundle=None, n_boot: int | None = None) -> dict | None:
     """Every pair of embedding sizes at the last common epoch, or None when fewer than two sizes
     have records with per-image decisions (or they were not scored alike)."""
-    from s2i_bench.scoring.compare import _named_bundle, common_series, compare_systems
+    from s2i_bench.scoring.compare import compare_systems
+    from s2i_bench.scoring.systems import common_series, named_bundle
 
     systems = runs_by_size(runs)
     if len(systems) < 2:
@@ -147,7 +148,7 @@ def size_comparison(runs, protocol, bundle=None, n_boot: int | None = None) -> d
         key = common_series(systems, protocol.scoring.split, None, None)
     except UserError:
         return None
-    bun, note = (bundle, None) if bundle is not None else _named_bundle(systems, key)
+    bun, note = (bundle, None) if bundle is not None else named_bundle(systems, key)
     result = compare_systems(systems, key, protocol, bun, n_boot=n_boot)
     result["notes"] += [note] if note else []
     return result
