@@ -71,7 +71,7 @@ def _judge_available() -> bool:
 
 def make_translator(protocol, device):
     from s2i_translator.models import AudioEncoder, DenseGenerator
-    from s2i_translator.plugin import translator_from_modules
+    from s2i_translator.checkpoint import translator_from_modules
 
     f = protocol.training.embedding_dim
     torch.manual_seed(0)

@@ -1,15 +1,20 @@
 """torchrun, from the toolkit's side: which rank this process is, its process group, barriers.
 
-Commands that deal work out over processes (`score` over checkpoints, `pool` over models) call
-`current(device)`: None outside torchrun (WORLD_SIZE unset or 1), else this process's `Shard`
-with its process group started (gloo on CPU, NCCL on CUDA, one GPU per local rank). The work
-itself and how the ranks' results are merged belong to each command.
+Commands that deal work out over processes (`score` over checkpoints, `pool` over models, a
+translator plugin's trainer over batches) call `current(device)`: None outside torchrun
+(WORLD_SIZE unset or 1), else this process's `Shard` with its process group started (gloo on
+CPU, NCCL on CUDA, one GPU per local rank). The work itself and how the ranks' results are
+merged belong to each command. `SOLO` stands for the one process outside torchrun.
 """
 
 from __future__ import annotations
 
+import datetime
 import os
 from dataclasses import dataclass
+
+import torch
+import torch.distributed as dist
 
 
 @dataclass(frozen=True)
@@ -18,6 +23,15 @@ class Shard:
     world: int
     local_rank: int
 
+    @property
+    def main(self) -> bool:
+        """Rank 0: the process that writes shared files and prints the answer."""
+        return self.rank == 0
+
+    @property
+    def enabled(self) -> bool:
+        return self.world > 1
+
     def device(self, device: str) -> str:
         """`cuda` becomes this rank's GPU; an explicit `cuda:N` or `cpu` stays."""
         if str(device).startswith("cuda") and ":" not in str(device):
@@ -25,39 +39,47 @@ class Shard:
         return str(device)
 
     def barrier(self) -> None:
-        import torch.distributed as dist
-
-        dist.barrier()
+        if self.enabled:
+            dist.barrier()
 
     def mine(self, items: list) -> list:
         """This rank's share, round-robin: items rank, rank + world, ..."""
         return items[self.rank::self.world]
 
 
-def current(device: str = "cpu") -> Shard | None:
-    """The torchrun rank of this process (its process group started), or None outside torchrun."""
-    world = int(os.environ.get("WORLD_SIZE", "1"))
+SOLO = Shard(0, 1, 0)
+
+
+def rank() -> int:
+    return int(os.environ.get("RANK", "0"))
+
+
+def world_size() -> int:
+    return int(os.environ.get("WORLD_SIZE", "1"))
+
+
+def current(device: str = "cpu", timeout_s: float | None = None) -> Shard | None:
+    """The torchrun rank of this process (its process group started), or None outside torchrun.
+    `timeout_s`: how long a collective may wait (a trainer's ranks wait while rank 0 trains the
+    autoencoder, say); torch's default otherwise."""
+    world = world_size()
     if world <= 1:
         return None
-    import torch
-    import torch.distributed as dist
-
-    shard = Shard(int(os.environ.get("RANK", "0")), world, int(os.environ.get("LOCAL_RANK", "0")))
+    shard = Shard(rank(), world, int(os.environ.get("LOCAL_RANK", "0")))
     if not dist.is_initialized():
         cuda = str(device).startswith("cuda")
         if cuda:
             torch.cuda.set_device(shard.local_rank)
-        dist.init_process_group(backend="nccl" if cuda else "gloo")
+        kwargs = {} if timeout_s is None else {"timeout": datetime.timedelta(seconds=timeout_s)}
+        dist.init_process_group(backend="nccl" if cuda else "gloo", **kwargs)
     return shard
 
 
 def is_main() -> bool:
     """Rank 0, or not under torchrun: the process that prints the answer."""
-    return int(os.environ.get("RANK", "0")) == 0
+    return rank() == 0
 
 
 def close() -> None:
-    import torch.distributed as dist
-
     if dist.is_initialized():
         dist.destroy_process_group()

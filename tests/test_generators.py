@@ -17,9 +17,8 @@ from s2i_bench.errors import UserError
 from s2i_bench.protocol import load_protocol
 from s2i_bench.runs import RunFolder
 from s2i_bench.translators import Batch, load_translator, translate_checked
-from s2i_translator.checkpoint import make_checkpoint, save_checkpoint
+from s2i_translator.checkpoint import make_checkpoint, save_checkpoint, translator_from_modules
 from s2i_translator.models import AudioAutoencoder, DenseGenerator
-from s2i_translator.plugin import translator_from_modules
 
 F = 16
 

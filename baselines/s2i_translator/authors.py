@@ -20,6 +20,7 @@ from typing import Any
 import torch
 
 from s2i_bench.errors import UserError
+from s2i_translator.models import AudioAutoencoder, AudioEncoder, DenseGenerator, Discriminator
 
 _NAME = re.compile(r"^(?P<layer>[A-Za-z]+\d+)(?P<suffix>_bn|_drop)?\.(?P<param>[A-Za-z_]+)$")
 
@@ -110,8 +111,6 @@ def map_state_dict(authors: dict[str, torch.Tensor], layer_map: dict[str, str], 
 
 def load_authors_generator(state: Any, embedding_dim: int | None, source: str):
     """DenseGenerator (paper widths) from the authors' generator state dict."""
-    from s2i_translator.models import DenseGenerator
-
     state = unwrap_state_dict(state, source)
     weight = state.get("transition0.weight")
     if not isinstance(weight, torch.Tensor) or weight.ndim != 4:
@@ -131,8 +130,6 @@ def load_authors_generator(state: Any, embedding_dim: int | None, source: str):
 def load_authors_encoder(state: Any, embedding_dim: int, source: str):
     """AudioEncoder (paper widths) from the authors' autoencoder (or encoder) state dict; the
     decoder's `convT*` keys are ignored."""
-    from s2i_translator.models import AudioEncoder
-
     state = unwrap_state_dict(state, source)
     with torch.device("meta"):
         model = AudioEncoder(embedding_dim)
@@ -144,8 +141,6 @@ def load_authors_encoder(state: Any, embedding_dim: int, source: str):
 
 def load_authors_autoencoder(state: Any, embedding_dim: int, source: str):
     """AudioAutoencoder (paper widths) from the authors' autoencoder state dict (both halves)."""
-    from s2i_translator.models import AudioAutoencoder
-
     state = unwrap_state_dict(state, source)
     with torch.device("meta"):
         model = AudioAutoencoder(embedding_dim)
@@ -159,7 +154,6 @@ def load_authors_autoencoder(state: Any, embedding_dim: int, source: str):
 
 
 def load_authors_discriminator(state: Any, embedding_dim: int, source: str):
-    from s2i_translator.models import Discriminator
 
     state = unwrap_state_dict(state, source)
     with torch.device("meta"):

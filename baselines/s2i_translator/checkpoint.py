@@ -27,7 +27,10 @@ from s2i_bench.protocol import ModelSpec
 from s2i_bench.provenance import code_version
 from s2i_bench.runs import MAX_EPOCH
 from s2i_bench.safeload import load_state_into, load_weights_only
+from s2i_bench.translators import Translator
+from s2i_translator.models import AudioAutoencoder, AudioEncoder, DenseGenerator
 
+NAME = "s2i-translator"  # the plugin's name, recorded with every translator it loads
 CHECKPOINT_FORMAT = "s2i-translator-checkpoint"
 AUTOENCODER_FORMAT = "s2i-autoencoder"
 FORMAT_VERSION = 1
@@ -118,8 +121,6 @@ def read_checkpoint(path: str | Path, obj: Any | None = None) -> dict[str, Any]:
 
 def build_translator_modules(ckpt: dict, source: str):
     """(encoder, generator, spec) from a checked checkpoint dict, weights loaded and validated."""
-    from s2i_translator.models import AudioEncoder, DenseGenerator
-
     spec = model_spec_from_dict(ckpt["model"], source)
     f = ckpt["embedding_dim"]
     with torch.device("meta"):  # no init work: every tensor comes from the file
@@ -151,8 +152,6 @@ def make_autoencoder_checkpoint(*, autoencoder, embedding_dim: int, spec: ModelS
 
 def read_autoencoder(path: str | Path, obj: Any | None = None):
     """(autoencoder module, checkpoint dict) from our autoencoder.pt."""
-    from s2i_translator.models import AudioAutoencoder
-
     path = Path(path)
     ckpt = load_weights_only(path, "autoencoder") if obj is None else obj
     if not isinstance(ckpt, dict) or ckpt.get("format") != AUTOENCODER_FORMAT:
@@ -164,3 +163,25 @@ def read_autoencoder(path: str | Path, obj: Any | None = None):
         model = AudioAutoencoder(int(ckpt["embedding_dim"]), spec)
     load_state_into(model, ckpt["autoencoder"], str(path), "autoencoder")
     return model, ckpt
+
+
+# -- as a translator --------------------------------------------------------------------------
+def translator_from_modules(encoder, generator, info: dict[str, Any], device: str | None = None) -> Translator:
+    """An AudioEncoder and a DenseGenerator as a Translator (also for in-loop scoring while they
+    train). Translation runs both in eval mode (BN running statistics; the generator's dropout
+    stays on, its masks drawn from each image's seed) and restores their modes afterwards."""
+    if device is None:
+        device = str(next(generator.parameters()).device)
+
+    def fn(batch):
+        was = encoder.training, generator.training
+        encoder.eval()
+        generator.eval()
+        try:
+            x = encoder(batch.log_mel.to(device))  # (B, f)
+            return generator(x, dropout_seeds=batch.seeds.cpu())  # (B, 3, S, S) in [-1, 1]
+        finally:
+            encoder.train(was[0])
+            generator.train(was[1])
+
+    return Translator(fn, {"plugin": NAME, **info}, device, inputs=("log_mel",))

@@ -9,6 +9,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from s2i_bench.fileio import atomic_write_bytes
 from s2i_bench.images import chw_uint8_to_net
 from s2i_translator.checkpoint import unwrap
 
@@ -58,6 +59,5 @@ def save_grid(path: Path, encoder, G, grid_spec: torch.Tensor, grid_real: torch.
         tiles = F.interpolate(tiles, size=(GRID_MIN_CELL, GRID_MIN_CELL), mode="nearest")
     buf = io.BytesIO()
     save_image((tiles + 1) / 2, buf, nrow=2 * per_class, padding=2, format="png")
-    from s2i_bench.fileio import atomic_write_bytes
 
     atomic_write_bytes(path, buf.getvalue())

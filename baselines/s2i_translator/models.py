@@ -20,13 +20,12 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from s2i_bench.errors import UserError
+from s2i_bench.protocol import load_protocol
 
 
 @functools.lru_cache(maxsize=1)
 def paper_spec():
     """The paper's ModelSpec (protocols/vegas5.toml), the default of every model."""
-    from s2i_bench.protocol import load_protocol
-
     return load_protocol("vegas5").model
 
 

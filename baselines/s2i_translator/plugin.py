@@ -7,37 +7,30 @@ audio encoder) and the trainer that `s2i-bench train-baseline` runs (`train.trai
 
 from __future__ import annotations
 
+import importlib.metadata
 from pathlib import Path
 from typing import Any
 
 from s2i_bench.errors import UserError
 from s2i_bench.fileio import sha256_file
+from s2i_bench.safeload import load_weights_only
 from s2i_bench.translators import Loader, Plugin, Translator
-
-from s2i_translator.checkpoint import AUTOENCODER_FORMAT, CHECKPOINT_FORMAT
-
-NAME = "s2i-translator"
-
-
-def translator_from_modules(encoder, generator, info: dict[str, Any], device: str | None = None) -> Translator:
-    """An AudioEncoder and a DenseGenerator as a Translator (also for in-loop scoring while they
-    train). Translation runs both in eval mode (BN running statistics; the generator's dropout
-    stays on, its masks drawn from each image's seed) and restores their modes afterwards."""
-    if device is None:
-        device = str(next(generator.parameters()).device)
-
-    def fn(batch):
-        was = encoder.training, generator.training
-        encoder.eval()
-        generator.eval()
-        try:
-            x = encoder(batch.log_mel.to(device))  # (B, f)
-            return generator(x, dropout_seeds=batch.seeds.cpu())  # (B, 3, S, S) in [-1, 1]
-        finally:
-            encoder.train(was[0])
-            generator.train(was[1])
-
-    return Translator(fn, {"plugin": NAME, **info}, device, inputs=("log_mel",))
+from s2i_translator.authors import (
+    load_authors_encoder,
+    load_authors_generator,
+    looks_like_authors_generator,
+    unwrap_state_dict,
+)
+from s2i_translator.checkpoint import (
+    AUTOENCODER_FORMAT,
+    CHECKPOINT_FORMAT,
+    NAME,
+    build_translator_modules,
+    read_autoencoder,
+    read_checkpoint,
+    translator_from_modules,
+)
+from s2i_translator.train import train
 
 
 # -- our checkpoints ------------------------------------------------------------------------------
@@ -48,8 +41,6 @@ def _is_checkpoint(path: Path, obj: Any) -> bool:
 
 
 def _load_checkpoint(path: Path, obj: Any, *, device: str = "cpu", options: dict | None = None) -> Translator:
-    from s2i_translator.checkpoint import build_translator_modules, read_checkpoint
-
     ckpt = read_checkpoint(path, obj)
     encoder, generator, _ = build_translator_modules(ckpt, str(path))
     run = ckpt.get("run") or (path.parent.parent.name if path.parent.name == "checkpoints" else path.stem)
@@ -60,8 +51,6 @@ def _load_checkpoint(path: Path, obj: Any, *, device: str = "cpu", options: dict
 
 # -- the authors' state dicts -----------------------------------------------------------------------
 def _is_authors_generator(path: Path, obj: Any) -> bool:
-    from s2i_translator.authors import looks_like_authors_generator, unwrap_state_dict
-
     if not isinstance(obj, dict) or not obj:
         return False
     try:
@@ -71,11 +60,6 @@ def _is_authors_generator(path: Path, obj: Any) -> bool:
 
 
 def _load_authors(path: Path, obj: Any, *, device: str = "cpu", options: dict | None = None) -> Translator:
-    from s2i_bench.safeload import load_weights_only
-
-    from s2i_translator.authors import load_authors_encoder, load_authors_generator
-    from s2i_translator.checkpoint import read_autoencoder
-
     options = options or {}
     audio_encoder, embedding_dim = options.get("audio_encoder"), options.get("embedding_dim")
     if audio_encoder is None:
@@ -98,15 +82,7 @@ def _load_authors(path: Path, obj: Any, *, device: str = "cpu", options: dict | 
     return translator_from_modules(encoder.to(device).eval(), generator.to(device).eval(), info, device)
 
 
-def _train(*args, **kwargs):
-    from s2i_translator.train import train
-
-    return train(*args, **kwargs)
-
-
 def _version() -> str | None:
-    import importlib.metadata
-
     try:
         return importlib.metadata.version("s2i-bench")
     except importlib.metadata.PackageNotFoundError:
@@ -121,7 +97,7 @@ PLUGIN = Plugin(
         Loader("authors", _is_authors_generator, _load_authors,
                "the authors' generator state dict (with --audio-encoder, --embedding-dim)"),
     ),
-    trainer=_train,
+    trainer=train,
     version=_version(),
     options=("audio_encoder", "embedding_dim"),
 )

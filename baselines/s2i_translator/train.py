@@ -21,6 +21,7 @@ rank takes its share of each global batch of 64 and DistributedDataParallel aver
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import math
 import os
 import sys
@@ -31,17 +32,27 @@ from typing import Any
 
 import numpy as np
 import torch
+import torch.distributed as dist
 import torch.nn as nn
 import torch.nn.functional as F
 
+from s2i_bench import distributed
 from s2i_bench.errors import UserError
-from s2i_bench.fileio import atomic_torch_save, progress
-from s2i_bench.images import chw_uint8_to_net
+from s2i_bench.fileio import atomic_torch_save, progress, sha256_file
+from s2i_bench.images import chw_uint8_to_net, resize_net, uint8_to_net
 from s2i_bench.provenance import code_version
 from s2i_bench.safeload import load_state_into, load_weights_only
 from s2i_bench.seeding import item_seed, item_seeds
-from s2i_translator.checkpoint import (cpu_state, make_autoencoder_checkpoint, make_checkpoint, model_spec_from_dict,
-                                       read_autoencoder, save_checkpoint, unwrap)
+from s2i_translator.checkpoint import (
+    cpu_state,
+    make_autoencoder_checkpoint,
+    make_checkpoint,
+    model_spec_from_dict,
+    read_autoencoder,
+    save_checkpoint,
+    translator_from_modules,
+    unwrap,
+)
 from s2i_translator.grids import grid_indices, save_grid
 from s2i_translator.models import AudioAutoencoder, DenseGenerator, Discriminator
 
@@ -51,43 +62,6 @@ RESUME_FORMAT = "s2i-train-resume"
 
 
 # -- small helpers ------------------------------------------------------------------------------
-class Dist:
-    """Who we are under torchrun (world_size 1 without it)."""
-
-    def __init__(self, device: str):
-        self.world_size = int(os.environ.get("WORLD_SIZE", "1"))
-        self.rank = int(os.environ.get("RANK", "0"))
-        self.local_rank = int(os.environ.get("LOCAL_RANK", "0"))
-        self.enabled = self.world_size > 1
-        if self.enabled:
-            import torch.distributed as dist
-
-            import datetime
-
-            if device == "cuda":
-                torch.cuda.set_device(self.local_rank)
-            # A long timeout: the other ranks wait at a barrier while rank 0 trains the autoencoder.
-            dist.init_process_group(backend="nccl" if device == "cuda" else "gloo",
-                                    timeout=datetime.timedelta(hours=24))
-
-    @property
-    def main(self) -> bool:
-        return self.rank == 0
-
-    def barrier(self):
-        if self.enabled:
-            import torch.distributed as dist
-
-            dist.barrier()
-
-    def close(self):
-        if self.enabled:
-            import torch.distributed as dist
-
-            if dist.is_initialized():
-                dist.destroy_process_group()
-
-
 def epoch_permutation(n: int, seed: int, tag: str, epoch: int) -> torch.Tensor:
     """The batch order of one epoch, from (seed, tag, epoch) alone: no generator state to resume."""
     g = torch.Generator().manual_seed(item_seed(seed, tag, epoch))
@@ -128,8 +102,6 @@ def _normalised_spectrograms(store, indices: np.ndarray, chunk: int = 2048) -> t
 
 def _target_images(store, indices: np.ndarray, size: int, chunk: int = 2048) -> torch.Tensor:
     """(N, 3, S, S) uint8 frames at the generator's image size (antialiased resize when S < 96)."""
-    from s2i_bench.images import resize_net, uint8_to_net
-
     out = torch.empty((len(indices), 3, size, size), dtype=torch.uint8)
     for start in range(0, len(indices), chunk):
         part = indices[start:start + chunk]
@@ -271,49 +243,51 @@ class _State:
 def train(*, run, store, protocol, options, hooks) -> Path:
     """Train on `store` into `run` (a `RunFolder` the toolkit has locked and written
     options.json into) for `options.epochs` epochs, resuming when `options.resume`."""
-    dist = Dist(options.device)
+    # a long timeout: the other ranks wait at a barrier while rank 0 trains the autoencoder
+    shard = distributed.current(options.device, timeout_s=24 * 3600) or distributed.SOLO
     try:
-        return _train(run, store, protocol, options, hooks, dist)
+        return _train(run, store, protocol, options, hooks, shard)
     finally:
-        dist.close()
+        if shard.enabled:
+            distributed.close()
 
 
-def _train(run, store, protocol, options, hooks, dist) -> Path:
+def _train(run, store, protocol, options, hooks, shard) -> Path:
     tr = protocol.training
-    device = _setup_device(options.device, dist, tr.batch_size)
+    device = _setup_device(options.device, shard, tr.batch_size)
     train_idx = store.split_indices("train")
     if len(train_idx) < tr.batch_size:
         raise UserError(f"{store.path}: {len(train_idx)} training segments, fewer than one batch of {tr.batch_size}")
     seed = options.seed
 
     # 1. the autoencoder (trained once, or the one given), frozen
-    encoder = _autoencoder(run, store, protocol, options, train_idx, device, dist)
+    encoder = _autoencoder(run, store, protocol, options, train_idx, device, shard)
     # 2. embeddings and targets of the whole training split, on the device (it fits)
     emb = encode_all(encoder, _normalised_spectrograms(store, train_idx), device)  # (N, f)
     targets = _target_images(store, train_idx, protocol.model.image_size).to(device)  # (N, 3, S, S) uint8
     grid = _grid_data(store, protocol, seed)
     # 3. G and D, fresh or resumed
-    state = _models(run, protocol, options, device, dist)
-    if dist.main:
+    state = _models(run, protocol, options, device, shard)
+    if shard.main:
         run.truncate_log(state.start_epoch - 1, LOG_COLUMNS)
     if state.start_epoch >= options.epochs:
-        if dist.main:
+        if shard.main:
             print(f"{run.path}: already trained for {state.start_epoch} epochs (pass a larger --epochs to go on)")
         return run.path
     # 4. the epochs
-    pixel = _fit(run, store, protocol, options, hooks, dist, device, encoder, emb, targets, grid, state)
-    if dist.enabled:
+    pixel = _fit(run, store, protocol, options, hooks, shard, device, encoder, emb, targets, grid, state)
+    if shard.enabled:
         _check_replicas_agree(state.G, state.D)
-    if dist.main and os.environ.get("S2I_BENCH_QUIET") != "1":
+    if shard.main and os.environ.get("S2I_BENCH_QUIET") != "1":
         print(f"{run.path}: trained epochs {state.start_epoch}..{options.epochs - 1}; pixel loss {pixel:.4f}")
     return run.path
 
 
-def _setup_device(device: str, dist, batch_size: int) -> str:
-    if dist.enabled and device == "cuda":
-        device = f"cuda:{dist.local_rank}"
-    if batch_size % dist.world_size:
-        raise UserError(f"batch size {batch_size} does not split over {dist.world_size} processes")
+def _setup_device(device: str, shard, batch_size: int) -> str:
+    if shard.enabled and device == "cuda":
+        device = f"cuda:{shard.local_rank}"
+    if batch_size % shard.world:
+        raise UserError(f"batch size {batch_size} does not split over {shard.world} processes")
     if device.startswith("cuda"):
         torch.backends.cudnn.benchmark = True
         torch.backends.cuda.matmul.allow_tf32 = True
@@ -321,11 +295,11 @@ def _setup_device(device: str, dist, batch_size: int) -> str:
     return device
 
 
-def _autoencoder(run, store, protocol, options, train_idx, device: str, dist) -> nn.Module:
+def _autoencoder(run, store, protocol, options, train_idx, device: str, shard) -> nn.Module:
     """The frozen encoder: RUN/autoencoder.pt, trained here (rank 0) or copied from --autoencoder."""
     f = options.embedding_dim
     ae_file = run.path / "autoencoder.pt"
-    if dist.main and not ae_file.is_file():
+    if shard.main and not ae_file.is_file():
         if options.autoencoder is not None:
             given = Path(options.autoencoder)
             model, ckpt = read_autoencoder(given)
@@ -345,7 +319,7 @@ def _autoencoder(run, store, protocol, options, train_idx, device: str, dist) ->
                 autoencoder=model, embedding_dim=f, spec=protocol.model, protocol_ref=protocol.ref(),
                 store_ref=store.ref(), normalisation=store.meta["normalisation"],
                 epochs=protocol.autoencoder.epochs, loss=loss, seed=options.seed))
-    dist.barrier()
+    shard.barrier()
     autoencoder, _ = read_autoencoder(ae_file)
     encoder = autoencoder.encoder.to(device).eval()
     encoder.requires_grad_(False)
@@ -361,7 +335,7 @@ def _grid_data(store, protocol, seed: int) -> dict[str, Any]:
             "per_class": protocol.training.grid_per_class}
 
 
-def _models(run, protocol, options, device: str, dist) -> _State:
+def _models(run, protocol, options, device: str, shard) -> _State:
     """G, D and their optimisers, fresh from the seed or restored from resume.pt (weights,
     optimiser momenta, the adversarial-loss history and the RNG state: the run continues as if
     never stopped, D-update cadence and all)."""
@@ -388,17 +362,17 @@ def _models(run, protocol, options, device: str, dist) -> _State:
         torch.set_rng_state(saved["rng_cpu"])
         if device.startswith("cuda") and saved.get("rng_cuda") is not None:
             torch.cuda.set_rng_state(saved["rng_cuda"])
-        if saved.get("world_size", 1) != dist.world_size and dist.main:
+        if saved.get("world_size", 1) != shard.world and shard.main:
             print(f"warning: {resume_file} was written with {saved.get('world_size')} processes, now "
-                  f"{dist.world_size}: the run continues but is not bit-identical", file=sys.stderr)
+                  f"{shard.world}: the run continues but is not bit-identical", file=sys.stderr)
     else:
         # the dropout masks of the run: from the seed, not from whatever ran before
-        torch.manual_seed(item_seed(options.seed, "gan-dropout", dist.rank))
+        torch.manual_seed(item_seed(options.seed, "gan-dropout", shard.rank))
     state.G_train, state.D_train, state.G_frozen, state.D_frozen = G, D, G, D
-    if dist.enabled:
+    if shard.enabled:
         from torch.nn.parallel import DistributedDataParallel as DDP
 
-        ids = [dist.local_rank] if device.startswith("cuda") else None
+        ids = [shard.local_rank] if device.startswith("cuda") else None
         state.G_train, state.D_train = DDP(G, device_ids=ids), DDP(D, device_ids=ids)
     if options.use_compile:  # after DDP, so that compiled graphs break at its gradient buckets
         state.G_train, state.D_train = torch.compile(state.G_train), torch.compile(state.D_train)
@@ -406,7 +380,7 @@ def _models(run, protocol, options, device: str, dist) -> _State:
     return state
 
 
-def _fit(run, store, protocol, options, hooks, dist, device, encoder, emb, targets, grid, state: _State) -> float:
+def _fit(run, store, protocol, options, hooks, shard, device, encoder, emb, targets, grid, state: _State) -> float:
     """Algorithm 1 from `state.start_epoch` to `options.epochs - 1`; returns the last pixel loss."""
     tr = protocol.training
     n, epoch, pixel = len(emb), state.start_epoch, float("nan")
@@ -421,13 +395,13 @@ def _fit(run, store, protocol, options, hooks, dist, device, encoder, emb, targe
                 perm = epoch_permutation(n, options.seed, "d-epoch", epoch).to(device)
                 d_stats, d_batches = discriminator_epoch(
                     state.G_frozen, state.D_train, state.opt_d, emb, targets, perm, batch=tr.batch_size,
-                    rank=dist.rank, world=dist.world_size, r_max=tr.r_max, r_min=tr.r_min, device=device,
+                    rank=shard.rank, world=shard.world, r_max=tr.r_max, r_min=tr.r_min, device=device,
                     desc=f"epoch {epoch} D")
             past = state.adv_history[-(tr.adv_ma_k - 1):] if tr.adv_ma_k > 1 else []
             perm = epoch_permutation(n, options.seed, "g-epoch", epoch).to(device)
             g_stats, g_batches = generator_epoch(
-                state.G_train, state.D_frozen, state.opt_g, emb, targets, perm, batch=tr.batch_size, rank=dist.rank,
-                world=dist.world_size, r_max=tr.r_max, adv_lambda=tr.adv_lambda, past_adv=past, device=device,
+                state.G_train, state.D_frozen, state.opt_g, emb, targets, perm, batch=tr.batch_size, rank=shard.rank,
+                world=shard.world, r_max=tr.r_max, adv_lambda=tr.adv_lambda, past_adv=past, device=device,
                 desc=f"epoch {epoch} G")
             # One host sync per epoch: the losses were summed on the device.
             pixel, adv, adv_ma = g_stats.tolist()
@@ -441,16 +415,16 @@ def _fit(run, store, protocol, options, hooks, dist, device, encoder, emb, targe
                     f"training stopped; last good checkpoint: {kept[-1] if kept else 'none'}; resume.pt holds "
                     f"epoch {epoch - 1}")
             state.adv_history.append(adv)
-            if dist.main:
+            if shard.main:
                 _save_epoch(run, store, protocol, options, hooks, device, encoder, grid, state, epoch, d_updated, {
                     "epoch": epoch, "d_updated": int(d_updated), "pixel_loss": pixel, "adv_loss": adv,
                     "adv_loss_ma": adv_ma, "d_loss": d_loss, "d_real_score": d_real, "d_fake_score": d_fake,
                     "g_batches": g_batches, "d_batches": d_batches}, started)
             if hasattr(epoch_bar, "set_postfix"):
                 epoch_bar.set_postfix(pixel=f"{pixel:.4f}", adv=f"{adv:.3f}")
-            dist.barrier()
+            shard.barrier()
     except KeyboardInterrupt:
-        if dist.main:
+        if shard.main:
             print(f"\ninterrupted during epoch {epoch}; {run.path} is resumable from epoch {epoch} "
                   f"(repeat the command with --resume)", file=sys.stderr)
         raise
@@ -461,8 +435,6 @@ def _save_epoch(run, store, protocol, options, hooks, device, encoder, grid, sta
                 d_updated: bool, row: dict[str, Any], started: float) -> None:
     """After epoch `epoch` (rank 0): checkpoint, grid, the hook, the log row, then resume.pt,
     in that order, so that what resume.pt holds is always covered by the log and checkpoints."""
-    from s2i_translator.plugin import translator_from_modules
-
     last = epoch == options.epochs - 1
     f = options.embedding_dim
     saved = None
@@ -474,8 +446,6 @@ def _save_epoch(run, store, protocol, options, hooks, device, encoder, grid, sta
         save_grid(run.grid_path(epoch), encoder, state.G, grid["spec"], grid["real"], grid["seeds"],
                   grid["per_class"], device)
     if hooks is not None and hooks.on_epoch_end is not None:
-        from s2i_bench.fileio import sha256_file
-
         if saved is not None:
             path, sha, kind = str(saved), sha256_file(saved), "checkpoint"
         else:  # not saved this epoch: the weights are identified by their hash
@@ -492,8 +462,6 @@ def _save_epoch(run, store, protocol, options, hooks, device, encoder, grid, sta
 
 
 def _state_hash(module: nn.Module) -> str:
-    import hashlib
-
     h = hashlib.sha256()
     for k, v in unwrap(module).state_dict().items():
         h.update(k.encode())
@@ -503,8 +471,6 @@ def _state_hash(module: nn.Module) -> str:
 
 def _check_replicas_agree(G, D) -> None:
     """Every rank must end with the same weights (DDP keeps them in step); a cheap checksum."""
-    import torch.distributed as dist
-
     sums = torch.stack([sum(p.detach().double().sum() for p in unwrap(m).parameters()) for m in (G, D)])
     gathered = [torch.zeros_like(sums) for _ in range(dist.get_world_size())]
     dist.all_gather(gathered, sums)
