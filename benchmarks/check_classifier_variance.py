@@ -40,7 +40,7 @@ def one_seed(work: Path, scratch: Path, seed: int) -> dict:
     torch.set_num_threads(1)
     from s2i_bench.informativity.bundle import load_bundle
     from s2i_bench.informativity.classifiers import train_classifiers
-    from s2i_bench.demo import pool_checkpoints
+    from s2i_bench.demo.pipeline import pool_checkpoints
     from s2i_bench.runs import RunFolder
     from s2i_bench.translators import load_translator
     from s2i_bench.informativity.labels import label_pool
@@ -51,7 +51,7 @@ def one_seed(work: Path, scratch: Path, seed: int) -> dict:
     store = open_store(work / "store")
     p = store.protocol
     from s2i_bench.defaults import Work
-    from s2i_bench.demo import demo_run_dirs
+    from s2i_bench.demo.pipeline import demo_run_dirs
 
     runs = demo_run_dirs(Work(work), p)
     pool_dir, bundle_path = scratch / f"pool-{seed}", scratch / f"classifiers-{seed}.pt"

@@ -41,7 +41,7 @@ def covered(ci, truth) -> bool | None:
 def cells(work: Path):
     from s2i_bench.data.store import open_store
     from s2i_bench.defaults import Work
-    from s2i_bench.demo import demo_run_dirs
+    from s2i_bench.demo.pipeline import demo_run_dirs
     from s2i_bench.scoring import records
     from s2i_bench.stats import wilson_interval
 

@@ -117,7 +117,8 @@ def test_second_demo_skips_every_step_and_changes_nothing(demo_run, capsys):
 
 @pytest.mark.slow
 def test_headline_is_compared_with_the_reference_and_updated_only_on_request(demo_run, tmp_path):
-    from s2i_bench.demo import compare_with_reference, update_reference
+    from s2i_bench.demo import update_reference
+    from s2i_bench.demo.headline import compare_with_reference
 
     work, _ = demo_run
     report = work / "report"

@@ -23,13 +23,19 @@ from __future__ import annotations
 
 import csv
 import hashlib
+import json
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pandas as pd
 
+from s2i_bench import synth  # the synthetic-world engineer's package: its `judge`, looked up when called
 from s2i_bench.errors import UserError
 from s2i_bench.fileio import atomic_write_json, atomic_write_text, sha256_file
+from s2i_bench.informativity.annotations import agreement as measure_agreement
+from s2i_bench.informativity.annotations import collected_votes
+from s2i_bench.informativity.pool import open_pool
 from s2i_bench.provenance import code_version, now_iso
 from s2i_bench.seeding import item_seed
 
@@ -40,10 +46,6 @@ def label_pool(pool_dir: str | Path, use_judge: bool = False, csv_path: str | Pa
                seed: int = 0, from_annotations: bool = False) -> Path:
     """Label the pool with one source (the judge, a CSV, or the annotators' logs of
     `label-server`), build the balanced sets, write labels.csv / sets.csv / labels.json."""
-    import pandas as pd
-
-    from s2i_bench.informativity.pool import open_pool
-
     if int(bool(use_judge)) + int(csv_path is not None) + int(bool(from_annotations)) != 1:
         raise UserError("give exactly one label source: --judge, --from-csv FILE or --from-annotations")
     pool = open_pool(pool_dir)
@@ -51,14 +53,25 @@ def label_pool(pool_dir: str | Path, use_judge: bool = False, csv_path: str | Pa
     spec = protocol.classifiers
     _check_set_sizes(spec, protocol.source or protocol.name)
 
+    votes, source, agreement = _votes_from_source(pool, use_judge, csv_path, from_annotations, seed)
+    table = pool.table.set_index("image_id")
+    labels, ties = _pool_majority(votes, table, protocol.class_keys, csv_path)
+    sets_df, per_class = _balanced_sets(labels, ties, table, spec, protocol.class_keys, seed)
+    pool_path = Path(pool_dir)
+    _write_label_files(pool_path, pool, labels, sets_df, source=source, seed=seed, ties=ties, per_class=per_class,
+                       agreement=agreement)
+    _print_summary(per_class)
+    return pool_path / "sets.csv"
+
+
+def _votes_from_source(pool, use_judge: bool, csv_path, from_annotations: bool, seed: int) -> tuple[Any, dict, Any]:
+    """The votes of the one label source, what the source is (for labels.json), and the
+    annotators' agreement (annotations only)."""
     agreement = None
     if use_judge:
         votes = judge_votes(pool)
         source = {"kind": "judge"}
     elif from_annotations:
-        from s2i_bench.informativity.annotations import agreement as measure_agreement
-        from s2i_bench.informativity.annotations import collected_votes
-
         votes = collected_votes(pool)
         classes = dict(zip(pool.table["image_id"].astype(str), pool.table["class"].astype(str)))
         agreement = measure_agreement(votes, classes, seed=seed)
@@ -68,12 +81,15 @@ def label_pool(pool_dir: str | Path, use_judge: bool = False, csv_path: str | Pa
         votes = read_label_csv(csv_path, pool)
         source = {"kind": "csv", "path": str(csv_path), "sha256": sha256_file(csv_path)}
     source["num_annotators"] = int(votes["annotator"].nunique()) if "annotator" in votes else 1
+    return votes, source, agreement
 
+
+def _pool_majority(votes, table, class_keys, csv_path) -> tuple[Any, list[str]]:
+    """One label per image by majority, with its class and model; every class must keep some."""
     labels, ties = majority_labels(votes)
-    table = pool.table.set_index("image_id")
     labels["class"] = table.loc[labels["image_id"], "class"].to_numpy()
     labels["model_id"] = table.loc[labels["image_id"], "model_id"].to_numpy()
-    unlabelled = [c for c in protocol.class_keys if not (labels["class"] == c).any()]
+    unlabelled = [c for c in class_keys if not (labels["class"] == c).any()]
     if unlabelled:
         tied = [t for t in ties if table.loc[t, "class"] in unlabelled]
         why = (f": all {len(tied)} of their labelled images are ties between annotators (as many 1 as 0 votes; "
@@ -82,9 +98,14 @@ def label_pool(pool_dir: str | Path, use_judge: bool = False, csv_path: str | Pa
                         + (f" in {csv_path}" if csv_path else "") + why)
     if ties:
         print(f"note: {len(ties)} images have tied votes and are left out (first: {', '.join(ties[:MAX_SHOWN])})")
+    return labels, ties
 
+
+def _balanced_sets(labels, ties: list[str], table, spec, class_keys, seed: int) -> tuple[Any, dict[str, dict]]:
+    """Per class the balanced set split into train / val / test; a class that cannot be
+    balanced gets no set (and no classifier), its reason recorded."""
     sets, per_class = [], {}
-    for class_key in protocol.class_keys:
+    for class_key in class_keys:
         rows = labels[labels["class"] == class_key]
         chosen, info = balanced_set(rows, spec.informative_per_class, seed=item_seed(seed, f"sets|{class_key}"))
         n_per_label = int(sum(info["per_model"].values()))
@@ -114,26 +135,31 @@ def label_pool(pool_dir: str | Path, use_judge: bool = False, csv_path: str | Pa
                   f"{', '.join(s['models_without_pairs']) or 'none'}")
     if not sets:
         raise UserError("no class can be trained: " + "; ".join(f"{k}: {v['reason']}" for k, v in per_class.items()))
-    sets_df = pd.concat(sets, ignore_index=True)[["image_id", "class", "label", "model_id", "part"]]
+    return pd.concat(sets, ignore_index=True)[["image_id", "class", "label", "model_id", "part"]], per_class
 
-    pool_path = Path(pool_dir)
+
+def _write_label_files(pool_path: Path, pool, labels, sets_df, *, source: dict, seed: int, ties: list[str],
+                       per_class: dict, agreement) -> None:
+    """labels.csv, sets.csv, then labels.json (last: it marks the other two as complete)."""
     labels_out = labels[["image_id", "class", "model_id", "label", "n_votes", "n_informative"]]
     atomic_write_text(pool_path / "labels.csv", labels_out.to_csv(index=False))
     sets_text = sets_df.to_csv(index=False)
     atomic_write_text(pool_path / "sets.csv", sets_text)
     meta = {
         "format": "s2i-bench-labels", "format_version": 1,
-        "pool_hash": pool.pool_hash, "protocol": protocol.ref(), "source": source, "seed": seed,
+        "pool_hash": pool.pool_hash, "protocol": pool.protocol.ref(), "source": source, "seed": seed,
         "num_labelled": int(len(labels)), "ties": ties, "classes": per_class, "agreement": agreement,
         "sets_hash": hashlib.sha256(sets_text.encode()).hexdigest()[:16],
         "code_version": code_version(), "created": now_iso(),
     }
     atomic_write_json(pool_path / "labels.json", meta)  # last: marks labels.csv / sets.csv as complete
+
+
+def _print_summary(per_class: dict) -> None:
     for key, info in per_class.items():
         print(f"  {key:16s} labelled {info['labelled']:5d} (informative {info['informative']:5d})  set "
               f"{info['selected']:4d}+{info['selected']:<4d} from {len(info['per_model'])} models  "
               f"train/val/test {info['parts']['train']}/{info['parts']['val']}/{info['parts']['test']}")
-    return pool_path / "sets.csv"
 
 
 def _check_set_sizes(spec, where: str) -> None:
@@ -150,10 +176,6 @@ def _check_set_sizes(spec, where: str) -> None:
 # -- sources ----------------------------------------------------------------------------------
 def judge_votes(pool) -> Any:
     """One vote per image from the synthetic world's deterministic judge."""
-    import pandas as pd
-
-    from s2i_bench.synth import judge  # the synthetic-world engineer's module
-
     if not pool.meta.get("store", {}).get("synthetic_world"):
         raise UserError(f"{pool.path}: --judge needs a pool translated from a store made from the synthetic "
                         f"world (this store records no synthetic world); use --from-csv")
@@ -162,7 +184,7 @@ def judge_votes(pool) -> Any:
         rows = np.flatnonzero(pool.table["class"].to_numpy() == class_key)
         if len(rows) == 0:
             continue
-        verdict = np.asarray(judge(np.asarray(pool.images[rows]), class_key), dtype=bool)
+        verdict = np.asarray(synth.judge(np.asarray(pool.images[rows]), class_key), dtype=bool)
         if verdict.shape != (len(rows),):
             raise RuntimeError(f"judge returned shape {verdict.shape} for {len(rows)} images")
         out.append(pd.DataFrame({"image_id": pool.table["image_id"].to_numpy()[rows],
@@ -172,8 +194,6 @@ def judge_votes(pool) -> Any:
 
 def read_label_csv(csv_path: str | Path, pool) -> Any:
     """Read and check `image_id,label[,annotator]`. Any problem fails with the first offending lines."""
-    import pandas as pd
-
     csv_path = Path(csv_path)
     known = set(pool.table["image_id"])
     try:
@@ -247,8 +267,6 @@ def water_fill(capacity: dict[str, int], target: int, rng: np.random.Generator) 
 def balanced_set(rows, per_label: int, seed: int) -> tuple[Any, dict[str, Any]]:
     """Pick up to `per_label` informative and as many non-informative images of one class, with
     equal counts per model in both labels. Returns the chosen rows and a summary."""
-    import pandas as pd
-
     rng = np.random.default_rng(seed)
     by_model = {}
     for model_id, g in rows.groupby("model_id", sort=True):
@@ -286,8 +304,6 @@ def assign_parts(chosen, train_per_class: int, test_per_class: int, val_fraction
     Both labels are laid out in the same model order with the same per-model counts, and the
     same positions go to each part, so every part keeps equal per-model counts in both labels
     (stratified by label and model)."""
-    import pandas as pd
-
     rng = np.random.default_rng(seed)
     models = list(rng.permutation(sorted(chosen["model_id"].unique())))
     n = int((chosen["label"] == 1).sum())  # per label (equal by construction)
@@ -311,10 +327,6 @@ def assign_parts(chosen, train_per_class: int, test_per_class: int, val_fraction
 
 def read_sets(pool) -> tuple[Any, dict]:
     """sets.csv and labels.json of a labelled pool, checked against the pool."""
-    import json
-
-    import pandas as pd
-
     meta_path, sets_path = pool.path / "labels.json", pool.path / "sets.csv"
     if not meta_path.is_file() or not sets_path.is_file():
         raise UserError(f"{pool.path}: not labelled yet (run `s2i-bench label {pool.path} --judge` or --from-csv)")

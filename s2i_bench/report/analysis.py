@@ -9,15 +9,16 @@ from typing import Any
 import numpy as np
 
 from s2i_bench.errors import UserError
+from s2i_bench.protocol import load_protocol, protocol_from_dict
 from s2i_bench.report.inputs import Run
+from s2i_bench.scoring import metrics, records
+from s2i_bench.scoring.series_stats import series_intervals, validation_choice
 
 MEASURES = ("raw_share", "corrected_share", "true_share")
 
 
 def resolve_protocols(runs: list[Run], store) -> Any:
     """Give every run its full protocol and check that they agree on what the metrics need."""
-    from s2i_bench.protocol import load_protocol, protocol_from_dict
-
     for run in runs:
         ref = run.options.get("protocol") or next((r.get("protocol") for r in run.records if r.get("protocol")), None)
         full = run.options.get("protocol_full")
@@ -69,8 +70,6 @@ class Analysis:
 
 
 def analyse(run: Run, protocol) -> Analysis:
-    from s2i_bench.scoring import metrics, records
-
     keys = protocol.class_keys
     spec = protocol.metrics
     d_epochs = None
@@ -102,8 +101,6 @@ def analyse(run: Run, protocol) -> Analysis:
     if run.log is not None and len(run.log):
         pixel_ma = metrics.moving_average(run.log["epoch"].to_numpy(), run.log["pixel_loss"].to_numpy(dtype=float),
                                           spec.moving_average)
-    from s2i_bench.scoring.series_stats import series_intervals, validation_choice
-
     intervals = series_intervals(scored, keys, protocol, d_epochs) if scored else None
     choice = validation_choice(scored, [r for r in run.selection_records if r.get("epoch") is not None], keys,
                                protocol, d_epochs) if scored else None

@@ -7,8 +7,15 @@ from pathlib import Path
 
 import numpy as np
 
+import s2i_bench.report.figures as F
 from s2i_bench.errors import UserError
+from s2i_bench.locks import exclusive_lock
+from s2i_bench.protocol import load_protocol
+from s2i_bench.publish import check_publishable, publish_folder, staged_folder
+from s2i_bench.report.figures import FULL_IN, _figure
 from s2i_bench.report.tables import Column, Table, pct
+from s2i_bench.scoring.compare import compare_systems, write_json
+from s2i_bench.scoring.systems import Member, System, common_series, named_bundle
 
 MEASURE_COLOURS = {"raw": (0.12, 0.47, 0.71), "corrected": (1.0, 0.5, 0.05), "true": (0.17, 0.63, 0.17)}
 KIND = "s2i-bench-comparison"
@@ -43,8 +50,6 @@ def comparison_table(result: dict, class_names: dict[str, str]) -> Table:
 def comparison_figure(result: dict, class_keys, class_names):
     """One panel per pair: per class and the mean, each measure's difference with its interval;
     filled markers are significant after Holm's adjustment."""
-    from s2i_bench.report.figures import FULL_IN, _figure
-
     pairs = list(dict.fromkeys((r["a"], r["b"], r["metric"]) for r in result["pairs"]))
     fig = _figure(FULL_IN, 0.9 + 1.5 * len(pairs))
     axes = fig.subplots(len(pairs), 1, squeeze=False)[:, 0]
@@ -80,12 +85,6 @@ def comparison_figure(result: dict, class_keys, class_names):
 def write_comparison(result: dict, out) -> Path:
     """comparison.json, tables/comparison.{csv,md,tex} and figures/comparison.png into OUT (new,
     empty, or an earlier comparison: the files it wrote are replaced, nothing else)."""
-    from s2i_bench.locks import exclusive_lock
-    from s2i_bench.publish import check_publishable, publish_folder, staged_folder
-    from s2i_bench.protocol import load_protocol
-    from s2i_bench.report import figures as F
-    from s2i_bench.scoring.compare import write_json
-
     out = Path(out)
     check_publishable(out, KIND, what="`s2i-bench compare --out`")
     out.mkdir(parents=True, exist_ok=True)
@@ -115,8 +114,6 @@ def mean_rows(result: dict, measure: str = "true") -> list[dict]:
 def runs_by_size(runs) -> list:
     """The report's runs as systems of the comparison: one per embedding size (and split policy),
     a group when several training seeds share it."""
-    from s2i_bench.scoring.systems import Member, System
-
     groups: dict[tuple, list] = {}
     for run in runs:
         if run.embedding_dim is None or not any(r.get("decisions") for r in run.records):
@@ -138,9 +135,6 @@ def runs_by_size(runs) -> list:
 def size_comparison(runs, protocol, bundle=None, n_boot: int | None = None) -> dict | None:
     """Every pair of embedding sizes at the last common epoch, or None when fewer than two sizes
     have records with per-image decisions (or they were not scored alike)."""
-    from s2i_bench.scoring.compare import compare_systems
-    from s2i_bench.scoring.systems import common_series, named_bundle
-
     systems = runs_by_size(runs)
     if len(systems) < 2:
         return None

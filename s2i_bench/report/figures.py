@@ -14,6 +14,10 @@ from pathlib import Path
 
 import numpy as np
 
+from s2i_bench.data.store import segment_class
+from s2i_bench.errors import UserError
+from s2i_bench.fileio import atomic_path
+
 COLUMN_IN = 3.4
 FULL_IN = 7.0
 MEAN_COLOUR = (0.0, 0.0, 0.0)
@@ -68,8 +72,6 @@ def save(fig, stem: Path, formats) -> list[Path]:
     stem = Path(stem)
     stem.parent.mkdir(parents=True, exist_ok=True)
     paths = []
-    from s2i_bench.fileio import atomic_path
-
     for fmt in formats:
         path = stem.with_name(f"{stem.name}.{fmt}")
         with atomic_path(path) as tmp:
@@ -245,8 +247,6 @@ def _sheet_classes(sheet, class_keys, store=None) -> list[str | None]:
     if store is not None:
         known = dict(zip(store.segment_ids.tolist(), store.manifest["class"].tolist()))
         return [known.get(s) for s in sheet["segment_ids"]]
-    from s2i_bench.data.store import segment_class
-
     return [segment_class(s, class_keys) for s in sheet["segment_ids"]]
 
 
@@ -319,8 +319,6 @@ def _bare(ax) -> None:
 def originals_beside(sheet, store, class_keys, class_names, pairs: int = 4):
     """Fig. 16: each test segment's centre frame beside the image translated from its sound.
     The real frames come from the sheet (`frames`) or, when it has none, from the store."""
-    from s2i_bench.errors import UserError
-
     if "frames" in sheet:
         originals = list(sheet["frames"])
     else:

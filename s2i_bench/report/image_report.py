@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from s2i_bench.report.figures import COLUMN_IN, FULL_IN, _figure
 from s2i_bench.report.tables import Column, Table, pct
 
 # (key, label, how to read it from a record, lower is better)
@@ -100,8 +101,6 @@ def correlation_table(rows: list[dict]) -> Table:
 
 
 def correlation_figure(rows: list[dict]):
-    from s2i_bench.report.figures import COLUMN_IN, _figure
-
     fig = _figure(COLUMN_IN, 0.5 + 0.22 * len(rows))
     ax = fig.subplots()
     for i, r in enumerate(rows):
@@ -173,8 +172,6 @@ def image_metric_table(runs, references=()) -> Table:
 
 def image_metric_series(runs):
     """FID, KID and IIS over the epochs, one line per run."""
-    from s2i_bench.report.figures import FULL_IN, _figure
-
     fig = _figure(FULL_IN, 2.3)
     axes = fig.subplots(1, 3)
     for ax, (key, label) in zip(axes, (("fid", "FID"), ("kid", "KID"), ("iis", "IIS"))):

@@ -9,6 +9,7 @@ from typing import Any
 from s2i_bench.errors import UserError
 from s2i_bench.runs import RunFolder
 from s2i_bench.scoring import records as records_mod
+from s2i_bench.scoring.sheets import read_sheet
 
 
 @dataclass
@@ -276,8 +277,6 @@ def pick_sample_sheet(run: Run) -> dict | None:
     if not run.sample_sheets:
         return None
     path = max(run.sample_sheets, key=lambda p: (run.sheet_epochs.get(p, -1), p.name))
-    from s2i_bench.scoring.sheets import read_sheet
-
     sheet = read_sheet(path)
     sheet["epoch"] = run.sheet_epochs.get(path)
     return sheet

@@ -6,9 +6,12 @@ import re
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
+import s2i_bench.report.figures as F
 from s2i_bench.report.analysis import Analysis, best_run
+from s2i_bench.report.comparison import comparison_figure
+from s2i_bench.report.image_report import correlation_figure, image_metric_series
 from s2i_bench.report.inputs import Run, pick_sample_sheet
 
 
@@ -22,6 +25,19 @@ class Item:
     provenance: str  # which runs, protocol, seeds
     files: list[Path]  # relative to OUT
     table: Any = None  # tables.Table for tables (shown inline)
+
+
+@dataclass
+class Job:
+    """One entry of the index to make, in index order: `make()` returns a tables.Table when
+    `is_table`, else the figure's Item (None when its data allow no figure)."""
+
+    name: str
+    make: Callable[[], Any]
+    runs: list[Run]  # the runs it shows (the table's provenance)
+    is_table: bool = False
+    store: bool = False  # a table of the store: its provenance names the store
+    bundle: bool = False  # a table of the classifiers: its provenance names the bundle
 
 
 @dataclass
@@ -108,10 +124,10 @@ def slug(s: str) -> str:
     return re.sub(r"[^A-Za-z0-9._-]+", "-", s).strip("-") or "run"
 
 
-def figure_jobs(ctx: Context, analyses: list[Analysis], paper, formats) -> list:
-    """(name, make, runs, is_data_table) jobs for every figure its data allows, in index order."""
-    from s2i_bench.report import figures as F
-
+def figure_jobs(ctx: Context, analyses: list[Analysis], paper, formats, compared: dict | None = None,
+                correlation: list | None = None) -> list[Job]:
+    """A job for every figure its data allows, in index order; `compared` (the comparison of
+    embedding sizes) and `correlation` (each image metric against the truth) add theirs."""
     warn = ctx.split_warning
 
     def figure_item(stem, title, caption, runs, make, store=False):
@@ -124,16 +140,14 @@ def figure_jobs(ctx: Context, analyses: list[Analysis], paper, formats) -> list:
                     F.add_warning(fig, warn)
                 files = F.save(fig, ctx.out / "figures" / stem, formats)
             return Item("figure", title, caption, ctx.provenance(runs, store=store), [f.relative_to(ctx.out) for f in files])
-        return (stem, job, runs, False)
+        return Job(stem, job, runs)
 
     return (_paper_figures(ctx, analyses, paper, figure_item) + _sample_figures(ctx, analyses, figure_item)
-            + _beyond_figures(ctx, analyses, paper, figure_item))
+            + _beyond_figures(ctx, analyses, paper, figure_item) + _measure_figures(ctx, compared, correlation, formats))
 
 
 def _paper_figures(ctx: Context, analyses: list[Analysis], paper, figure_item) -> list:
     """Figs. 7-14: informativity per epoch and against f, the training pixel loss."""
-    from s2i_bench.report import figures as F
-
     keys, names, spec = ctx.protocol.class_keys, ctx.protocol.class_names, ctx.protocol.metrics
     jobs = []
     scored = [a for a in analyses if "raw_share" in a.frames]
@@ -169,8 +183,6 @@ def _paper_figures(ctx: Context, analyses: list[Analysis], paper, figure_item) -
 def _sample_figures(ctx: Context, analyses: list[Analysis], figure_item) -> list:
     """Figs. 15/16 show one translator, as the paper does (its best, f = 512): the run with the
     highest maximum moving average of mean informativity among those with a sample sheet."""
-    from s2i_bench.report import figures as F
-
     keys, names = ctx.protocol.class_keys, ctx.protocol.class_names
     with_sheet = [a for a in analyses if a.run.sample_sheets]
     best = best_run(with_sheet)
@@ -179,7 +191,7 @@ def _sample_figures(ctx: Context, analyses: list[Analysis], figure_item) -> list
         if not with_grid:
             return []
         best_grid = best_run(with_grid).run
-        return [("fig15-grid", lambda: _copy_grid(ctx, best_grid), [best_grid], False)]
+        return [Job("fig15-grid", lambda: _copy_grid(ctx, best_grid), [best_grid])]
     run, sheet = best.run, pick_sample_sheet(best.run)
     epoch = sheet.get("epoch")
     at = f" after epoch {epoch}" if epoch is not None else ""
@@ -201,8 +213,6 @@ def _sample_figures(ctx: Context, analyses: list[Analysis], figure_item) -> list
 
 def _beyond_figures(ctx: Context, analyses: list[Analysis], paper, figure_item) -> list:
     """Beyond the paper: raw vs corrected, class match, the judge's truth, the split policy."""
-    from s2i_bench.report import figures as F
-
     keys, names = ctx.protocol.class_keys, ctx.protocol.class_names
     jobs = []
     if any("corrected_share" in a.frames or a.last for a in analyses):
@@ -235,6 +245,46 @@ def _beyond_figures(ctx: Context, analyses: list[Analysis], paper, figure_item) 
             "random segment-level split against a video-disjoint split, per embedding size.", [a.run for a in scored],
             lambda: F.split_policy(scored)))
     return jobs
+
+
+def _measure_figures(ctx: Context, compared: dict | None, correlation: list | None, formats) -> list[Job]:
+    """Beyond the paper: the embedding sizes compared, which image metric tracks the truth, the
+    image metrics per epoch."""
+    jobs = []
+    if compared is not None:
+        jobs.append(_comparison_figure(ctx, compared, formats))
+    if correlation:
+        jobs.append(_simple_figure(ctx, "beyond-metric-vs-truth", "Which metric tracks the truth (beyond the paper)",
+                                   "Spearman's correlation of each metric with the judge's true informativity over every "
+                                   "checkpoint and reference translator, with 95% bootstrap intervals; green: the "
+                                   "interval excludes 0 in the right direction ((↓): lower is better).",
+                                   lambda: correlation_figure(correlation), formats))
+    if any(r.get("image_metrics") and r.get("epoch") is not None for run in ctx.runs for r in run.records):
+        jobs.append(_simple_figure(ctx, "beyond-image-metrics", "Image metrics per epoch (beyond the paper)",
+                                   "FID, KID and IIS of every scored epoch, one line per run (domain features).",
+                                   lambda: image_metric_series(ctx.runs), formats))
+    return jobs
+
+
+def _simple_figure(ctx: Context, stem: str, title: str, caption: str, make, formats) -> Job:
+    def job():
+        with F.style():
+            files = F.save(make(), ctx.out / "figures" / stem, formats)
+        return Item("figure", title, caption, ctx.provenance(ctx.runs), [f.relative_to(ctx.out) for f in files])
+    return Job(stem, job, ctx.runs)
+
+
+def _comparison_figure(ctx: Context, compared: dict, formats) -> Job:
+    def job():
+        with F.style():
+            fig = comparison_figure(compared, ctx.protocol.class_keys, ctx.protocol.class_names)
+            files = F.save(fig, ctx.out / "figures" / "beyond-comparison", formats)
+        return Item("figure", "Comparison of embedding sizes (beyond the paper)",
+                    f"Every pair of embedding sizes at their last common epoch: the difference in informativity (raw, "
+                    f"corrected, and the judge's truth on synthetic data) per class and mean with its 95% interval; "
+                    f"filled markers are significant after Holm's adjustment ({compared['multiple_comparisons']}).",
+                    ctx.provenance(ctx.runs), [f.relative_to(ctx.out) for f in files])
+    return Job("beyond-comparison", job, ctx.runs)
 
 
 def _copy_grid(ctx: Context, run: Run) -> Item:

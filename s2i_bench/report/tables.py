@@ -265,37 +265,49 @@ def informativity_table(summaries: list[dict], class_keys, class_names, paper, m
     field is unknown), and `last[class_or_mean]` = the last record's values.
     """
     names = dict(zip(class_keys, class_names), mean="Mean")
+    rows = [_summary_row(s, key, names) for s in summaries for key in (*class_keys, "mean")]
+    rows += _paper_rows(paper, class_keys, names)
+    return Table("table-informativity", "Informativity summary",
+                 "Per run, class and mean: window average and maximum moving average (with its epoch) of the "
+                 "informativity series, raw, corrected and true, and the last scored epoch, beside the paper's numbers.",
+                 _informativity_columns(rows, moving_average, window), rows,
+                 _informativity_notes(moving_average, window))
+
+
+def _summary_row(s: dict, key: str, names: dict[str, str]) -> dict:
+    """One run's row for one class (or the mean): its summaries flattened into columns."""
+    row = {"source": "run", "run": s["run"], "embedding_dim": s.get("embedding_dim"),
+           "split_policy": s.get("split_policy"), "seed": s.get("seed"), "class": key,
+           "name": names[key], "n_epochs": s.get("n_epochs"), "relation": "eq"}
+    for prefix, fieldname in SUMMARY_FIELDS:
+        m = (s.get("metrics", {}).get(fieldname) or {}).get(key) or {}
+        row[f"{prefix}_window_average"] = m.get("window_average")
+        row[f"{prefix}_max_moving_average"] = m.get("max_moving_average")
+        row[f"{prefix}_max_moving_average_epoch"] = m.get("max_moving_average_epoch")
+        iv = ((s.get("intervals") or {}).get(fieldname) or {}).get(key) or {}
+        for metric in ("window_average", "max_moving_average"):
+            lo_hi = iv.get(metric) or [None, None]
+            row[f"{prefix}_{metric}_ci_low"], row[f"{prefix}_{metric}_ci_high"] = lo_hi
+    choice = s.get("choice") or {}
+    row["chosen_epoch"] = choice.get("epoch")
+    for prefix, fieldname in (("raw", "raw_share"), ("true", "true_share")):
+        at = (((choice.get("test") or {}).get(fieldname) or {}).get(key) or {}).get("at_choice")
+        row[f"{prefix}_at_chosen_window"] = at
+    last = (s.get("last") or {}).get(key) or {}
+    row["last_epoch"] = s.get("last_epoch")
+    row["last_raw_share"] = last.get("raw_share")
+    row["last_corrected_share"] = last.get("corrected_share")
+    ci = last.get("corrected_ci") or [None, None]
+    row["last_corrected_ci_low"], row["last_corrected_ci_high"] = ci[0], ci[1]
+    row["last_class_match_rate"] = last.get("class_match_rate")
+    row["last_true_share"] = last.get("true_share")
+    return row
+
+
+def _paper_rows(paper, class_keys, names: dict[str, str]) -> list[dict]:
+    """The paper's rows: its headline (mean, f = 512, taken as the maximum moving average as SPEC
+    section 6 does) and the per-class "at best" statements of section 5.3."""
     rows = []
-    for s in summaries:
-        for key in (*class_keys, "mean"):
-            row = {"source": "run", "run": s["run"], "embedding_dim": s.get("embedding_dim"),
-                   "split_policy": s.get("split_policy"), "seed": s.get("seed"), "class": key,
-                   "name": names[key], "n_epochs": s.get("n_epochs"), "relation": "eq"}
-            for prefix, fieldname in SUMMARY_FIELDS:
-                m = (s.get("metrics", {}).get(fieldname) or {}).get(key) or {}
-                row[f"{prefix}_window_average"] = m.get("window_average")
-                row[f"{prefix}_max_moving_average"] = m.get("max_moving_average")
-                row[f"{prefix}_max_moving_average_epoch"] = m.get("max_moving_average_epoch")
-                iv = ((s.get("intervals") or {}).get(fieldname) or {}).get(key) or {}
-                for metric in ("window_average", "max_moving_average"):
-                    lo_hi = iv.get(metric) or [None, None]
-                    row[f"{prefix}_{metric}_ci_low"], row[f"{prefix}_{metric}_ci_high"] = lo_hi
-            choice = s.get("choice") or {}
-            row["chosen_epoch"] = choice.get("epoch")
-            for prefix, fieldname in (("raw", "raw_share"), ("true", "true_share")):
-                at = (((choice.get("test") or {}).get(fieldname) or {}).get(key) or {}).get("at_choice")
-                row[f"{prefix}_at_chosen_window"] = at
-            last = (s.get("last") or {}).get(key) or {}
-            row["last_epoch"] = s.get("last_epoch")
-            row["last_raw_share"] = last.get("raw_share")
-            row["last_corrected_share"] = last.get("corrected_share")
-            ci = last.get("corrected_ci") or [None, None]
-            row["last_corrected_ci_low"], row["last_corrected_ci_high"] = ci[0], ci[1]
-            row["last_class_match_rate"] = last.get("class_match_rate")
-            row["last_true_share"] = last.get("true_share")
-            rows.append(row)
-    # The paper's rows: its headline (mean, f = 512, taken as the maximum moving average as SPEC
-    # section 6 does) and the per-class "at best" statements of section 5.3.
     for key, pkey, f in (("mean", "informativity.best.mean", 512),
                          ("water_flowing", "informativity.best.water_flowing", None),
                          ("dog", "informativity.best.dog", None)):
@@ -304,6 +316,12 @@ def informativity_table(summaries: list[dict], class_keys, class_names, paper, m
             continue
         rows.append({"source": f"paper {source}", "run": "paper", "embedding_dim": f, "class": key,
                      "name": names.get(key, key), "raw_max_moving_average": value, "relation": relation})
+    return rows
+
+
+def _informativity_columns(rows: list[dict], moving_average: int, window: tuple[int, int]) -> list[Column]:
+    """The columns: run and class, the raw summaries with their intervals, the corrected and true
+    ones (CSV only when unknown), the validation-chosen window, the last scored epoch."""
     has = lambda col: any(r.get(col) is not None for r in rows)  # noqa: E731
     dim_fmt = lambda r: "–" if r.get("embedding_dim") is None else str(r["embedding_dim"])  # noqa: E731
     max_fmt = lambda r: (paper_text(r.get("raw_max_moving_average"), r.get("relation"))  # noqa: E731
@@ -354,7 +372,11 @@ def informativity_table(summaries: list[dict], class_keys, class_names, paper, m
         Column("last_class_match_rate", "class match (last)", lambda r: pct(r.get("last_class_match_rate"))),
         Column("last_true_share", "truth (last)", lambda r: pct(r.get("last_true_share")), in_text=has("last_true_share")),
     ]
-    notes = [
+    return columns
+
+
+def _informativity_notes(moving_average: int, window: tuple[int, int]) -> list[str]:
+    return [
         "Intervals: 95% bootstrap over the test sounds (stratified by class) that recomputes the whole series "
         "metric; the validation-chosen window is where the validation sounds' mean moving average peaks, and 'test MA "
         "there' is the test series at that same window (the paper's maximum picks its window on the test scores, "
@@ -367,10 +389,6 @@ def informativity_table(summaries: list[dict], class_keys, class_names, paper, m
         "average of the class mean, the paper's headline); §5.3 states ≈ 18% for water flowing and ≈ 6% for dog "
         "at best, without the metric or the embedding size.",
     ]
-    return Table("table-informativity", "Informativity summary",
-                 "Per run, class and mean: window average and maximum moving average (with its epoch) of the "
-                 "informativity series, raw, corrected and true, and the last scored epoch, beside the paper's numbers.",
-                 columns, rows, notes)
 
 
 def reference_table(references: list[dict], class_keys, class_names) -> Table:

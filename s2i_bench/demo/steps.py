@@ -25,7 +25,7 @@ from s2i_bench.provenance import now_iso
 @lru_cache(maxsize=1)
 def code_hash() -> str:
     """sha256 over the toolkit's and the baseline's Python sources and the protocol files."""
-    root = Path(__file__).resolve().parent.parent
+    root = Path(__file__).resolve().parents[2]  # s2i_bench/demo/steps.py -> the repository
     h = hashlib.sha256()
     for folder in ("s2i_bench", "baselines", "protocols"):
         for p in sorted((root / folder).rglob("*")):
