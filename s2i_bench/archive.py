@@ -237,91 +237,109 @@ class StrictZip:
         cd = self._read_at(cd_offset, cd_size, "the central directory")
         entries: list[Entry] = []
         seen: dict[str, str] = {}
-        stored_total = deflated_total = 0
+        totals = {"stored": 0, "deflated": 0}  # declared bytes, summed over the entries
         i = 0
         for _ in range(n):
-            if i + 46 > len(cd) or cd[i:i + 4] != _CENTRAL:
-                raise self._refuse("a damaged central directory")
-            (_, _, _, flags, method, _, _, crc, csize, usize, name_len, extra_len, comment_len, disk_start, _, _,
-             offset) = struct.unpack_from("<4sHHHHHHIIIHHHHHII", cd, i)
-            end = i + 46 + name_len + extra_len + comment_len
-            if end > len(cd):
-                raise self._refuse("a damaged central directory")
-            raw = cd[i + 46: i + 46 + name_len]
-            extra = _extra_fields(cd[i + 46 + name_len: i + 46 + name_len + extra_len])
-            i = end
-            try:
-                name = raw.decode("ascii")
-            except UnicodeDecodeError:
-                raise self._refuse(f"an entry with a non-ASCII name ({_shown(raw.decode('latin-1'))})") from None
-            problem = _name_problem(name)
-            if problem:
-                raise self._refuse(f"entry {_shown(name)} has {problem}")
-            if extra is None:
-                raise self._refuse(f"entry {_shown(name)} has a damaged extra field")
-            if 0xFFFFFFFF in (usize, csize, offset) or disk_start == 0xFFFF:
-                z64 = extra.get(0x0001, b"")
-                values: list[int | None] = []
-                k = 0  # the zip64 field holds only the values whose 32-bit field is 0xFFFFFFFF, in order
-                for value in (usize, csize, offset):
-                    if value == 0xFFFFFFFF:
-                        if len(z64) < 8 * (k + 1):
-                            raise self._refuse(f"entry {_shown(name)} has a damaged zip64 extra field")
-                        values.append(struct.unpack_from("<Q", z64, 8 * k)[0])
-                        k += 1
-                    else:
-                        values.append(None)
-                usize = usize if values[0] is None else values[0]
-                csize = csize if values[1] is None else values[1]
-                offset = offset if values[2] is None else values[2]
-                if disk_start == 0xFFFF:
-                    k = sum(v is not None for v in values)
-                    if len(z64) < 8 * k + 4 or struct.unpack_from("<I", z64, 8 * k)[0] != 0:
-                        raise self._refuse("a multi-disk (split) zip archive")
-                    disk_start = 0
-            if disk_start != 0:
-                raise self._refuse("a multi-disk (split) zip archive")
-            key = name.lower()  # torch's reader finds names without regard to case
-            if key in seen:
-                same = "twice" if seen[key] == name else f"twice, as {_shown(seen[key])} and {_shown(name)} (torch " \
-                                                          f"finds names without regard to case)"
-                raise self._refuse(f"the archive lists {_shown(name)} {same}: two zip readers would read different "
-                                   f"files")
-            seen[key] = name
-            if flags & 0x0001 or flags & 0x0040 or flags & 0x2000:
-                raise self._refuse(f"entry {_shown(name)} is encrypted")
-            if method not in (0, 8):
-                label = _METHOD_NAMES.get(method, "unknown")
-                raise self._refuse(f"entry {_shown(name)} uses compression method {method} ({label}); only stored (0) "
-                                   f"and deflate (8) are read")
-            if flags & ~_ALLOWED_FLAGS:
-                raise self._refuse(f"entry {_shown(name)} has unsupported zip flags 0x{flags:04x}")
-            if method == 0:
-                if csize != usize:
-                    raise self._refuse(f"stored entry {_shown(name)} declares {usize} bytes but holds {csize}")
-                if usize > MAX_STORED_ENTRY:
-                    raise self._refuse(f"entry {_shown(name)} declares {usize} bytes, more than the "
-                                       f"{MAX_STORED_ENTRY} allowed")
-                stored_total += usize
-                if stored_total > MAX_STORED_TOTAL:
-                    raise self._refuse(f"its entries declare more than {MAX_STORED_TOTAL} bytes in all")
-            else:
-                if usize > MAX_DEFLATED_ENTRY:
-                    raise self._refuse(f"compressed entry {_shown(name)} declares {usize} bytes once expanded, more "
-                                       f"than the {MAX_DEFLATED_ENTRY} allowed (a zip bomb?)")
-                if usize > RATIO_FLOOR and usize > MAX_DEFLATE_RATIO * csize:
-                    raise self._refuse(f"compressed entry {_shown(name)} would expand {usize / max(csize, 1):.0f} times "
-                                       f"({csize} -> {usize} bytes), more than the {MAX_DEFLATE_RATIO}:1 allowed (a "
-                                       f"zip bomb?)")
-                deflated_total += usize
-                if deflated_total > MAX_DEFLATED_TOTAL:
-                    raise self._refuse(f"its compressed entries declare more than {MAX_DEFLATED_TOTAL} bytes in all "
-                                       f"once expanded (a zip bomb?)")
-            entries.append(Entry(name, method, flags, crc, csize, usize, offset))
+            entry, i = self._central_entry(cd, i)
+            self._check_entry(entry, seen, totals)
+            entries.append(entry)
         if i != len(cd):
             raise self._refuse("the central directory holds more than its entries (a crafted zip)")
         self._check_local_headers(entries, cd_offset)
         return entries
+
+    def _central_entry(self, cd: bytes, i: int) -> tuple[Entry, int]:
+        """The entry of the central directory at `i` (its name checked, zip64 values resolved),
+        and where the next one starts."""
+        if i + 46 > len(cd) or cd[i:i + 4] != _CENTRAL:
+            raise self._refuse("a damaged central directory")
+        (_, _, _, flags, method, _, _, crc, csize, usize, name_len, extra_len, comment_len, disk_start, _, _,
+         offset) = struct.unpack_from("<4sHHHHHHIIIHHHHHII", cd, i)
+        end = i + 46 + name_len + extra_len + comment_len
+        if end > len(cd):
+            raise self._refuse("a damaged central directory")
+        raw = cd[i + 46: i + 46 + name_len]
+        extra = _extra_fields(cd[i + 46 + name_len: i + 46 + name_len + extra_len])
+        try:
+            name = raw.decode("ascii")
+        except UnicodeDecodeError:
+            raise self._refuse(f"an entry with a non-ASCII name ({_shown(raw.decode('latin-1'))})") from None
+        problem = _name_problem(name)
+        if problem:
+            raise self._refuse(f"entry {_shown(name)} has {problem}")
+        if extra is None:
+            raise self._refuse(f"entry {_shown(name)} has a damaged extra field")
+        if 0xFFFFFFFF in (usize, csize, offset) or disk_start == 0xFFFF:
+            usize, csize, offset, disk_start = self._zip64_values(name, extra, usize, csize, offset, disk_start)
+        if disk_start != 0:
+            raise self._refuse("a multi-disk (split) zip archive")
+        return Entry(name, method, flags, crc, csize, usize, offset), end
+
+    def _zip64_values(self, name: str, extra: dict[int, bytes], usize: int, csize: int, offset: int,
+                      disk_start: int) -> tuple[int, int, int, int]:
+        """(size, compressed size, header offset, first disk) with the zip64 extra field's values
+        in place of the 32-bit fields that say 0xFFFFFFFF (0xFFFF for the disk)."""
+        z64 = extra.get(0x0001, b"")
+        values: list[int | None] = []
+        k = 0  # the zip64 field holds only the values whose 32-bit field is 0xFFFFFFFF, in order
+        for value in (usize, csize, offset):
+            if value == 0xFFFFFFFF:
+                if len(z64) < 8 * (k + 1):
+                    raise self._refuse(f"entry {_shown(name)} has a damaged zip64 extra field")
+                values.append(struct.unpack_from("<Q", z64, 8 * k)[0])
+                k += 1
+            else:
+                values.append(None)
+        usize = usize if values[0] is None else values[0]
+        csize = csize if values[1] is None else values[1]
+        offset = offset if values[2] is None else values[2]
+        if disk_start == 0xFFFF:
+            k = sum(v is not None for v in values)
+            if len(z64) < 8 * k + 4 or struct.unpack_from("<I", z64, 8 * k)[0] != 0:
+                raise self._refuse("a multi-disk (split) zip archive")
+            disk_start = 0
+        return usize, csize, offset, disk_start
+
+    def _check_entry(self, entry: Entry, seen: dict[str, str], totals: dict[str, int]) -> None:
+        """One entry against the others (no name twice, in any case) and the rules: no
+        encryption, stored or deflate only, sizes within the limits (`totals` adds them up)."""
+        name, flags, method, csize, usize = entry.name, entry.flags, entry.method, entry.compressed_size, entry.size
+        key = name.lower()  # torch's reader finds names without regard to case
+        if key in seen:
+            same = "twice" if seen[key] == name else f"twice, as {_shown(seen[key])} and {_shown(name)} (torch " \
+                                                      f"finds names without regard to case)"
+            raise self._refuse(f"the archive lists {_shown(name)} {same}: two zip readers would read different "
+                               f"files")
+        seen[key] = name
+        if flags & 0x0001 or flags & 0x0040 or flags & 0x2000:
+            raise self._refuse(f"entry {_shown(name)} is encrypted")
+        if method not in (0, 8):
+            label = _METHOD_NAMES.get(method, "unknown")
+            raise self._refuse(f"entry {_shown(name)} uses compression method {method} ({label}); only stored (0) "
+                               f"and deflate (8) are read")
+        if flags & ~_ALLOWED_FLAGS:
+            raise self._refuse(f"entry {_shown(name)} has unsupported zip flags 0x{flags:04x}")
+        if method == 0:
+            if csize != usize:
+                raise self._refuse(f"stored entry {_shown(name)} declares {usize} bytes but holds {csize}")
+            if usize > MAX_STORED_ENTRY:
+                raise self._refuse(f"entry {_shown(name)} declares {usize} bytes, more than the "
+                                   f"{MAX_STORED_ENTRY} allowed")
+            totals["stored"] += usize
+            if totals["stored"] > MAX_STORED_TOTAL:
+                raise self._refuse(f"its entries declare more than {MAX_STORED_TOTAL} bytes in all")
+        else:
+            if usize > MAX_DEFLATED_ENTRY:
+                raise self._refuse(f"compressed entry {_shown(name)} declares {usize} bytes once expanded, more "
+                                   f"than the {MAX_DEFLATED_ENTRY} allowed (a zip bomb?)")
+            if usize > RATIO_FLOOR and usize > MAX_DEFLATE_RATIO * csize:
+                raise self._refuse(f"compressed entry {_shown(name)} would expand {usize / max(csize, 1):.0f} times "
+                                   f"({csize} -> {usize} bytes), more than the {MAX_DEFLATE_RATIO}:1 allowed (a "
+                                   f"zip bomb?)")
+            totals["deflated"] += usize
+            if totals["deflated"] > MAX_DEFLATED_TOTAL:
+                raise self._refuse(f"its compressed entries declare more than {MAX_DEFLATED_TOTAL} bytes in all "
+                                   f"once expanded (a zip bomb?)")
 
     def _check_local_headers(self, entries: list[Entry], cd_offset: int) -> None:
         for e in entries:

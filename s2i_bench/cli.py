@@ -14,10 +14,9 @@ from pathlib import Path
 import click
 
 from s2i_bench import __version__
+from s2i_bench.cli_options import ExistingPath, PathArg, protocol_option, with_program_options
 from s2i_bench.errors import UserError
-
-PathArg = click.Path(path_type=Path)
-ExistingPath = click.Path(exists=True, path_type=Path)
+from s2i_bench.protocol import load_protocol
 
 
 def _friendly(fn):
@@ -44,18 +43,6 @@ def _friendly(fn):
             sys.exit(2)
 
     return wrapper
-
-
-def _protocol(name: str):
-    from s2i_bench.protocol import load_protocol
-
-    return load_protocol(name)
-
-
-protocol_option = click.option(
-    "--protocol", "protocol_name", default=None, metavar="NAME|FILE",
-    help="Protocol name (protocols/<name>.toml) or a TOML file. Default: the one recorded in the input, else synth.",
-)
 
 
 class _StderrHandler(logging.Handler):
@@ -96,7 +83,7 @@ def main():
 def synth(out, protocol_name, videos_per_class, seed, dirty, overwrite):
     """Write the synthetic world to OUT: one folder per class of H.264/AAC .mp4 files named by
     YouTube-like ids, plus scenes.json with every video's scene parameters."""
-    protocol = _protocol(protocol_name or "synth")
+    protocol = load_protocol(protocol_name or "synth")
     from s2i_bench.synth.world import write_world
 
     write_world(out, protocol, videos_per_class=videos_per_class, seed=seed,
@@ -121,7 +108,7 @@ def synth(out, protocol_name, videos_per_class, seed, dirty, overwrite):
 def prepare(source, out, protocol_name, split_policy, seed, allow_leakage, workers, resume, overwrite, audio_context_s):
     """Turn SOURCE (a folder with one sub-folder per class, or a manifest CSV with columns
     path,class[,video_id][,split]) into the segment store that training and scoring read."""
-    protocol = _protocol(protocol_name or "synth")
+    protocol = load_protocol(protocol_name or "synth")
     from s2i_bench.data.prepare import prepare_store
 
     prepare_store(source, out, protocol, split_policy=split_policy, seed=seed,
@@ -167,80 +154,15 @@ def train_baseline(store, run_dir, protocol_name, embedding_dim, epochs, device,
     """Train the reference translator of the paper on STORE (Algorithm 1, SPEC section 4). Bare, it
     trains on the embedded default's store into a new run folder, scored every epoch with the
     default's classifiers, so that a bare `s2i-bench report --figures` shows it."""
-    protocol = _protocol(protocol_name) if protocol_name else None  # default: the store's (or the run's)
-    from s2i_bench import defaults
-    from s2i_bench.training import train_baseline as run
+    protocol = load_protocol(protocol_name) if protocol_name else None  # default: the store's (or the run's)
+    from s2i_bench.training import train_command
 
-    if store is None:
-        store = defaults.store()
-        if classifiers is None and defaults.work().bundle.is_file():
-            classifiers = defaults.bundle()
-        if run_dir is None:
-            run_dir = defaults.next_run_folder()
-            print(f"train-baseline: run folder {run_dir}", file=sys.stderr)
-    elif run_dir is None:
-        raise UserError("missing --out RUN_FOLDER (the folder to train into)")
-    if seeds is not None:
-        if seed is not None:
-            raise UserError("give --seed or --seeds, not both")
-        try:
-            seed_list = [int(x) for x in seeds.split(",") if x.strip()]
-        except ValueError:
-            raise UserError(f"--seeds {seeds!r}: expected whole numbers separated by commas, e.g. 0,1,2") from None
-        if not seed_list or len(set(seed_list)) < len(seed_list):
-            raise UserError(f"--seeds {seeds!r}: give distinct seeds, e.g. 0,1,2")
-        jobs = [(Path(run_dir) / f"seed-{s}", s) for s in seed_list]
-    else:
-        jobs = [(run_dir, seed)]
-    for folder, s in jobs:
-        if len(jobs) > 1:
-            print(f"train-baseline: seed {s} -> {folder}", file=sys.stderr)
-        run(store=store, run_dir=folder, protocol=protocol, embedding_dim=embedding_dim, epochs=epochs,
-            device=device, resume=resume, autoencoder=autoencoder, classifiers=classifiers,
-            save_every=save_every, seed=s, use_compile=use_compile, baseline=baseline)
+    train_command(store, run_dir, protocol, classifiers=classifiers, seed=seed, seeds=seeds,
+                  embedding_dim=embedding_dim, epochs=epochs, device=device, resume=resume, autoencoder=autoencoder,
+                  save_every=save_every, use_compile=use_compile, baseline=baseline)
 
 
 # -- informativity classifiers ----------------------------------------------------------------
-class _PositiveOrInf(click.ParamType):
-    """A positive finite number, or `inf` (no limit); never NaN, zero or negative."""
-
-    name = "number"
-
-    def __init__(self, unit: str):
-        self.unit = unit
-
-    def convert(self, value, param, ctx):
-        import math
-
-        try:
-            number = float(value)
-        except (TypeError, ValueError):
-            number = math.nan
-        if math.isnan(number) or number <= 0:
-            self.fail(f"{value!r} is not a positive number of {self.unit}, or inf for no limit", param, ctx)
-        return number
-
-
-# What `score` and `pool` say about strangers' programs (TorchScript / torch.export files).
-_program_options = (
-    click.option("--program-timeout", type=_PositiveOrInf("seconds"), default=None, metavar="SECONDS",
-                 help="Time limit for TorchScript / torch.export programs: per batch, and for loading and "
-                      "probing one (default 120; inf: no limit)."),
-    click.option("--program-memory", type=_PositiveOrInf("GiB"), default=None, metavar="GIB",
-                 help="Memory a program may use on top of torch's own (default: 3/4 of the RAM, between 4 and "
-                      "16 GiB; inf: no limit)."),
-    click.option("--unconfined", is_flag=True,
-                 help="Run programs even without the operating system's confinement (Landlock, Linux 5.13+): "
-                      "only the operator allowlist and a separate process then stand between them and your files."),
-)
-
-
-def _with_program_options(fn):
-    for option in reversed(_program_options):
-        fn = option(fn)
-    return fn
-
-
 @main.command(short_help="Translate held-out sounds with many generators into a candidate pool.")
 @click.argument("generators", type=ExistingPath, nargs=-1, required=True)
 @click.option("--data", "store", type=ExistingPath, required=True)
@@ -254,7 +176,7 @@ def _with_program_options(fn):
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--device", default="cpu", show_default=True)
 @click.option("--overwrite", is_flag=True)
-@_with_program_options
+@with_program_options
 @_friendly
 def pool(generators, store, pool_dir, split, per_model, draws_per_sound, per_run_last, seed, device, overwrite,
          program_timeout, program_memory, unconfined):
@@ -302,14 +224,7 @@ def label_server(pool_dir, annotator, host, port, overlap, share, seed):
     Then `s2i-bench label POOL_DIR --from-annotations` builds the sets."""
     from s2i_bench.informativity.label_server import serve
 
-    parts = None
-    if share:
-        try:
-            k, n = (int(x) for x in share.split("/"))
-        except ValueError:
-            raise UserError(f"--share {share!r}: expected K/N, e.g. 1/3") from None
-        parts = (k, n)
-    serve(pool_dir, annotator, host=host, port=port, seed=seed, overlap=overlap, share=parts)
+    serve(pool_dir, annotator, host=host, port=port, seed=seed, overlap=overlap, share=share)
 
 
 @main.command("train-classifiers", short_help="Train the five informativity CNNs and the class-match classifier.")
@@ -326,29 +241,11 @@ def label_server(pool_dir, annotator, host, port, overlap, share, seed):
 def train_classifiers(pool_dir, bundle, store, seed, device, authors, overwrite, protocol_name):
     """Train the five per-class informativity classifiers on a labelled POOL_DIR, or import the
     authors' five classifiers with --authors (sensitivity and specificity then unknown)."""
+    from s2i_bench.informativity.authors import classifiers_command
     from s2i_bench.scoring.command import check_device
 
-    device = check_device(device)
-    if authors:
-        if pool_dir is not None:
-            raise UserError("give either POOL_DIR (train) or --authors (import), not both")
-        files = {}
-        for item in authors:
-            key, sep, path = item.partition("=")
-            if not sep or not path:
-                raise UserError(f"--authors {item!r}: expected CLASS=FILE")
-            files[key.strip()] = Path(path)
-        protocol = _protocol(protocol_name or "vegas5")
-        from s2i_bench.informativity.authors import import_authors_classifiers
-
-        import_authors_classifiers(files, out=bundle, protocol=protocol, store=store, seed=seed, device=device,
-                                   overwrite=overwrite)
-        return
-    if pool_dir is None:
-        raise UserError("missing POOL_DIR (a labelled pool), or --authors CLASS=FILE to import the authors' classifiers")
-    from s2i_bench.informativity.classifiers import train_classifiers as train
-
-    train(pool_dir, out=bundle, store=store, seed=seed, device=device, overwrite=overwrite)
+    classifiers_command(pool_dir, bundle, authors=authors, protocol=protocol_name, store=store, seed=seed,
+                        device=check_device(device), overwrite=overwrite)
 
 
 # -- metrics, scoring, report -----------------------------------------------------------------
@@ -361,7 +258,7 @@ def train_classifiers(pool_dir, bundle, store, seed, device, authors, overwrite,
 def metrics(series_csv, protocol_name, as_json, out):
     """Window average, maximum moving average and replaced epochs of SERIES_CSV (columns epoch,
     d_update and one per class key)."""
-    protocol = _protocol(protocol_name or "vegas5")
+    protocol = load_protocol(protocol_name or "vegas5")
     from s2i_bench.scoring.command import metrics_command
 
     metrics_command(series_csv, protocol, as_json=as_json, out=out)
@@ -382,7 +279,7 @@ def metrics(series_csv, protocol_name, as_json, out):
                                                     "(the record lists the missing ones).")
 @click.option("--audio-encoder", type=ExistingPath, default=None, help="For the authors' generator state dict.")
 @click.option("--embedding-dim", type=int, default=None, help="For the authors' generator state dict.")
-@_with_program_options
+@with_program_options
 @click.option("--metrics", default="informativity", show_default=True, metavar="M1,M2,...",
               help="Beyond informativity: fid, kid, prdc, iis (offline features: the bundle's domain extractor, or "
                    "--feature-extractor) and ais (--ais-audio, --ais-image).")
@@ -450,23 +347,10 @@ def compare(systems, store, bundle, epoch, window, split, n_boot, seed, as_json,
     per class and the mean, the difference (raw, corrected, and the judge's truth on synthetic
     data) with a 95% interval, a p-value (exact McNemar / paired bootstrap), Holm-adjusted, and
     the minimum difference detectable with this many sounds."""
-    import json as _json
+    from s2i_bench.report.command import compare_command
 
-    from s2i_bench.fileio import to_jsonable
-    from s2i_bench.scoring.compare import compare as run, format_comparison
-
-    if len(systems) < 2:
-        raise UserError(f"a comparison needs two systems or more; got {len(systems)}")
-    if epoch is not None and window:
-        raise UserError("give --epoch (one checkpoint) or --window (the series metrics), not both")
-    result = run(list(systems), store=store, bundle=bundle, epoch=epoch, window=window, split=split, n_boot=n_boot,
-                 seed=seed)
-    if out is not None:
-        from s2i_bench.report.comparison import write_comparison
-
-        write_comparison(result, out)
-        print(f"comparison written to {out}", file=sys.stderr)
-    print(_json.dumps(to_jsonable(result), indent=2) if as_json else format_comparison(result))
+    compare_command(systems, store=store, bundle=bundle, epoch=epoch, window=window, split=split, n_boot=n_boot,
+                    seed=seed, as_json=as_json, out=out)
 
 
 @main.command("export-sounds", short_help="The sounds of a split as WAV files, for systems that run elsewhere.")
@@ -485,10 +369,10 @@ def export_sounds(store, split, out, audio_context_s, samples, seed, overwrite):
     segment ids, the seeds to draw each image with; never the class). Run your system on them
     anywhere, save the images as <segment_id>.png, then `s2i-bench score IMAGES_FOLDER`."""
     from s2i_bench import defaults
-    from s2i_bench.data.export import export_sounds as run
+    from s2i_bench.data.export import export_sounds
 
-    run(store if store is not None else defaults.store(), out, split=split, audio_context_s=audio_context_s,
-        samples=samples, seed=seed, overwrite=overwrite)
+    export_sounds(store if store is not None else defaults.store(), out, split=split, audio_context_s=audio_context_s,
+                  samples=samples, seed=seed, overwrite=overwrite)
 
 
 @main.command(short_help="The paper's figures and tables for a set of runs.")
@@ -506,22 +390,9 @@ def report(inputs, out, figures, store, bundle, formats, overwrite):
     empty or an earlier report: the user's own files there are never overwritten or deleted.
     Without INPUTS: the embedded default's runs (the demo's and any trained on its store since)
     and its reference translators, with its store and classifiers."""
-    from s2i_bench import defaults
-    from s2i_bench.report import build_report
+    from s2i_bench.report.command import report_command
 
-    if not inputs:
-        inputs = defaults.runs()
-        refs = defaults.work().references
-        inputs += [refs] if refs.is_file() else []
-        print(f"report: the embedded default's {len(inputs)} input(s): {', '.join(p.name for p in inputs)}",
-              file=sys.stderr)
-        store = store or defaults.store()
-        bundle = bundle or (defaults.bundle() if defaults.work().bundle.is_file() else None)
-        out = out or defaults.work().full_report
-    elif out is None:
-        raise UserError("missing --out REPORT_FOLDER")
-    build_report(list(inputs), out=out, figures=figures, store=store, bundle=bundle,
-                 formats=[f.strip() for f in formats.split(",") if f.strip()], overwrite=overwrite)
+    report_command(inputs, out, figures=figures, store=store, bundle=bundle, formats=formats, overwrite=overwrite)
 
 
 @main.command(short_help="The whole study on the embedded synthetic world (what `make demo` runs).")
@@ -532,18 +403,18 @@ def report(inputs, out, figures, store, bundle, formats, overwrite):
               help="The committed study to compare the headline with (read only).")
 @protocol_option
 @click.option("--force", is_flag=True, help="Redo every step.")
-@click.option("--update-reference", is_flag=True,
+@click.option("--update-reference", "update_only", is_flag=True,
               help="Instead of running: copy the finished report in OUT/report over --reference (the committed study).")
 @_friendly
-def demo(out, report_dir, reference, protocol_name, force, update_reference):
+def demo(out, report_dir, reference, protocol_name, force, update_only):
     """synth -> prepare -> train translators -> pool -> label -> classifiers -> score -> report.
     Writes only under OUT; the committed reference changes only with --update-reference."""
-    from s2i_bench.demo import run_demo, update_reference as update
+    from s2i_bench.demo import run_demo, update_reference
 
-    if update_reference:
-        update(report_dir or out / "report", reference)
+    if update_only:
+        update_reference(report_dir or out / "report", reference)
         return
-    protocol = _protocol(protocol_name or "synth")
+    protocol = load_protocol(protocol_name or "synth")
     run_demo(out=out, report_dir=report_dir, protocol=protocol, force=force, reference=reference)
 
 

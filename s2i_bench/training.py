@@ -20,8 +20,17 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
+from s2i_bench import defaults
+from s2i_bench.data.store import open_store
 from s2i_bench.errors import UserError
+from s2i_bench.informativity.bundle import load_bundle
+from s2i_bench.protocol import load_protocol, protocol_from_dict
 from s2i_bench.provenance import code_version, library_versions, now_iso
+from s2i_bench.runs import RunFolder, check_out_folder
+from s2i_bench.safeload import load_weights_only
+from s2i_bench.scoring import records
+from s2i_bench.scoring.score import score_translator
+from s2i_bench.translators import registry
 
 
 @dataclass(frozen=True)
@@ -87,8 +96,6 @@ def _resolve(run, store, protocol, given: dict[str, Any], resume: bool,
              main: bool = True) -> tuple[Any, TrainOptions, dict | None]:
     """(protocol, options, previous options.json or None): a resumed run keeps its own settings
     unless the user repeats them (a different one is refused)."""
-    from s2i_bench.protocol import protocol_from_dict
-
     previous = None
     if resume:
         if not run.options_path.is_file():
@@ -150,9 +157,6 @@ def _options_json(run, store, protocol, options: TrainOptions, previous: dict | 
 def in_loop_scoring(run, store, bundle, protocol, device: str) -> Callable[[int, Any, bool], None]:
     """The hook that scores every epoch's translator with `bundle` into the run's records: the
     test sounds, and the validation sounds the protocol chooses epochs on."""
-    from s2i_bench.scoring import records
-    from s2i_bench.scoring.score import score_translator
-
     sc = protocol.scoring
 
     # the scored split, and the split epochs and windows are chosen on (protocol: scoring.selection_split)
@@ -174,16 +178,10 @@ def train_baseline(store, run_dir, protocol=None, embedding_dim=None, epochs=Non
     """Train a baseline translator (default: the reference translator) on `store` into `run_dir`."""
     import torch
 
-    from s2i_bench.data.store import open_store
-    from s2i_bench.runs import RunFolder, check_out_folder
-    from s2i_bench.translators import registry
-
     if str(device).startswith("cuda") and not torch.cuda.is_available():
         raise UserError(f"--device {device}: no CUDA device is available")
     if str(device) not in ("cpu", "cuda") and not str(device).startswith("cuda:"):
         raise UserError(f"--device {device!r}: expected cpu, cuda or cuda:N")
-    from s2i_bench.protocol import load_protocol
-
     protocol = load_protocol(protocol) if protocol is not None else None
     plugin = registry.trainer(baseline)
     run = RunFolder(check_out_folder(Path(run_dir), "run folder"))
@@ -199,13 +197,9 @@ def train_baseline(store, run_dir, protocol=None, embedding_dim=None, epochs=Non
     proto, options, _ = _resolve(run, store_obj, protocol, given, resume, main)
     check_store_against_protocol(store_obj, proto)
     if options.autoencoder is not None:  # a stranger's file: refused before anything is written
-        from s2i_bench.safeload import load_weights_only
-
         load_weights_only(options.autoencoder, "autoencoder")
     hooks = TrainingHooks()
     if classifiers is not None and main:
-        from s2i_bench.informativity.bundle import load_bundle
-
         bundle = load_bundle(classifiers, device=options.device)
         hooks.on_epoch_end = in_loop_scoring(run, store_obj, bundle, proto, options.device)
 
@@ -222,3 +216,40 @@ def train_baseline(store, run_dir, protocol=None, embedding_dim=None, epochs=Non
         return go()
     with run.lock():
         return go()
+
+
+def parse_seeds(seeds: str, seed: int | None = None) -> list[int]:
+    """`--seeds S1,S2,...`: distinct whole numbers (not with `--seed`)."""
+    if seed is not None:
+        raise UserError("give --seed or --seeds, not both")
+    try:
+        seed_list = [int(x) for x in seeds.split(",") if x.strip()]
+    except ValueError:
+        raise UserError(f"--seeds {seeds!r}: expected whole numbers separated by commas, e.g. 0,1,2") from None
+    if not seed_list or len(set(seed_list)) < len(seed_list):
+        raise UserError(f"--seeds {seeds!r}: give distinct seeds, e.g. 0,1,2")
+    return seed_list
+
+
+def train_command(store, run_dir, protocol=None, *, classifiers=None, seed: int | None = None,
+                  seeds: str | None = None, **options) -> None:
+    """`s2i-bench train-baseline`. Without `store`: the embedded default's store, its classifiers
+    (when built) and a new run folder. `seeds` ("0,1,2"): one run per seed into RUN_DIR/seed-S/.
+    `options` go to `train_baseline` as they are."""
+    if store is None:
+        store = defaults.store()
+        if classifiers is None and defaults.work().bundle.is_file():
+            classifiers = defaults.bundle()
+        if run_dir is None:
+            run_dir = defaults.next_run_folder()
+            print(f"train-baseline: run folder {run_dir}", file=sys.stderr)
+    elif run_dir is None:
+        raise UserError("missing --out RUN_FOLDER (the folder to train into)")
+    if seeds is not None:
+        jobs = [(Path(run_dir) / f"seed-{s}", s) for s in parse_seeds(seeds, seed)]
+    else:
+        jobs = [(run_dir, seed)]
+    for folder, s in jobs:
+        if len(jobs) > 1:
+            print(f"train-baseline: seed {s} -> {folder}", file=sys.stderr)
+        train_baseline(store=store, run_dir=folder, protocol=protocol, classifiers=classifiers, seed=s, **options)

@@ -26,7 +26,7 @@ import torch
 from faults import run_cli
 from s2i_bench.errors import UserError
 from s2i_bench.protocol import load_protocol
-from s2i_bench.translators import confine, programs
+from s2i_bench.translators import confine, program_child, programs
 
 ABI = confine.landlock_abi()[0]
 needs_landlock = pytest.mark.skipif(ABI < 1, reason="no Landlock on this kernel: " + confine.landlock_abi()[1])
@@ -95,13 +95,13 @@ class Slow(torch.nn.Module):
 
 
 def _serve_without_allowlist(*args, **kwargs):
-    """`programs._serve` with the operator allowlist switched off (a check that missed a case):
+    """`program_child.serve` with the operator allowlist switched off (a check that missed a case):
     the hostile program reaches whatever the operating system lets it reach."""
     from s2i_bench.translators import opcheck
-    from s2i_bench.translators import programs as child_programs
+    from s2i_bench.translators import program_child as child
 
     opcheck.refused_operators = lambda operators: []
-    child_programs._serve(*args, **kwargs)
+    child.serve(*args, **kwargs)
 
 
 # -- the confinement itself, applied the way the child applies it -----------------------------------------
@@ -210,7 +210,7 @@ def test_a_confined_process_cannot_touch_files_or_the_network(tmp_path):
 # -- the real path: ProgramWorker, with the allowlist switched off -------------------------------------
 @needs_landlock
 def test_a_program_past_the_allowlist_cannot_write_or_read_files(tmp_path, monkeypatch):
-    monkeypatch.setattr(programs, "_serve", _serve_without_allowlist)
+    monkeypatch.setattr(program_child, "serve", _serve_without_allowlist)
     outside = tmp_path / "outside"
     outside.mkdir()
     marker, victim, secret = outside / "PWNED", outside / "victim.sh", outside / "secret.bin"

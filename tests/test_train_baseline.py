@@ -168,11 +168,11 @@ class FakeBundle:
 
 
 def test_classifiers_score_every_epoch(full_run, fake_store, tmp_path, monkeypatch):
-    import s2i_bench.informativity.bundle as bundle_module
+    import s2i_bench.training as training_module
 
     bundle_path = tmp_path / "bundle.pt"
     bundle_path.write_bytes(b"fake")
-    monkeypatch.setattr(bundle_module, "load_bundle", lambda path, device="cpu": FakeBundle(Path(path)))
+    monkeypatch.setattr(training_module, "load_bundle", lambda path, device="cpu": FakeBundle(Path(path)))
     run = tmp_path / "scored"
     train_baseline(store=fake_store, run_dir=run, autoencoder=full_run / "autoencoder.pt", epochs=3,
                    classifiers=bundle_path)

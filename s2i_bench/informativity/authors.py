@@ -1,18 +1,50 @@
-"""The authors' five informativity classifiers (state dicts) imported into a bundle."""
+"""The authors' five informativity classifiers (state dicts) imported into a bundle, and
+`s2i-bench train-classifiers`, which trains the classifiers or imports the authors' ones."""
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from pathlib import Path
 
 import torch
 
+from s2i_bench.data.store import open_store
 from s2i_bench.errors import UserError
 from s2i_bench.fileio import sha256_file
 from s2i_bench.informativity.bundle import (BUNDLE_FORMAT, BUNDLE_FORMAT_VERSION, IMAGE_SIZE, InformativityCNN,
                                             _load_state, card_path)
-from s2i_bench.informativity.classifiers import train_class_match, write_bundle
+from s2i_bench.informativity.classifiers import train_class_match, train_classifiers, write_bundle
+from s2i_bench.protocol import load_protocol
 from s2i_bench.provenance import code_version, now_iso
 from s2i_bench.safeload import load_weights_only
+
+
+def classifiers_command(pool_dir, out, *, authors: Iterable[str] = (), protocol=None, store=None, seed: int = 0,
+                        device: str = "cpu", overwrite: bool = False) -> None:
+    """`s2i-bench train-classifiers`: train on the labelled pool `pool_dir`, or import the
+    authors' classifiers given as `--authors CLASS=FILE` items (`protocol`: a name, a file or a
+    Protocol; default vegas5)."""
+    if authors:
+        if pool_dir is not None:
+            raise UserError("give either POOL_DIR (train) or --authors (import), not both")
+        files = parse_authors(authors)
+        import_authors_classifiers(files, out=out, protocol=load_protocol(protocol or "vegas5"), store=store,
+                                   seed=seed, device=device, overwrite=overwrite)
+        return
+    if pool_dir is None:
+        raise UserError("missing POOL_DIR (a labelled pool), or --authors CLASS=FILE to import the authors' classifiers")
+    train_classifiers(pool_dir, out=out, store=store, seed=seed, device=device, overwrite=overwrite)
+
+
+def parse_authors(items: Iterable[str]) -> dict[str, Path]:
+    """`--authors CLASS=FILE` items as {class key: file}."""
+    files = {}
+    for item in items:
+        key, sep, path = item.partition("=")
+        if not sep or not path:
+            raise UserError(f"--authors {item!r}: expected CLASS=FILE")
+        files[key.strip()] = Path(path)
+    return files
 
 
 def import_authors_classifiers(files: dict[str, str | Path], out: str | Path, protocol,
@@ -25,8 +57,6 @@ def import_authors_classifiers(files: dict[str, str | Path], out: str | Path, pr
     `module.` prefix (DataParallel) is stripped. Sensitivity, specificity and test outcomes are
     unknown (null). With `store`, the class-match classifier is trained on its real frames.
     """
-    from s2i_bench.protocol import load_protocol
-
     protocol = load_protocol(protocol)
     out = Path(out)
     card_file = card_path(out)
@@ -56,8 +86,6 @@ def import_authors_classifiers(files: dict[str, str | Path], out: str | Path, pr
         }
     class_match, class_match_card = None, None
     if store is not None:
-        from s2i_bench.data.store import open_store
-
         real = open_store(store)
         class_match, class_match_card = train_class_match(real, epochs=spec.class_match_epochs, seed=seed,
                                                           device=device, spec=spec,

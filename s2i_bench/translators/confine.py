@@ -1,8 +1,8 @@
 """Operating-system confinement of the child process that runs a stranger's program.
 
 The operator allowlist (`opcheck`) decides what a program may compute; this module makes the
-kernel enforce what the process may touch, for the case the allowlist misses one. `programs._serve`
-calls, in the child:
+kernel enforce what the process may touch, for the case the allowlist misses one.
+`program_child.serve` calls, in the child:
 
     network = isolate_network()      first, while the process has one thread: a user and a
                                      network namespace (no interface but a down loopback)
@@ -21,7 +21,7 @@ of what was actually confined on the running kernel (records name it: `info["con
   imported and initialised before, and files opened before stay usable (the output file, the
   protocol pipe). ABI 4+: TCP bind and connect denied. ABI 6+: abstract unix sockets and
   signals scoped to the domain. Landlock restricts the calling thread and the threads it starts
-  afterwards, so `_serve` confines before torch starts its thread pools; the report counts the
+  afterwards, so `serve` confines before torch starts its thread pools; the report counts the
   threads that were already running (`threads_not_covered`: CUDA's own, or numpy's BLAS pool).
 - A network namespace (`unshare(CLONE_NEWUSER | CLONE_NEWNET)`) where unprivileged user
   namespaces are allowed and the process is still single-threaded; otherwise the report says
@@ -44,13 +44,17 @@ from __future__ import annotations
 
 import ctypes
 import errno
+import importlib.util
 import logging
 import math
 import os
 import platform
 import signal
 import sys
+import sysconfig
 from pathlib import Path
+
+from s2i_bench.errors import UserError
 
 try:
     import resource
@@ -171,8 +175,6 @@ def describe() -> str:
 def check_available(what: str, unconfined: bool = False) -> None:
     """In the parent, before a stranger's program is started: refuse it without Landlock
     unless `unconfined`; say on stderr (logger `s2i_bench`) when it runs unconfined."""
-    from s2i_bench.errors import UserError
-
     if unconfined:
         abi, why = landlock_abi()
         logger.warning("%s: runs UNCONFINED (--unconfined): no Landlock, network namespace or resource limits; "
@@ -319,9 +321,6 @@ _EXPORT_LIBRARIES = ("torch", "sympy", "mpmath", "networkx", "filelock", "triton
 
 
 def _python_libraries() -> list[str]:
-    import importlib.util
-    import sysconfig
-
     folders = {sysconfig.get_paths()[k] for k in ("stdlib", "platstdlib")}
     for name in _EXPORT_LIBRARIES:
         try:

@@ -22,15 +22,16 @@ A program is a stranger's file, so it stays data until it is known to be pure co
    (which torch pastes into code it runs) must be identifiers, and `guards_code` (which torch
    execs) must be empty. So a refusal here, and an operator refused below, means that nothing of
    the program ran.
-2. Loading and running happen in a child process, confined by the operating system before the
-   program file is opened (`confine`: Landlock lets it read the program and a private temporary
-   folder and write only that folder, no TCP; a network namespace; limits on memory, CPU time
-   and file size; `info["confinement"]` records what the kernel gave). Without Landlock the
-   program is refused unless `--unconfined`. The child's stdout and stderr (the program's
-   `print`, torch's warnings) go to a file in its private folder, never to the user's terminal
-   or the parent's stdout; only the protocol pipe carries answers. There, every graph the
-   program can run is checked against the operator allowlist of `opcheck` before it runs once;
-   a refused operator (a file read or write, a custom op) is named and nothing runs.
+2. Loading and running happen in a child process (`program_child`), confined by the operating
+   system before the program file is opened (`confine`: Landlock lets it read the program and a
+   private temporary folder and write only that folder, no TCP; a network namespace; limits on
+   memory, CPU time and file size; `info["confinement"]` records what the kernel gave). Without
+   Landlock the program is refused unless `--unconfined`. The child's stdout and stderr (the
+   program's `print`, torch's warnings) go to a file in its private folder, never to the user's
+   terminal or the parent's stdout; only the protocol pipe (`program_pipe`) carries answers.
+   There, every graph the program can run is checked against the operator allowlist of
+   `opcheck` before it runs once; a refused operator (a file read or write, a custom op) is
+   named and nothing runs.
 3. Time limits: starting the child (interpreter, imports, runtime initialisation, confinement)
    may take `START_TIMEOUT_S`; loading, checking and probing the program, and then every call,
    `timeout_s` (default 120 s; `--program-timeout SECONDS`, finite and positive, or `inf` for
@@ -48,9 +49,9 @@ left on, say) and runs one image at a time with that generator seeded from the i
 from __future__ import annotations
 
 import contextlib
-import json
 import logging
 import math
+import multiprocessing as mp
 import os
 import re
 import shutil
@@ -62,299 +63,21 @@ from pathlib import Path
 
 import numpy as np
 
+import s2i_bench.translators.confine as confine
+import s2i_bench.translators.program_archives as program_archives
+import s2i_bench.translators.program_child as program_child
 from s2i_bench.errors import UserError
-from s2i_bench.translators import confine, program_archives
+from s2i_bench.fileio import sha256_file
+from s2i_bench.safeload import archive_kind
 from s2i_bench.translators.base import Translator
+from s2i_bench.translators.program_pipe import (DEFAULT_TIMEOUT_S, OUTPUT_NAME, SPECTROGRAM_SHAPE, recv, send,
+                                                short_error)
 
-SPECTROGRAM_SHAPE = (1, 128, 100)
-DEFAULT_TIMEOUT_S = 120.0  # per call, and for loading + checking + probing; --program-timeout
 # The fixed allowance before the program is touched: a fresh interpreter, the torch import, CUDA
 # initialisation and the confinement (nothing of the program runs then; slow disks and CUDA
 # take tens of seconds). The program's own time starts after it, under `timeout_s`.
 START_TIMEOUT_S = 300.0
-OUTPUT_NAME = "output.txt"  # the child's stdout and stderr, in its private folder
 logger = logging.getLogger("s2i_bench")
-
-
-def _short(e: BaseException) -> str:
-    text = str(e).strip().splitlines()
-    return f"{type(e).__name__}: {text[0][:200]}" if text else type(e).__name__
-
-
-def program_error(e: BaseException) -> str:
-    """The program's own message: TorchScript puts it on the last line, after its traceback."""
-    lines = [ln.strip() for ln in str(e).strip().splitlines() if ln.strip()]
-    if not lines:
-        return type(e).__name__
-    for line in reversed(lines):
-        if re.match(r"^[A-Za-z_.]*(Error|Exception)\b", line):
-            return line[:300]
-    return f"{type(e).__name__}: {lines[-1][:300]}"
-
-
-# -- the child process ------------------------------------------------------------------------------
-def _send(conn, header: dict, arrays: tuple = ()) -> None:
-    """A JSON header and raw array bytes: nothing is pickled across the process boundary."""
-    meta = [{"dtype": a.dtype.str, "shape": list(a.shape)} for a in arrays]
-    conn.send_bytes(json.dumps({**header, "arrays": meta}).encode())
-    for a in arrays:
-        conn.send_bytes(np.ascontiguousarray(a).tobytes())
-
-
-def _recv(conn) -> tuple[dict, list[np.ndarray]]:
-    header = json.loads(conn.recv_bytes().decode())
-    arrays = []
-    for meta in header.get("arrays", []):
-        dtype = np.dtype(meta["dtype"])
-        if dtype.hasobject:
-            raise ValueError("object arrays are not accepted")
-        arrays.append(np.frombuffer(conn.recv_bytes(), dtype=dtype).reshape(meta["shape"]))
-    return header, arrays
-
-
-def _load_checked(path: Path, kind: str, device):
-    """(callable, number of inputs, static batch size or None): loaded, every graph checked."""
-    import torch
-
-    from s2i_bench.safeload import weights_only_unpickling
-    from s2i_bench.translators import opcheck
-
-    if kind == "torchscript":
-        try:
-            program = torch.jit.load(str(path), map_location=device)
-        except Exception as e:
-            raise UserError(f"{path}: cannot load as a TorchScript program ({_short(e)})") from None
-        refused = opcheck.refused_operators(opcheck.script_operators(program))
-        if refused:
-            raise UserError(f"{path}: refused: the program uses operator(s) outside the allowlist of pure tensor "
-                            f"computation: {', '.join(refused[:8])}{' ...' if len(refused) > 8 else ''}; it was "
-                            f"not run")
-        program.eval()  # batch norm on running statistics: outputs must not depend on the batch
-        try:
-            num_inputs = len(program.forward.schema.arguments) - 1  # minus self
-        except (AttributeError, RuntimeError):
-            num_inputs = 1
-        return program, num_inputs, None
-    try:
-        with weights_only_unpickling():
-            exported = torch.export.load(str(path))
-    except UserError as e:
-        raise UserError(f"{path}: {e}") from None
-    except Exception as e:
-        raise UserError(f"{path}: cannot load as a torch.export program ({_short(e)})") from None
-    refused = opcheck.refused_operators(opcheck.export_operators(exported))
-    if refused:
-        raise UserError(f"{path}: refused: the program uses operator(s) outside the allowlist of pure tensor "
-                        f"computation: {', '.join(refused[:8])}{' ...' if len(refused) > 8 else ''}; it was not run")
-    user_inputs = list(exported.graph_signature.user_inputs)
-    static_batch = _static_batch(exported, user_inputs[0]) if user_inputs else None
-    return exported.module().to(device), len(user_inputs), static_batch
-
-
-def _static_batch(exported, input_name: str) -> int | None:
-    """The batch size an export program was traced with, or None when it is dynamic."""
-    for node in exported.graph.nodes:
-        if node.op == "placeholder" and node.name == input_name:
-            val = node.meta.get("val")
-            if val is not None and hasattr(val, "shape") and len(val.shape):
-                return val.shape[0] if isinstance(val.shape[0], int) else None
-    return None
-
-
-class _Runner:
-    """Inside the child: calls the program by its convention, chunked to a static batch."""
-
-    def __init__(self, program, num_inputs: int, static_batch: int | None, device):
-        self.program, self.num_inputs, self.static_batch, self.device = program, num_inputs, static_batch, device
-        self.stochastic = False
-
-    def _call(self, x, seeds):
-        import torch
-
-        out = self.program(*((x, seeds) if self.num_inputs == 2 else (x,)))
-        if isinstance(out, (tuple, list)) and len(out) == 1:
-            out = out[0]
-        if not isinstance(out, torch.Tensor):
-            raise UserError(f"the program must return one image tensor, got {type(out).__name__}")
-        return out
-
-    def _any_batch(self, x, seeds):
-        import torch
-
-        b = self.static_batch
-        if b is None or x.shape[0] == b:
-            return self._call(x, seeds)
-        outs = []
-        for start in range(0, x.shape[0], b):
-            xs, ss = x[start:start + b], seeds[start:start + b]
-            n = xs.shape[0]
-            if n < b:  # pad the last chunk by repeating its last item
-                xs = torch.cat([xs, xs[-1:].expand(b - n, *xs.shape[1:])])
-                ss = torch.cat([ss, ss[-1:].expand(b - n)])
-            outs.append(self._call(xs, ss)[:n])
-        return torch.cat(outs)
-
-    def translate(self, x, seeds):
-        import torch
-
-        with torch.inference_mode():
-            if self.num_inputs == 2 or not self.stochastic:
-                return self._any_batch(x, seeds)
-            devices = [x.device] if x.device.type == "cuda" else []
-            outs = []
-            with torch.random.fork_rng(devices=devices):
-                for i in range(x.shape[0]):
-                    torch.manual_seed(int(seeds[i]) & ((1 << 63) - 1))
-                    outs.append(self._any_batch(x[i:i + 1], seeds[i:i + 1]))
-            return torch.cat(outs)
-
-    def probe(self, input_shape=SPECTROGRAM_SHAPE) -> str:
-        """Run once on random input of `input_shape` (per item); a one-input program is
-        stochastic when two global seeds give different outputs."""
-        import torch
-
-        gen = torch.Generator().manual_seed(0)
-        x = (torch.rand(2, *input_shape, generator=gen) * 2 - 1).to(self.device)
-        seeds = torch.tensor([1, 2], dtype=torch.int64, device=self.device)
-        devices = [x.device] if x.device.type == "cuda" else []
-        with torch.inference_mode(), torch.random.fork_rng(devices=devices):
-            torch.manual_seed(1)
-            a = self._any_batch(x, seeds)
-            torch.manual_seed(2)
-            b = self._any_batch(x, seeds)
-        if self.num_inputs == 1:
-            self.stochastic = tuple(a.shape) != tuple(b.shape) or not torch.equal(a, b)
-        return ("batched, seeds passed to the program" if self.num_inputs == 2 else
-                "per image, global generator seeded per image" if self.stochastic else
-                "batched (deterministic program)")
-
-
-def _serve(conn, path: str, kind: str, device: str, threads: int, input_shape=SPECTROGRAM_SHAPE,
-           role: str = "translator", *, private_dir: str, timeout_s: float = DEFAULT_TIMEOUT_S,
-           unconfined: bool = False, memory_bytes: float | None = None, die_with_parent: bool = False) -> None:
-    """The child process: confine, load, check, probe, then answer `call` requests until `close`.
-
-    Order matters: the network namespace needs a process with one thread (the parent starts it
-    with a single-threaded BLAS); everything the runtime needs is imported and initialised
-    before the Landlock domain is in place (the project and library folders are not readable
-    after it); torch's thread pool starts after it (Landlock covers the threads started later);
-    the program file is opened only then. The first message says the process is ready and what
-    confines it; the parent's clock for the program (`timeout_s`) starts there."""
-    network = None if unconfined else confine.isolate_network()
-    if die_with_parent:  # started by the parent's main thread: its end is the parent's end
-        confine.die_with_parent()
-    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent decides; it kills this process on Ctrl-C
-    _child_output(private_dir)
-    os.environ.update({"S2I_BENCH_QUIET": "1", "TMPDIR": private_dir,
-                       "TORCHINDUCTOR_CACHE_DIR": os.path.join(private_dir, "inductor"),
-                       "TRITON_CACHE_DIR": os.path.join(private_dir, "triton"),
-                       "CUDA_CACHE_PATH": os.path.join(private_dir, "cuda")})
-    if not any(os.environ.get(k) for k in ("LOGNAME", "USER", "LNAME", "USERNAME")):
-        with contextlib.suppress(Exception):  # torch asks for the user name late; /etc/passwd is closed then
-            import getpass
-
-            os.environ["USER"] = getpass.getuser()
-    import torch
-    import torch.export
-    import torch.jit
-
-    from s2i_bench.safeload import weights_only_unpickling  # noqa: F401 (imported while the project is readable)
-    from s2i_bench.translators import opcheck  # noqa: F401
-
-    try:
-        if kind == "export":  # what torch.export.load imports first (the rest loads from the library folders)
-            import torch.export._unlift
-            import torch.export.pt2_archive._package
-        torch.backends.cpu.get_cpu_capability()  # cpuinfo reads /proc/cpuinfo and /sys once, now
-        dev = torch.device(device)
-        if dev.type == "cuda":  # the context, cuBLAS and cuDNN, before the device files are closed
-            x = torch.ones(1, 1, 8, 8, device=dev)
-            (x[0, 0] @ x[0, 0]).sum().item()
-            torch.nn.functional.conv2d(x, torch.ones(1, 1, 3, 3, device=dev)).sum().item()
-            torch.cuda.synchronize(dev)
-        report = {"unconfined": True} if unconfined else confine.apply(
-            program=path, private_dir=private_dir, device=device, timeout_s=timeout_s, memory_bytes=memory_bytes,
-            network=network, kind=kind)
-    except (confine.ConfinementError, OSError, ValueError) as e:
-        _send(conn, {"error": f"{path}: refused: its process could not be confined ({e}); it was not loaded "
-                              f"(--unconfined runs it without confinement)"})
-        return
-    except Exception as e:
-        _send(conn, {"error": f"{path}: cannot start the program's process on {device} ({_short(e)})"})
-        return
-    torch.set_num_threads(max(1, threads))  # the pool's threads start inside the domain
-    _send(conn, {"ok": True, "stage": "ready", "confinement": report})
-    try:
-        program, num_inputs, static_batch = _load_checked(Path(path), kind, dev)
-        if role == "translator" and num_inputs not in (1, 2):
-            raise UserError(f"{path}: the program takes {num_inputs} inputs; expected (spectrograms) or "
-                            f"(spectrograms, seeds)")
-        if role != "translator" and num_inputs != 1:
-            raise UserError(f"{path}: a {role} program takes one input (a batch); this one takes {num_inputs}")
-        runner = _Runner(program, num_inputs, static_batch, dev)
-        try:
-            calls = runner.probe(tuple(input_shape))
-            if role != "translator" and runner.stochastic:
-                raise UserError(f"a {role} must be deterministic (export it in eval mode): two runs on the same "
-                                "input gave different outputs")
-        except UserError as e:
-            raise UserError(f"{path}: {e}") from None
-        except Exception as e:
-            raise UserError(f"{path}: the program failed on a probe batch of 2 spectrograms "
-                            f"({program_error(e)}{_memory_hint(e, report)})") from None
-    except UserError as e:
-        _send(conn, {"error": str(e)})
-        return
-    except Exception as e:
-        _send(conn, {"error": f"{path}: cannot load the program ({_short(e)})"})
-        return
-    _send(conn, {"ok": True, "num_inputs": num_inputs, "calls": calls, "static_batch": static_batch})
-    while True:
-        try:
-            header, arrays = _recv(conn)
-        except (EOFError, OSError):
-            return
-        if header.get("op") != "call":
-            return
-        x = torch.from_numpy(arrays[0].copy()).to(dev)
-        seeds = torch.from_numpy(arrays[1].copy()).to(dev)
-        if not unconfined:
-            confine.extend_cpu(timeout_s)  # this call's share of CPU time, on top of what was used
-        try:
-            out = runner.translate(x, seeds).detach()
-        except UserError as e:
-            _send(conn, {"error": f"{path}: {e}"})
-            continue
-        except Exception as e:
-            _send(conn, {"error": f"{path}: the program failed on input {tuple(x.shape)} "
-                                  f"({program_error(e)}{_memory_hint(e, report)})"})
-            continue
-        if out.dtype == torch.bfloat16:
-            out = out.float()
-        _send(conn, {"ok": True}, (out.cpu().numpy(),))
-
-
-def _child_output(private_dir: str) -> None:
-    """File descriptors 1 and 2 into a file of the private folder: the program's `print`, Python
-    prints while loading and torch's C++ warnings never reach the user's terminal or the parent's
-    stdout (`score --json`). The protocol pipe is a separate descriptor."""
-    import sys
-
-    for stream in (sys.stdout, sys.stderr):
-        with contextlib.suppress(Exception):
-            stream.flush()
-    fd = os.open(os.path.join(private_dir, OUTPUT_NAME), os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC, 0o600)
-    os.dup2(fd, 1)
-    os.dup2(fd, 2)
-    os.close(fd)
-
-
-def _memory_hint(e: BaseException, report: dict) -> str:
-    memory = ((report or {}).get("limits") or {}).get("memory")
-    if isinstance(memory, int) and ("allocate" in str(e) or isinstance(e, MemoryError)):
-        return f"; its memory limit is {memory / confine.GiB:.3g} GiB: --program-memory GIB raises it"
-    return ""
-
 
 _CSI = re.compile(r"\x1b\[[0-?]*[ -/]*[@-~]|\x1b\][^\x07\x1b]*(\x07|\x1b\\)?")
 _CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f\u200b-\u200f\u202a-\u202e\u2066-\u2069]+")
@@ -392,9 +115,10 @@ def checked_memory(gib) -> float | None:
 
 @contextlib.contextmanager
 def _single_threaded_blas():
-    """The child imports numpy (OpenBLAS starts a thread pool at import) before `_serve` runs;
-    a process with threads cannot enter a new user namespace. The child does no linear algebra
-    in numpy, so it gets one BLAS thread (torch's own threads are set by `_serve`)."""
+    """The child imports numpy (OpenBLAS starts a thread pool at import) before
+    `program_child.serve` runs; a process with threads cannot enter a new user namespace. The
+    child does no linear algebra in numpy, so it gets one BLAS thread (torch's own threads are
+    set by `serve`)."""
     saved = {k: os.environ.get(k) for k in ("OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")}
     os.environ.update({k: "1" for k in saved})
     try:
@@ -415,8 +139,6 @@ class ProgramWorker:
     def __init__(self, path: Path, kind: str, device: str, timeout_s: float = DEFAULT_TIMEOUT_S,
                  input_shape=SPECTROGRAM_SHAPE, role: str = "translator", *, unconfined: bool = False,
                  memory_gib: float | None = None):
-        import multiprocessing as mp
-
         import torch
 
         self.path, self._process, self._private = path, None, None
@@ -429,8 +151,9 @@ class ProgramWorker:
         self._private = tempfile.mkdtemp(prefix="s2i-bench-program-")  # the child's only writable folder
         ctx = mp.get_context("spawn")  # a fresh interpreter: nothing of ours is shared with it
         self._conn, child = ctx.Pipe()
-        self._process = ctx.Process(target=_serve, args=(child, str(path), kind, str(device), torch.get_num_threads(),
-                                                         tuple(input_shape), role),
+        self._process = ctx.Process(target=program_child.serve,
+                                    args=(child, str(path), kind, str(device), torch.get_num_threads(),
+                                          tuple(input_shape), role),
                                     kwargs={"private_dir": self._private, "timeout_s": self.timeout_s,
                                             "unconfined": bool(unconfined), "memory_bytes": memory_bytes,
                                             "die_with_parent": threading.current_thread() is threading.main_thread()},
@@ -457,13 +180,13 @@ class ProgramWorker:
                     self.close()
                     raise UserError(f"{self.path}: the program took longer than {timeout_s:g} s {doing}; it was "
                                     f"stopped {limit}")
-            header, arrays = _recv(self._conn)
+            header, arrays = recv(self._conn)
         except KeyboardInterrupt:
             self.close()
             raise
         except (EOFError, OSError, ValueError) as e:
             self.close()
-            raise UserError(f"{self.path}: lost the program's process {doing} ({_short(e)})") from None
+            raise UserError(f"{self.path}: lost the program's process {doing} ({short_error(e)})") from None
         if "error" in header:
             if doing in ("to start", "to load"):
                 self.close()
@@ -484,7 +207,7 @@ class ProgramWorker:
     def call(self, x: np.ndarray, seeds: np.ndarray) -> np.ndarray:
         if self._process is None:
             raise UserError(f"{self.path}: the program's process was stopped")
-        _send(self._conn, {"op": "call"}, (x.astype(np.float32, copy=False), seeds.astype(np.int64, copy=False)))
+        send(self._conn, {"op": "call"}, (x.astype(np.float32, copy=False), seeds.astype(np.int64, copy=False)))
         _, arrays = self._wait(self.timeout_s, f"for a batch of {len(x)}")
         return arrays[0]
 
@@ -497,7 +220,7 @@ class ProgramWorker:
             try:
                 if process.is_alive():
                     try:
-                        _send(self._conn, {"op": "close"})
+                        send(self._conn, {"op": "close"})
                     except (OSError, ValueError):
                         pass
                     process.join(0.5)
@@ -531,9 +254,6 @@ def checked_program(path: Path, role: str) -> tuple[str, str]:
     """(kind, sha256) of a program file that passed the checks made before anything is loaded
     (module docstring, step 1): a strictly read zip, and a TorchScript archive without load-time
     code or a .pt2 with nothing torch would eval, exec or unpickle."""
-    from s2i_bench.fileio import sha256_file
-    from s2i_bench.safeload import archive_kind
-
     if not path.is_file():
         raise UserError(f"{path}: {role} program not found")
     kind = archive_kind(path)
