@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import datetime as _dt
 import functools
+import importlib.metadata as md
 import os
 import platform
 import subprocess
@@ -16,7 +17,6 @@ from pathlib import Path
 from typing import Any
 
 from s2i_bench import __version__
-
 
 # -- provenance -------------------------------------------------------------------------------
 CODE_PATHS = ("s2i_bench", "baselines", "protocols", "benchmarks", "pyproject.toml")
@@ -44,7 +44,6 @@ def code_version() -> str:
 
 
 def library_versions() -> dict[str, str]:
-    import importlib.metadata as md
 
     out = {"python": platform.python_version()}
     for name in ("torch", "torchvision", "torchaudio", "av", "numpy", "pandas", "scikit-learn"):

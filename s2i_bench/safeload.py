@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import contextlib
 import pickle
+import re
 import zipfile
 from pathlib import Path
 from typing import Any, Iterator
@@ -49,8 +50,6 @@ def _first_line(e: BaseException) -> str:
 def _pickle_reason(e: BaseException) -> str:
     """What torch's weights-only unpickler tripped over (the object it refused), without its
     advice to load the file with code execution allowed."""
-    import re
-
     text = re.sub(r"\x1b\[[0-9;]*m", "", str(e))
     m = re.search(r"GLOBAL ([\w.]+)", text)
     if m:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from statistics import NormalDist
 from typing import Any
 
 import numpy as np
@@ -12,7 +13,6 @@ def wilson_interval(successes: int, n: int, confidence: float = 0.95) -> tuple[f
     """Wilson score interval of a binomial proportion (None when n = 0)."""
     if n == 0:
         return None
-    from statistics import NormalDist
 
     z = NormalDist().inv_cdf(0.5 + confidence / 2)
     p = successes / n
@@ -43,7 +43,6 @@ def binary_summary(labels: np.ndarray, predictions: np.ndarray, confidence: floa
 
 
 def _z(confidence: float) -> float:
-    from statistics import NormalDist
 
     return NormalDist().inv_cdf(0.5 + confidence / 2)
 
@@ -99,7 +98,6 @@ def minimum_detectable_difference(n: int, discordance: float, confidence: float 
     floored at 1/n (a comparison with no discordant pair cannot say more than one item does)."""
     if n <= 0:
         return None
-    from statistics import NormalDist
 
     psi = max(float(discordance), 1.0 / n)
     return float((_z(confidence) + NormalDist().inv_cdf(power)) * math.sqrt(psi / n))

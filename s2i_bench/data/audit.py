@@ -16,8 +16,10 @@ from pathlib import Path
 
 import numpy as np
 
+from s2i_bench.data.dedup import fingerprints, near_duplicate_pairs
+from s2i_bench.data.store import SPLITS, open_store, store_problems
+from s2i_bench.fileio import to_jsonable
 from s2i_bench.provenance import code_version, now_iso
-from s2i_bench.data.store import SPLITS
 
 
 def _video_pairs(manifest, pairs: dict[str, np.ndarray]) -> list[dict]:
@@ -43,8 +45,6 @@ def _video_pairs(manifest, pairs: dict[str, np.ndarray]) -> list[dict]:
 
 def audit_segments(manifest, fp, protocol, pairs: dict[str, np.ndarray] | None = None) -> dict:
     """Leakage report for segments with a `split` column (fp: `dedup.Fingerprints` of the rows)."""
-    from s2i_bench.data.dedup import near_duplicate_pairs
-
     sp = protocol.split
     if pairs is None:
         codes = manifest["video_id"].astype("category").cat.codes.to_numpy()
@@ -89,9 +89,6 @@ def audit_segments(manifest, fp, protocol, pairs: dict[str, np.ndarray] | None =
 def audit_store(store) -> dict:
     """Audit an opened store (`s2i_bench.data.store.Store`): leakage plus every consistency
     check `open_store` makes (hashes, shapes, manifest, finite values), each named."""
-    from s2i_bench.data.dedup import fingerprints
-    from s2i_bench.data.store import store_problems
-
     protocol = store.protocol
     problems = store.problems if store.problems else store_problems(store, fresh=True)
     fp = fingerprints(store.spectrograms, store.frames, protocol.audio)
@@ -146,12 +143,9 @@ def format_report(report: dict, limit: int = 10) -> str:
 
 def audit_command(store, as_json: bool = False) -> int:
     """`s2i-bench audit STORE`: print the report; exit code 0 when clean, 1 otherwise."""
-    from s2i_bench.data.store import open_store
-
     opened = open_store(Path(store), verify=False)  # the audit reports what is wrong, it does not refuse
     report = audit_store(opened)
     if as_json:
-        from s2i_bench.fileio import to_jsonable
 
         print(json.dumps(to_jsonable(report), indent=2))
     else:

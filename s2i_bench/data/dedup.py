@@ -32,7 +32,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from s2i_bench.fileio import release_pages
+from s2i_bench.fileio import progress, release_pages
 
 MIN_FRAME_STD = 3.0      # grey levels (0-255)
 MIN_SOUND_LEVEL = 1.0    # mean natural-log units above the floor (1e-10)
@@ -150,7 +150,6 @@ def near_duplicate_pairs(fp: Fingerprints, video_codes: np.ndarray, phash_max_di
     idx = np.flatnonzero(fp.usable)
     hashes, codes = fp.hashes[idx], np.asarray(video_codes)[idx]
     found_i, found_j, found_h, found_s = [], [], [], []
-    from s2i_bench.fileio import progress
 
     rows = max(1, block_elements // max(1, len(idx)))
     for lo in progress(range(0, len(idx), rows), desc="near-duplicate search", unit="block"):

@@ -7,6 +7,7 @@ cannot be used is kept with its `skip_reason` (it ends up in skipped.csv, never 
 
 from __future__ import annotations
 
+import difflib
 import os
 import re
 import sys
@@ -49,8 +50,6 @@ def _printable(path: Path) -> str:
 
 def _closest_class(name: str, protocol) -> str:
     """'closest: <key> (aliases: ...)' for a folder name that matches no class."""
-    import difflib
-
     wanted = name.lower().replace("_", " ").replace("-", " ")
     candidates = {a.lower(): c.key for c in protocol.classes for a in (c.key, c.name, *c.aliases)}
     close = difflib.get_close_matches(wanted, list(candidates), n=1, cutoff=0.0)

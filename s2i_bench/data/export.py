@@ -27,8 +27,11 @@ from pathlib import Path
 
 import numpy as np
 
+from s2i_bench.data.store import SPLITS, open_store
 from s2i_bench.errors import UserError
 from s2i_bench.fileio import atomic_write_bytes, atomic_write_json, atomic_write_text, progress
+from s2i_bench.provenance import code_version, now_iso
+from s2i_bench.seeding import item_seeds
 
 EXPORT_KIND = "s2i-bench-sounds"
 
@@ -70,9 +73,6 @@ def export_sounds(store_path, out, *, split: str = "test", audio_context_s: floa
     """Write the sounds of `split` (see the module docstring); returns the manifest path."""
     import pandas as pd
 
-    from s2i_bench.data.store import SPLITS, open_store
-    from s2i_bench.provenance import code_version, now_iso
-    from s2i_bench.seeding import item_seeds
 
     if split not in SPLITS:
         raise UserError(f"--split {split!r}: valid are {', '.join(SPLITS)}")

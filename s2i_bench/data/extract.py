@@ -6,6 +6,7 @@ from __future__ import annotations
 import hashlib
 import io
 import json
+import multiprocessing as mp
 import os
 import sys
 from concurrent.futures import ProcessPoolExecutor, as_completed
@@ -13,10 +14,10 @@ from pathlib import Path
 
 import numpy as np
 
-from s2i_bench.errors import UserError
 from s2i_bench.data.discovery import Source
+from s2i_bench.data.features import ClipError, extract_clip
+from s2i_bench.errors import UserError
 from s2i_bench.fileio import atomic_path, progress, sha256_file
-
 
 WAVEFORM_SCALE = 32767  # int16 = round(clip(x, -1, 1) * 32767): the store's waveform encoding
 CACHE_VERSION = 2  # 2: the segments' waveforms (and context) are cached too
@@ -42,8 +43,6 @@ def _cache_name(src: Source, features_key: str) -> str:
 
 def _extract_to_cache(path: Path, protocol, cache_path: Path, audio_context_s: float = 0.0) -> dict:
     """Decode one file, save its features (or its skip reason) to `cache_path`; small result."""
-    from s2i_bench.data.features import ClipError, extract_clip
-
     arrays = {}
     try:
         meta = {"size": path.stat().st_size, "sha256": sha256_file(path), "reason": None}
@@ -125,7 +124,6 @@ def extract_all(sources: list[Source], protocol, work: Path, workers: int,
         finally:
             torch.set_num_threads(threads)
     else:
-        import multiprocessing as mp
 
         # spawn, not fork: the parent may hold torch/OpenMP threads, which fork does not survive.
         with ProcessPoolExecutor(max_workers=workers, mp_context=mp.get_context("spawn"),

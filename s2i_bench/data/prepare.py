@@ -13,19 +13,23 @@ from __future__ import annotations
 
 import json
 import shutil
+import shutil as sh
 import sys
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
+from s2i_bench.data.audit import audit_segments, format_report
+from s2i_bench.data.dedup import fingerprints, near_duplicate_pairs, video_groups
 from s2i_bench.data.discovery import discover
-from s2i_bench.data.extract import check_cached_arrays, extract_all, load_cache
+from s2i_bench.data.extract import WAVEFORM_SCALE, check_cached_arrays, extract_all, load_cache, load_cache_meta
 from s2i_bench.data.splits import balance, fit_normalisation, group_list, random_split, table1_frame, video_split
 from s2i_bench.data.store import SPLITS, segment_id, write_store
 from s2i_bench.errors import UserError
 from s2i_bench.fileio import atomic_write_json, release_pages, sha256_file, to_jsonable
 from s2i_bench.locks import exclusive_lock
+from s2i_bench.protocol import load_protocol
 from s2i_bench.publish import check_replaceable
 
 WORK_SUFFIX = ".work"
@@ -55,7 +59,6 @@ class Segments:
 
 def prepare_store(source, out, protocol, *, split_policy=None, seed=None, allow_leakage=False, workers=1,
                   resume=False, overwrite=False, audio_context_s: float = 0.0) -> Path:
-    from s2i_bench.protocol import load_protocol
 
     protocol = load_protocol(protocol)
     source, out = Path(source), Path(out)
@@ -152,7 +155,6 @@ def _segments(sources, caches, protocol, source: Path, audio_context_s: float = 
     grow with the number of videos (the store's dtype from the start)."""
     import pandas as pd
 
-    from s2i_bench.data.extract import load_cache_meta
 
     store_dtype = np.float16 if protocol.audio.store_dtype == "float16" else np.float32
     rows, used, skipped, sources_meta = [], [], [], []
@@ -232,8 +234,6 @@ def bytes_per_segment(protocol, audio_context_s: float = 0.0) -> int:
 def check_disk_space(out: Path, work: Path, n: int, protocol, audio_context_s: float) -> None:
     """The arrays go to the work folder first, then to the store beside it: refuse before writing
     anything when the disk cannot hold both (with 5% to spare)."""
-    import shutil as sh
-
     need = int(2 * n * bytes_per_segment(protocol, audio_context_s) * 1.05)
     probe = out.parent if out.parent.exists() else Path(".")
     free = sh.disk_usage(probe).free
@@ -265,8 +265,6 @@ def _allocate(work: Path | None, n: int, protocol, store_dtype, audio_context_s:
 
 def _near_duplicates(seg: Segments, protocol):
     """Fingerprints, near-identical segment pairs across videos, and the video groups they make."""
-    from s2i_bench.data.dedup import fingerprints, near_duplicate_pairs, video_groups
-
     sp = protocol.split
     fp = fingerprints(seg.spectrograms, seg.frames, protocol.audio)
     manifest = seg.manifest
@@ -295,8 +293,6 @@ def _split(manifest, policy: str, protocol, seed: int) -> None:
 
 def _audit(seg: Segments, fp, pairs, groups, protocol, policy: str, allow_leakage: bool, out: Path) -> dict:
     """The audit on every segment (before balancing); a leaky split is refused unless allowed."""
-    from s2i_bench.data.audit import audit_segments, format_report
-
     report = audit_segments(seg.manifest, fp, protocol, pairs=pairs)
     report["near_duplicate_groups"] = group_list(seg.manifest, groups)
     report["sources"] = {"total": len(seg.sources_meta), "used": seg.n_used, "skipped": len(seg.skipped)}
@@ -323,7 +319,6 @@ def _balance(seg: Segments, protocol, seed: int) -> None:
 
 def _store_meta(protocol, normalisation, policy, seed, leaky, n_before, report, seg: Segments, root: Path,
                 audio_context_s: float = 0.0) -> dict:
-    from s2i_bench.data.extract import WAVEFORM_SCALE
 
     sp = protocol.split
     pdict = protocol.to_dict()

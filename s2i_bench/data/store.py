@@ -23,6 +23,7 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+import re
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
@@ -32,8 +33,9 @@ import numpy as np
 
 from s2i_bench.errors import UserError
 from s2i_bench.fileio import atomic_write_json, release_pages, remembered_digest, sha256_file
-from s2i_bench.publish import check_replaceable, built_aside
+from s2i_bench.protocol import protocol_from_dict
 from s2i_bench.provenance import code_version, now_iso
+from s2i_bench.publish import built_aside, check_replaceable
 
 STORE_FORMAT = "s2i-bench-store"
 STORE_FORMAT_VERSION = 3  # 2: per-file hashes, the hash covers the protocol; 3: waveforms.npy (+ context)
@@ -50,8 +52,6 @@ def segment_id(video_id: str, class_key: str, start_s: int) -> str:
 
 def segment_class(segment_id_: str, class_keys) -> str | None:
     """The class key inside `<video_id>_<class_key>_<k>`, or None."""
-    import re
-
     for key in sorted(class_keys, key=len, reverse=True):
         if re.search(rf"_{re.escape(key)}_\d+$", segment_id_):
             return key
@@ -92,7 +92,6 @@ class Store:
     @property
     def protocol(self):
         if self._protocol is None:
-            from s2i_bench.protocol import protocol_from_dict
 
             self._protocol = protocol_from_dict(self.meta["protocol_full"])
         return self._protocol
@@ -322,7 +321,6 @@ def _meta_problems(where: Path, meta: dict) -> list[tuple[str, str]]:
     if meta["split"].get("policy") not in ("video", "random", "given"):
         out.append((str(where), f"split policy {meta['split'].get('policy')!r} is not video, random or given"))
     try:
-        from s2i_bench.protocol import protocol_from_dict
 
         protocol_from_dict(meta["protocol_full"])
     except UserError as e:

@@ -33,6 +33,7 @@ import numpy as np
 from s2i_bench.errors import UserError
 from s2i_bench.fileio import append_line
 from s2i_bench.locks import exclusive_lock
+from s2i_bench.provenance import now_iso
 
 ANNOTATOR = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,39}$")
 FOLDER = "annotations"
@@ -52,8 +53,6 @@ def log_path(pool_dir: Path, annotator: str) -> Path:
 
 def append(pool_dir: Path, annotator: str, event: dict) -> dict:
     """Append one event (under the annotator's lock, fsynced); returns it with its sequence number."""
-    from s2i_bench.provenance import now_iso
-
     if event.get("op") not in OPS:
         raise ValueError(f"unknown op {event.get('op')!r}")
     path = log_path(pool_dir, annotator)

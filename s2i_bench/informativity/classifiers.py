@@ -26,12 +26,16 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from s2i_bench.data.store import open_store
 from s2i_bench.errors import UserError
 from s2i_bench.fileio import atomic_torch_save, atomic_write_json, progress, sha256_file
-from s2i_bench.provenance import code_version, now_iso
 from s2i_bench.informativity.bundle import BUNDLE_FORMAT, BUNDLE_FORMAT_VERSION, IMAGE_SIZE, InformativityCNN, card_path
+from s2i_bench.informativity.labels import read_sets
+from s2i_bench.informativity.pool import open_pool
+from s2i_bench.provenance import code_version, now_iso
 from s2i_bench.seeding import item_seed
 from s2i_bench.stats import binary_summary, wilson_interval
+
 
 # -- images -----------------------------------------------------------------------------------
 def _to_net(images_uint8: np.ndarray, device) -> torch.Tensor:
@@ -152,9 +156,6 @@ def train_classifiers(pool_dir: str | Path, out: str | Path, store: str | Path |
                       overwrite: bool = False) -> Path:
     """Train the per-class informativity CNNs on a labelled pool and the class-match CNN on the
     store's real frames; write the bundle (`out`, .pt) and its card (`out` with .json)."""
-    from s2i_bench.informativity.labels import read_sets
-    from s2i_bench.informativity.pool import open_pool
-
     out = Path(out)
     card_file = card_path(out)
     if out.exists() and not overwrite:  # before any work: records scored with it name its hash
@@ -270,8 +271,6 @@ def _train_class(pool, rows, class_key: str, protocol, labels_meta: dict, *, see
 
 def _class_match_for_pool(pool, protocol, store, seed: int, device, epochs: int | None):
     """The class-match classifier learns the five classes from REAL frames of the store."""
-    from s2i_bench.data.store import open_store
-
     epochs = epochs if epochs is not None else protocol.classifiers.class_match_epochs
     if epochs <= 0:
         return None, None

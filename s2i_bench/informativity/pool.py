@@ -32,10 +32,16 @@ from typing import Any
 import numpy as np
 
 from s2i_bench import distributed
+from s2i_bench.data.store import open_store
 from s2i_bench.errors import UserError
 from s2i_bench.fileio import atomic_save_npy, atomic_write_json, file_sha256, progress, sha256_file
-from s2i_bench.publish import built_aside, check_replaceable
+from s2i_bench.images import net_to_uint8
+from s2i_bench.protocol import protocol_from_dict
 from s2i_bench.provenance import code_version, now_iso
+from s2i_bench.publish import built_aside, check_replaceable
+from s2i_bench.runs import RunFolder
+from s2i_bench.seeding import item_seed
+from s2i_bench.translators import batch_for_rows, check_inputs, load_translator, translate_checked
 
 POOL_FORMAT = "s2i-bench-pool"
 POOL_FORMAT_VERSION = 2  # 2: per-file hashes; the pool hash covers the store and the protocol
@@ -58,7 +64,6 @@ class Pool:
     @property
     def protocol(self):
         if self._protocol is None:
-            from s2i_bench.protocol import protocol_from_dict
 
             self._protocol = protocol_from_dict(self.meta["protocol_full"])
         return self._protocol
@@ -149,8 +154,6 @@ def expand_generators(generators, per_run: str = "all") -> list[Path]:
     """Checkpoint files stay as they are; a run folder contributes every checkpoint in it
     (`per_run="all"`, each checkpoint is a distinct model, as the paper's 17) or only its
     latest (`per_run="last"`)."""
-    from s2i_bench.runs import RunFolder
-
     if per_run not in ("all", "last"):
         raise ValueError(f"per_run must be 'all' or 'last', got {per_run!r}")
     paths: list[Path] = []
@@ -204,9 +207,6 @@ def build_pool(generators, store, out, split: str | None = None, per_model: int 
     dropout masks; default: the protocol's `classifiers.pool_draws_per_sound`); if that is still
     not enough the model supplies what exists, and the shortfall is printed and recorded.
     """
-    from s2i_bench.data.store import open_store
-    from s2i_bench.translators import load_translator
-
     out = Path(out)
     check_replaceable(out, "pool.json", "pool", overwrite, POOL_NAMES)
     data = open_store(store)
@@ -307,8 +307,6 @@ def _build_sharded(shard, paths, data, out: Path, protocol, rows_of_class, setti
     assembles them in the generators' order: the same pool, byte for byte, as one process
     makes. A model already there with the same settings (a rank killed mid-way) is not
     translated again. Returns the parts on rank 0, None on the others."""
-    from s2i_bench.translators import load_translator
-
     folder = _shard_folder(out)
     folder.mkdir(parents=True, exist_ok=True)
     unique = _unique_files(paths)
@@ -388,10 +386,6 @@ def _translate_class(translator, data, path: Path, sha: str, model_id: str, clas
                      parts: _PoolParts, *, seed: int, per_model: int, draws_per_sound: int, batch_size: int,
                      device) -> int:
     """One model's images of one class into `parts`; returns how many it gave."""
-
-    from s2i_bench.images import net_to_uint8
-    from s2i_bench.seeding import item_seed
-    from s2i_bench.translators import batch_for_rows, check_inputs, translate_checked
 
     check_inputs(translator, data)
     # (row, draw) candidates: every sound once, then again with the next draw index. Keyed by

@@ -19,7 +19,9 @@ import numpy as np
 
 from s2i_bench.errors import UserError
 from s2i_bench.fileio import progress
+from s2i_bench.images import net_to_uint8
 from s2i_bench.seeding import item_seeds
+from s2i_bench.translators import batch_for_rows, check_inputs, translate_checked
 
 SHEET_PER_CLASS = 8  # fixed test sounds per class saved for the report's Figs. 15/16
 # Images per sound: the field draws 1-10; each draw of each sound costs a seed, decisions and
@@ -127,8 +129,6 @@ def sheet_positions(videos: np.ndarray, count: int) -> list[int]:
 def batches_of(store, plan: Plan, batch_size: int, device, inputs=("log_mel",)):
     """(draw k, class position, key, start, stop, store rows, Batch) for every draw, class and
     batch, in plan order."""
-    from s2i_bench.translators import batch_for_rows
-
     for k in range(plan.samples):
         for ci, (key, sl) in enumerate(plan.class_slices.items()):
             for start in range(sl.start, sl.stop, batch_size):
@@ -146,8 +146,6 @@ def collect(translator, store, bundle, plan: Plan, *, device="cpu", batch_size: 
     `audio_encoder` (AIS), the generated images' and the sounds' embeddings."""
     import torch
 
-    from s2i_bench.images import net_to_uint8
-    from s2i_bench.translators import check_inputs, translate_checked
 
     scored_keys = tuple(k for k in plan.class_slices if k in tuple(bundle.class_keys))
     if not scored_keys:

@@ -14,11 +14,21 @@ from typing import Any, Mapping, Sequence
 
 import numpy as np
 
+from s2i_bench import defaults, distributed
+from s2i_bench.data.store import open_store
 from s2i_bench.errors import UserError
-from s2i_bench.fileio import atomic_write_text, check_writable, to_jsonable
+from s2i_bench.fileio import atomic_write_text, check_writable, file_sha256, to_jsonable
+from s2i_bench.informativity.bundle import load_bundle
 from s2i_bench.runs import MAX_EPOCH, RunFolder
 from s2i_bench.scoring import metrics as M
 from s2i_bench.scoring import records
+from s2i_bench.scoring.features import audio_encoder, program_extractor
+from s2i_bench.scoring.score import check_metrics, score_checkpoints, score_translator
+from s2i_bench.scoring.sheets import sheet_key, sheet_name
+from s2i_bench.translators import load_translator
+from s2i_bench.translators.folder import load_folder, looks_like_image_folder
+from s2i_bench.translators.local import load_plugin, looks_like_plugin
+from s2i_bench.translators.reference import is_reference, load_reference
 
 
 def check_device(device: str) -> str:
@@ -49,10 +59,6 @@ def check_classes(protocol, bundle) -> None:
 
 def translator_kind(spec) -> str:
     """What TRANSLATOR names: "reference", "plugin", "run", "images" or "file"."""
-    from s2i_bench.translators.folder import looks_like_image_folder
-    from s2i_bench.translators.local import looks_like_plugin
-    from s2i_bench.translators.reference import is_reference
-
     text = str(spec)
     if is_reference(text) and not Path(text).exists():
         return "reference"
@@ -80,12 +86,6 @@ def score_command(translator, *, store=None, bundle=None, split=None, seed=None,
     yet, a local plugin (MODULE:FACTORY, file.py:FACTORY), a reference translator
     (reference:NAME) or a folder of images answering `export-sounds`. Without --data /
     --classifiers, the embedded default that `make demo` built."""
-    from s2i_bench import defaults
-    from s2i_bench.data.store import open_store
-    from s2i_bench.informativity.bundle import load_bundle
-    from s2i_bench.scoring.score import score_translator
-    from s2i_bench.scoring.sheets import sheet_key, sheet_name
-
     kind = translator_kind(translator)
     used_default = store is None
     st = open_store(store if store is not None else defaults.store())
@@ -109,7 +109,6 @@ def score_command(translator, *, store=None, bundle=None, split=None, seed=None,
         return _score_run(Path(translator), st, bun, out, samples, as_json, translator_options, kwargs)
     only_rows = None
     if kind == "images":
-        from s2i_bench.translators.folder import load_folder
 
         loaded, only_rows, samples = load_folder(Path(translator), st, split=split, samples=samples,
                                                  allow_missing=allow_missing, size=protocol.image.size)
@@ -142,8 +141,6 @@ def _metric_options(metrics, feature_extractor, ais_audio, ais_image, store, pro
                     translator_options=None) -> dict:
     """--metrics and the encoders they need, checked before anything is scored. The encoders are
     strangers' programs: the translator's --program-timeout, --program-memory, --unconfined."""
-    from s2i_bench.scoring.score import check_metrics
-
     options = translator_options or {}
     program = {"timeout_s": options.get("program_timeout"), "unconfined": bool(options.get("unconfined")),
                "memory_gib": options.get("program_memory")}
@@ -153,7 +150,6 @@ def _metric_options(metrics, feature_extractor, ais_audio, ais_image, store, pro
     if feature_extractor is not None:
         if not any(m in which for m in ("fid", "kid", "prdc", "iis")):
             raise UserError("--feature-extractor is for --metrics fid, kid, prdc or iis")
-        from s2i_bench.scoring.features import program_extractor
 
         out["extractor"] = program_extractor(feature_extractor, **program)
     if "ais" in which or ais_audio or ais_image:
@@ -162,7 +158,6 @@ def _metric_options(metrics, feature_extractor, ais_audio, ais_image, store, pro
                             "(TorchScript or torch.export, each with its sidecar .json; see docs/metrics.md)")
         if "ais" not in which:
             raise UserError("--ais-audio / --ais-image are for --metrics ais")
-        from s2i_bench.scoring.features import audio_encoder, program_extractor
 
         store.require_waveforms("AIS")
         audio_fn, audio_ref = audio_encoder(ais_audio, store.sample_rate, **program)
@@ -173,14 +168,11 @@ def _metric_options(metrics, feature_extractor, ais_audio, ais_image, store, pro
 
 def _load(kind: str, spec, store, protocol, device, translator_options):
     if kind == "reference":
-        from s2i_bench.translators.reference import load_reference
 
         return load_reference(str(spec), store, device=device)
     if kind == "plugin":
-        from s2i_bench.translators.local import load_plugin
 
         return load_plugin(str(spec), protocol, device)
-    from s2i_bench.translators import load_translator
 
     return load_translator(Path(spec), device=device, **(translator_options or {}))
 
@@ -197,8 +189,6 @@ def _store_warnings(st, bun, protocol) -> None:
 
 
 def _score_run(path: Path, st, bun, out, samples, as_json, translator_options, kwargs) -> dict[str, Any]:
-    from s2i_bench.fileio import file_sha256
-    from s2i_bench.scoring.score import score_checkpoints
 
     protocol = kwargs["protocol"]
     run = RunFolder(path)
@@ -212,7 +202,6 @@ def _score_run(path: Path, st, bun, out, samples, as_json, translator_options, k
               "d_update_from": "log.csv" if run.log_path.is_file() else "records",
               "summary": records.summarise(scored, protocol, d_update_epochs=run.d_update_epochs()),
               "records": scored}
-    from s2i_bench import distributed
 
     if distributed.is_main():  # under torchrun, one answer (rank 0's)
         print(json.dumps(to_jsonable(result), indent=2) if as_json else format_run(result, protocol))

@@ -25,7 +25,9 @@ window, `prepare --audio-context-s`).
 
 from __future__ import annotations
 
+import hashlib
 import json
+import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
@@ -33,6 +35,9 @@ from typing import Any, Callable
 import numpy as np
 
 from s2i_bench.errors import UserError
+from s2i_bench.fileio import atomic_save_npy, file_sha256
+from s2i_bench.images import uint8_to_net
+from s2i_bench.translators.programs import DEFAULT_TIMEOUT_S, ProgramWorker, checked_program
 
 DOMAIN = "domain: class-match CNN fc2 (32-d)"
 
@@ -62,7 +67,6 @@ def domain_extractor(bundle) -> Extractor:
     import torch
     import torch.nn.functional as F
 
-    from s2i_bench.fileio import file_sha256
 
     model = getattr(bundle, "_class_match", None)
     if model is None:
@@ -110,7 +114,6 @@ def _check_numbers(meta: dict, key: str, n: int | None, side: Path) -> list[floa
 
 
 def _checked_program(path: Path, role: str) -> tuple[str, str]:
-    from s2i_bench.translators.programs import checked_program
 
     kind, sha = checked_program(path, role)
     return sha, kind
@@ -122,7 +125,6 @@ def program_extractor(path, timeout_s: float | None = None, *, unconfined: bool 
     import torch
     import torch.nn.functional as F
 
-    from s2i_bench.translators.programs import DEFAULT_TIMEOUT_S, ProgramWorker
 
     path = Path(path)
     sha, kind = _checked_program(path, "feature network")
@@ -159,8 +161,6 @@ def program_extractor(path, timeout_s: float | None = None, *, unconfined: bool 
 def audio_encoder(path, sample_rate: int, timeout_s: float | None = None, *, unconfined: bool = False,
                   memory_gib: float | None = None):
     """A bring-your-own audio encoder for AIS: (B, T) waveforms -> (B, D). Returns (fn, ref)."""
-    from s2i_bench.translators.programs import DEFAULT_TIMEOUT_S, ProgramWorker
-
     path = Path(path)
     sha, kind = _checked_program(path, "audio encoder")
     meta = _sidecar(path, sha)
@@ -197,12 +197,6 @@ def audio_encoder(path, sample_rate: int, timeout_s: float | None = None, *, unc
 def cached_real_features(store, rows, extractor: Extractor) -> np.ndarray:
     """(len(rows), D) features of the store's real frames `rows`, cached by (store hash, rows,
     extractor hash) in the s2i-bench cache folder (written atomically)."""
-    import hashlib
-    import os
-
-    from s2i_bench.fileio import atomic_save_npy
-    from s2i_bench.images import uint8_to_net
-
     rows = np.asarray(rows, dtype=np.int64)
     key = hashlib.sha256(f"{store.store_hash}|{extractor.sha256}|{extractor.name}|".encode()
                          + rows.tobytes()).hexdigest()[:24]

@@ -17,7 +17,7 @@ negatives less similar (cosine) than its own positive (ties count half).
 from __future__ import annotations
 
 import contextlib
-
+import warnings
 from typing import Any
 
 import numpy as np
@@ -54,8 +54,6 @@ def _quiet_buffers():
     """torchmetrics warns that a metric keeps every feature in memory: here they are a few
     thousand vectors of the extractor's width (32 for the domain extractor), so the warning
     would only be noise in every scoring run."""
-    import warnings
-
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message=".*will save all extracted features.*")
         yield

@@ -10,6 +10,9 @@ checked reader: every problem names the file and the record), selected into seri
 
 from __future__ import annotations
 
+import base64
+import binascii
+import hashlib
 import json
 import os
 import sys
@@ -22,6 +25,7 @@ from s2i_bench.errors import UserError
 from s2i_bench.fileio import append_line, read_no_follow, set_aside_cut_line, to_jsonable
 from s2i_bench.locks import exclusive_lock
 from s2i_bench.runs import MAX_EPOCH, RECORDS
+from s2i_bench.scoring import metrics
 
 RECORDS_NAME = RECORDS
 KIND = "informativity"
@@ -81,8 +85,6 @@ def _lock_path(path: Path) -> Path:
 def checksum(record: Mapping[str, Any]) -> str:
     """sha256 of a record's canonical JSON (without its own checksum): a record edited after it
     was written no longer matches and is refused by `read`."""
-    import hashlib
-
     body = {k: v for k, v in record.items() if k not in ("checksum", "_source")}
     return hashlib.sha256(json.dumps(to_jsonable(body), sort_keys=True, separators=(",", ":")).encode()).hexdigest()
 
@@ -280,14 +282,11 @@ def read(path: str | Path, follow_links: bool = True) -> list[dict]:
 
 # -- per-image decisions ---------------------------------------------------------------------------
 def _pack(bits: np.ndarray) -> str:
-    import base64
 
     return base64.b64encode(np.packbits(np.asarray(bits, dtype=bool).ravel()).tobytes()).decode("ascii")
 
 
 def _unpack(text: str, shape: tuple[int, int], where: str) -> np.ndarray:
-    import base64
-    import binascii
 
     try:
         raw = np.frombuffer(base64.b64decode(text.encode("ascii"), validate=True), dtype=np.uint8)
@@ -304,8 +303,6 @@ def encode_decisions(segment_ids, informative, truth=None, matched=None, iis=Non
     """The per-image decisions of a record: (K, N) bool arrays in the plan's order (class by
     class, manifest order within a class), packed; `order` is the sha256 of the segment ids in
     that order, so two records pair image for image only when it matches."""
-    import hashlib
-
     informative = np.asarray(informative, dtype=bool)
     order = hashlib.sha256("\n".join(map(str, segment_ids)).encode()).hexdigest()
     out = {"order": order, "shape": list(informative.shape), "encoding": "base64 numpy.packbits, row-major (K, N)",
@@ -313,7 +310,6 @@ def encode_decisions(segment_ids, informative, truth=None, matched=None, iis=Non
     out["truth"] = None if truth is None else _pack(truth)
     out["class_match"] = None if matched is None else _pack(matched)
     if iis is not None:  # per-image IIS ranks, k / 40 with 20 negatives: exact as bytes
-        import base64
 
         out["iis_x40"] = base64.b64encode(np.round(np.asarray(iis) * 40).astype(np.uint8).tobytes()).decode("ascii")
     return out
@@ -334,8 +330,6 @@ def decisions(record: Mapping[str, Any]) -> dict[str, Any] | None:
         out[field] = None if d.get(field) is None else _unpack(d[field], tuple(shape), f"{where}: decisions.{field}")
     out["iis"] = None
     if d.get("iis_x40"):
-        import base64
-        import binascii
 
         try:
             raw = np.frombuffer(base64.b64decode(d["iis_x40"].encode("ascii"), validate=True), dtype=np.uint8)
@@ -404,8 +398,6 @@ def series_frame(records: Iterable[Mapping[str, Any]], class_keys: Sequence[str]
 def summarise(records, protocol, *, d_update_epochs=None, measures: Sequence[str] = MEASURES) -> dict[str, Any]:
     """The paper's series metrics of a run's records for each measure every record has:
     {measure: summary (scoring.metrics.summarise_classes)}."""
-    from s2i_bench.scoring import metrics
-
     out: dict[str, Any] = {}
     keys = protocol.class_keys
     for measure in measures:

@@ -16,6 +16,7 @@ Per class, a record gives:
 
 from __future__ import annotations
 
+import difflib
 import sys
 import time
 from pathlib import Path
@@ -23,14 +24,21 @@ from typing import Any
 
 import numpy as np
 
+from s2i_bench import distributed, synth
 from s2i_bench.errors import UserError
 from s2i_bench.fileio import check_writable, file_sha256, progress
 from s2i_bench.provenance import code_version, now_iso
+from s2i_bench.runs import checkpoint_epoch
+from s2i_bench.scoring import image_metrics as IM
 from s2i_bench.scoring import metrics as M
-from s2i_bench.scoring import records
+from s2i_bench.scoring import records, shards
 from s2i_bench.scoring.collect import Outcomes, Plan, collect, make_plan
+from s2i_bench.scoring.features import cached_real_features, domain_extractor
 from s2i_bench.scoring.sheets import sheet_key, sheet_name, write_sheet
 from s2i_bench.seeding import item_seed
+from s2i_bench.stats import lang_reiczigel_interval
+from s2i_bench.translators import load_translator
+
 
 # -- compute: the numbers of one translator ---------------------------------------------------------
 def _class_result(outcomes: Outcomes, plan: Plan, bundle, key: str, ci: int, spec, seed: int):
@@ -53,7 +61,6 @@ def _class_result(outcomes: Outcomes, plan: Plan, bundle, key: str, ci: int, spe
     cm = res.get("confusion")
     lr = None
     if cm and res["raw_share"] is not None and n_sounds:
-        from s2i_bench.stats import lang_reiczigel_interval
 
         positives = int(outcomes.informative[:, sl].sum())
         lr = lang_reiczigel_interval(positives, n_sounds * samples, cm["tp"], cm["tp"] + cm["fn"], cm["tn"],
@@ -166,13 +173,10 @@ def score_translator(translator, store, bundle, *, protocol, split: str = "test"
     plan = make_plan(store, class_keys, split, seed, samples, only_rows=only_rows)
     if len(plan.indices) == 0:
         raise UserError(f"{store.path}: no {split} sounds to score")
-    judge = None
-    if store.synthetic:
-        from s2i_bench.synth import judge  # the synthetic world's ground truth
+    judge = synth.judge if store.synthetic else None  # the synthetic world's ground truth
     which = check_metrics(metrics)
     needs_features = any(m in which for m in ("fid", "kid", "prdc", "iis"))
     if needs_features and extractor is None:
-        from s2i_bench.scoring.features import domain_extractor
 
         extractor = domain_extractor(bundle)
     if "ais" in which and ais is None:
@@ -219,8 +223,6 @@ METRIC_NAMES = ("informativity", *IMAGE_METRICS)
 
 def check_metrics(metrics) -> tuple[str, ...]:
     """`--metrics` names, checked; informativity is always scored (it is the record)."""
-    import difflib
-
     out = []
     for m in metrics or ("informativity",):
         m = str(m).strip().lower()
@@ -237,9 +239,6 @@ def check_metrics(metrics) -> tuple[str, ...]:
 def image_metrics(outcomes: Outcomes, plan: Plan, store, extractor, which, protocol, seed: int, ais_ref=None):
     """(the record's `image_metrics`, per-image IIS (K, N) or None): FID, KID, PRDC, IIS and AIS of
     the plan's images against the real frames of the same sounds, with bootstrap intervals."""
-    from s2i_bench.scoring import image_metrics as IM
-    from s2i_bench.scoring.features import cached_real_features
-
     k, n = plan.samples, len(plan.indices)
     out: dict[str, Any] = {}
     per_iis = None
@@ -274,10 +273,6 @@ def score_checkpoints(run, store, bundle, *, protocol, split: str, seed: int, sa
     run's records file) for these classifiers, store, split, seed and samples; append one record
     each. `sheets`: which checkpoints save a sample sheet: "last", "first-last" or "none".
     Returns (the matching records, old and new, one per epoch; the checkpoints scored now)."""
-    from s2i_bench import distributed
-    from s2i_bench.scoring import shards
-    from s2i_bench.translators import load_translator
-
     out = Path(out) if out is not None else run.records_path
     checkpoints = run.checkpoints()
     if not checkpoints:
@@ -297,7 +292,6 @@ def score_checkpoints(run, store, bundle, *, protocol, split: str, seed: int, sa
     # a record counts as done only when it has every metric asked for now
     complete = [r for r in existing if wanted <= set(r.get("metrics") or ["informativity"])]
     done = set(records.last_per_epoch(complete)) if only_missing else set()
-    from s2i_bench.runs import checkpoint_epoch
 
     todo = [p for p in checkpoints if checkpoint_epoch(p) not in done]
     with_sheet = {"last": {checkpoints[-1]}, "first-last": {checkpoints[0], checkpoints[-1]}, "none": set()}[sheets]

@@ -18,6 +18,7 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
+from s2i_bench.scoring import records
 
 
 def partial_path(out: Path, rank: int) -> Path:
@@ -27,8 +28,6 @@ def partial_path(out: Path, rank: int) -> Path:
 def merge_partials(out: Path) -> int:
     """Move every rank's partial records (of this run or an interrupted one) into `out`, in
     epoch order; returns how many moved. Only rank 0 calls this."""
-    from s2i_bench.scoring import records
-
     parts = sorted(out.parent.glob(f".{out.name}.rank-*.partial"))
     moved = []
     for p in parts:

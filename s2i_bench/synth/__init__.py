@@ -20,13 +20,7 @@ from s2i_bench.synth.audio import render_audio
 from s2i_bench.synth.judge import judge, judge_details
 from s2i_bench.synth.render import render_crop, render_frame, render_frames
 from s2i_bench.synth.scenes import CLASS_KEYS, WORLD_VERSION, draw_scene
-
-
-def write_world(*args, **kwargs):
-    """See `s2i_bench.synth.world.write_world` (imported lazily: it needs PyAV)."""
-    from s2i_bench.synth.world import write_world as _write_world
-
-    return _write_world(*args, **kwargs)
+from s2i_bench.synth.world import write_world  # PyAV itself is imported only when a world is written
 
 
 __all__ = ["CLASS_KEYS", "WORLD_VERSION", "draw_scene", "judge", "judge_details", "render_audio",

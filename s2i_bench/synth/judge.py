@@ -40,6 +40,7 @@ from pathlib import Path
 
 import numpy as np
 
+from s2i_bench.fileio import atomic_write_bytes, progress
 from s2i_bench.synth.render import CROP_WINDOW, render_frames
 from s2i_bench.synth.scenes import CLASS_KEYS, WORLD_VERSION, draw_scene
 
@@ -99,8 +100,6 @@ def _render_features(scene: dict, t: float) -> np.ndarray:
 
 def build_bank() -> Bank:
     """Render the templates and calibrate the thresholds (deterministic; a few seconds)."""
-    from s2i_bench.fileio import progress
-
     rng = np.random.default_rng(BANK_SEED)
     P = FEATURE_SIZE * FEATURE_SIZE
     means, weights, regions, colours, colour_weights, labels = [], [], [], [], [], []
@@ -203,7 +202,6 @@ _FIELDS = ("means", "weights", "regions", "colours", "colour_weights", "labels",
 
 
 def save_bank(bank: Bank, path: Path) -> None:
-    from s2i_bench.fileio import atomic_write_bytes
 
     buf = io.BytesIO()
     np.savez(buf, **{f: getattr(bank, f) for f in _FIELDS})
