@@ -44,7 +44,6 @@ def code_version() -> str:
 
 
 def library_versions() -> dict[str, str]:
-
     out = {"python": platform.python_version()}
     for name in ("torch", "torchvision", "torchaudio", "av", "numpy", "pandas", "scikit-learn"):
         try:

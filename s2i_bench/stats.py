@@ -43,7 +43,6 @@ def binary_summary(labels: np.ndarray, predictions: np.ndarray, confidence: floa
 
 
 def _z(confidence: float) -> float:
-
     return NormalDist().inv_cdf(0.5 + confidence / 2)
 
 

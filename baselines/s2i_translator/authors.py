@@ -154,7 +154,6 @@ def load_authors_autoencoder(state: Any, embedding_dim: int, source: str):
 
 
 def load_authors_discriminator(state: Any, embedding_dim: int, source: str):
-
     state = unwrap_state_dict(state, source)
     with torch.device("meta"):
         model = Discriminator(embedding_dim)

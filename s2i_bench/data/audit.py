@@ -146,7 +146,6 @@ def audit_command(store, as_json: bool = False) -> int:
     opened = open_store(Path(store), verify=False)  # the audit reports what is wrong, it does not refuse
     report = audit_store(opened)
     if as_json:
-
         print(json.dumps(to_jsonable(report), indent=2))
     else:
         print(format_report(report))

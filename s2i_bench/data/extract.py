@@ -124,7 +124,6 @@ def extract_all(sources: list[Source], protocol, work: Path, workers: int,
         finally:
             torch.set_num_threads(threads)
     else:
-
         # spawn, not fork: the parent may hold torch/OpenMP threads, which fork does not survive.
         with ProcessPoolExecutor(max_workers=workers, mp_context=mp.get_context("spawn"),
                                  initializer=_worker_init) as pool:

@@ -92,7 +92,6 @@ class Store:
     @property
     def protocol(self):
         if self._protocol is None:
-
             self._protocol = protocol_from_dict(self.meta["protocol_full"])
         return self._protocol
 
@@ -321,7 +320,6 @@ def _meta_problems(where: Path, meta: dict) -> list[tuple[str, str]]:
     if meta["split"].get("policy") not in ("video", "random", "given"):
         out.append((str(where), f"split policy {meta['split'].get('policy')!r} is not video, random or given"))
     try:
-
         protocol_from_dict(meta["protocol_full"])
     except UserError as e:
         out.append((str(where), f"protocol_full is not a valid protocol ({e})"))

@@ -64,7 +64,6 @@ class Pool:
     @property
     def protocol(self):
         if self._protocol is None:
-
             self._protocol = protocol_from_dict(self.meta["protocol_full"])
         return self._protocol
 

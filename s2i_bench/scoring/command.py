@@ -109,7 +109,6 @@ def score_command(translator, *, store=None, bundle=None, split=None, seed=None,
         return _score_run(Path(translator), st, bun, out, samples, as_json, translator_options, kwargs)
     only_rows = None
     if kind == "images":
-
         loaded, only_rows, samples = load_folder(Path(translator), st, split=split, samples=samples,
                                                  allow_missing=allow_missing, size=protocol.image.size)
         out = out or Path(translator) / records.RECORDS_NAME
@@ -168,10 +167,8 @@ def _metric_options(metrics, feature_extractor, ais_audio, ais_image, store, pro
 
 def _load(kind: str, spec, store, protocol, device, translator_options):
     if kind == "reference":
-
         return load_reference(str(spec), store, device=device)
     if kind == "plugin":
-
         return load_plugin(str(spec), protocol, device)
 
     return load_translator(Path(spec), device=device, **(translator_options or {}))
@@ -189,7 +186,6 @@ def _store_warnings(st, bun, protocol) -> None:
 
 
 def _score_run(path: Path, st, bun, out, samples, as_json, translator_options, kwargs) -> dict[str, Any]:
-
     protocol = kwargs["protocol"]
     run = RunFolder(path)
     scored, now = score_checkpoints(run, st, bun, out=out, translator_options=translator_options, samples=samples,

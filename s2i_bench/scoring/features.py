@@ -114,7 +114,6 @@ def _check_numbers(meta: dict, key: str, n: int | None, side: Path) -> list[floa
 
 
 def _checked_program(path: Path, role: str) -> tuple[str, str]:
-
     kind, sha = checked_program(path, role)
     return sha, kind
 

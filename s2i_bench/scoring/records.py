@@ -282,12 +282,10 @@ def read(path: str | Path, follow_links: bool = True) -> list[dict]:
 
 # -- per-image decisions ---------------------------------------------------------------------------
 def _pack(bits: np.ndarray) -> str:
-
     return base64.b64encode(np.packbits(np.asarray(bits, dtype=bool).ravel()).tobytes()).decode("ascii")
 
 
 def _unpack(text: str, shape: tuple[int, int], where: str) -> np.ndarray:
-
     try:
         raw = np.frombuffer(base64.b64decode(text.encode("ascii"), validate=True), dtype=np.uint8)
     except (binascii.Error, ValueError, UnicodeEncodeError, AttributeError):
@@ -330,7 +328,6 @@ def decisions(record: Mapping[str, Any]) -> dict[str, Any] | None:
         out[field] = None if d.get(field) is None else _unpack(d[field], tuple(shape), f"{where}: decisions.{field}")
     out["iis"] = None
     if d.get("iis_x40"):
-
         try:
             raw = np.frombuffer(base64.b64decode(d["iis_x40"].encode("ascii"), validate=True), dtype=np.uint8)
         except (binascii.Error, ValueError, AttributeError):

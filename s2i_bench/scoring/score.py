@@ -61,7 +61,6 @@ def _class_result(outcomes: Outcomes, plan: Plan, bundle, key: str, ci: int, spe
     cm = res.get("confusion")
     lr = None
     if cm and res["raw_share"] is not None and n_sounds:
-
         positives = int(outcomes.informative[:, sl].sum())
         lr = lang_reiczigel_interval(positives, n_sounds * samples, cm["tp"], cm["tp"] + cm["fn"], cm["tn"],
                                      cm["tn"] + cm["fp"], spec.confidence)
@@ -177,7 +176,6 @@ def score_translator(translator, store, bundle, *, protocol, split: str = "test"
     which = check_metrics(metrics)
     needs_features = any(m in which for m in ("fid", "kid", "prdc", "iis"))
     if needs_features and extractor is None:
-
         extractor = domain_extractor(bundle)
     if "ais" in which and ais is None:
         raise UserError("--metrics ais needs an audio and an image encoder of your own (--ais-audio, --ais-image)")

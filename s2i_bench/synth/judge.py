@@ -202,7 +202,6 @@ _FIELDS = ("means", "weights", "regions", "colours", "colour_weights", "labels",
 
 
 def save_bank(bank: Bank, path: Path) -> None:
-
     buf = io.BytesIO()
     np.savez(buf, **{f: getattr(bank, f) for f in _FIELDS})
     atomic_write_bytes(path, buf.getvalue())
