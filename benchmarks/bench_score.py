@@ -140,7 +140,7 @@ def bench(protocol_name: str, per_class: int, device: str, repeats: int, tmp: Pa
     if device.startswith("cuda"):
         torch.cuda.synchronize()
     translate_s = time.perf_counter() - t0
-    n = record["num_sounds"]
+    n = record.num_sounds
     best = min(times)
     return {"protocol": protocol_name, "profile": protocol.model.profile, "device": device,
             "embedding_dim": protocol.training.embedding_dim, "sounds": n, "repeats": repeats,

@@ -71,10 +71,10 @@ def one_seed(work: Path, scratch: Path, seed: int) -> dict:
         translator = load_translator(ckpt)
         rec = score_translator(translator, store, bundle, protocol=p, split=p.scoring.split, seed=p.scoring.seed,
                                samples=1, batch_size=p.scoring.batch_size, run=f"{run.parent.name}/{run.name}")
-        classes = {c: {k: v.get(k) for k in ("raw_share", "corrected_share", "corrected_ci", "true_share")}
-                   for c, v in rec["classes"].items()}
-        m = rec["mean"]
-        out["runs"][f"{run.parent.name}/{run.name}"] = {"epoch": rec["epoch"], "classes": classes,
+        classes = {c: {k: rec.cls(c).get(k) for k in ("raw_share", "corrected_share", "corrected_ci", "true_share")}
+                   for c in rec.class_keys}
+        m = rec.mean_result()
+        out["runs"][f"{run.parent.name}/{run.name}"] = {"epoch": rec.epoch, "classes": classes,
                                  "mean": {k: m.get(k) for k in ("raw_share", "corrected_share", "corrected_ci",
                                                                  "true_share")}}
     out["seconds"] = round(time.perf_counter() - t0, 1)

@@ -40,19 +40,18 @@ DIFFERENCES = (0.05, 0.10, 0.20)
 BASE_SHARE = 0.3
 
 
-def _system(name: str, record: dict):
+def _system(name: str, record):
     from s2i_bench.scoring.systems import Member, System
 
     return System(name, [Member(name, None, {}, [record])])
 
 
-def _decisions(record: dict, keys):
-    from s2i_bench.scoring import records as R
-    from s2i_bench.scoring.systems import Decisions, _slices
+def _decisions(record, keys):
+    from s2i_bench.scoring.systems import Decisions
 
-    d = R.decisions(record)
+    d = record.decisions()
     return Decisions(d["informative"][None], None if d["truth"] is None else d["truth"][None], d["order"],
-                     _slices(record, keys))
+                     record.class_slices(keys))
 
 
 def a_a(work: Path, n_seeds: int, bundle, store, p) -> dict:
@@ -101,8 +100,8 @@ def a_b(bundle, store, p, repeats: int) -> dict:
         recs[t] = [score_translator(translator, store, bundle, protocol=p, split=p.scoring.split, seed=1000 + r,
                                     batch_size=p.scoring.batch_size) for r in range(repeats)]
     first = recs[BASE_SHARE][0]
-    out["test_sounds_per_class"] = int(first["classes"][keys[0]]["n_sounds"])
-    out["true_share_at_level"] = {f"{t:.2f}": float(np.mean([r["mean"]["true_share"] for r in recs[t]]))
+    out["test_sounds_per_class"] = first.n_sounds(keys[0])
+    out["true_share_at_level"] = {f"{t:.2f}": float(np.mean([r.mean("true_share") for r in recs[t]]))
                                   for t in levels}
     for d in DIFFERENCES:
         hits_raw, hits_true, diffs = 0, 0, []

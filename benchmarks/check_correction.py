@@ -158,7 +158,7 @@ def controlled(store_path: Path, seeds: int, tmp: Path) -> dict:
     rows = []
     for seed in range(seeds):
         record = score_translator(translator, store, bundle, protocol=protocol, seed=seed)
-        for key, c in record["classes"].items():
+        for key, c in ((k, record.cls(k)) for k in record.class_keys):
             rows.append({"seed": seed, "class": key, "n_images": c["n_images"], "raw_share": c["raw_share"],
                          "raw_ci": c["raw_ci"], "corrected_share": c["corrected_share"],
                          "corrected_ci": c["corrected_ci"], "true_share": c["true_share"],
@@ -204,7 +204,7 @@ def real_runs(runs: list[Path], store_path: Path, bundle_path: Path) -> list[dic
     for run in runs:
         last = RunFolder(run).checkpoints()[-1]
         record = score_translator(load_translator(last), store, bundle, protocol=store.protocol)
-        for key, c in record["classes"].items():
+        for key, c in ((k, record.cls(k)) for k in record.class_keys):
             out.append({"run": run.name, "checkpoint": last.name, "class": key, "raw_share": c["raw_share"],
                         "corrected_share": c["corrected_share"], "corrected_ci": c["corrected_ci"],
                         "true_share": c["true_share"], "class_match_rate": c["class_match_rate"],

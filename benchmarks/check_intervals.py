@@ -53,9 +53,9 @@ def cells(work: Path):
         if not path.is_file():
             continue
         for r in records.read(path):
-            if r.get("split") != p.scoring.split:
+            if r.split != p.scoring.split:
                 continue
-            for key, c in r["classes"].items():
+            for key, c in ((k, r.cls(k)) for k in r.class_keys):
                 truth = c.get("true_share")
                 if truth is None or c.get("raw_share") is None:
                     continue
@@ -63,7 +63,7 @@ def cells(work: Path):
                 raw_ci = wilson_interval(int(round(c["raw_share"] * n)), n)
                 # records before the protocol's corrected_interval key held the bootstrap as corrected_ci
                 boot = c.get("corrected_ci_bootstrap") if "corrected_ci_bootstrap" in c else c.get("corrected_ci")
-                out.append({"run": f"{run.parent.name}/{run.name}", "epoch": r["epoch"], "class": key, "truth": truth,
+                out.append({"run": f"{run.parent.name}/{run.name}", "epoch": r.epoch, "class": key, "truth": truth,
                             "raw": c["raw_share"], "corrected": c.get("corrected_share"),
                             "covered": {METHODS[0]: covered(raw_ci, truth),
                                         METHODS[1]: covered(boot, truth),

@@ -62,7 +62,6 @@ def cuda_checks(device: str, work: Path) -> dict:
     from helpers import make_fake_store
     from s2i_bench.data.store import open_store
     from s2i_bench.protocol import load_protocol
-    from s2i_bench.scoring import records
     from s2i_bench.scoring.score import score_translator
     from s2i_bench.translators import load_translator
     from s2i_bench.training import train_baseline
@@ -91,7 +90,7 @@ def cuda_checks(device: str, work: Path) -> dict:
         translator = load_translator(ckpt, device=dev)
         rec = score_translator(translator, store, bundle, protocol=protocol, split="test", seed=0, samples=1,
                                batch_size=protocol.scoring.batch_size, device=dev)
-        decisions[dev] = records.decisions(rec)["informative"]
+        decisions[dev] = rec.decisions()["informative"]
     agree = float((decisions["cpu"] == decisions[device]).mean())
     out["score_device_vs_cpu"] = {"images": int(decisions["cpu"].size), "decisions_agree": round(agree, 4),
                                   "ok": agree >= 0.95}

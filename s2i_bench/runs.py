@@ -34,6 +34,7 @@ LOG = "log.csv"
 CHECKPOINTS = "checkpoints"
 GRIDS = "grids"
 RECORDS = "metric-informativity.jsonl"
+RECORD_FILES = "metric-*.jsonl"  # every records file of a folder (other metric kinds may be added)
 RESUME = "resume.pt"
 LOCK = ".lock"
 CHECKPOINT_NAME = re.compile(r"^generator-(\d{6,})\.pt$")
@@ -44,6 +45,26 @@ def checkpoint_epoch(path: str | Path) -> int | None:
     """The epoch in a checkpoint file name `generator-EEEEEE.pt`, or None."""
     m = CHECKPOINT_NAME.match(Path(path).name)
     return int(m.group(1)) if m else None
+
+
+def run_of_checkpoint(path: str | Path) -> str:
+    """The run a translator file belongs to: the run folder of `RUN/checkpoints/<file>`, else
+    the file's stem."""
+    path = Path(path)
+    if path.parent.name == CHECKPOINTS and path.parent.parent.name:
+        return path.parent.parent.name
+    return path.stem
+
+
+def is_run_folder(path: str | Path) -> bool:
+    """A folder `train-baseline` wrote (it holds options.json)."""
+    return (Path(path) / OPTIONS).is_file()
+
+
+def record_files_in(folder: str | Path) -> list[Path]:
+    """The metric record files (`metric-*.jsonl`) of a run folder, or of any folder of records."""
+    folder = Path(folder)
+    return sorted(folder.glob(RECORD_FILES)) if folder.is_dir() else []
 
 
 def check_out_folder(path: Path, what: str) -> Path:
@@ -107,6 +128,18 @@ class RunFolder:
     # -- what is there -------------------------------------------------------------------------
     def exists(self) -> bool:
         return self.options_path.is_file() or self.checkpoint_dir.is_dir()
+
+    def record_files(self) -> list[Path]:
+        """Every metric record file of the run (`metric-*.jsonl`)."""
+        return record_files_in(self.path)
+
+    def owns(self, path: str | Path) -> bool:
+        """Whether `path` (a translator file a record names) lies inside this run folder."""
+        try:
+            Path(path).resolve().relative_to(self.path.resolve())
+            return True
+        except (ValueError, OSError):
+            return False
 
     def checkpoints(self) -> list[Path]:
         """The checkpoints, sorted by epoch (files only: a dangling or looping link is skipped)."""

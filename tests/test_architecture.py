@@ -110,8 +110,8 @@ def test_a_second_baseline_plugs_in_through_its_entry_point(toy_site, fake_store
                           timeout=300)
     assert done.returncode == 0, done.stderr[-2000:]
     record = json.loads(done.stdout)
-    assert record["generator"]["kind"] == "toy" and record["generator"]["plugin"] == "toy-baseline"
-    assert record["generator"]["native_size"] == [48, 64] and record["epoch"] == 3
+    assert record["translator"]["kind"] == "toy" and record["translator"]["plugin"] == "toy-baseline"
+    assert record["translator"]["native_size"] == [48, 64] and record["epoch"] == 3
     assert set(record["classes"]) == set(PROTOCOL.class_keys)
     assert all(c["n_images"] == 6 for c in record["classes"].values())
 

@@ -423,7 +423,7 @@ def test_whole_chain_on_the_synthetic_world(synthetic_store, tmp_path, capsys):
     # the scoring function accepts the bundle (the contract between the two commands)
     record = score_translator(load_translator(oracles[0]), store, bundle, protocol=protocol, split="test", seed=0)
     for key in CLASSES:
-        assert record["classes"][key]["true_share"] is not None
+        assert record.share(key, "true_share") is not None
 
 
 @pytest.mark.cuda

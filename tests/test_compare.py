@@ -16,6 +16,7 @@ from s2i_bench.data.store import open_store
 from s2i_bench.protocol import load_protocol
 from s2i_bench.scoring import metrics as M
 from s2i_bench.scoring import records
+from s2i_bench.scoring.series import last_per_epoch, summarise
 from s2i_bench.stats import (bootstrap_p_value, holm, lang_reiczigel_interval, mcnemar_exact,
                              minimum_detectable_difference)
 
@@ -186,16 +187,15 @@ def test_swapping_a_and_b_flips_the_sign(runs):
 
 def test_the_checkpoint_mcnemar_uses_the_records_decisions(runs):
     """The raw p-value of a class equals McNemar on the two records' decoded decisions."""
-    a = records.last_per_epoch(records.read(runs["a"] / "metric-informativity.jsonl"))[5]
-    b = records.last_per_epoch(records.read(runs["b"] / "metric-informativity.jsonl"))[5]
-    da, db = records.decisions(a)["informative"][0], records.decisions(b)["informative"][0]
-    n0 = a["classes"][PROTOCOL.class_keys[0]]["n_sounds"]
+    a = last_per_epoch(records.read(runs["a"] / "metric-informativity.jsonl"))[5]
+    b = last_per_epoch(records.read(runs["b"] / "metric-informativity.jsonl"))[5]
+    da, db = a.decisions()["informative"][0], b.decisions()["informative"][0]
+    n0 = a.n_sounds(PROTOCOL.class_keys[0])
     expected = mcnemar_exact(int((da[:n0] & ~db[:n0]).sum()), int((~da[:n0] & db[:n0]).sum()))
     result = run_compare(runs, runs["a"], runs["b"], epoch=5)
     got = rows(result, "raw", PROTOCOL.class_keys[0])[0]
     assert got["p_value"] == pytest.approx(expected)
-    assert got["difference"] == pytest.approx(a["classes"][PROTOCOL.class_keys[0]]["raw_share"]
-                                              - b["classes"][PROTOCOL.class_keys[0]]["raw_share"])
+    assert got["difference"] == pytest.approx(a.share(PROTOCOL.class_keys[0]) - b.share(PROTOCOL.class_keys[0]))
 
 
 def test_corrected_difference_is_that_of_the_records_corrected_shares(runs):
@@ -205,15 +205,15 @@ def test_corrected_difference_is_that_of_the_records_corrected_shares(runs):
 
     result = compare([str(runs["a"]), str(runs["b"])], bundle=runs["bundle"])
     epoch = result["epoch"] if "epoch" in result else None
-    recs = {s: records.last_per_epoch(records.read(runs[s] / "metric-informativity.jsonl")) for s in ("a", "b")}
+    recs = {s: last_per_epoch(records.read(runs[s] / "metric-informativity.jsonl")) for s in ("a", "b")}
     last = {s: recs[s][epoch if epoch is not None else max(recs[s])] for s in recs}
     clip = lambda raw: min(1.0, max(0.0, (raw - (1 - 0.85)) / (0.8 + 0.85 - 1)))  # noqa: E731
     for raw in [r for r in result["pairs"] if r["measure"] == "raw" and r["class"] != "mean"]:
         corr = rows(result, "corrected", raw["class"])[0]
-        ra, rb = (last[s]["classes"][raw["class"]]["raw_share"] for s in ("a", "b"))
+        ra, rb = (last[s].share(raw["class"]) for s in ("a", "b"))
         assert corr["difference"] == pytest.approx(clip(ra) - clip(rb))
-        assert corr["difference"] == pytest.approx(last["a"]["classes"][raw["class"]]["corrected_share"]
-                                                   - last["b"]["classes"][raw["class"]]["corrected_share"])
+        assert corr["difference"] == pytest.approx(last["a"].share(raw["class"], "corrected_share")
+                                                   - last["b"].share(raw["class"], "corrected_share"))
         assert corr["p_value"] == raw["p_value"]  # the raw test: equal exactly when the raw shares are
         assert -1 <= corr["ci"][0] <= corr["ci"][1] <= 1
 
@@ -274,7 +274,7 @@ def test_series_intervals_contain_the_point_and_the_choice_is_made_on_validation
         test_recs.append(score_translator(t, store, bundle, protocol=proto, split="test", seed=0, epoch=e))
         val_recs.append(score_translator(t, store, bundle, protocol=proto, split="val", seed=0, epoch=e))
     iv = series_intervals(test_recs, proto.class_keys, proto, n_boot=300)
-    summary = records.summarise(test_recs, proto)["raw_share"]["mean"]
+    summary = summarise(test_recs, proto)["raw_share"]["mean"]
     lo, hi = iv["raw_share"]["mean"]["window_average"]
     assert lo <= summary["window_average"] <= hi and hi - lo > 0
     choice = validation_choice(test_recs, val_recs, proto.class_keys, proto)

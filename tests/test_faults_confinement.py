@@ -252,11 +252,11 @@ def test_the_programs_prints_reach_neither_the_terminal_nor_json(env, tmp_path, 
     captured = capfd.readouterr()
     for text in (res.output, captured.out, captured.err):
         assert "PROGRAM-PRINTS" not in text and "\x1b" not in text and "\x07" not in text
-    confinement = record["generator"]["confinement"]
+    confinement = record["translator"]["confinement"]
     assert confinement["landlock"]["abi"] == ABI and not confinement["unconfined"]
     assert confinement["writes"] == ["private folder"]
     line = json.loads((tmp_path / "r.jsonl").read_text().splitlines()[-1])
-    assert line["generator"]["confinement"] == confinement  # the record names what confined the program
+    assert line["translator"]["confinement"] == confinement  # the record names what confined the program
 
 
 def test_program_timeouts_must_be_positive_or_inf(env, tmp_path):
@@ -310,7 +310,7 @@ def test_without_landlock_a_program_is_refused_unless_unconfined(env, tmp_path, 
     assert not (tmp_path / "pool").exists()
     res = score(env, path, "--unconfined", "--json", "--out", tmp_path / "u.jsonl").ok()
     assert "UNCONFINED" in res.output
-    assert json.loads(res.stdout)["generator"]["confinement"] == {"unconfined": True}
+    assert json.loads(res.stdout)["translator"]["confinement"] == {"unconfined": True}
     assert "no confinement" in confine.describe() and "simulated" in confine.describe()
 
 

@@ -111,7 +111,7 @@ def test_score_run_after_an_interruption_scores_the_missing_checkpoints(env, tmp
     res = run_cli("score", run, "--data", env["store"], "--classifiers", env["bundle"], "--json").ok()
     result = json.loads(res.stdout)
     assert result["scored_now"] == 3 and result["had_records"] == 1 and result["num_records"] == 4
-    assert sorted(r["epoch"] for r in records.read(run / "metric-informativity.jsonl")) == [0, 1, 2, 3]
+    assert sorted(r.epoch for r in records.read(run / "metric-informativity.jsonl")) == [0, 1, 2, 3]
     assert first.exit_code == 0
 
 
@@ -148,7 +148,7 @@ def test_concurrent_appends_never_interleave(tmp_path):
     for p in procs:
         p.join(60)
     got = records.read(path)
-    assert len(got) == 80 and {r["tag"] for r in got} == {"a", "b"}
+    assert len(got) == 80 and {r.to_dict()["tag"] for r in got} == {"a", "b"}
 
 
 # -- 5.6, 5.10: labels --------------------------------------------------------------------------------------

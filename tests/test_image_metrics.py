@@ -154,7 +154,7 @@ def test_score_with_image_metrics_records_them(fake_store, tmp_path):
     assert 0 <= m["iis"]["value"] <= 1 and set(m["prdc"]) >= {"precision", "recall", "density", "coverage"}
     from s2i_bench.scoring import records
 
-    assert records.decisions(records.read(tmp_path / "r.jsonl")[0])["iis"].shape == (1, 30)
+    assert records.read(tmp_path / "r.jsonl")[0].decisions()["iis"].shape == (1, 30)
     bad = CliRunner().invoke(main, ["score", f"{plugin}:build", "--data", str(fake_store), "--classifiers", str(bundle),
                                     "--out", str(tmp_path / "r.jsonl"), "--metrics", "fdi"])
     assert bad.exit_code == 2 and "did you mean 'fid'" in bad.output
@@ -195,7 +195,7 @@ def test_ais_with_encoders_made_here(fake_store, tmp_path):
 
     t = Translator(mod.Painter().translate, {"path": "painter"})
     rec = score_translator(t, store, FakeBundle(tmp_path / "b.pt"), protocol=proto, split="test", **opts)
-    a = rec["image_metrics"]["ais"]
+    a = rec.image_metrics["ais"]
     assert 0 <= a["value"] <= 1 and a["encoders"]["audio"]["sample_rate"] == 16000 and a["ci"]
     opts["ais"][0].worker.close()
     opts["ais"][1].worker.close()

@@ -12,6 +12,7 @@ from click.testing import CliRunner
 
 from s2i_bench.scoring import metrics as M
 from s2i_bench.scoring import records
+from s2i_bench.scoring.series import series_frame
 from s2i_bench.cli import main
 from s2i_bench.protocol import load_protocol
 
@@ -240,16 +241,16 @@ def test_class_match_rate():
 
 
 def test_series_from_records_last_record_wins_and_log_overrides():
-    recs = [
+    recs = [records.Record(r) for r in (
         {"epoch": 0, "d_update": True, "classes": {"a": {"raw_share": 0.1}}},
         {"epoch": 1, "d_update": False, "classes": {"a": {"raw_share": 0.2}}},
         {"epoch": 1, "d_update": False, "classes": {"a": {"raw_share": 0.3}}},  # resumed: re-scored
         {"epoch": None, "classes": {"a": {"raw_share": 0.9}}},
-    ]
-    df = records.series_frame(recs, ["a"])
+    )]
+    df = series_frame(recs, ["a"])
     assert df["epoch"].tolist() == [0, 1] and df["a"].tolist() == [0.1, 0.3]
     assert df["d_update"].tolist() == [1, 0]
-    df = records.series_frame(recs, ["a"], d_update_epochs=[1])
+    df = series_frame(recs, ["a"], d_update_epochs=[1])
     assert df["d_update"].tolist() == [0, 1]
 
 

@@ -93,7 +93,7 @@ def test_waveform_plugin_with_128_uint8_images(fake_store, bundle, tmp_path):
     record = json.loads(res.stdout)
     assert set(record["classes"]) == set(PROTOCOL.class_keys)
     assert all(c["n_images"] == 6 and c["raw_share"] is not None for c in record["classes"].values())
-    g = record["generator"]
+    g = record["translator"]
     assert g["kind"] == "plugin" and g["name"] == "waveform-128" and g["version"] == "0.3"
     assert g["inputs"] == ["waveform"] and g["native_size"] == [128, 128]
     import hashlib
@@ -113,7 +113,7 @@ def test_module_plugin_with_64x48_float_images(fake_store, bundle, tmp_path, mon
     assert res.exit_code == 0, res.output
     record = json.loads(res.stdout)
     assert set(record["classes"]) == set(PROTOCOL.class_keys)
-    g = record["generator"]
+    g = record["translator"]
     assert g["native_size"] == [48, 64] and g["inputs"] == ["waveform", "log_mel"] and not g["inputs_declared"]
     # the same plugin twice: the same numbers (its randomness comes from the seeds)
     again = json.loads(score("painter_mod:build", fake_store, bundle, tmp_path / "r2.jsonl").stdout)
@@ -271,7 +271,7 @@ def test_a_folder_of_images_scores_like_the_translator_it_holds(exported, fake_s
     ref = json.loads(score("reference:real-frame", fake_store, bundle, tmp_path / "ref.jsonl").stdout)
     for key in PROTOCOL.class_keys:  # lossless PNG of the real frames = the real-frame reference
         assert folder_record["classes"][key]["raw_share"] == ref["classes"][key]["raw_share"]
-    g = folder_record["generator"]
+    g = folder_record["translator"]
     assert g["kind"] == "image-folder" and g["lossy"] is False and g["formats"] == {"png": len(store.split_indices("test"))}
     assert g["native_sizes"] == {"96x96": len(store.split_indices("test"))} and g["ignored_files"] == 1
     assert len(g["sha256"]) == 64 and g["missing"] is None
@@ -285,12 +285,12 @@ def test_folder_missing_unknown_and_lossy_images(fake_store, bundle, tmp_path):
     res = score(images, fake_store, bundle, tmp_path / "r.jsonl", "--allow-missing")
     assert res.exit_code == 0, res.output
     record = json.loads(res.stdout)
-    assert record["generator"]["missing"]["count"] == 2 and record["num_sounds"] == n - 2
+    assert record["translator"]["missing"]["count"] == 2 and record["num_sounds"] == n - 2
     (images / "s0123456789abcdef.png").write_bytes((images / next(p.name for p in images.glob("*.png"))).read_bytes())
     refused(score(images, fake_store, bundle, tmp_path / "r.jsonl", "--allow-missing"), "answer no sound")
     jpeg = _write_real_frames(store, tmp_path / "jpeg", fmt="jpg")
     record = json.loads(score(jpeg, fake_store, bundle, tmp_path / "j.jsonl").stdout)
-    assert record["generator"]["lossy"] is True and "JPEG" in record["generator"]["note"]
+    assert record["translator"]["lossy"] is True and "JPEG" in record["translator"]["note"]
     broken = _write_real_frames(store, tmp_path / "broken")
     next(broken.glob("*.png")).write_bytes(b"not a png")
     refused(score(broken, fake_store, bundle, tmp_path / "b.jsonl"), "not a readable PNG/JPEG")
@@ -300,7 +300,7 @@ def test_folder_with_several_draws(fake_store, bundle, tmp_path):
     store = open_store(fake_store)
     images = _write_real_frames(store, tmp_path / "draws", draws=(0, 1))
     record = json.loads(score(images, fake_store, bundle, tmp_path / "r.jsonl").stdout)
-    assert record["samples"] == 2 and record["generator"]["images_used"] == 2 * len(store.split_indices("test"))
+    assert record["samples"] == 2 and record["translator"]["images_used"] == 2 * len(store.split_indices("test"))
 
 
 # -- examples/: a waveform translator trained by a short script, scored end to end -------------------
@@ -320,8 +320,8 @@ def test_example_waveform_translator_trains_and_scores(fake_store, bundle, tmp_p
     res = score(f"{root / 'examples' / 'waveform_translator.py'}:make", fake_store, bundle, tmp_path / "r.jsonl")
     assert res.exit_code == 0, res.output
     record = json.loads(res.stdout)
-    assert record["generator"]["name"] == "example-waveform-translator"
-    assert record["generator"]["native_size"] == [64, 64] and record["generator"]["inputs"] == ["waveform"]
+    assert record["translator"]["name"] == "example-waveform-translator"
+    assert record["translator"]["native_size"] == [64, 64] and record["translator"]["inputs"] == ["waveform"]
     assert set(record["classes"]) == set(PROTOCOL.class_keys)
     monkeypatch.setenv("S2I_EXAMPLE_WEIGHTS", str(tmp_path / "absent.pt"))
     refused(score(f"{root / 'examples' / 'waveform_translator.py'}:make", fake_store, bundle, tmp_path / "r.jsonl"),

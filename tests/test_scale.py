@@ -17,12 +17,12 @@ import pytest
 from s2i_bench.scoring import records
 from test_scoring import chain  # noqa: F401 (the fixture: a run folder with checkpoints, a bundle, a store)
 
-VOLATILE = ("created", "seconds", "checksum", "_source", "sample_sheet")
+VOLATILE = ("created", "seconds", "checksum", "sample_sheet")
 
 
-def _strip(r: dict) -> dict:
-    r = {k: v for k, v in r.items() if k not in VOLATILE}
-    r["generator"] = {k: v for k, v in r["generator"].items() if k != "path"}
+def _strip(r) -> dict:
+    r = {k: v for k, v in r.to_dict().items() if k not in VOLATILE}
+    r["translator"] = {k: v for k, v in r["translator"].items() if k != "path"}
     return r
 
 
@@ -66,15 +66,15 @@ def test_a_dead_ranks_records_are_kept_and_the_rerun_completes(chain, tmp_path):
     recs = records.read(dst / "metric-informativity.jsonl")
     (dst / "metric-informativity.jsonl").unlink()
     partial = dst / ".metric-informativity.jsonl.rank-1.partial"
-    r2 = {k: v for k, v in [r for r in recs if r["epoch"] == 2][0].items() if k not in ("_source", "checksum")}
+    r2 = {k: v for k, v in [r for r in recs if r.epoch == 2][0].to_dict().items() if k != "checksum"}
     records.append(partial, r2)
     # more ranks than checkpoints left: said, and nothing is scored twice
     again = _torchrun(3, "score", dst, "--data", store, "--classifiers", bundle)
     assert again.returncode == 0, again.stderr[-2000:]
     assert "merged" in again.stderr and "have nothing to do" in again.stderr
     final = records.read(dst / "metric-informativity.jsonl")
-    assert sorted(r["epoch"] for r in final) == [0, 2] and not partial.exists()
-    assert [r["created"] for r in final if r["epoch"] == 2] == [r2["created"]]  # the dead rank's record, kept
+    assert sorted(r.epoch for r in final) == [0, 2] and not partial.exists()
+    assert [r.to_dict()["created"] for r in final if r.epoch == 2] == [r2["created"]]  # the dead rank's record, kept
 
 
 def test_a_store_that_does_not_fit_the_disk_is_refused_before_writing(tmp_path, monkeypatch):

@@ -105,8 +105,9 @@ def bundle(tmp_path):
 
 
 def score(translator, store, bundle, **kw):
+    """The record as written (its JSON layout, which these tests inspect)."""
     kw.setdefault("protocol", PROTOCOL)
-    return scoring.score_translator(translator, store, bundle, **kw)
+    return scoring.score_translator(translator, store, bundle, **kw).to_dict()
 
 
 def run_translator(t, spectrograms, seeds):
@@ -466,8 +467,8 @@ def test_score_checkpoint_cli(chain):
     res = invoke(ckpt, "--data", store, "--classifiers", bundle, "--json", "--seed", "5")
     assert res.exit_code == 0, res.output
     record = json.loads(res.stdout)
-    assert record["generator"]["kind"] == "checkpoint" and record["epoch"] == 2 and record["seed"] == 5
-    assert record["generator"]["sha256"] and record["classifiers"]["sha256"]
+    assert record["translator"]["kind"] == "checkpoint" and record["epoch"] == 2 and record["seed"] == 5
+    assert record["translator"]["sha256"] and record["classifiers"]["sha256"]
     assert record["store"]["split_policy"] == "video" and record["protocol"]["name"] == "tiny"
     for c in record["classes"].values():
         assert c["n_images"] == 6 and 0 <= c["raw_share"] <= 1 and c["sensitivity"] == 0.8
@@ -515,7 +516,7 @@ def test_score_program_on_a_leaky_store(chain, programs, tmp_path):
     assert res.exit_code == 0, res.output
     assert "Rail transport" in res.stdout and "corrected" in res.stdout and "split policy random, LEAKY" in res.stdout
     record = json.loads((tmp_path / "r.jsonl").read_text())
-    assert record["generator"]["kind"] == "torchscript"
+    assert record["translator"]["kind"] == "torchscript"
     assert record["store"]["split_policy"] == "random" and record["store"]["leaky"] is True
     assert "leaky" in res.stderr
 

@@ -180,13 +180,13 @@ def test_classifiers_score_every_epoch(full_run, fake_store, tmp_path, monkeypat
 
     every = records_module.read(run / "metric-informativity.jsonl")
     # every epoch on the test sounds, and on the validation sounds the window is chosen on
-    assert [(r["epoch"], r["split"]) for r in every] == [(e, s) for e in range(3) for s in ("test", "val")]
-    records = [r for r in every if r["split"] == "test"]
-    assert [r["epoch"] for r in records] == [0, 1, 2]
-    assert [r["d_update"] for r in records] == [True, False, False]
-    assert all(r["generator"]["run"] == "scored" and r["generator"]["embedding_dim"] == 16 for r in records)
-    assert records[0]["generator"]["kind"] == "checkpoint" and records[1]["generator"]["kind"] == "live"
-    assert all(r["split"] == PROTO.scoring.split and set(r["classes"]) == set(PROTO.class_keys) for r in records)
+    assert [(r.epoch, r.split) for r in every] == [(e, s) for e in range(3) for s in ("test", "val")]
+    records = [r for r in every if r.split == "test"]
+    assert [r.epoch for r in records] == [0, 1, 2]
+    assert [r.d_update for r in records] == [True, False, False]
+    assert all(r.translator["run"] == "scored" and r.embedding_dim == 16 for r in records)
+    assert records[0].translator_kind == "checkpoint" and records[1].translator_kind == "live"
+    assert all(r.split == PROTO.scoring.split and set(r.class_keys) == set(PROTO.class_keys) for r in records)
 
 
 def _torchrun() -> list[str]:

@@ -14,6 +14,7 @@ from s2i_bench.publish import own_file
 from s2i_bench.report import REPORT_KIND
 from s2i_bench.runs import RECORDS, RunFolder
 from s2i_bench.scoring import records
+from s2i_bench.scoring.series import last_per_epoch
 from s2i_bench.stats import wilson_interval
 
 HEADLINE_FIELDS = ("true_share", "raw_share", "corrected_share", "class_match_rate")
@@ -25,12 +26,11 @@ def read_references(path: Path) -> list[dict]:
         return []
     rows = []
     for r in records.read(path):
-        n = sum(c.get("n_images") or 0 for c in r["classes"].values())
-        true = (r.get("mean_all_classes") or r["mean"]).get("true_share")
-        rows.append({"reference": (r.get("generator") or {}).get("name"), "n_images": n, "true_share": true,
+        n, true = r.total_images, r.mean_all_classes("true_share")
+        rows.append({"reference": r.translator_name, "n_images": n, "true_share": true,
                      "true_ci": list(wilson_interval(int(round(true * n)), n)) if true is not None and n else None,
-                     "raw_share": r["mean"].get("raw_share"), "corrected_share": r["mean"].get("corrected_share"),
-                     "class_match_rate": r["mean"].get("class_match_rate")})
+                     "raw_share": r.mean("raw_share"), "corrected_share": r.mean("corrected_share"),
+                     "class_match_rate": r.mean("class_match_rate")})
     return rows
 
 
@@ -42,22 +42,21 @@ def read_headline(run_dirs: list[Path], split: str = "test") -> list[dict]:
         path = run / RECORDS
         if not path.is_file():
             continue
-        scored = [r for r in records.read(path) if r.get("split") == split]  # not the selection (val) records
-        recs = [r for _, r in sorted(records.last_per_epoch(scored).items())]
+        scored = [r for r in records.read(path) if r.split == split]  # not the selection (val) records
+        recs = [r for _, r in sorted(last_per_epoch(scored).items())]
         if not recs:
             continue
         row = {"run": f"{run.parent.name}/{run.name}" if run.name.startswith("seed-") else run.name,
-               "embedding_dim": recs[-1]["generator"].get("embedding_dim"),
+               "embedding_dim": recs[-1].embedding_dim,
                "train_seed": RunFolder(run).read_options().get("seed") if (run / "options.json").is_file() else None}
         for tag, r in (("first", recs[0]), ("last", recs[-1])):
             # the judge sees every class, with or without a classifier
-            n = sum(c.get("n_images") or 0 for c in r["classes"].values())
-            true = (r.get("mean_all_classes") or r["mean"]).get("true_share")
+            n, true = r.total_images, r.mean_all_classes("true_share")
             row[tag] = {
-                "epoch": r["epoch"], "n_images": n, "true_share": true,
+                "epoch": r.epoch, "n_images": n, "true_share": true,
                 "true_ci": (list(wilson_interval(int(round(true * n)), n)) if true is not None and n else None),
-                "raw_share": r["mean"].get("raw_share"), "corrected_share": r["mean"].get("corrected_share"),
-                "corrected_ci": r["mean"].get("corrected_ci"), "class_match_rate": r["mean"].get("class_match_rate"),
+                "raw_share": r.mean("raw_share"), "corrected_share": r.mean("corrected_share"),
+                "corrected_ci": r.mean_ci("corrected_share"), "class_match_rate": r.mean("class_match_rate"),
             }
         rows.append(row)
     return rows

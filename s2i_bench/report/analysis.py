@@ -11,7 +11,8 @@ import numpy as np
 from s2i_bench.errors import UserError
 from s2i_bench.protocol import load_protocol, protocol_from_dict
 from s2i_bench.report.inputs import Run
-from s2i_bench.scoring import metrics, records
+from s2i_bench.scoring import metrics
+from s2i_bench.scoring.series import series_frame
 from s2i_bench.scoring.series_stats import series_intervals, validation_choice
 
 MEASURES = ("raw_share", "corrected_share", "true_share")
@@ -20,7 +21,7 @@ MEASURES = ("raw_share", "corrected_share", "true_share")
 def resolve_protocols(runs: list[Run], store) -> Any:
     """Give every run its full protocol and check that they agree on what the metrics need."""
     for run in runs:
-        ref = run.options.get("protocol") or next((r.get("protocol") for r in run.records if r.get("protocol")), None)
+        ref = run.options.get("protocol") or next((r.protocol for r in run.records if r.protocol), None)
         full = run.options.get("protocol_full")
         if full is None and isinstance(ref, dict) and "classes" in ref:
             full = ref
@@ -76,33 +77,33 @@ def analyse(run: Run, protocol) -> Analysis:
     if run.log is not None and "d_updated" in run.log.columns:
         d_epochs = run.log.loc[run.log["d_updated"].astype(bool), "epoch"].tolist()
     summaries, frames, moving = {}, {}, {}
-    scored = [r for r in run.records if r.get("epoch") is not None]
+    scored = [r for r in run.records if r.epoch is not None]
     for measure in MEASURES:
-        if not any((r.get("classes") or {}).get(k, {}).get(measure) is not None for r in scored for k in keys):
+        if not any(r.share(k, measure) is not None for r in scored for k in keys):
             continue
-        series = records.series_frame(scored, keys, measure=measure, d_update_epochs=d_epochs,
-                                      d_every_epochs=protocol.training.d_every_epochs)
+        series = series_frame(scored, keys, measure=measure, d_update_epochs=d_epochs,
+                              d_every_epochs=protocol.training.d_every_epochs)
         summary, frame = metrics.summarise_frame(series, keys, spec)
         summaries[measure], frames[measure] = summary, frame
         moving[measure] = {c: metrics.moving_average(frame["epoch"].to_numpy(), frame[c].to_numpy(dtype=float),
                                                      spec.moving_average) for c in (*keys, "mean")}
     last_epoch, last = None, {}
     if scored:
-        last_epoch = max(int(r["epoch"]) for r in scored)
-        record = [r for r in scored if int(r["epoch"]) == last_epoch][-1]
+        last_epoch = max(r.epoch for r in scored)
+        record = [r for r in scored if r.epoch == last_epoch][-1]
     elif run.records:
         record = run.records[-1]
     else:
         record = None
     if record is not None:
-        last = {k: dict((record.get("classes") or {}).get(k) or {}) for k in keys}
-        last["mean"] = dict(record.get("mean") or {})
+        last = {k: dict(record.cls(k)) for k in keys}
+        last["mean"] = record.mean_result()
     pixel_ma = None
     if run.log is not None and len(run.log):
         pixel_ma = metrics.moving_average(run.log["epoch"].to_numpy(), run.log["pixel_loss"].to_numpy(dtype=float),
                                           spec.moving_average)
     intervals = series_intervals(scored, keys, protocol, d_epochs) if scored else None
-    choice = validation_choice(scored, [r for r in run.selection_records if r.get("epoch") is not None], keys,
+    choice = validation_choice(scored, [r for r in run.selection_records if r.epoch is not None], keys,
                                protocol, d_epochs) if scored else None
     return Analysis(run, summaries, frames, moving, last, last_epoch, pixel_ma, intervals, choice)
 

@@ -116,7 +116,7 @@ def runs_by_size(runs) -> list:
     a group when several training seeds share it."""
     groups: dict[tuple, list] = {}
     for run in runs:
-        if run.embedding_dim is None or not any(r.get("decisions") for r in run.records):
+        if run.embedding_dim is None or not any(r.has_decisions for r in run.records):
             continue
         groups.setdefault((run.embedding_dim, run.split_policy), []).append(run)
     systems = []

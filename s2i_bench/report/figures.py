@@ -403,10 +403,10 @@ def class_match(analyses, class_keys, class_names, paper):
         xs, ys = [], []
         for a in analyses:
             for r in a.run.records:
-                c = (r.get("classes") or {}).get(k) or {}
-                if c.get("class_match_rate") is not None and c.get("raw_share") is not None:
-                    xs.append(100 * c["raw_share"])
-                    ys.append(100 * c["class_match_rate"])
+                raw, matched = r.share(k, "raw_share"), r.share(k, "class_match_rate")
+                if matched is not None and raw is not None:
+                    xs.append(100 * raw)
+                    ys.append(100 * matched)
         ax.scatter(xs, ys, s=8, color=colours[k], alpha=0.7, lw=0, label=name)
     ax.plot([0, 100], [0, 100], color="0.5", lw=0.8, ls="--", label="class match = informativity")
     if paper is not None and "class_match.share" in paper.index:
@@ -433,10 +433,10 @@ def judge_truth(analyses, class_keys, class_names):
             xs, ys = [], []
             for a in analyses:
                 for r in a.run.records:
-                    c = (r.get("classes") or {}).get(k) or {}
-                    if c.get("true_share") is not None and c.get(measure) is not None:
-                        xs.append(100 * c["true_share"])
-                        ys.append(100 * c[measure])
+                    truth, value = r.share(k, "true_share"), r.share(k, measure)
+                    if truth is not None and value is not None:
+                        xs.append(100 * truth)
+                        ys.append(100 * value)
             ax.scatter(xs, ys, s=8, color=colours[k], alpha=0.7, lw=0, label=name)
         ax.plot([0, 100], [0, 100], color="0.5", lw=0.8, ls="--")
         ax.set_xlim(0, 100)

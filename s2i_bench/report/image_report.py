@@ -14,41 +14,31 @@ import numpy as np
 
 from s2i_bench.report.figures import COLUMN_IN, FULL_IN, _figure
 from s2i_bench.report.tables import Column, Table, pct
+from s2i_bench.scoring.records import Record
 
 # (key, label, how to read it from a record, lower is better)
 METRICS = [
-    ("raw_share", "informativity, raw", lambda r: (r.get("mean") or {}).get("raw_share"), False),
-    ("corrected_share", "informativity, corrected", lambda r: (r.get("mean") or {}).get("corrected_share"), False),
-    ("class_match_rate", "class-match rate", lambda r: (r.get("mean") or {}).get("class_match_rate"), False),
-    ("fid", "FID", lambda r: _im(r, "fid"), True),
-    ("kid", "KID", lambda r: _im(r, "kid"), True),
-    ("precision", "precision", lambda r: _prdc(r, "precision"), False),
-    ("recall", "recall", lambda r: _prdc(r, "recall"), False),
-    ("density", "density", lambda r: _prdc(r, "density"), False),
-    ("coverage", "coverage", lambda r: _prdc(r, "coverage"), False),
-    ("iis", "IIS", lambda r: _im(r, "iis"), False),
-    ("ais", "AIS", lambda r: _im(r, "ais"), False),
+    ("raw_share", "informativity, raw", lambda r: r.mean("raw_share"), False),
+    ("corrected_share", "informativity, corrected", lambda r: r.mean("corrected_share"), False),
+    ("class_match_rate", "class-match rate", lambda r: r.mean("class_match_rate"), False),
+    ("fid", "FID", lambda r: r.image_metric("fid"), True),
+    ("kid", "KID", lambda r: r.image_metric("kid"), True),
+    ("precision", "precision", lambda r: r.image_metric("precision"), False),
+    ("recall", "recall", lambda r: r.image_metric("recall"), False),
+    ("density", "density", lambda r: r.image_metric("density"), False),
+    ("coverage", "coverage", lambda r: r.image_metric("coverage"), False),
+    ("iis", "IIS", lambda r: r.image_metric("iis"), False),
+    ("ais", "AIS", lambda r: r.image_metric("ais"), False),
 ]
 
 
-def _im(record: dict, name: str):
-    v = ((record.get("image_metrics") or {}).get(name) or {}).get("value")
-    return None if v is None else float(v)
-
-
-def _prdc(record: dict, name: str):
-    v = (((record.get("image_metrics") or {}).get("prdc") or {}).get(name) or {}).get("value")
-    return None if v is None else float(v)
-
-
-def _truth(record: dict):
-    return ((record.get("mean_all_classes") or {}).get("true_share")
-            if (record.get("mean_all_classes") or {}).get("true_share") is not None
-            else (record.get("mean") or {}).get("true_share"))
+def _truth(record: Record):
+    """The judge's truth over every class (the metrics see every class's images)."""
+    return record.mean_all_classes("true_share")
 
 
 def has_image_metrics(runs) -> bool:
-    return any(r.get("image_metrics") for run in runs for r in run.records)
+    return any(r.image_metrics for run in runs for r in run.records)
 
 
 def correlation_with_truth(runs, references=(), n_boot: int = 1000, seed: int = 0, confidence: float = 0.95):
@@ -121,20 +111,18 @@ def image_metric_table(runs, references=()) -> Table:
     its interval."""
     rows = []
     for run in [*runs, *references]:
-        recs = [r for r in run.records if r.get("image_metrics")]
+        recs = [r for r in run.records if r.image_metrics]
         if not recs:
             continue
-        r = max(recs, key=lambda x: (-1 if x.get("epoch") is None else x["epoch"]))
-        m = r["image_metrics"]
-        row = {"run": run.label, "epoch": r.get("epoch"), "n_generated": m.get("n_generated"),
-               "extractor": (m.get("extractor") or {}).get("name")}
+        r = max(recs, key=lambda x: (-1 if x.epoch is None else x.epoch))
+        row = {"run": run.label, "epoch": r.epoch, "n_generated": r.image_metrics.get("n_generated"),
+               "extractor": r.feature_space_name}
         for key in ("fid", "kid", "iis", "ais"):
-            entry = m.get(key) or {}
-            row[key], ci = entry.get("value"), entry.get("ci") or [None, None]
+            row[key], ci = r.image_metric(key), r.image_metric_ci(key) or [None, None]
             row[f"{key}_ci_low"], row[f"{key}_ci_high"] = ci
         for key in ("precision", "recall", "density", "coverage"):
-            row[key] = ((m.get("prdc") or {}).get(key) or {}).get("value")
-        row["warning"] = (m.get("fid") or {}).get("warning")
+            row[key] = r.image_metric(key)
+        row["warning"] = r.image_metric_warning("fid")
         rows.append(row)
 
     def num(key, scale=1.0, digits=2):
@@ -176,8 +164,8 @@ def image_metric_series(runs):
     axes = fig.subplots(1, 3)
     for ax, (key, label) in zip(axes, (("fid", "FID"), ("kid", "KID"), ("iis", "IIS"))):
         for run in runs:
-            pts = sorted((r["epoch"], _im(r, key)) for r in run.records
-                         if r.get("epoch") is not None and _im(r, key) is not None)
+            pts = sorted((r.epoch, r.image_metric(key)) for r in run.records
+                         if r.epoch is not None and r.image_metric(key) is not None)
             if pts:
                 ax.plot([p[0] for p in pts], [p[1] for p in pts], lw=1.0, label=run.label)
         ax.set_title(label, loc="left")

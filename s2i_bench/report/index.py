@@ -65,7 +65,7 @@ def write_manifest(ctx: Context, written: list[Path], formats, figures: bool, no
     manifest = {
         "format": "s2i-bench-report", "format_version": 1,
         "protocol": ctx.protocol.ref(), "runs": runs,
-        "references": [{"name": lv["name"], "sha256": ((lv["run"].records[-1].get("generator") or {}).get("sha256")),
+        "references": [{"name": lv["name"], "sha256": lv["run"].records[-1].translator_sha256,
                         "record_files": [p.name for p in lv["run"].record_files]} for lv in (ctx.references or [])],
         "store": None if ctx.store is None else {"hash": ctx.store.store_hash, "split_policy": ctx.store.split_policy},
         "classifiers": None if ctx.card is None else {"pool_hash": ctx.card.get("pool_hash"), "seed": ctx.card.get("seed")},

@@ -7,8 +7,9 @@ from pathlib import Path
 from typing import Any
 
 from s2i_bench.errors import UserError
-from s2i_bench.runs import RunFolder
+from s2i_bench.runs import RunFolder, is_run_folder, record_files_in
 from s2i_bench.scoring import records as records_mod
+from s2i_bench.scoring.records import Record
 from s2i_bench.scoring.sheets import read_sheet
 
 
@@ -21,7 +22,7 @@ class Run:
     options: dict = field(default_factory=dict)
     embedding_dim: int | None = None
     train_seed: int | None = None
-    records: list[dict] = field(default_factory=list)  # informativity records, in file order
+    records: list[Record] = field(default_factory=list)  # informativity records, in file order
     record_files: list[Path] = field(default_factory=list)
     log: Any = None  # pandas.DataFrame of log.csv, or None
     sample_sheets: list[Path] = field(default_factory=list)  # .npz of fixed test sounds (Figs. 15/16)
@@ -29,7 +30,7 @@ class Run:
     grids: list[Path] = field(default_factory=list)
     protocol: Any = None  # Protocol (resolved in `analysis.resolve_protocols`)
     protocol_note: str | None = None
-    selection_records: list[dict] = field(default_factory=list)  # validation records (the honest choice)
+    selection_records: list[Record] = field(default_factory=list)  # validation records (the honest choice)
 
     @property
     def split_policy(self) -> str:
@@ -37,7 +38,7 @@ class Run:
         if store.get("split_policy"):
             return str(store["split_policy"])
         for r in self.records:
-            policy = (r.get("store") or {}).get("split_policy")
+            policy = r.split_policy
             if policy:
                 return str(policy)
         return "unknown"
@@ -46,11 +47,11 @@ class Run:
     def leaky(self) -> bool:
         store = self.options.get("store") or {}
         return bool(store.get("leaky")) or self.split_policy == "random" or any(
-            (r.get("store") or {}).get("leaky") for r in self.records)
+            r.leaky for r in self.records)
 
     @property
     def score_seeds(self) -> list[int]:
-        return sorted({int(r["seed"]) for r in self.records if r.get("seed") is not None})
+        return sorted({int(r.seed) for r in self.records if r.seed is not None})
 
     @property
     def label(self) -> str:
@@ -67,12 +68,6 @@ class Run:
         return f"{self.label} ({dim}; {'; '.join(seeds) or 'seeds not recorded'}; split {self.split_policy})"
 
 
-def read_records(path: Path, follow_links: bool = True) -> list[dict]:
-    """The informativity records of one file (the records module's checked reader); a file
-    found inside a folder is not followed when it is a link."""
-    return records_mod.read(path, follow_links=follow_links)
-
-
 def _run_from_folder(folder: Path) -> Run:
     run_folder = RunFolder(folder)
     options = run_folder.read_options()
@@ -81,8 +76,8 @@ def _run_from_folder(folder: Path) -> Run:
     run.embedding_dim = int(dim) if isinstance(dim, int) else None
     seed = options.get("seed")
     run.train_seed = int(seed) if isinstance(seed, int) else None
-    for path in sorted(folder.glob("metric-*.jsonl")):
-        records = read_records(path, follow_links=False)
+    for path in run_folder.record_files():
+        records = records_mod.read(path, follow_links=False)
         run.records += records
         run.record_files.append(path)
         _attach_sheets(run, records, folder)
@@ -95,46 +90,24 @@ def _run_from_folder(folder: Path) -> Run:
     return run
 
 
-def _record_run_name(r: dict) -> str:
-    g = r.get("generator") or {}
-    for name in (r.get("run"), g.get("run")):
-        if name:
-            return str(name)
-    p = Path(str(g.get("path") or "unnamed"))
-    # RUN/checkpoints/generator-000060.pt belongs to RUN
-    if p.parent.name == "checkpoints" and p.parent.parent.name:
-        return p.parent.parent.name
-    return p.stem
-
-
-def _is_inside(path: str | None, folder: Path) -> bool:
-    if not path:
-        return False
-    try:
-        Path(path).resolve().relative_to(folder.resolve())
-        return True
-    except (ValueError, OSError):
-        return False
-
-
 def load_runs(inputs: list[Path]) -> tuple[list[Run], list[str]]:
     """Run folders and metric-*.jsonl files -> runs, one series each. Returns (runs, notes)."""
     notes: list[str] = []
     folders: list[Run] = []
-    loose: list[tuple[Path, list[dict]]] = []
+    loose: list[tuple[Path, list[Record]]] = []
     for p in inputs:
         p = Path(p)
         if p.is_dir():
-            if (p / "options.json").is_file():
+            if is_run_folder(p):
                 folders.append(_run_from_folder(p))
                 continue
-            files = sorted(p.glob("metric-*.jsonl"))
+            files = record_files_in(p)
             if not files:
                 raise UserError(f"{p}: neither a run folder (no options.json; made by `s2i-bench train-baseline`) "
                                 "nor a folder of metric-*.jsonl records (made by `s2i-bench score`)")
-            loose += [(f, read_records(f, follow_links=False)) for f in files]
+            loose += [(f, records_mod.read(f, follow_links=False)) for f in files]
         elif p.is_file() and p.suffix == ".jsonl":
-            loose.append((p, read_records(p)))
+            loose.append((p, records_mod.read(p)))
         elif p.exists():
             raise UserError(f"{p}: not a run folder or a metric-*.jsonl file (made by `s2i-bench train-baseline` / "
                             "`s2i-bench score`)")
@@ -152,17 +125,16 @@ def load_runs(inputs: list[Path]) -> tuple[list[Run], list[str]]:
             continue
         names_here = set()
         for r in records:
-            g = r.get("generator") or {}
-            home = [run for run in folders if _is_inside(g.get("path"), run.folder)]
-            name = _record_run_name(r)
+            home = [run for run in folders if r.translator_path and RunFolder(run.folder).owns(r.translator_path)]
+            name = r.run
             if not home and len(by_name.get(name, [])) == 1:
                 home = by_name[name]
             if home:
                 target = home[0]
             else:
                 target = standalone.setdefault(name, Run(name=name))
-                if target.embedding_dim is None and isinstance(g.get("embedding_dim"), int):
-                    target.embedding_dim = int(g["embedding_dim"])
+                if target.embedding_dim is None and r.embedding_dim is not None:
+                    target.embedding_dim = r.embedding_dim
             target.records.append(r)
             if path not in target.record_files:
                 target.record_files.append(path)
@@ -188,19 +160,19 @@ def _run_order(run: Run):
 def _set_aside_selection(run: Run) -> None:
     """Validation records beside test ones are the selection series (epochs and windows are
     chosen on them), not a series of their own."""
-    splits = {r.get("split") for r in run.records}
+    splits = {r.split for r in run.records}
     if "val" in splits and len(splits) > 1:
-        run.selection_records = [r for r in run.records if r.get("split") == "val"]
-        run.records = [r for r in run.records if r.get("split") != "val"]
+        run.selection_records = [r for r in run.records if r.split == "val"]
+        run.records = [r for r in run.records if r.split != "val"]
 
 
 def _split_series(runs: list[Run], notes: list[str]) -> list[Run]:
     out = []
     for run in runs:
         _set_aside_selection(run)
-        groups: dict[tuple, list[dict]] = {}
+        groups: dict[tuple, list[Record]] = {}
         for r in run.records:
-            groups.setdefault(records_mod.series_key(r), []).append(r)
+            groups.setdefault(r.series_key, []).append(r)
         if len(groups) <= 1:
             out.append(run)
             continue
@@ -231,11 +203,11 @@ def _unique_names(runs: list[Run]) -> None:
                 run.name = f"{run.name}#{i + 1}"
 
 
-def _attach_sheets(run: Run, records: list[dict], base: Path) -> None:
+def _attach_sheets(run: Run, records: list[Record], base: Path) -> None:
     """Sample sheets named by the records (`sample_sheet`: absolute, or relative to where the
     scoring ran or to the records file's folder), with the epoch of the record that wrote them."""
     for r in records:
-        name = r.get("sample_sheet")
+        name = r.sample_sheet
         if not name:
             continue
         candidates = [Path(name)] if Path(name).is_absolute() else [Path(name), base / name, base / Path(name).name]
@@ -244,13 +216,13 @@ def _attach_sheets(run: Run, records: list[dict], base: Path) -> None:
             continue  # the record outlived its sheet; the figures fall back to other sheets
         if path not in run.sample_sheets:
             run.sample_sheets.append(path)
-        if r.get("epoch") is not None:
-            run.sheet_epochs[path] = int(r["epoch"])
+        if r.epoch is not None:
+            run.sheet_epochs[path] = int(r.epoch)
 
 
 def is_reference_run(run: Run) -> bool:
     """A run made only of reference translators' records (`s2i-bench score reference:NAME`)."""
-    return bool(run.records) and all((r.get("generator") or {}).get("kind") == "reference" for r in run.records)
+    return bool(run.records) and all(r.translator_kind == "reference" for r in run.records)
 
 
 def reference_levels(references: list[Run], class_keys) -> list[dict]:
@@ -260,13 +232,10 @@ def reference_levels(references: list[Run], class_keys) -> list[dict]:
     levels = []
     for run in references:
         r = run.records[-1]
-        name = (r.get("generator") or {}).get("name") or run.name
-        level = {"name": str(name), "run": run, "corrected_ci": (r.get("mean") or {}).get("corrected_ci")}
+        level = {"name": str(r.translator_name or run.name), "run": run, "corrected_ci": r.mean_ci("corrected_share")}
         for measure, short in (("raw_share", "raw"), ("corrected_share", "corrected"), ("true_share", "true")):
-            values = {k: (r["classes"].get(k) or {}).get(measure) for k in class_keys}
-            values["mean"] = (r.get("mean") or {}).get(measure)
-            if measure == "true_share" and values["mean"] is None:
-                values["mean"] = (r.get("mean_all_classes") or {}).get(measure)
+            values = {k: r.share(k, measure) for k in class_keys}
+            values["mean"] = r.mean(measure)
             level[short] = values
         levels.append(level)
     return sorted(levels, key=lambda lv: (order.get(lv["name"], 9), lv["name"]))

@@ -70,7 +70,7 @@ class Context:
         lines = [f"Protocol {p.name} {p.version} (fingerprint {p.fingerprint}); "
                  f"{len(self.runs)} run(s): {', '.join(r.label for r in self.runs)}."]
         versions = sorted({str(v) for r in self.runs
-                           for v in [r.options.get("code_version"), *(x.get("code_version") for x in r.records)] if v})
+                           for v in [r.options.get("code_version"), *(x.code_version for x in r.records)] if v})
         if versions:
             # The code that made the numbers (the report's own version would change the index
             # with every commit although the inputs did not change).
@@ -94,8 +94,7 @@ class Context:
     def bundle_hashes(self) -> list[str]:
         """The full sha256 of every classifier bundle the runs' and references' records name."""
         runs = list(self.runs) + [lv["run"] for lv in (self.references or [])]
-        return sorted({str((rec.get("classifiers") or {}).get("sha256")) for r in runs for rec in r.records
-                       if (rec.get("classifiers") or {}).get("sha256")})
+        return sorted({str(rec.classifiers_sha256) for r in runs for rec in r.records if rec.classifiers_sha256})
 
     def provenance(self, runs: list[Run], store: bool = False, bundle: bool = False) -> str:
         parts = []
@@ -113,8 +112,8 @@ class Context:
             known += [f"pool {str(c['pool_hash'])[:12]}"] if c.get("pool_hash") else []
             parts.append("classifiers: " + ", ".join(known))
         if runs:
-            bundles = sorted({str((rec.get("classifiers") or {}).get("sha256"))[:12] for r in runs for rec in r.records
-                              if (rec.get("classifiers") or {}).get("sha256")})
+            bundles = sorted({str(rec.classifiers_sha256)[:12] for r in runs for rec in r.records
+                              if rec.classifiers_sha256})
             if bundles:
                 parts.append("scored with classifiers " + ", ".join(bundles))
         return "; ".join(parts) + "."
@@ -222,8 +221,7 @@ def _beyond_figures(ctx: Context, analyses: list[Analysis], paper, figure_item) 
             "At each run's last scored epoch: the raw share the classifiers report, the Rogan–Gladen corrected share "
             "with its 95% bootstrap interval, and (synthetic data) the judge's true share, per class and mean.",
             [a.run for a in with_last], lambda: F.raw_vs_corrected(with_last, keys, names)))
-    if any(r.get("classes", {}).get(k, {}).get("class_match_rate") is not None for a in analyses
-           for r in a.run.records for k in keys):
+    if any(r.share(k, "class_match_rate") is not None for a in analyses for r in a.run.records for k in keys):
         jobs.append(figure_item(
             "beyond-class-match", "Class-match rate vs informativity (beyond the paper)",
             "Every scored epoch and class: the share of images a real-frame 5-class classifier assigns to the sound's "
@@ -259,7 +257,7 @@ def _measure_figures(ctx: Context, compared: dict | None, correlation: list | No
                                    "checkpoint and reference translator, with 95% bootstrap intervals; green: the "
                                    "interval excludes 0 in the right direction ((↓): lower is better).",
                                    lambda: correlation_figure(correlation), formats))
-    if any(r.get("image_metrics") and r.get("epoch") is not None for run in ctx.runs for r in run.records):
+    if any(r.image_metrics and r.epoch is not None for run in ctx.runs for r in run.records):
         jobs.append(_simple_figure(ctx, "beyond-image-metrics", "Image metrics per epoch (beyond the paper)",
                                    "FID, KID and IIS of every scored epoch, one line per run (domain features).",
                                    lambda: image_metric_series(ctx.runs), formats))

@@ -75,7 +75,7 @@ def read_inputs(inputs, store, bundle) -> Inputs:
         notes.append(f"the store was made with protocol {store_obj.meta.get('protocol', {}).get('name')}, "
                      f"the runs with {protocol.name}")
     if card is not None and card.get("bundle_sha256"):
-        used = {(r.get("classifiers") or {}).get("sha256") for run in runs for r in run.records} - {None}
+        used = {r.classifiers_sha256 for run in runs for r in run.records} - {None}
         if used and card["bundle_sha256"] not in used:
             notes.append(f"the classifier table shows bundle {card['bundle_sha256'][:12]}, but the records were scored "
                          f"with {', '.join(sorted(u[:12] for u in used))}")

@@ -21,7 +21,7 @@ from s2i_bench.fileio import atomic_write_text, check_writable, file_sha256, to_
 from s2i_bench.informativity.bundle import load_bundle
 from s2i_bench.runs import MAX_EPOCH, RunFolder
 from s2i_bench.scoring import metrics as M
-from s2i_bench.scoring import records
+from s2i_bench.scoring import records, series
 from s2i_bench.scoring.features import audio_encoder, program_extractor
 from s2i_bench.scoring.score import check_metrics, score_checkpoints, score_translator
 from s2i_bench.scoring.sheets import sheet_key, sheet_name
@@ -129,7 +129,7 @@ def score_command(translator, *, store=None, bundle=None, split=None, seed=None,
     record = score_translator(loaded, st, bun, samples=samples, sample_sheet=sheet, only_rows=only_rows, **kwargs)
     records.append(out, record)
     if as_json:
-        print(json.dumps(to_jsonable(record), indent=2))
+        print(json.dumps(to_jsonable(record.to_dict()), indent=2))
     else:
         print(format_record(record, protocol))
         print(f"record appended to {out}")
@@ -196,8 +196,8 @@ def _score_run(path: Path, st, bun, out, samples, as_json, translator_options, k
               "protocol": protocol.ref(), "store": st.ref(), "split": kwargs["split"], "seed": kwargs["seed"],
               "samples": samples, "classifiers": {"path": str(bun.path), "sha256": file_sha256(Path(bun.path))},
               "d_update_from": "log.csv" if run.log_path.is_file() else "records",
-              "summary": records.summarise(scored, protocol, d_update_epochs=run.d_update_epochs()),
-              "records": scored}
+              "summary": series.summarise(scored, protocol, d_update_epochs=run.d_update_epochs()),
+              "records": [r.to_dict() for r in scored]}
 
     if distributed.is_main():  # under torchrun, one answer (rank 0's)
         print(json.dumps(to_jsonable(result), indent=2) if as_json else format_run(result, protocol))
@@ -210,34 +210,36 @@ def _pct(x) -> str:
     return "-" if x is None else f"{100 * x:.1f}%"
 
 
-def format_record(record: dict[str, Any], protocol) -> str:
-    g, s = record["generator"], record["store"]
+def format_record(record: records.Record, protocol) -> str:
+    t, s = record.translator, record.store
     names = dict(zip(protocol.class_keys, protocol.class_names))
+    p = record.protocol
     lines = [
-        f"generator  {g.get('path')} ({g.get('kind')}, sha256 {str(g.get('sha256'))[:12]}, "
-        f"epoch {'-' if record['epoch'] is None else record['epoch']})",
-        f"protocol   {record['protocol']['name']} {record['protocol']['version']} ({record['protocol']['fingerprint']})",
-        f"store      {s['path']} (hash {s['hash']}, split policy {s['split_policy']}{', LEAKY' if s.get('leaky') else ''})",
-        f"scored     split {record['split']}, seed {record['seed']}, {record['samples']} image(s) per sound, "
-        f"{record['num_sounds']} sounds, {record['seconds']} s",
+        f"translator {t.get('path')} ({t.get('kind')}, sha256 {str(t.get('sha256'))[:12]}, "
+        f"epoch {'-' if record.epoch is None else record.epoch})",
+        f"protocol   {p.get('name')} {p.get('version')} ({p.get('fingerprint')})",
+        f"store      {s.get('path')} (hash {s.get('hash')}, split policy {s.get('split_policy')}"
+        f"{', LEAKY' if s.get('leaky') else ''})",
+        f"scored     split {record.split}, seed {record.seed}, {record.samples} image(s) per sound, "
+        f"{record.num_sounds} sounds, {record.seconds} s",
         "",
     ]
-    spread = record["samples"] > 1
+    spread = (record.samples or 1) > 1
     header = (f"{'class':<16} {'images':>6} {'raw':>7} {'corrected [95% CI]':>24} {'class-match':>11} {'true':>7}"
               + (f" {'raw spread':>10}" if spread else ""))
     lines += [header, "-" * len(header)]
-    for key, c in record["classes"].items():
+    for key in record.class_keys:
+        c = record.cls(key)
         ci = c.get("corrected_ci")
-        corr = _pct(c["corrected_share"]) + (f" [{100 * ci[0]:.1f}, {100 * ci[1]:.1f}]" if ci else "")
-        line = (f"{names.get(key, key):<16} {c['n_images']:>6} {_pct(c['raw_share']):>7} {corr:>24} "
-                f"{_pct(c['class_match_rate']):>11} {_pct(c['true_share']):>7}")
+        corr = _pct(record.share(key, "corrected_share")) + (f" [{100 * ci[0]:.1f}, {100 * ci[1]:.1f}]" if ci else "")
+        line = (f"{names.get(key, key):<16} {c.get('n_images'):>6} {_pct(record.share(key)):>7} {corr:>24} "
+                f"{_pct(record.share(key, 'class_match_rate')):>11} {_pct(record.share(key, 'true_share')):>7}")
         if spread:
-            rs = "-" if c["raw_spread"] is None else f"{100 * c['raw_spread']:.1f} pp"
+            rs = "-" if c.get("raw_spread") is None else f"{100 * c['raw_spread']:.1f} pp"
             line += f" {rs:>10}"
         lines.append(line)
-    m = record["mean"]
-    lines.append(f"{'mean':<16} {'':>6} {_pct(m['raw_share']):>7} {_pct(m['corrected_share']):>24} "
-                 f"{_pct(m['class_match_rate']):>11} {_pct(m['true_share']):>7}")
+    lines.append(f"{'mean':<16} {'':>6} {_pct(record.mean()):>7} {_pct(record.mean('corrected_share')):>24} "
+                 f"{_pct(record.mean('class_match_rate')):>11} {_pct(record.mean('true_share')):>7}")
     return "\n".join(lines)
 
 

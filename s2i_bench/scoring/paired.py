@@ -10,6 +10,7 @@ import numpy as np
 from s2i_bench.errors import UserError
 from s2i_bench.scoring import records as R
 from s2i_bench.scoring.metrics import series_metrics_columns
+from s2i_bench.scoring.series import d_update_flags, last_per_epoch
 from s2i_bench.scoring.systems import Decisions, System, _at_epoch, _epochs, _slices
 from s2i_bench.stats import bootstrap_p_value, mcnemar_exact, minimum_detectable_difference
 
@@ -154,17 +155,16 @@ def _distribution_rows(a: System, b: System, key: tuple, epoch: int | None) -> l
     if a.is_group or b.is_group:
         return []
     ra, rb = _at_epoch(a.members[0], key, epoch), _at_epoch(b.members[0], key, epoch)
-    ma, mb = ra.get("image_metrics") or {}, rb.get("image_metrics") or {}
     z = NormalDist().inv_cdf(0.975)
     rows = []
     for name in ("fid", "kid"):
-        ea, eb = ma.get(name) or {}, mb.get(name) or {}
-        if ea.get("value") is None or eb.get("value") is None or not ea.get("ci") or not eb.get("ci"):
+        va, vb, ca, cb = ra.image_metric(name), rb.image_metric(name), ra.image_metric_ci(name), rb.image_metric_ci(name)
+        if va is None or vb is None or not ca or not cb:
             continue
-        if (ma.get("extractor") or {}).get("sha256") != (mb.get("extractor") or {}).get("sha256"):
+        if ra.feature_space != rb.feature_space:
             continue  # other features: not comparable
-        se = np.hypot((ea["ci"][1] - ea["ci"][0]) / (2 * z), (eb["ci"][1] - eb["ci"][0]) / (2 * z))
-        d = float(ea["value"] - eb["value"])
+        se = np.hypot((ca[1] - ca[0]) / (2 * z), (cb[1] - cb[0]) / (2 * z))
+        d = float(va - vb)
         p = 1.0 if se == 0 else float(2 * (1 - NormalDist().cdf(abs(d) / se)))
         rows.append({"class": "all", "measure": name, "metric": "image-set distance at epoch "
                      + ("last" if epoch is None else str(epoch)), "difference": d, "ci": [d - z * se, d + z * se],
@@ -234,25 +234,23 @@ def compare_series(a: System, b: System, key: tuple, keys, protocol, bundle, *, 
     return rows
 
 
-def _series_cube(system: System, key: tuple, epochs: list[int], first: dict, source: str, d_every: int):
+def _series_cube(system: System, key: tuple, epochs: list[int], first: R.Record, source: str, d_every: int):
     """One system's (M, E, N) per-sound shares of `source` over the epochs, and each member's
     d_update flags (M, E); (None, None) when a record lacks `source`."""
     cubes, flags = [], []
+    order = first.decisions()["order"]
     for m in system.members:
-        by_epoch = R.last_per_epoch([r for r in m.records if R.series_key(r) == key])
+        by_epoch = last_per_epoch([r for r in m.records if r.series_key == key])
         mats = []
         for e in epochs:
-            d = R.decisions(by_epoch[e])
-            if d["order"] != R.decisions(first)["order"]:
+            d = by_epoch[e].decisions()
+            if d["order"] != order:
                 raise UserError(f"{system.name}/{m.name}: epoch {e} was scored on other sounds")
             if d[source] is None:
                 return None, None
             mats.append(d[source].mean(axis=0))  # (N,)
         cubes.append(np.stack(mats))  # (E, N)
-        known = set(m.d_update_epochs) if m.d_update_epochs is not None else None
-        flags.append([(e in known) if known is not None else bool(by_epoch[e].get("d_update"))
-                      if by_epoch[e].get("d_update") is not None else e % d_every == 0
-                      for e in epochs])
+        flags.append(d_update_flags(epochs, by_epoch, m.d_update_epochs, d_every))
     return np.stack(cubes), np.array(flags, dtype=bool)
 
 

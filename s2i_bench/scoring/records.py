@@ -1,80 +1,288 @@
 """Metric records: the one owner of their schema, their file and their reading.
 
 `metric-informativity.jsonl` holds one JSON object per line, one per scored translator
-(docs/architecture.md, "Metric records"). Written by `append` (the one writer: under a lock, and
-a line cut by a crash is set aside before the next line goes in), read by `read` (the one
-checked reader: every problem names the file and the record), selected into series by
-`series_key` / `select`, turned into per-epoch frames by `series_frame` and summarised by
-`summarise` (the paper's series metrics, `scoring.metrics`).
+(docs/architecture.md, "Metric records"). Written by `append` / `extend` (the writers: under the
+file's lock; a line cut by a crash is set aside before the next line goes in), read by `read`
+(the one checked reader: every problem names the file and the line), which returns `Record`s:
+readers ask a record for what they need by accessor (`r.share(class_key, measure)`,
+`r.mean(measure)`, `r.image_metric(name)`, `r.decisions()`, `r.run`, `r.epoch`, ...) and never
+spell its keys. Series of records: `scoring.series`.
+
+Format 4 (this version) renamed `generator` to `translator`; formats 1-3 still read.
 """
 
 from __future__ import annotations
 
-import base64
-import binascii
 import hashlib
 import json
+import logging
 import os
-import sys
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable, Mapping, Sequence, TypedDict
+from typing import Any, Iterable, Mapping
 
 import numpy as np
 
 from s2i_bench.errors import UserError
 from s2i_bench.fileio import append_line, read_no_follow, set_aside_cut_line, to_jsonable
 from s2i_bench.locks import exclusive_lock
-from s2i_bench.runs import MAX_EPOCH, RECORDS
-from s2i_bench.scoring import metrics
+from s2i_bench.runs import MAX_EPOCH, RECORDS, run_of_checkpoint
+from s2i_bench.scoring.decisions import unpack_decisions
+
+logger = logging.getLogger(__name__)
 
 RECORDS_NAME = RECORDS
 KIND = "informativity"
-FORMAT_VERSION = 3  # 2: format_version, translator input/size; 3: per-image decisions; older records still read
+# 2: format_version, translator input/size; 3: per-image decisions; 4: `generator` renamed `translator`
+FORMAT_VERSION = 4
 CHECKSUM_SINCE = 3  # records of this format on must carry their checksum (corruption detection, not tamper-proof)
 MEASURES = ("raw_share", "corrected_share", "true_share", "class_match_rate")
 SERIES_FIELDS = ("classifiers.sha256", "store.hash", "split", "seed", "samples", "protocol.fingerprint")
+PRDC_PARTS = ("precision", "recall", "density", "coverage")
 
 
-class ClassResult(TypedDict, total=False):
-    n_sounds: int
-    n_images: int
-    raw_share: float | None
-    raw_ci: list[float] | None
-    corrected_share: float | None
-    corrected_ci: list[float] | None
-    ci_method: str
-    sensitivity: float | None
-    specificity: float | None
-    class_match_rate: float | None
-    true_share: float | None
+def _dig(obj: Any, *path: str) -> Any:
+    """obj[path[0]][path[1]]...; None where a level is missing or not a mapping."""
+    for key in path:
+        obj = obj.get(key) if isinstance(obj, Mapping) else None
+    return obj
 
 
-class InformativityRecord(TypedDict, total=False):
-    """One scored translator (the keys every reader may rely on)."""
+@dataclass(frozen=True, eq=False)
+class Record:
+    """One scored translator, as read back (`read`): what every reader asks of a record, by
+    accessor. The JSON layout is docs/architecture.md ("Metric records"); only this class and the
+    checks below spell its keys. Records of formats 1-3 read the same (format 4 renamed
+    `generator` to `translator`)."""
 
-    kind: str  # "informativity"
-    format_version: int
-    generator: dict[str, Any]  # path, sha256, kind, epoch, embedding_dim, run (+ plugin's keys)
-    run: str | None
-    epoch: int | None
-    d_update: bool | None
-    protocol: dict[str, str]  # name, version, fingerprint
-    store: dict[str, Any]  # path, hash, split_policy, leaky, protocol
-    split: str
-    seed: int
-    samples: int
-    classifiers: dict[str, Any]  # path, sha256, source, protocol, store_hash, class_match
-    bootstrap: dict[str, Any]
-    classes: dict[str, ClassResult]
-    mean: dict[str, Any]
-    mean_all_classes: dict[str, Any]
-    untrained_classes: list[str]
-    num_sounds: int
-    decisions: dict[str, Any] | None  # per-image decisions, packed (`encode_decisions`): paired tests
-    sample_sheet: str | None
-    code_version: str
-    created: str
-    seconds: float | None
+    data: Mapping[str, Any] = field(repr=False)  # the JSON object as written, never changed
+    source: str = ""  # "<file name>:<line>", for messages
+
+    # -- what was scored --------------------------------------------------------------------------
+    @property
+    def translator(self) -> Mapping[str, Any]:
+        """path, sha256, kind, epoch, embedding_dim, run, plugin, inputs, native_size (+ a loader's keys)."""
+        return self.data.get("translator") or self.data.get("generator") or {}
+
+    @property
+    def translator_kind(self) -> str | None:
+        return self.translator.get("kind")
+
+    @property
+    def translator_name(self) -> str | None:
+        """A reference translator's or plugin's own name, if it has one."""
+        return self.translator.get("name")
+
+    @property
+    def translator_path(self) -> str | None:
+        return self.translator.get("path")
+
+    @property
+    def translator_sha256(self) -> str | None:
+        return self.translator.get("sha256")
+
+    @property
+    def embedding_dim(self) -> int | None:
+        dim = self.translator.get("embedding_dim")
+        return dim if isinstance(dim, int) and not isinstance(dim, bool) else None
+
+    @property
+    def run(self) -> str:
+        """The run the record belongs to: its `run`, else the translator's, else the run folder of
+        its checkpoint path (`RUN/checkpoints/generator-E.pt`), else the file's stem."""
+        for name in (self.data.get("run"), self.translator.get("run")):
+            if name:
+                return str(name)
+        return run_of_checkpoint(str(self.translator_path or "unnamed"))
+
+    @property
+    def epoch(self) -> int | None:
+        return self.data.get("epoch")
+
+    @property
+    def d_update(self) -> bool | None:
+        d = self.data.get("d_update")
+        return None if d is None else bool(d)
+
+    # -- how it was scored ------------------------------------------------------------------------
+    @property
+    def split(self) -> str | None:
+        return self.data.get("split")
+
+    @property
+    def seed(self) -> int | None:
+        return self.data.get("seed")
+
+    @property
+    def samples(self) -> int | None:
+        return self.data.get("samples")
+
+    @property
+    def protocol(self) -> Mapping[str, Any]:
+        """name, version, fingerprint."""
+        return self.data.get("protocol") or {}
+
+    @property
+    def store(self) -> Mapping[str, Any]:
+        """path, hash, split_policy, leaky, protocol."""
+        return self.data.get("store") or {}
+
+    @property
+    def store_hash(self) -> str | None:
+        return self.store.get("hash")
+
+    @property
+    def split_policy(self) -> str | None:
+        return self.store.get("split_policy")
+
+    @property
+    def leaky(self) -> bool:
+        return bool(self.store.get("leaky"))
+
+    @property
+    def classifiers(self) -> Mapping[str, Any]:
+        """path, sha256, source, protocol, store_hash, class_match."""
+        return self.data.get("classifiers") or {}
+
+    @property
+    def classifiers_sha256(self) -> str | None:
+        return self.classifiers.get("sha256")
+
+    @property
+    def series_key(self) -> tuple:
+        """What must agree for records to form one series (`SERIES_FIELDS`): the classifiers,
+        store, split, seed, samples and protocol."""
+        return (self.classifiers_sha256, self.store_hash, self.split, self.seed, self.samples,
+                self.protocol.get("fingerprint"))
+
+    @property
+    def metrics(self) -> list[str]:
+        """The metrics scored (informativity, and the image metrics asked for)."""
+        return list(self.data.get("metrics") or ["informativity"])
+
+    @property
+    def num_sounds(self) -> int:
+        return int(self.data.get("num_sounds") or sum(int(self.cls(k).get("n_sounds") or 0) for k in self.class_keys))
+
+    @property
+    def seconds(self) -> float | None:
+        """How long the scoring took."""
+        return self.data.get("seconds")
+
+    @property
+    def code_version(self) -> str | None:
+        return self.data.get("code_version")
+
+    @property
+    def sample_sheet(self) -> str | None:
+        return self.data.get("sample_sheet")
+
+    # -- the numbers ------------------------------------------------------------------------------
+    @property
+    def class_keys(self) -> list[str]:
+        """The classes the record has, in its (the protocol's) order."""
+        return list(self.data["classes"])
+
+    def cls(self, class_key: str) -> Mapping[str, Any]:
+        """One class's results (n_sounds, n_images, raw_share, raw_ci, corrected_share,
+        corrected_ci, sensitivity, specificity, class_match_rate, true_share, ...); {} if absent."""
+        return self.data["classes"].get(class_key) or {}
+
+    def share(self, class_key: str, measure: str = "raw_share") -> float | None:
+        v = self.cls(class_key).get(measure)
+        return None if v is None else float(v)
+
+    def mean(self, measure: str = "raw_share") -> float | None:
+        """The mean over the scored classes; the judge's truth falls back on the mean over every
+        class (`mean_all_classes`) when the scored classes have none."""
+        v = _dig(self.data, "mean", measure)
+        if v is None and measure == "true_share":
+            v = _dig(self.data, "mean_all_classes", measure)
+        return None if v is None else float(v)
+
+    def mean_all_classes(self, measure: str = "true_share") -> float | None:
+        """The mean over every class of the protocol (the scored classes' mean when the record has
+        no such mean): what image-set metrics, which see every class, are compared with."""
+        v = _dig(self.data, "mean_all_classes", measure)
+        if v is None:
+            v = _dig(self.data, "mean", measure)
+        return None if v is None else float(v)
+
+    def mean_result(self) -> dict[str, Any]:
+        """The means block as written (raw_share, corrected_share, corrected_ci, class_match_rate,
+        true_share, classes)."""
+        return dict(self.data.get("mean") or {})
+
+    def mean_ci(self, measure: str = "corrected_share") -> list[float] | None:
+        """The interval of a mean (the corrected share's, where the record has one)."""
+        return _dig(self.data, "mean", "corrected_ci") if measure == "corrected_share" else None
+
+    def has_measure(self, measure: str) -> bool:
+        return any(self.share(k, measure) is not None for k in self.class_keys)
+
+    @property
+    def image_metrics(self) -> Mapping[str, Any]:
+        """{metric: {value, ci, ...}, "extractor": ref, ...}; {} without image metrics."""
+        return self.data.get("image_metrics") or {}
+
+    def image_metric(self, name: str) -> float | None:
+        """The value of an image metric: "fid", "kid", "iis", "ais", or a PRDC part
+        ("precision", "recall", "density", "coverage")."""
+        v = _dig(self.image_metrics, "prdc", name, "value") if name in PRDC_PARTS else None
+        if v is None:
+            v = _dig(self.image_metrics, name, "value")
+        return None if v is None else float(v)
+
+    @property
+    def has_decisions(self) -> bool:
+        return bool(self.data.get("decisions"))
+
+    def image_metric_ci(self, name: str) -> list[float] | None:
+        """The bootstrap interval of an image-set metric ("fid", "kid", ...), or None."""
+        return _dig(self.image_metrics, name, "ci") or None
+
+    def image_metric_warning(self, name: str) -> str | None:
+        return _dig(self.image_metrics, name, "warning")
+
+    @property
+    def feature_space_name(self) -> str | None:
+        return _dig(self.image_metrics, "extractor", "name")
+
+    @property
+    def feature_space(self) -> str | None:
+        """What the image metrics were computed on (the extractor's identity): two records'
+        image metrics compare only when it is the same."""
+        return _dig(self.image_metrics, "extractor", "sha256")
+
+    def decisions(self) -> dict[str, Any] | None:
+        """{order, shape, informative, truth, class_match, iis} with (K, N) arrays (plan order:
+        class by class, `n_sounds` each), or None for a record without decisions (format 1-2)."""
+        return unpack_decisions(self.data.get("decisions"), self.source or "record")
+
+    def n_sounds(self, class_key: str) -> int:
+        return int(self.cls(class_key).get("n_sounds") or 0)
+
+    def n_images(self, class_key: str) -> int:
+        return int(self.cls(class_key).get("n_images") or 0)
+
+    @property
+    def total_images(self) -> int:
+        """Every scored image, over every class (what the judge saw)."""
+        return sum(self.n_images(k) for k in self.class_keys)
+
+    def class_slices(self, class_keys=None) -> dict[str, slice]:
+        """Each class's positions in the decisions: class by class, `n_sounds` each, in the order
+        of `class_keys` (default: the record's, which is the protocol's)."""
+        out, start = {}, 0
+        for k in (self.class_keys if class_keys is None else class_keys):
+            n = self.n_sounds(k)
+            out[k] = slice(start, start + n)
+            start += n
+        return out
+
+    def to_dict(self) -> dict[str, Any]:
+        """The record as written (for `--json` and for writing it again)."""
+        return dict(self.data)
 
 
 # -- writing ---------------------------------------------------------------------------------------
@@ -83,23 +291,24 @@ def _lock_path(path: Path) -> Path:
 
 
 def checksum(record: Mapping[str, Any]) -> str:
-    """sha256 of a record's canonical JSON (without its own checksum): a record edited after it
-    was written no longer matches and is refused by `read`."""
-    body = {k: v for k, v in record.items() if k not in ("checksum", "_source")}
+    """sha256 of a record's canonical JSON (without its own checksum): a record damaged after it
+    was written no longer matches and is refused by `read`. Unkeyed: anyone can recompute it, so
+    it detects corruption, not tampering."""
+    body = {k: v for k, v in record.items() if k != "checksum"}
     return hashlib.sha256(json.dumps(to_jsonable(body), sort_keys=True, separators=(",", ":")).encode()).hexdigest()
 
 
 APPEND_WAIT_S = 120.0
 
 
-def append(path: str | Path, record: Mapping[str, Any]) -> None:
+def append(path: str | Path, record: Mapping[str, Any] | Record) -> None:
     """Append one record as one line, under the file's lock (`fileio.append_line`: never through
     a link; a last line cut by a crash is moved to `<file>.cut-N` first, with a warning)."""
     path = Path(path)
     if path.exists() and not path.is_file():
         raise UserError(f"{path}: exists and is not a file; give --out a .jsonl file path")
     path.parent.mkdir(parents=True, exist_ok=True)
-    record = to_jsonable(dict(record))
+    record = to_jsonable(record.to_dict() if isinstance(record, Record) else dict(record))
     record["checksum"] = checksum(record)
     line = (json.dumps(record, sort_keys=False) + "\n").encode("utf-8")
     # one line under the lock: a concurrent writer (another shard, another run) waits its turn
@@ -107,7 +316,7 @@ def append(path: str | Path, record: Mapping[str, Any]) -> None:
         append_line(path, line)  # never through a link; a line cut by a crash is set aside first
 
 
-def extend(path: str | Path, new: Iterable[Mapping[str, Any]]) -> int:
+def extend(path: str | Path, new: Iterable[Mapping[str, Any] | Record]) -> int:
     """Add several records at once, atomically: under the file's lock, the old lines plus the new
     go to a temporary file that replaces the records file (a crash leaves the old file or the new
     one, never half). A record already in the file (the same checksum) is not added twice, so a
@@ -120,7 +329,7 @@ def extend(path: str | Path, new: Iterable[Mapping[str, Any]]) -> int:
         have = {r.get("checksum") for _, r in _lines(path, follow_links=False)} if old else set()
         lines = []
         for r in new:
-            r = to_jsonable({k: v for k, v in r.items() if k not in ("checksum", "_source")})
+            r = to_jsonable({k: v for k, v in (r.to_dict() if isinstance(r, Record) else r).items() if k != "checksum"})
             r["checksum"] = checksum(r)
             if r["checksum"] not in have:
                 have.add(r["checksum"])
@@ -161,8 +370,8 @@ def _lines(path: Path, follow_links: bool = True) -> list[tuple[int, Any]]:
             out.append((i, json.loads(line)))
         except json.JSONDecodeError:
             if cut and i == len(lines):
-                print(f"warning: {path}: line {i} was cut by an interrupted write and is not a whole record; skipped "
-                      f"(the next `s2i-bench score` into this file moves it to {path.name}.cut-N)", file=sys.stderr)
+                logger.warning("%s: line %d was cut by an interrupted write and is not a whole record; skipped (the "
+                               "next `s2i-bench score` into this file moves it to %s.cut-N)", path, i, path.name)
                 continue
             raise UserError(f"{path}: line {i} is not valid JSON; not a metric record file written by "
                             "`s2i-bench score`") from None
@@ -189,13 +398,13 @@ def check(r: Any, where: str) -> dict:
         for m in MEASURES:
             if not _share_ok(c.get(m)):
                 raise UserError(f"{where}: classes.{key}.{m} = {c.get(m)!r} is not a share in [0, 1]")
-        for field in ("corrected_ci", "corrected_ci_lr", "corrected_ci_bootstrap"):
-            ci = c.get(field)
+        for name in ("corrected_ci", "corrected_ci_lr", "corrected_ci_bootstrap"):
+            ci = c.get(name)
             if ci is not None and (not isinstance(ci, list) or len(ci) != 2 or not all(_share_ok(b) for b in ci)):
-                raise UserError(f"{where}: classes.{key}.{field} = {ci!r} is not an interval in [0, 1]")
-    for field in ("store", "classifiers", "generator", "protocol"):
-        if r.get(field) is not None and not isinstance(r[field], dict):
-            raise UserError(f"{where}: '{field}' is not an object")
+                raise UserError(f"{where}: classes.{key}.{name} = {ci!r} is not an interval in [0, 1]")
+    for name in ("store", "classifiers", "generator", "translator", "protocol"):
+        if r.get(name) is not None and not isinstance(r[name], dict):
+            raise UserError(f"{where}: '{name}' is not an object")
     if "checksum" not in r and version >= CHECKSUM_SINCE:
         raise UserError(f"{where}: no checksum; every record of format {CHECKSUM_SINCE} or later carries one (it was "
                         f"removed, or the record was not written by `s2i-bench score`)")
@@ -227,7 +436,7 @@ def cross_check(r: Mapping[str, Any], where: str) -> None:
     if isinstance(mean, dict):
         keys = mean.get("classes") if isinstance(mean.get("classes"), list) else list(classes)
         for m in MEASURES:
-            vals = [(classes.get(k) or {}).get(m) for k in keys]
+            vals = [_dig(classes, k, m) for k in keys]
             if mean.get(m) is None or not vals or any(v is None for v in vals):
                 continue
             if abs(float(mean[m]) - float(np.mean(vals))) > 1e-9:
@@ -241,7 +450,7 @@ def _check_against_decisions(r: Mapping[str, Any], where: str) -> None:
     class by class in the record's class order, `n_sounds` each)."""
     if not r.get("decisions"):
         return
-    d = decisions({**r, "_source": where})
+    d = unpack_decisions(r.get("decisions"), where)
     k, n = d["shape"]
     classes = r["classes"]
     sizes = [(key, c.get("n_sounds")) for key, c in classes.items()]
@@ -251,21 +460,21 @@ def _check_against_decisions(r: Mapping[str, Any], where: str) -> None:
     start = 0
     for key, size in sizes:
         c = classes[key]
-        for field, measure in (("informative", "raw_share"), ("truth", "true_share"), ("class_match", "class_match_rate")):
+        for part, measure in (("informative", "raw_share"), ("truth", "true_share"), ("class_match", "class_match_rate")):
             v = c.get(measure)
-            if v is None or d[field] is None or size == 0:
+            if v is None or d[part] is None or size == 0:
                 continue
-            actual = float(d[field][:, start:start + size].mean())
+            actual = float(d[part][:, start:start + size].mean())
             if abs(actual - float(v)) > 1e-9:
                 raise UserError(f"{where}: classes.{key}.{measure} = {v!r}, but its per-image decisions give "
                                 f"{actual!r}: the record was edited or damaged")
         start += size
 
 
-def read(path: str | Path, follow_links: bool = True) -> list[dict]:
-    """The informativity records of one records file, checked, in file order; each carries
-    `_source` ("<file name>:<line>"). Records of other kinds are skipped. `follow_links=False`
-    for files found inside a folder (a run folder's records): a link there is refused."""
+def read(path: str | Path, follow_links: bool = True) -> list[Record]:
+    """The informativity records of one records file, checked, in file order, each with its
+    source ("<file name>:<line>"). Records of other kinds are skipped. `follow_links=False` for
+    files found inside a folder (a run folder's records): a link there is refused."""
     path = Path(path)
     out = []
     for line, r in _lines(path, follow_links):
@@ -274,134 +483,5 @@ def read(path: str | Path, follow_links: bool = True) -> list[dict]:
         where = f"{path}: line {line}"
         if not isinstance(r, dict) or r.get("kind") != KIND:
             raise UserError(f"{where}: not an informativity record")
-        r = dict(check(r, where))
-        r["_source"] = f"{path.name}:{line}"
-        out.append(r)
-    return out
-
-
-# -- per-image decisions ---------------------------------------------------------------------------
-def _pack(bits: np.ndarray) -> str:
-    return base64.b64encode(np.packbits(np.asarray(bits, dtype=bool).ravel()).tobytes()).decode("ascii")
-
-
-def _unpack(text: str, shape: tuple[int, int], where: str) -> np.ndarray:
-    try:
-        raw = np.frombuffer(base64.b64decode(text.encode("ascii"), validate=True), dtype=np.uint8)
-    except (binascii.Error, ValueError, UnicodeEncodeError, AttributeError):
-        raise UserError(f"{where}: decisions are not base64 packed bits") from None
-    bits = np.unpackbits(raw)
-    size = shape[0] * shape[1]
-    if bits.size < size or bits.size - size >= 8:
-        raise UserError(f"{where}: decisions hold {bits.size} bits, expected {size}")
-    return bits[:size].reshape(shape).astype(bool)
-
-
-def encode_decisions(segment_ids, informative, truth=None, matched=None, iis=None) -> dict[str, Any]:
-    """The per-image decisions of a record: (K, N) bool arrays in the plan's order (class by
-    class, manifest order within a class), packed; `order` is the sha256 of the segment ids in
-    that order, so two records pair image for image only when it matches."""
-    informative = np.asarray(informative, dtype=bool)
-    order = hashlib.sha256("\n".join(map(str, segment_ids)).encode()).hexdigest()
-    out = {"order": order, "shape": list(informative.shape), "encoding": "base64 numpy.packbits, row-major (K, N)",
-           "informative": _pack(informative)}
-    out["truth"] = None if truth is None else _pack(truth)
-    out["class_match"] = None if matched is None else _pack(matched)
-    if iis is not None:  # per-image IIS ranks, k / 40 with 20 negatives: exact as bytes
-
-        out["iis_x40"] = base64.b64encode(np.round(np.asarray(iis) * 40).astype(np.uint8).tobytes()).decode("ascii")
-    return out
-
-
-def decisions(record: Mapping[str, Any]) -> dict[str, Any] | None:
-    """{order, informative, truth, class_match} with (K, N) bool arrays, or None for a record
-    without decisions (format 1-2)."""
-    d = record.get("decisions")
-    if not d:
-        return None
-    where = str(record.get("_source") or "record")
-    shape = d.get("shape")
-    if not (isinstance(shape, list) and len(shape) == 2 and all(isinstance(v, int) and v >= 0 for v in shape)):
-        raise UserError(f"{where}: decisions.shape {shape!r} is not [K, N]")
-    out = {"order": d.get("order"), "shape": tuple(shape)}
-    for field in ("informative", "truth", "class_match"):
-        out[field] = None if d.get(field) is None else _unpack(d[field], tuple(shape), f"{where}: decisions.{field}")
-    out["iis"] = None
-    if d.get("iis_x40"):
-        try:
-            raw = np.frombuffer(base64.b64decode(d["iis_x40"].encode("ascii"), validate=True), dtype=np.uint8)
-        except (binascii.Error, ValueError, AttributeError):
-            raise UserError(f"{where}: decisions.iis_x40 is not base64") from None
-        if raw.size != shape[0] * shape[1] or raw.max(initial=0) > 40:
-            raise UserError(f"{where}: decisions.iis_x40 holds {raw.size} values, expected {shape[0] * shape[1]} in 0..40")
-        out["iis"] = raw.reshape(tuple(shape)) / 40.0
-    return out
-
-
-# -- series --------------------------------------------------------------------------------------
-def series_key(r: Mapping[str, Any]) -> tuple:
-    """What must agree for records to form one series: the same classifiers, store, split,
-    seed, samples and protocol (`SERIES_FIELDS`)."""
-    return ((r.get("classifiers") or {}).get("sha256"), (r.get("store") or {}).get("hash"), r.get("split"),
-            r.get("seed"), r.get("samples"), (r.get("protocol") or {}).get("fingerprint"))
-
-
-def select(records: Iterable[Mapping[str, Any]], *, classifiers_sha256: str | None, store_hash: str, split: str,
-           seed: int, samples: int, protocol_fingerprint: str | None = None) -> list[dict]:
-    """The records scored with these classifiers on this store, split, seed and samples (and
-    protocol, when given)."""
-    wanted = (classifiers_sha256, store_hash, split, seed, samples)
-    return [dict(r) for r in records if r.get("kind") == KIND and series_key(r)[:5] == wanted
-            and protocol_fingerprint in (None, series_key(r)[5])]
-
-
-def last_per_epoch(records: Iterable[Mapping[str, Any]]) -> dict[int, Mapping[str, Any]]:
-    """epoch -> its record; an epoch scored twice (a resumed run): the last record wins."""
-    by_epoch: dict[int, Mapping[str, Any]] = {}
-    for r in records:
-        if r.get("epoch") is not None:
-            by_epoch[int(r["epoch"])] = r
-    return by_epoch
-
-
-def series_frame(records: Iterable[Mapping[str, Any]], class_keys: Sequence[str], *, measure: str = "raw_share",
-                 d_update_epochs: Iterable[int] | None = None, d_every_epochs: int | None = None):
-    """A per-epoch frame (epoch, d_update, <class keys>) of one measure. D-update epochs come from
-    `d_update_epochs` (the run's log.csv) when given, else from the records' `d_update`, else
-    from `d_every_epochs` (epoch % n == 0)."""
-    import pandas as pd
-
-    by_epoch = last_per_epoch(records)
-    known = set(int(e) for e in d_update_epochs) if d_update_epochs is not None else None
-    rows = []
-    for e in sorted(by_epoch):
-        r = by_epoch[e]
-        if known is not None:
-            d = e in known
-        elif r.get("d_update") is not None:
-            d = bool(r["d_update"])
-        elif d_every_epochs:
-            d = e % d_every_epochs == 0
-        else:
-            raise UserError(f"epoch {e}: no record of whether the discriminator was updated")
-        row = {"epoch": e, "d_update": int(d)}
-        for key in class_keys:
-            v = (r.get("classes") or {}).get(key, {}).get(measure)
-            row[key] = np.nan if v is None else float(v)
-        rows.append(row)
-    return pd.DataFrame(rows, columns=["epoch", "d_update", *class_keys])
-
-
-def summarise(records, protocol, *, d_update_epochs=None, measures: Sequence[str] = MEASURES) -> dict[str, Any]:
-    """The paper's series metrics of a run's records for each measure every record has:
-    {measure: summary (scoring.metrics.summarise_classes)}."""
-    out: dict[str, Any] = {}
-    keys = protocol.class_keys
-    for measure in measures:
-        df = series_frame(records, keys, measure=measure, d_update_epochs=d_update_epochs,
-                          d_every_epochs=protocol.training.d_every_epochs)
-        if df.empty or df[list(keys)].isna().all().all():
-            continue
-        summary, _ = metrics.summarise_frame(df, keys, protocol.metrics)
-        out[measure] = summary
+        out.append(Record(check(r, where), f"{path.name}:{line}"))
     return out

@@ -31,8 +31,9 @@ from s2i_bench.provenance import code_version, now_iso
 from s2i_bench.runs import checkpoint_epoch
 from s2i_bench.scoring import image_metrics as IM
 from s2i_bench.scoring import metrics as M
-from s2i_bench.scoring import records, shards
+from s2i_bench.scoring import records, series, shards
 from s2i_bench.scoring.collect import Outcomes, Plan, collect, make_plan
+from s2i_bench.scoring.decisions import encode_decisions
 from s2i_bench.scoring.features import cached_real_features, domain_extractor
 from s2i_bench.scoring.sheets import sheet_key, sheet_name, write_sheet
 from s2i_bench.seeding import item_seed
@@ -122,12 +123,12 @@ def make_record(*, info: dict, numbers: dict, plan: Plan, protocol, store, bundl
     bundle_path = Path(getattr(bundle, "path", "")) if getattr(bundle, "path", None) else None
     card = getattr(bundle, "card", {}) or {}
     core = ("path", "sha256", "kind", "epoch", "embedding_dim", "run")
-    generator = {k: info.get(k) for k in core} | {k: v for k, v in info.items() if k not in core}
-    generator.setdefault("inputs", list(translator_inputs))
-    generator.setdefault("native_size", list(native_size) if native_size else None)
+    translator = {k: info.get(k) for k in core} | {k: v for k, v in info.items() if k not in core}
+    translator.setdefault("inputs", list(translator_inputs))
+    translator.setdefault("native_size", list(native_size) if native_size else None)
     return {
         "kind": records.KIND, "format_version": records.FORMAT_VERSION,
-        "generator": generator,
+        "translator": translator,
         "run": run if run is not None else info.get("run"),
         "epoch": None if epoch is None else int(epoch),
         "d_update": None if d_update is None else bool(d_update),
@@ -153,9 +154,9 @@ def score_translator(translator, store, bundle, *, protocol, split: str = "test"
                      batch_size: int = 256, device="cpu", epoch: int | None = None, d_update: bool | None = None,
                      run: str | None = None, generator_info: dict | None = None,
                      sample_sheet: str | Path | None = None, only_rows=None, metrics=None, extractor=None,
-                     ais=None) -> dict[str, Any]:
+                     ais=None) -> records.Record:
     """Score one translator on the `split` sounds of `store` with the classifiers of `bundle`;
-    returns the record (the caller appends it with `records.append`).
+    returns its record (the caller appends it with `records.append`).
 
     epoch, d_update, run: what the record says about where the translator comes from (the
         training loop passes them); d_update defaults to epoch % d_every_epochs == 0.
@@ -204,7 +205,7 @@ def score_translator(translator, store, bundle, *, protocol, split: str = "test"
     if sample_sheet is not None and outcomes.sheet_images:
         record["sample_sheet"] = str(write_sheet(sample_sheet, plan, outcomes.sheet_images, store, class_keys))
     record["seconds"] = round(time.perf_counter() - started, 4)
-    return record
+    return records.Record(record)
 
 
 def _decisions(outcomes: Outcomes, plan: Plan, iis=None) -> dict:
@@ -212,7 +213,7 @@ def _decisions(outcomes: Outcomes, plan: Plan, iis=None) -> dict:
     matched = None
     if outcomes.predicted is not None:
         matched = outcomes.predicted == plan.class_index[None, :]  # (K, N)
-    return records.encode_decisions(plan.segment_ids, outcomes.informative, outcomes.truth, matched, iis)
+    return encode_decisions(plan.segment_ids, outcomes.informative, outcomes.truth, matched, iis)
 
 
 IMAGE_METRICS = ("fid", "kid", "prdc", "iis", "ais")
@@ -266,7 +267,7 @@ def image_metrics(outcomes: Outcomes, plan: Plan, store, extractor, which, proto
 # -- every checkpoint of a run --------------------------------------------------------------------
 def score_checkpoints(run, store, bundle, *, protocol, split: str, seed: int, samples: int, batch_size: int,
                       device="cpu", out: Path | None = None, sheets: str = "last", translator_options=None,
-                      only_missing: bool = True, metrics=None, extractor=None, ais=None) -> tuple[list[dict], list[Path]]:
+                      only_missing: bool = True, metrics=None, extractor=None, ais=None) -> tuple[list[records.Record], list[Path]]:
     """Score the checkpoints of `run` (a RunFolder) that have no record in `out` (default: the
     run's records file) for these classifiers, store, split, seed and samples; append one record
     each. `sheets`: which checkpoints save a sample sheet: "last", "first-last" or "none".
@@ -285,11 +286,11 @@ def score_checkpoints(run, store, bundle, *, protocol, split: str, seed: int, sa
                seed=seed, samples=samples)
     check_writable(out, "score")  # before the work, not after it
     # the file this run appends to: never read (or written) through a link
-    existing = records.select(records.read(out, follow_links=False), **key) if out.is_file() or out.is_symlink() else []
+    existing = series.select(records.read(out, follow_links=False), **key) if out.is_file() or out.is_symlink() else []
     wanted = set(check_metrics(metrics))
     # a record counts as done only when it has every metric asked for now
-    complete = [r for r in existing if wanted <= set(r.get("metrics") or ["informativity"])]
-    done = set(records.last_per_epoch(complete)) if only_missing else set()
+    complete = [r for r in existing if wanted <= set(r.metrics)]
+    done = set(series.last_per_epoch(complete)) if only_missing else set()
 
     todo = [p for p in checkpoints if checkpoint_epoch(p) not in done]
     with_sheet = {"last": {checkpoints[-1]}, "first-last": {checkpoints[0], checkpoints[-1]}, "none": set()}[sheets]
@@ -319,7 +320,6 @@ def score_checkpoints(run, store, bundle, *, protocol, split: str, seed: int, sa
         if shard.rank == 0:
             shards.merge_partials(out)
         shard.barrier()
-        new = [r for r in records.select(records.read(out), **key)
-               if r.get("epoch") in {checkpoint_epoch(p) for p in todo}]
-    scored = list(records.last_per_epoch(existing + new).values())
-    return sorted(scored, key=lambda r: r["epoch"]), todo
+        new = [r for r in series.select(records.read(out), **key) if r.epoch in {checkpoint_epoch(p) for p in todo}]
+    scored = list(series.last_per_epoch(existing + new).values())
+    return sorted(scored, key=lambda r: r.epoch), todo

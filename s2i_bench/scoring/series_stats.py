@@ -21,27 +21,15 @@ from typing import Any
 
 import numpy as np
 
-from s2i_bench.scoring import records as R
 from s2i_bench.scoring.metrics import moving_average, replace_post_update, series_metrics_columns
+from s2i_bench.scoring.records import Record
+from s2i_bench.scoring.series import d_update_flags, last_per_epoch, series_frame
 
 SOURCES = {"raw_share": "informative", "true_share": "truth"}
 
 
-def _by_epoch(records) -> dict[int, dict]:
-    return {e: r for e, r in R.last_per_epoch(records).items() if r.get("decisions")}
-
-
-def _d_flags(epochs, by_epoch, d_update_epochs, d_every: int) -> np.ndarray:
-    known = set(d_update_epochs) if d_update_epochs is not None else None
-    out = []
-    for e in epochs:
-        if known is not None:
-            out.append(e in known)
-        elif by_epoch[e].get("d_update") is not None:
-            out.append(bool(by_epoch[e]["d_update"]))
-        else:
-            out.append(e % d_every == 0)
-    return np.array(out, dtype=bool)
+def _by_epoch(records) -> dict[int, Record]:
+    return {e: r for e, r in last_per_epoch(records).items() if r.has_decisions}
 
 
 def series_intervals(records, class_keys, protocol, d_update_epochs=None, *, n_boot: int | None = None,
@@ -56,21 +44,17 @@ def series_intervals(records, class_keys, protocol, d_update_epochs=None, *, n_b
     n_boot = n_boot or spec.bootstrap_samples
     epochs = sorted(by_epoch)
     ep = np.array(epochs)
-    flags = _d_flags(epochs, by_epoch, d_update_epochs, protocol.training.d_every_epochs)
+    flags = d_update_flags(epochs, by_epoch, d_update_epochs, protocol.training.d_every_epochs)
     first = by_epoch[epochs[0]]
-    order = R.decisions(first)["order"]
+    order = first.decisions()["order"]
     decoded = {}
     for e in epochs:
-        d = R.decisions(by_epoch[e])
+        d = by_epoch[e].decisions()
         if d["order"] != order:
             return {}  # epochs scored on other sounds: no paired resampling
         decoded[e] = d
     rng = np.random.default_rng(seed)
-    start, slices = 0, {}
-    for k in class_keys:
-        n = int((first["classes"].get(k) or {}).get("n_sounds") or 0)
-        slices[k] = slice(start, start + n)
-        start += n
+    slices = first.class_slices(class_keys)
     weights = {k: rng.multinomial(sl.stop - sl.start, np.full(sl.stop - sl.start, 1 / max(sl.stop - sl.start, 1)),
                                   size=n_boot) / max(sl.stop - sl.start, 1) for k, sl in slices.items()}
     alpha = (1 - spec.confidence) / 2
@@ -103,8 +87,8 @@ def _interval(values: np.ndarray, alpha: float) -> list[float] | None:
 
 
 def _replaced_series(records, class_keys, protocol, measure, d_update_epochs):
-    frame = R.series_frame(records, class_keys, measure=measure, d_update_epochs=d_update_epochs,
-                           d_every_epochs=protocol.training.d_every_epochs)
+    frame = series_frame(records, class_keys, measure=measure, d_update_epochs=d_update_epochs,
+                         d_every_epochs=protocol.training.d_every_epochs)
     if frame.empty:
         return None
     spec = protocol.metrics

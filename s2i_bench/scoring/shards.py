@@ -32,7 +32,7 @@ def merge_partials(out: Path) -> int:
     moved = []
     for p in parts:
         moved += records.read(p)
-    moved.sort(key=lambda r: (-1 if r.get("epoch") is None else r["epoch"], r.get("split") or ""))
+    moved.sort(key=lambda r: (-1 if r.epoch is None else r.epoch, r.split or ""))
     added = records.extend(out, moved)  # one atomic replace; records already there are not doubled
     for p in parts:
         p.unlink()

@@ -13,8 +13,9 @@ from s2i_bench.errors import UserError
 from s2i_bench.fileio import file_sha256
 from s2i_bench.informativity.bundle import load_bundle
 from s2i_bench.protocol import load_protocol, protocol_from_dict
-from s2i_bench.runs import RunFolder
+from s2i_bench.runs import RunFolder, is_run_folder
 from s2i_bench.scoring import records as R
+from s2i_bench.scoring.series import last_per_epoch
 
 # what must agree between the members of a group of seeds (everything else may differ)
 GROUP_KEYS = ("baseline", "protocol.fingerprint", "profile", "embedding_dim", "epochs", "batch_size", "store.hash")
@@ -27,7 +28,7 @@ class Member:
     name: str
     folder: Path | None
     options: dict
-    records: list[dict] = field(default_factory=list)
+    records: list[R.Record] = field(default_factory=list)
     d_update_epochs: list[int] | None = None
 
     @property
@@ -55,7 +56,7 @@ def _dig(d: dict, dotted: str):
 def member_from_folder(folder: Path) -> Member:
     run = RunFolder(folder)
     options = run.read_options()
-    recs = [r for p in sorted(folder.glob("metric-*.jsonl")) for r in R.read(p)]
+    recs = [r for p in run.record_files() for r in R.read(p, follow_links=False)]
     log_epochs = run.d_update_epochs() if run.log_path.is_file() else None
     return Member(folder.name, folder, options, recs, log_epochs)
 
@@ -69,15 +70,15 @@ def load_system(spec: str | Path) -> System:
         recs = R.read(path)
         if not recs:
             raise UserError(f"{path}: no informativity records")
-        names = sorted({str(r.get("run") or (r.get("generator") or {}).get("path")) for r in recs})
+        names = sorted({r.run for r in recs})
         if len(names) > 1:
             raise UserError(f"{path}: records of {len(names)} translators ({', '.join(names[:4])}); give one "
                             "translator's records (or its run folder)")
         return System(path.stem if path.stem != "metric-informativity" else path.parent.name,
                       [Member(names[0], None, {}, recs)])
-    if (path / "options.json").is_file():
+    if is_run_folder(path):
         return System(path.name, [member_from_folder(path)])
-    children = sorted(p for p in path.iterdir() if p.is_dir() and (p / "options.json").is_file())
+    children = sorted(p for p in path.iterdir() if p.is_dir() and is_run_folder(p))
     if not children:
         raise UserError(f"{path}: neither a run folder (options.json) nor a group of run folders (seed-S/)")
     members = [member_from_folder(p) for p in children]
@@ -100,7 +101,7 @@ def _check_group(path: Path, members: list[Member]) -> None:
 
 
 def _series_keys(m: Member, split: str) -> set[tuple]:
-    return {R.series_key(r) for r in m.records if r.get("split") == split and r.get("decisions")}
+    return {r.series_key for r in m.records if r.split == split and r.has_decisions}
 
 
 FIELDS = ("classifiers", "store", "split", "scoring seed", "samples", "protocol")
@@ -139,9 +140,9 @@ def common_series(systems: list[System], split: str, bundle_sha: str | None, sto
 
 
 # -- the decisions of one checkpoint --------------------------------------------------------------
-def _at_epoch(m: Member, key: tuple, epoch: int | None) -> dict:
-    recs = [r for r in m.records if R.series_key(r) == key]
-    by_epoch = R.last_per_epoch(recs)
+def _at_epoch(m: Member, key: tuple, epoch: int | None) -> R.Record:
+    recs = [r for r in m.records if r.series_key == key]
+    by_epoch = last_per_epoch(recs)
     if epoch is None:
         return recs[-1] if not by_epoch else by_epoch[max(by_epoch)]
     if epoch not in by_epoch:
@@ -151,16 +152,11 @@ def _at_epoch(m: Member, key: tuple, epoch: int | None) -> dict:
 
 
 def _epochs(m: Member, key: tuple) -> set[int]:
-    return set(R.last_per_epoch([r for r in m.records if R.series_key(r) == key]))
+    return set(last_per_epoch([r for r in m.records if r.series_key == key]))
 
 
-def _slices(record: dict, class_keys) -> dict[str, slice]:
-    out, start = {}, 0
-    for k in class_keys:
-        n = int((record["classes"].get(k) or {}).get("n_sounds") or 0)
-        out[k] = slice(start, start + n)
-        start += n
-    return out
+def _slices(record: R.Record, class_keys) -> dict[str, slice]:
+    return record.class_slices(class_keys)
 
 
 @dataclass
@@ -176,7 +172,7 @@ class Decisions:
 
 def decisions_at(system: System, key: tuple, epoch: int | None, class_keys) -> Decisions:
     recs = [_at_epoch(m, key, epoch) for m in system.members]
-    ds = [R.decisions(r) for r in recs]
+    ds = [r.decisions() for r in recs]
     orders = {d["order"] for d in ds}
     if len(orders) != 1:
         raise UserError(f"{system.name}: its members were scored on different sounds")
@@ -192,9 +188,9 @@ def named_bundle(systems: list[System], key: tuple):
     for s in systems:
         for m in s.members:
             for r in m.records:
-                if R.series_key(r) != key:
+                if r.series_key != key:
                     continue
-                path = (r.get("classifiers") or {}).get("path")
+                path = r.classifiers.get("path")
                 if path and Path(path).is_file() and file_sha256(Path(path)) == key[0]:
                     try:
                         return load_bundle(path), None
@@ -210,7 +206,7 @@ def protocol_of(systems: list[System]):
     m = systems[0].members[0]
     if m.options.get("protocol_full"):
         return protocol_from_dict(m.options["protocol_full"])
-    name = (m.records[0].get("protocol") or {}).get("name") if m.records else None
+    name = m.records[0].protocol.get("name") if m.records else None
     if not name:
         raise UserError("cannot tell the protocol of the records; pass --data STORE")
     return load_protocol(name)
