@@ -10,26 +10,23 @@ that tracks the truth has a negative correlation for them.
 
 from __future__ import annotations
 
+from typing import Callable
+
 import numpy as np
 
 from s2i_bench.report.figures import COLUMN_IN, FULL_IN, _figure
 from s2i_bench.report.tables import Column, Table, pct
+from s2i_bench.scoring import image_metrics as IM
 from s2i_bench.scoring.records import Record
 
-# (key, label, how to read it from a record, lower is better)
-METRICS = [
-    ("raw_share", "informativity, raw", lambda r: r.mean("raw_share"), False),
-    ("corrected_share", "informativity, corrected", lambda r: r.mean("corrected_share"), False),
-    ("class_match_rate", "class-match rate", lambda r: r.mean("class_match_rate"), False),
-    ("fid", "FID", lambda r: r.image_metric("fid"), True),
-    ("kid", "KID", lambda r: r.image_metric("kid"), True),
-    ("precision", "precision", lambda r: r.image_metric("precision"), False),
-    ("recall", "recall", lambda r: r.image_metric("recall"), False),
-    ("density", "density", lambda r: r.image_metric("density"), False),
-    ("coverage", "coverage", lambda r: r.image_metric("coverage"), False),
-    ("iis", "IIS", lambda r: r.image_metric("iis"), False),
-    ("ais", "AIS", lambda r: r.image_metric("ais"), False),
-]
+def metric_readers() -> list[tuple[str, str, Callable[[Record], float | None], bool]]:
+    """(key, label, how to read it from a record, lower is better) for every number the registry's
+    metrics report (`scoring.image_metrics`): informativity's raw, corrected and class-match means,
+    then each image-set metric's values."""
+    out = [(v.key, v.label, lambda r, key=v.key: r.mean(key), v.lower_is_better)
+           for v in IM.get(IM.registry.INFORMATIVITY).value_list()]
+    out += [(v.key, v.label, lambda r, key=v.key: r.image_metric(key), v.lower_is_better) for _, v in IM.values()]
+    return out
 
 
 def _truth(record: Record):
@@ -53,7 +50,7 @@ def correlation_with_truth(runs, references=(), n_boot: int = 1000, seed: int = 
     boots = [rng.integers(0, len(recs), len(recs)) for _ in range(n_boot)]
     a = (1 - confidence) / 2
     out = []
-    for key, label, get, lower in METRICS:
+    for key, label, get, lower in metric_readers():
         values = np.array([np.nan if get(r) is None else get(r) for r in recs], dtype=float)
         ok = ~np.isnan(values)
         if ok.sum() < 5 or np.ptp(values[ok]) == 0 or np.ptp(truth[ok]) == 0:

@@ -23,7 +23,8 @@ from s2i_bench.runs import MAX_EPOCH, RunFolder
 from s2i_bench.scoring import metrics as M
 from s2i_bench.scoring import records, series
 from s2i_bench.scoring.features import audio_encoder, program_extractor
-from s2i_bench.scoring.score import check_metrics, score_checkpoints, score_translator
+from s2i_bench.scoring.image_metrics import check_metrics, image_metrics, needing
+from s2i_bench.scoring.score import score_checkpoints, score_translator
 from s2i_bench.scoring.sheets import sheet_key, sheet_name
 from s2i_bench.translators import load_translator
 from s2i_bench.translators.folder import load_folder, looks_like_image_folder
@@ -144,18 +145,19 @@ def _metric_options(metrics, feature_extractor, ais_audio, ais_image, store, pro
     program = {"timeout_s": options.get("program_timeout"), "unconfined": bool(options.get("unconfined")),
                "memory_gib": options.get("program_memory")}
 
-    which = check_metrics([m for m in (metrics or "").split(",")] if isinstance(metrics, str) else metrics)
+    which = check_metrics(metrics)
     out: dict[str, Any] = {"metrics": which}
     if feature_extractor is not None:
-        if not any(m in which for m in ("fid", "kid", "prdc", "iis")):
-            raise UserError("--feature-extractor is for --metrics fid, kid, prdc or iis")
+        if not needing(which, "features"):
+            raise UserError(f"--feature-extractor is for the metrics computed on image features "
+                            f"({', '.join(m.name for m in image_metrics() if 'features' in m.needs)})")
 
         out["extractor"] = program_extractor(feature_extractor, **program)
-    if "ais" in which or ais_audio or ais_image:
+    if needing(which, "embeddings") or ais_audio or ais_image:
         if not (ais_audio and ais_image):
             raise UserError("AIS needs both encoders of your own: --ais-audio PROGRAM and --ais-image PROGRAM "
                             "(TorchScript or torch.export, each with its sidecar .json; see docs/metrics.md)")
-        if "ais" not in which:
+        if not needing(which, "embeddings"):
             raise UserError("--ais-audio / --ais-image are for --metrics ais")
 
         store.require_waveforms("AIS")

@@ -16,7 +16,6 @@ Per class, a record gives:
 
 from __future__ import annotations
 
-import difflib
 import sys
 import time
 from pathlib import Path
@@ -174,17 +173,17 @@ def score_translator(translator, store, bundle, *, protocol, split: str = "test"
     if len(plan.indices) == 0:
         raise UserError(f"{store.path}: no {split} sounds to score")
     judge = synth.judge if store.synthetic else None  # the synthetic world's ground truth
-    which = check_metrics(metrics)
-    needs_features = any(m in which for m in ("fid", "kid", "prdc", "iis"))
+    which = IM.check_metrics(metrics)
+    needs_features = bool(IM.needing(which, "features"))
     if needs_features and extractor is None:
         extractor = domain_extractor(bundle)
-    if "ais" in which and ais is None:
+    if IM.needing(which, "embeddings") and ais is None:
         raise UserError("--metrics ais needs an audio and an image encoder of your own (--ais-audio, --ais-image)")
     outcomes = collect(translator, store, bundle, plan, device=device, batch_size=batch_size, judge=judge,
                        keep_sheet=sample_sheet is not None, image_size=protocol.image.size,
                        where=str(info.get("path") or "translator"), extractor=extractor if needs_features else None,
-                       image_encoder=ais[0] if "ais" in which else None,
-                       audio_encoder=ais[1] if "ais" in which else None)
+                       image_encoder=ais[0] if IM.needing(which, "embeddings") else None,
+                       audio_encoder=ais[1] if IM.needing(which, "embeddings") else None)
     numbers = compute(outcomes, plan, bundle, protocol, class_keys)
     info |= dict(getattr(translator, "after_info", lambda: {})())  # what only translating showed
     if epoch is None:
@@ -216,52 +215,35 @@ def _decisions(outcomes: Outcomes, plan: Plan, iis=None) -> dict:
     return encode_decisions(plan.segment_ids, outcomes.informative, outcomes.truth, matched, iis)
 
 
-IMAGE_METRICS = ("fid", "kid", "prdc", "iis", "ais")
-METRIC_NAMES = ("informativity", *IMAGE_METRICS)
-
-
-def check_metrics(metrics) -> tuple[str, ...]:
-    """`--metrics` names, checked; informativity is always scored (it is the record)."""
-    out = []
-    for m in metrics or ("informativity",):
-        m = str(m).strip().lower()
-        if not m:
-            continue
-        if m not in METRIC_NAMES:
-            close = difflib.get_close_matches(m, METRIC_NAMES, n=1)
-            raise UserError(f"--metrics: unknown metric {m!r}" + (f"; did you mean {close[0]!r}?" if close else "")
-                            + f" (known: {', '.join(METRIC_NAMES)})")
-        out.append(m)
-    return tuple(dict.fromkeys(["informativity", *out]))
-
-
 def image_metrics(outcomes: Outcomes, plan: Plan, store, extractor, which, protocol, seed: int, ais_ref=None):
-    """(the record's `image_metrics`, per-image IIS (K, N) or None): FID, KID, PRDC, IIS and AIS of
-    the plan's images against the real frames of the same sounds, with bootstrap intervals."""
+    """(the record's `image_metrics`, per-image IIS (K, N) or None): every image-set metric of
+    `which` (the registry's, `scoring.image_metrics`) of the plan's images against the real frames
+    of the same sounds, with bootstrap intervals over one shared set of resamples."""
     k, n = plan.samples, len(plan.indices)
+    spec = protocol.metrics
+    metric_seed = item_seed(seed, "image-metrics")
+    real = fake = own_real = None
     out: dict[str, Any] = {}
-    per_iis = None
+    pairs: list = []
     if outcomes.features is not None:
-        real = cached_real_features(store, plan.indices, extractor)  # (N, D) the same sounds' real frames
-        fake = outcomes.features.reshape(k * n, -1)  # (K*N, D), draw-major like np.tile below
-        wanted = tuple(m for m in which if m in ("fid", "kid", "prdc", "iis"))
-        out = IM.summary(real, fake, own_real=np.tile(real, (k, 1)), which=wanted,
-                         replicates=protocol.metrics.image_metrics_bootstrap, seed=item_seed(seed, "image-metrics"),
-                         confidence=protocol.metrics.confidence)
+        real = cached_real_features(store, plan.indices, extractor).astype(np.float64)  # (N, D): the sounds' frames
+        fake = outcomes.features.reshape(k * n, -1).astype(np.float64)  # (K*N, D), draw-major like the tile below
+        own_real = np.tile(real, (k, 1))  # (K*N, D): each image's own segment's frame
+        out = {"n_real": int(len(real)), "n_generated": int(len(fake)), "dims": int(real.shape[1])}
+        rng = np.random.default_rng(metric_seed)
+        pairs = [(rng.integers(0, len(real), len(real)), rng.integers(0, len(fake), len(fake)))
+                 for _ in range(spec.image_metrics_bootstrap)]
+    inputs = IM.MetricInputs(real=real, fake=fake, own_real=own_real, pairs=pairs, samples=k, sounds=n,
+                             seed=metric_seed, base_seed=seed, replicates=spec.image_metrics_bootstrap,
+                             confidence=spec.confidence, audio=outcomes.audio,
+                             image_embeddings=outcomes.image_embeddings, audio_ref=ais_ref)
+    usable = [m for m in which if outcomes.features is not None or "features" not in IM.get(m).needs]
+    entries, per_image = IM.compute_all(usable, inputs)
+    out |= entries
+    if outcomes.features is not None:
         out["extractor"] = extractor.ref()
         out["real_reference"] = f"the real centre frames of the {n} scored {plan.split} sounds"
-        if "fid" in wanted and k * n < IM.FID_STABLE_IMAGES:
-            out["fid"]["warning"] = (f"{k * n} images: FID is biased upwards below about {IM.FID_STABLE_IMAGES} "
-                                     "(benchmarks/check_image_metrics.py); compare KID instead")
-        if "iis" in wanted:
-            per_iis = IM.iis(fake, np.tile(real, (k, 1)), seed=item_seed(seed, "image-metrics")).reshape(k, n)
-    if "ais" in which and outcomes.audio is not None and outcomes.image_embeddings is not None:
-        per = np.stack([IM.ais(outcomes.audio, outcomes.image_embeddings[d], seed=item_seed(seed, "ais") + d)
-                        for d in range(k)])  # (K, N)
-        out["ais"] = {"value": float(per.mean()), "chance": 0.5, "negatives": 20, "encoders": ais_ref,
-                      "ci": IM.bootstrap(lambda i: per[:, i].mean(), n, protocol.metrics.image_metrics_bootstrap,
-                                         item_seed(seed, "ais-bootstrap"), protocol.metrics.confidence)}
-    return out, per_iis
+    return out, per_image.get("iis")
 
 
 # -- every checkpoint of a run --------------------------------------------------------------------
@@ -287,7 +269,7 @@ def score_checkpoints(run, store, bundle, *, protocol, split: str, seed: int, sa
     check_writable(out, "score")  # before the work, not after it
     # the file this run appends to: never read (or written) through a link
     existing = series.select(records.read(out, follow_links=False), **key) if out.is_file() or out.is_symlink() else []
-    wanted = set(check_metrics(metrics))
+    wanted = set(IM.check_metrics(metrics))
     # a record counts as done only when it has every metric asked for now
     complete = [r for r in existing if wanted <= set(r.metrics)]
     done = set(series.last_per_epoch(complete)) if only_missing else set()
