@@ -41,7 +41,7 @@ from s2i_bench.protocol import load_protocol
 def make_store(path: Path, protocol, per_class: dict[str, int], seed: int = 0):
     import pandas as pd
 
-    from s2i_bench.data.store import write_store
+    from s2i_bench.data.store_write import write_store
 
     rng = np.random.default_rng(seed)
     rows = []
@@ -70,7 +70,7 @@ def make_checkpoints(folder: Path, protocol, store, n: int) -> list[Path]:
     for i in range(n):
         torch.manual_seed(i)
         ckpt = make_checkpoint(epoch=i, embedding_dim=f, spec=protocol.model, protocol_ref=protocol.ref(),
-                               store_ref=store.ref(), normalisation=store.meta["normalisation"],
+                               store_ref=store.ref(), normalisation=store.normalisation,
                                encoder=AudioEncoder(f, protocol.model), generator=DenseGenerator(f, protocol.model),
                                run="bench")
         paths.append(save_checkpoint(folder / "checkpoints" / f"generator-{i:06d}.pt", ckpt))

@@ -189,7 +189,7 @@ def time_prepare(world: Path, protocol, workers: int) -> dict:
     from s2i_bench.data.store import open_store
 
     s = open_store(out)
-    return {"workers": workers, "wall_s": round(wall, 2), "segments_before_balance": s.meta["split"]["segments_before_balance"],
+    return {"workers": workers, "wall_s": round(wall, 2), "segments_before_balance": s.split_info["segments_before_balance"],
             "segments": len(s)}
 
 

@@ -68,7 +68,7 @@ def child(world: str, out: str) -> None:
     n = len(open_store(out, verify=False))
     print(json.dumps({"peak_anon_mb": peak["anon"] / 1024, "anon_before_mb": base / 1024,
                       "peak_rss_mb": _status_kb("VmHWM") / 1024, "segments_in_store": n,
-                      "segments_before_balance": open_store(out, verify=False).meta["split"]["segments_before_balance"],
+                      "segments_before_balance": open_store(out, verify=False).split_info["segments_before_balance"],
                       "seconds": round(seconds, 1)}))
 
 

@@ -39,7 +39,7 @@ def make_store(path: Path, protocol, per_class: int, seed: int = 0):
     normalisation range)."""
     import pandas as pd
 
-    from s2i_bench.data.store import write_store
+    from s2i_bench.data.store_write import write_store
 
     rng = np.random.default_rng(seed)
     rows = []
@@ -128,7 +128,7 @@ def bench(protocol_name: str, per_class: int, device: str, repeats: int, tmp: Pa
 
     rows = store.split_indices("test")
     spec = normalise_log_mel(torch.from_numpy(np.asarray(store.spectrograms[rows], dtype=np.float32)).to(device),
-                             store.meta["normalisation"])
+                             store.normalisation)
     seeds = torch.arange(len(rows), dtype=torch.int64)
     from s2i_bench.translators import Batch
 

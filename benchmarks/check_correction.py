@@ -69,7 +69,7 @@ class DegradingTranslator:
 
         rows = store.split_indices("test")
         spec = normalise_log_mel(torch.from_numpy(np.asarray(store.spectrograms[rows], dtype=np.float32)),
-                                 store.meta["normalisation"])
+                                 store.normalisation)
         self.lookup = {self._key(s): r for s, r in zip(spec, rows)}
         self.store, self.target = store, target
         self.info = {"path": "degrading-translator (controlled)", "sha256": "-", "kind": "controlled",

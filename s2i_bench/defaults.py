@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from s2i_bench.errors import UserError
+from s2i_bench.runs import RECORDS, is_run_folder
 
 ENV = "S2I_BENCH_DEMO_WORK"
 BUILD_HINT = "`make demo` (or `s2i-bench demo`: about 10 minutes on 2 CPU cores)"
@@ -51,12 +52,12 @@ class Work:
     @property
     def references(self) -> Path:
         """Records of the reference translators (reference:real-frame, ...)."""
-        return self.root / "references" / "metric-informativity.jsonl"
+        return self.root / "references" / RECORDS
 
     @property
     def scores(self) -> Path:
         """Where a bare `score` of a plugin or a reference writes its record."""
-        return self.root / "scores" / "metric-informativity.jsonl"
+        return self.root / "scores" / RECORDS
 
     @property
     def full_report(self) -> Path:
@@ -97,8 +98,9 @@ def runs() -> list[Path]:
     """The default's run folders (the demo's and any trained on its store since)."""
     root = work().runs
     # runs/<name>/ or, for a group of seeds, runs/<name>/seed-<S>/
-    found = sorted({p.parent for pattern in ("*/options.json", "*/*/options.json") for p in root.glob(pattern)}
-                   if root.is_dir() else [])
+    candidates = [p for p in root.glob("*") if p.is_dir()] if root.is_dir() else []
+    candidates += [c for p in candidates for c in p.glob("*") if c.is_dir()]
+    found = sorted(p for p in candidates if is_run_folder(p))
     if not found:
         raise _missing("runs", root, "INPUTS")
     return found

@@ -219,6 +219,14 @@ def to_jsonable(obj: Any) -> Any:
     return obj
 
 
+def dig(obj: Any, *path: str) -> Any:
+    """obj[path[0]][path[1]]... of parsed JSON; None where a level is missing or not a mapping
+    (what `(x.get(a) or {}).get(b)` chains spelled out)."""
+    for key in path:
+        obj = obj.get(key) if isinstance(obj, dict) else None
+    return obj
+
+
 # -- hashing ----------------------------------------------------------------------------------
 def sha256_file(path: str | Path, chunk: int = 1 << 20) -> str:
     h = hashlib.sha256()

@@ -64,9 +64,7 @@ def _rank() -> int:
 def check_store_against_protocol(store, protocol) -> None:
     """Refuse a store whose features or classes differ from the protocol's, naming the first
     difference (training on other features would make the run's protocol a lie)."""
-    meta = store.meta
-    recorded = meta.get("features") or {}
-    full = meta.get("protocol_full") or {}
+    recorded, full = store.features, store.recorded_protocol
     proto = protocol.to_dict()
     for section in ("audio", "image"):
         theirs = recorded.get(section) or full.get(section) or {}
@@ -78,7 +76,7 @@ def check_store_against_protocol(store, protocol) -> None:
                     and math.isclose(float(theirs[key]), float(ours))):
                 raise UserError(f"{store.path}: made with {section}.{key} = {theirs[key]!r}, but protocol "
                                 f"{protocol.name!r} has {ours!r}; prepare the store with this protocol or pass "
-                                f"--protocol {meta.get('protocol', {}).get('name', '<the store protocol>')}")
+                                f"--protocol {store.protocol_ref.get('name', '<the store protocol>')}")
     store_classes = sorted(set(store.manifest["class"]))
     if store_classes != sorted(protocol.class_keys):
         raise UserError(f"{store.path}: classes {store_classes} differ from protocol {protocol.name!r} "

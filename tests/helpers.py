@@ -164,7 +164,7 @@ def make_fake_store(path: Path, protocol_name: str = "tiny", per_class: dict[str
     import pandas as pd
 
     from s2i_bench.protocol import load_protocol
-    from s2i_bench.data.store import write_store
+    from s2i_bench.data.store_write import write_store
 
     proto = load_protocol(protocol_name)
     per_class = per_class or {"train": 12, "val": 6, "test": 6}

@@ -16,7 +16,8 @@ from s2i_bench.data.dedup import (fingerprints, frame_hashes, near_duplicate_pai
                              video_groups)
 from s2i_bench.data.features import centre_square, log_mel_segments
 from s2i_bench.protocol import load_protocol
-from s2i_bench.data.store import open_store, write_store
+from s2i_bench.data.store import open_store
+from s2i_bench.data.store_write import write_store
 from s2i_bench.errors import UserError
 
 PROTO = load_protocol("tiny")

@@ -19,7 +19,8 @@ import pytest
 
 from faults import run_cli
 from s2i_bench.errors import UserError
-from s2i_bench.protocol import RANGES, Protocol, check_ranges, load_protocol
+from s2i_bench.protocol import Protocol, load_protocol
+from s2i_bench.protocol_ranges import RANGES, check_ranges
 from s2i_bench.scoring import records
 
 PROTO = load_protocol("tiny")

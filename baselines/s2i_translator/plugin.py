@@ -13,6 +13,7 @@ from typing import Any
 
 from s2i_bench.errors import UserError
 from s2i_bench.fileio import sha256_file
+from s2i_bench.runs import run_of_checkpoint
 from s2i_bench.safeload import load_weights_only
 from s2i_bench.translators import Loader, Plugin, Translator
 from s2i_translator.authors import (
@@ -43,7 +44,7 @@ def _is_checkpoint(path: Path, obj: Any) -> bool:
 def _load_checkpoint(path: Path, obj: Any, *, device: str = "cpu", options: dict | None = None) -> Translator:
     ckpt = read_checkpoint(path, obj)
     encoder, generator, _ = build_translator_modules(ckpt, str(path))
-    run = ckpt.get("run") or (path.parent.parent.name if path.parent.name == "checkpoints" else path.stem)
+    run = ckpt.get("run") or run_of_checkpoint(path)
     info = {"path": str(path), "sha256": sha256_file(path), "kind": "checkpoint", "epoch": int(ckpt["epoch"]),
             "embedding_dim": int(ckpt["embedding_dim"]), "run": str(run)}
     return translator_from_modules(encoder.to(device).eval(), generator.to(device).eval(), info, device)

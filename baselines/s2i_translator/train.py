@@ -317,7 +317,7 @@ def _autoencoder(run, store, protocol, options, train_idx, device: str, shard) -
                                             desc=f"{run.name}: autoencoder", source=str(store.path))
             atomic_torch_save(ae_file, make_autoencoder_checkpoint(
                 autoencoder=model, embedding_dim=f, spec=protocol.model, protocol_ref=protocol.ref(),
-                store_ref=store.ref(), normalisation=store.meta["normalisation"],
+                store_ref=store.ref(), normalisation=store.normalisation,
                 epochs=protocol.autoencoder.epochs, loss=loss, seed=options.seed))
     shard.barrier()
     autoencoder, _ = read_autoencoder(ae_file)
@@ -441,7 +441,7 @@ def _save_epoch(run, store, protocol, options, hooks, device, encoder, grid, sta
     if epoch % options.save_every == 0 or last:
         saved = save_checkpoint(run.checkpoint_path(epoch), make_checkpoint(
             epoch=epoch, embedding_dim=f, spec=protocol.model, protocol_ref=protocol.ref(), store_ref=store.ref(),
-            normalisation=store.meta["normalisation"], encoder=encoder, generator=state.G, run=run.name))
+            normalisation=store.normalisation, encoder=encoder, generator=state.G, run=run.name))
     if epoch % options.grid_every == 0 or last:
         save_grid(run.grid_path(epoch), encoder, state.G, grid["spec"], grid["real"], grid["seeds"],
                   grid["per_class"], device)

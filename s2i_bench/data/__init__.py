@@ -5,5 +5,5 @@
 - `extract`: decoding every source once, in worker processes, cached for --resume;
 - `splits`: video-disjoint splits, balance, the normalisation range;
 - `dedup`, `audit`: near-duplicate videos and the leakage audit;
-- `prepare`: the `prepare` command; `store`: the store format, `open_store` / `write_store`.
+- `prepare`: the `prepare` command; `store`: the store format, `open_store`; `store_write`: `write_store`.
 """

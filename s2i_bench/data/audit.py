@@ -93,7 +93,7 @@ def audit_store(store) -> dict:
     problems = store.problems if store.problems else store_problems(store, fresh=True)
     fp = fingerprints(store.spectrograms, store.frames, protocol.audio)
     report = audit_segments(store.manifest, fp, protocol)
-    meta_counts = store.meta.get("counts", {})
+    meta_counts = store.counts
     counts_agree = all(meta_counts.get(c, {}).get(s, 0) == n for c, d in report["counts"].items() for s, n in d.items())
     text = " ".join(p for _, p in problems)
     checks = {

@@ -89,8 +89,7 @@ def export_sounds(store_path, out, *, split: str = "test", audio_context_s: floa
         if have is None or audio_context_s > have + 1e-9:
             raise UserError(f"{store.path}: --audio-context-s {audio_context_s} needs a store prepared with a context "
                             f"of at least that long (this one has {'none' if have is None else f'{have:g} s'}); "
-                            f"rebuild it with `s2i-bench prepare {store.meta.get('source_root', 'VIDEOS')} --out "
-                            f"NEW_STORE --audio-context-s {audio_context_s:g}`")
+                            f"rebuild it with {store.rebuild_hint(f'--audio-context-s {audio_context_s:g}')}")
         context_n = int(round(audio_context_s * sr))
     out = Path(out)
     _check_out(out, overwrite)

@@ -25,9 +25,10 @@ from s2i_bench.data.dedup import fingerprints, near_duplicate_pairs, video_group
 from s2i_bench.data.discovery import discover
 from s2i_bench.data.extract import WAVEFORM_SCALE, check_cached_arrays, extract_all, load_cache, load_cache_meta
 from s2i_bench.data.splits import balance, fit_normalisation, group_list, random_split, table1_frame, video_split
-from s2i_bench.data.store import SPLITS, segment_id, write_store
+from s2i_bench.data.store import SPLITS, segment_id
+from s2i_bench.data.store_write import write_store
 from s2i_bench.errors import UserError
-from s2i_bench.fileio import atomic_write_json, release_pages, sha256_file, to_jsonable
+from s2i_bench.fileio import atomic_write_json, dig, release_pages, sha256_file, to_jsonable
 from s2i_bench.locks import exclusive_lock
 from s2i_bench.protocol import load_protocol
 from s2i_bench.publish import check_replaceable
@@ -183,7 +184,7 @@ def _segments(sources, caches, protocol, source: Path, audio_context_s: float = 
                                  "start_s": float(k) * protocol.data.segment_seconds, "source": src.rel})
                 used.append((src, len(starts)))
                 entry["segments"] = len(starts)
-                if (meta.get("info") or {}).get("dropped_segments"):
+                if dig(meta, "info", "dropped_segments"):
                     entry["dropped_segments"] = meta["info"]["dropped_segments"]
         elif src.path.is_file():
             try:

@@ -32,10 +32,8 @@ from typing import Any
 import numpy as np
 
 from s2i_bench.errors import UserError
-from s2i_bench.fileio import atomic_write_json, release_pages, remembered_digest, sha256_file
+from s2i_bench.fileio import dig, remembered_digest, sha256_file
 from s2i_bench.protocol import protocol_from_dict
-from s2i_bench.provenance import code_version, now_iso
-from s2i_bench.publish import built_aside, check_replaceable
 
 STORE_FORMAT = "s2i-bench-store"
 STORE_FORMAT_VERSION = 3  # 2: per-file hashes, the hash covers the protocol; 3: waveforms.npy (+ context)
@@ -95,6 +93,51 @@ class Store:
             self._protocol = protocol_from_dict(self.meta["protocol_full"])
         return self._protocol
 
+    @property
+    def protocol_ref(self) -> dict[str, str]:
+        """name, version, fingerprint of the protocol the store was made with."""
+        return dict(self.meta["protocol"])
+
+    @property
+    def recorded_protocol(self) -> dict[str, Any]:
+        """The whole protocol as store.json records it (`Protocol.to_dict()`)."""
+        return dict(self.meta.get("protocol_full") or {})
+
+    @property
+    def features(self) -> dict[str, Any]:
+        """What the arrays hold ({audio: ..., image: ..., waveforms: ...}), as prepare recorded it."""
+        return dict(self.meta.get("features") or {})
+
+    @property
+    def normalisation(self) -> dict[str, float]:
+        """{low, high, fitted_on, method}: the log-Mel range mapped to [-1, 1] (`normalise`)."""
+        return dict(self.meta["normalisation"])
+
+    @property
+    def split_info(self) -> dict[str, Any]:
+        """{policy, seed, ratios, balance, leaky, segments_before_balance, near_duplicates}."""
+        return dict(self.meta["split"])
+
+    @property
+    def counts(self) -> dict[str, dict[str, int]]:
+        """Segments per class and split (from store.json; older stores: counted from the manifest)."""
+        recorded = self.meta.get("counts")
+        if recorded:
+            return {c: dict(d) for c, d in recorded.items()}
+        counts: dict[str, dict[str, int]] = {}
+        for (cls, split), n in self.manifest.groupby(["class", "split"]).size().items():
+            counts.setdefault(cls, {})[split] = int(n)
+        return counts
+
+    @property
+    def source_root(self) -> str | None:
+        """The folder (or manifest) the store was prepared from."""
+        return self.meta.get("source_root")
+
+    def rebuild_hint(self, *options: str) -> str:
+        """The command that rebuilds this store from its sources (with `options`)."""
+        return " ".join(["`s2i-bench prepare", str(self.source_root or "VIDEOS"), "--out NEW_STORE", *options]) + "`"
+
     def ref(self) -> dict[str, Any]:
         """What a result records about the data it used."""
         return {
@@ -102,7 +145,7 @@ class Store:
             "hash": self.store_hash,
             "split_policy": self.split_policy,
             "leaky": self.leaky,
-            "protocol": self.meta["protocol"],
+            "protocol": self.protocol_ref,
         }
 
     # -- access ---------------------------------------------------------------------------
@@ -154,12 +197,11 @@ class Store:
     def require_waveforms(self, who: str = "this command") -> None:
         if self.waveforms is None:
             raise UserError(f"{self.path}: this store keeps no audio (store format {self.format_version}; audio came "
-                            f"with format 3) and {who} needs the waveforms; rebuild it with `s2i-bench prepare "
-                            f"{self.meta.get('source_root', 'VIDEOS')} --out NEW_STORE`")
+                            f"with format 3) and {who} needs the waveforms; rebuild it with {self.rebuild_hint()}")
 
     def normalise(self, log_mel: np.ndarray) -> np.ndarray:
         """Log-Mel values -> network input in [-1, 1] with the range fitted on the train split."""
-        return normalise_log_mel(log_mel, self.meta["normalisation"])
+        return normalise_log_mel(log_mel, self.normalisation)
 
 
 def normalise_log_mel(log_mel, normalisation: dict[str, float]):
@@ -185,7 +227,7 @@ def content_hash(meta: dict[str, Any], file_hashes: dict[str, str]) -> str:
     norm = meta.get("normalisation") or {}
     split = meta.get("split") or {}
     blob = {"format_version": 2, "files": dict(sorted(file_hashes.items())),
-            "protocol": (meta.get("protocol") or {}).get("fingerprint"),
+            "protocol": dig(meta, "protocol", "fingerprint"),
             "normalisation": [norm.get("low"), norm.get("high")] if isinstance(norm, dict) else norm,
             "split": {k: split.get(k) for k in ("policy", "seed", "ratios", "balance", "leaky")}
             if isinstance(split, dict) else split,
@@ -418,82 +460,3 @@ def _hash_problems(store: Store, fresh: bool = False) -> list[tuple[str, str]]:
         out.append((str(path / "store.json"), f"store_hash {claimed!r} does not match the store's content ({actual}): "
                                               "a file or store.json was edited"))
     return out
-
-
-def _save_rows(path: Path, source: np.ndarray, rows: np.ndarray, block: int = 1024, check_finite: bool = False) -> None:
-    """`source[rows]` as a .npy file (the bytes `np.save` writes), copied in blocks of rows."""
-    out = np.lib.format.open_memmap(path, mode="w+", dtype=source.dtype, shape=(len(rows), *source.shape[1:]))
-    for i in range(0, len(rows), block):
-        part = rows[i:i + block]
-        # sorted reads of a memory-mapped source, then back to the wanted order
-        order = np.argsort(part, kind="stable")
-        chunk = np.empty((len(part), *source.shape[1:]), dtype=source.dtype)
-        chunk[order] = np.asarray(source[part[order]])
-        if check_finite and chunk.dtype.kind == "f" and not np.isfinite(chunk).all():
-            raise ValueError(f"{path.name}: NaN or infinity")
-        out[i:i + len(part)] = chunk
-        release_pages(source, out)  # streaming copy: neither map stays resident
-    out.flush()
-    del out
-
-
-def write_store(path: str | Path, manifest, spectrograms: np.ndarray, frames: np.ndarray,
-                meta: dict[str, Any], extra_files: dict[str, bytes] | None = None,
-                overwrite: bool = False, waveforms: np.ndarray | None = None,
-                context: np.ndarray | None = None, rows: np.ndarray | None = None) -> Path:
-    """Write a complete store atomically: build `<path>.partial-<pid>`, then rename into place.
-
-    `meta` is completed with the format tag, counts, the files' hashes, the store hash, the
-    code version and the creation time. `extra_files` (name -> bytes) land in the folder too
-    (skipped.csv, audit.json, table1.csv, ...). `waveforms` (N, sr * segment) int16: the segments' audio; `context`
-    (N, sr * C) int16: the longer windows. Without waveforms the store is written as format 2.
-    `rows`: write only these rows of the arrays (in this order), copied in blocks, so the arrays
-    may be memory-mapped files larger than memory.
-    """
-    path = Path(path)
-    check_replaceable(path, "store.json", "store", overwrite, STORE_NAMES)
-    manifest = manifest.reset_index(drop=True)
-    missing = [c for c in MANIFEST_COLUMNS if c not in manifest.columns]
-    if missing:
-        raise ValueError(f"manifest is missing columns {missing}")
-    n = len(manifest)
-    rows = np.arange(n, dtype=np.int64) if rows is None else np.asarray(rows, dtype=np.int64)
-    assert len(rows) == n, "rows and manifest disagree on N"
-    assert frames.dtype == np.uint8
-
-    with built_aside(path) as tmp:  # removed again if anything fails (a full disk): no half store is left
-        _write_store_files(tmp, manifest, spectrograms, frames, meta, extra_files, waveforms, context, rows, n)
-    return path
-
-
-def _write_store_files(tmp: Path, manifest, spectrograms, frames, meta, extra_files, waveforms, context, rows,
-                       n: int) -> None:
-    manifest.to_csv(tmp / "manifest.csv", index=False)
-    _save_rows(tmp / "spectrograms.npy", spectrograms, rows, check_finite=True)
-    _save_rows(tmp / "frames.npy", frames, rows)
-    names = ["manifest.csv", *ARRAYS]
-    for name, wave in (("waveforms.npy", waveforms), ("waveforms_context.npy", context)):
-        if wave is not None:
-            assert wave.dtype == np.int16, f"{name}: int16 expected"
-            _save_rows(tmp / name, wave, rows)
-            names.append(name)
-    for name, data in (extra_files or {}).items():
-        (tmp / name).write_bytes(data)
-
-    counts: dict[str, dict[str, int]] = {}
-    for (cls, split), k in manifest.groupby(["class", "split"]).size().items():
-        counts.setdefault(cls, {})[split] = int(k)
-    files = {name: {"size": (tmp / name).stat().st_size, "sha256": sha256_file(tmp / name)} for name in names}
-    full_meta = {
-        "format": STORE_FORMAT,
-        "format_version": STORE_FORMAT_VERSION if waveforms is not None else 2,
-        **meta,
-        "num_segments": n,
-        "counts": counts,
-        "files": files,
-        "code_version": code_version(),
-        "created": now_iso(),
-    }
-    full_meta["store_hash"] = content_hash(full_meta, {k: v["sha256"] for k, v in files.items()})
-    # store.json last: its presence is what marks the folder complete.
-    atomic_write_json(tmp / "store.json", full_meta)

@@ -8,11 +8,11 @@ import json
 from pathlib import Path
 
 from s2i_bench.demo.steps import code_hash
-from s2i_bench.fileio import atomic_write_text, to_jsonable
+from s2i_bench.fileio import atomic_write_text, dig, to_jsonable
 from s2i_bench.provenance import code_version, numeric_environment
 from s2i_bench.publish import own_file
 from s2i_bench.report import REPORT_KIND
-from s2i_bench.runs import RECORDS, RunFolder
+from s2i_bench.runs import RECORDS, RunFolder, is_run_folder
 from s2i_bench.scoring import records
 from s2i_bench.scoring.series import last_per_epoch
 from s2i_bench.stats import wilson_interval
@@ -48,7 +48,7 @@ def read_headline(run_dirs: list[Path], split: str = "test") -> list[dict]:
             continue
         row = {"run": f"{run.parent.name}/{run.name}" if run.name.startswith("seed-") else run.name,
                "embedding_dim": recs[-1].embedding_dim,
-               "train_seed": RunFolder(run).read_options().get("seed") if (run / "options.json").is_file() else None}
+               "train_seed": RunFolder(run).read_options().get("seed") if is_run_folder(run) else None}
         for tag, r in (("first", recs[0]), ("last", recs[-1])):
             # the judge sees every class, with or without a classifier
             n, true = r.total_images, r.mean_all_classes("true_share")
@@ -176,7 +176,7 @@ def compare_with_reference(provenance: dict, reference: Path) -> list[str]:
     causes = []
     here = provenance.get("depends_on", {})
     # a reference written before demo.json recorded `depends_on` has the CPU under `machine`
-    there = ref.get("depends_on") or {"cpu_model": (ref.get("machine") or {}).get("cpu_model"),
+    there = ref.get("depends_on") or {"cpu_model": dig(ref, "machine", "cpu_model"),
                                       "libraries": ref.get("libraries")}
     for field in ("cpu_model", "cpu_simd_flags", "torch_cpu_capability", "torch_threads_per_process", "libraries"):
         if field in there and there[field] is not None and here.get(field) != there[field]:

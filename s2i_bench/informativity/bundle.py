@@ -19,7 +19,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from s2i_bench.errors import UserError
-from s2i_bench.fileio import sha256_file, to_jsonable
+from s2i_bench.fileio import dig, sha256_file, to_jsonable
 from s2i_bench.safeload import load_weights_only
 
 BUNDLE_FORMAT = "s2i-bench-classifiers"
@@ -162,7 +162,7 @@ def _first_difference(a: Any, b: Any, where: str = "") -> str:
 def _check_card_numbers(path: Path, card: dict, outcomes: dict) -> None:
     """Sensitivity and specificity in the card are those of the stored test outcomes."""
     for key, pair in outcomes.items():
-        c = (card.get("classes") or {}).get(key) or {}
+        c = dig(card, "classes", key) or {}
         if pair is None:
             continue
         labels, preds = pair

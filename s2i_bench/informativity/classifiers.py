@@ -28,7 +28,7 @@ import torch.nn.functional as F
 
 from s2i_bench.data.store import open_store
 from s2i_bench.errors import UserError
-from s2i_bench.fileio import atomic_torch_save, atomic_write_json, progress, sha256_file
+from s2i_bench.fileio import atomic_torch_save, atomic_write_json, dig, progress, sha256_file
 from s2i_bench.informativity.bundle import BUNDLE_FORMAT, BUNDLE_FORMAT_VERSION, IMAGE_SIZE, InformativityCNN, card_path
 from s2i_bench.informativity.labels import read_sets
 from s2i_bench.informativity.pool import open_pool
@@ -189,12 +189,12 @@ def train_classifiers(pool_dir: str | Path, out: str | Path, store: str | Path |
     card = {
         "format": BUNDLE_FORMAT, "format_version": BUNDLE_FORMAT_VERSION,
         "protocol": protocol.ref(),
-        "pool_hash": pool.meta["pool_hash"],
+        "pool_hash": pool.pool_hash,
         "labels": {"source": labels_meta.get("source"), "sets_hash": labels_meta.get("sets_hash"),
                    # how many people (or the judge) labelled the images, and how well they agreed
-                   "num_annotators": (labels_meta.get("source") or {}).get("num_annotators"),
+                   "num_annotators": dig(labels_meta, "source", "num_annotators"),
                    "agreement": labels_meta.get("agreement")},
-        "store": {"hash": pool.meta["store"]["hash"], "path": pool.meta["store"]["path"]},
+        "store": {"hash": pool.store_hash, "path": str(pool.store_path) if pool.store_path else None},
         "source": "trained",
         "classes": classes_card,
         "untrained": untrained,
@@ -274,13 +274,13 @@ def _class_match_for_pool(pool, protocol, store, seed: int, device, epochs: int 
     epochs = epochs if epochs is not None else protocol.classifiers.class_match_epochs
     if epochs <= 0:
         return None, None
-    store_path = Path(store) if store is not None else Path(pool.meta["store"]["path"])
+    store_path = Path(store) if store is not None else pool.store_path
     real = open_store(store_path)
     if tuple(real.protocol.class_keys) != tuple(protocol.class_keys):
         raise UserError(f"{store_path}: classes {real.protocol.class_keys} differ from the pool's {protocol.class_keys}")
-    if real.store_hash != pool.meta["store"]["hash"]:
+    if real.store_hash != pool.store_hash:
         print(f"note: class-match classifier trained on store {real.store_hash}, the pool came from "
-              f"{pool.meta['store']['hash']}")
+              f"{pool.store_hash}")
     return train_class_match(real, epochs=epochs, seed=seed, device=device, spec=protocol.classifiers,
                              confidence=protocol.metrics.confidence)
 

@@ -176,7 +176,7 @@ def _check_set_sizes(spec, where: str) -> None:
 # -- sources ----------------------------------------------------------------------------------
 def judge_votes(pool) -> Any:
     """One vote per image from the synthetic world's deterministic judge."""
-    if not pool.meta.get("store", {}).get("synthetic_world"):
+    if not pool.synthetic:
         raise UserError(f"{pool.path}: --judge needs a pool translated from a store made from the synthetic "
                         f"world (this store records no synthetic world); use --from-csv")
     out = []

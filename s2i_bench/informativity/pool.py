@@ -34,7 +34,7 @@ import numpy as np
 from s2i_bench import distributed
 from s2i_bench.data.store import open_store
 from s2i_bench.errors import UserError
-from s2i_bench.fileio import atomic_save_npy, atomic_write_json, file_sha256, progress, sha256_file
+from s2i_bench.fileio import atomic_save_npy, atomic_write_json, dig, file_sha256, progress, sha256_file
 from s2i_bench.images import net_to_uint8
 from s2i_bench.protocol import protocol_from_dict
 from s2i_bench.provenance import code_version, now_iso
@@ -70,6 +70,31 @@ class Pool:
     @property
     def pool_hash(self) -> str:
         return self.meta["pool_hash"]
+
+    @property
+    def store_hash(self) -> str | None:
+        """The hash of the store whose sounds were translated."""
+        return self.meta["store"].get("hash")
+
+    @property
+    def store_path(self) -> Path | None:
+        """Where that store was (absolute), to find its real frames."""
+        path = self.meta["store"].get("path")
+        return Path(path) if path else None
+
+    @property
+    def synthetic(self) -> bool:
+        """True when the sounds come from the synthetic world (the judge can label the images)."""
+        return bool(self.meta["store"].get("synthetic_world"))
+
+    @property
+    def num_models(self) -> int:
+        return int(self.meta["num_models"])
+
+    @property
+    def split(self) -> str:
+        """Whose sounds were translated (train or val)."""
+        return str(self.meta["split"])
 
     @cached_property
     def _row_of(self) -> dict[str, int]:
@@ -131,10 +156,10 @@ def _verify_pool(path: Path, meta: dict) -> None:
     hashes = {"pool.csv": sha256_file(path / "pool.csv"),
               "images.npy": file_sha256(path / "images.npy")}
     if meta.get("format_version") == 2:
-        actual = pool_content_hash(hashes, (meta.get("store") or {}).get("hash"), (meta.get("protocol") or {}).get("fingerprint"))
+        actual = pool_content_hash(hashes, dig(meta, "store", "hash"), dig(meta, "protocol", "fingerprint"))
         recorded = meta.get("files") or {}
         for name, digest in hashes.items():
-            if (recorded.get(name) or {}).get("sha256") not in (None, digest):
+            if dig(recorded, name, "sha256") not in (None, digest):
                 raise UserError(f"{path / name}: changed since the pool was made (its sha256 is not the one pool.json "
                                 f"records): labels and classifiers made from it would describe other images")
     else:

@@ -8,6 +8,7 @@ from typing import Any
 
 import numpy as np
 
+from s2i_bench.fileio import dig
 from s2i_bench.errors import UserError
 from s2i_bench.protocol import load_protocol, protocol_from_dict
 from s2i_bench.report.inputs import Run
@@ -33,7 +34,7 @@ def resolve_protocols(runs: list[Run], store) -> Any:
                 run.protocol_note = f"the protocol in options.json could not be rebuilt ({e})"
         if not isinstance(ref, dict) or not ref.get("name"):
             raise UserError(f"run {run.name}: no protocol recorded in options.json or the metric records")
-        if store is not None and store.meta.get("protocol", {}).get("fingerprint") == ref.get("fingerprint"):
+        if store is not None and store.protocol_ref.get("fingerprint") == ref.get("fingerprint"):
             run.protocol = store.protocol
             continue
         try:
@@ -126,8 +127,8 @@ def best_run(analyses: list[Analysis]) -> Analysis | None:
     """The analysis with the highest maximum moving average of mean raw informativity (then
     window average, then last mean share); the first on a tie."""
     def score(a: Analysis):
-        mean = (a.summaries.get("raw_share") or {}).get("mean") or {}
-        last = (a.last.get("mean") or {}).get("raw_share")
+        mean = dig(a.summaries, "raw_share", "mean") or {}
+        last = dig(a.last, "mean", "raw_share")
         return tuple(-1.0 if v is None else float(v)
                      for v in (mean.get("max_moving_average"), mean.get("window_average"), last))
     return max(analyses, key=score) if analyses else None

@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 
 import s2i_bench.report.figures as F
+from s2i_bench.fileio import dig
 from s2i_bench.errors import UserError
 from s2i_bench.locks import exclusive_lock
 from s2i_bench.protocol import load_protocol
@@ -166,7 +167,7 @@ def seed_table(summaries: list[dict], class_keys, confidence: float = 0.95) -> T
                "n_seeds": len(members)}
         for prefix, field in (("raw", "raw_share"), ("true", "true_share")):
             for metric in ("window_average", "max_moving_average"):
-                values = [((m.get("metrics") or {}).get(field) or {}).get("mean", {}).get(metric) for m in members]
+                values = [dig(m, "metrics", field, "mean", metric) for m in members]
                 values = [v for v in values if v is not None]
                 key = f"{prefix}_{metric}"
                 if len(values) < 2:

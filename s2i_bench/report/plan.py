@@ -103,7 +103,7 @@ class Context:
         p = self.protocol
         parts.append(f"protocol {p.name} {p.version} ({p.fingerprint})")
         if store and self.store is not None:
-            sp = self.store.meta.get("split") or {}
+            sp = self.store.split_info
             parts.append(f"store {self.store.store_hash} (split {sp.get('policy')}, seed {sp.get('seed')})")
         if bundle and self.card is not None:
             c = self.card

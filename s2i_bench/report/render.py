@@ -71,8 +71,8 @@ def read_inputs(inputs, store, bundle) -> Inputs:
     for run in runs:
         if run.protocol_note:
             notes.append(f"run {run.name}: {run.protocol_note}")
-    if store_obj is not None and store_obj.meta.get("protocol", {}).get("name") != protocol.name:
-        notes.append(f"the store was made with protocol {store_obj.meta.get('protocol', {}).get('name')}, "
+    if store_obj is not None and store_obj.protocol_ref.get("name") != protocol.name:
+        notes.append(f"the store was made with protocol {store_obj.protocol_ref.get('name')}, "
                      f"the runs with {protocol.name}")
     if card is not None and card.get("bundle_sha256"):
         used = {r.classifiers_sha256 for run in runs for r in run.records} - {None}
@@ -165,10 +165,5 @@ def _write_series(out: Path, analyses: list[Analysis]) -> list[Path]:
 
 
 def _table1(store, protocol, paper):
-    manifest = store.manifest
-    videos = manifest.groupby("class")["video_id"].nunique().to_dict()
-    counts = store.meta.get("counts") or {}
-    if not counts:  # older stores: count from the manifest
-        for (cls, split), n in manifest.groupby(["class", "split"]).size().items():
-            counts.setdefault(cls, {})[split] = int(n)
-    return table1(counts, videos, protocol.class_keys, protocol.class_names, paper, store.split_policy)
+    videos = store.manifest.groupby("class")["video_id"].nunique().to_dict()
+    return table1(store.counts, videos, protocol.class_keys, protocol.class_names, paper, store.split_policy)

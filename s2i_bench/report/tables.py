@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
-from s2i_bench.fileio import atomic_write_text
+from s2i_bench.fileio import atomic_write_text, dig
 
 SPLIT_NAMES = {"train": "Training", "val": "Validation", "test": "Test"}
 RELATION_SIGN = {"eq": "", "gt": "> ", "lt": "< ", "approx": "≈ ", "": ""}
@@ -280,20 +280,20 @@ def _summary_row(s: dict, key: str, names: dict[str, str]) -> dict:
            "split_policy": s.get("split_policy"), "seed": s.get("seed"), "class": key,
            "name": names[key], "n_epochs": s.get("n_epochs"), "relation": "eq"}
     for prefix, fieldname in SUMMARY_FIELDS:
-        m = (s.get("metrics", {}).get(fieldname) or {}).get(key) or {}
+        m = dig(s, "metrics", fieldname, key) or {}
         row[f"{prefix}_window_average"] = m.get("window_average")
         row[f"{prefix}_max_moving_average"] = m.get("max_moving_average")
         row[f"{prefix}_max_moving_average_epoch"] = m.get("max_moving_average_epoch")
-        iv = ((s.get("intervals") or {}).get(fieldname) or {}).get(key) or {}
+        iv = dig(s, "intervals", fieldname, key) or {}
         for metric in ("window_average", "max_moving_average"):
             lo_hi = iv.get(metric) or [None, None]
             row[f"{prefix}_{metric}_ci_low"], row[f"{prefix}_{metric}_ci_high"] = lo_hi
     choice = s.get("choice") or {}
     row["chosen_epoch"] = choice.get("epoch")
     for prefix, fieldname in (("raw", "raw_share"), ("true", "true_share")):
-        at = (((choice.get("test") or {}).get(fieldname) or {}).get(key) or {}).get("at_choice")
+        at = dig(choice, "test", fieldname, key, "at_choice")
         row[f"{prefix}_at_chosen_window"] = at
-    last = (s.get("last") or {}).get(key) or {}
+    last = dig(s, "last", key) or {}
     row["last_epoch"] = s.get("last_epoch")
     row["last_raw_share"] = last.get("raw_share")
     row["last_corrected_share"] = last.get("corrected_share")

@@ -17,7 +17,7 @@ import numpy as np
 from s2i_bench import defaults, distributed
 from s2i_bench.data.store import open_store
 from s2i_bench.errors import UserError
-from s2i_bench.fileio import atomic_write_text, check_writable, file_sha256, to_jsonable
+from s2i_bench.fileio import atomic_write_text, check_writable, dig, file_sha256, to_jsonable
 from s2i_bench.informativity.bundle import load_bundle
 from s2i_bench.runs import MAX_EPOCH, RunFolder
 from s2i_bench.scoring import metrics as M
@@ -49,7 +49,7 @@ def check_device(device: str) -> str:
 
 def check_classes(protocol, bundle) -> None:
     missing = [k for k in protocol.class_keys if k not in bundle.class_keys]
-    if missing and set(missing) <= set((getattr(bundle, "card", {}) or {}).get("untrained", {})):
+    if missing and set(missing) <= set(dig(getattr(bundle, "card", None), "untrained") or {}):
         print(f"warning: {bundle.path}: no classifier for {', '.join(missing)} (too few labelled images, see the "
               f"card's `untrained`); those classes get no informativity estimate", file=sys.stderr)
         return

@@ -24,7 +24,7 @@ from typing import Any, Iterable, Mapping
 import numpy as np
 
 from s2i_bench.errors import UserError
-from s2i_bench.fileio import append_line, read_no_follow, set_aside_cut_line, to_jsonable
+from s2i_bench.fileio import append_line, dig, read_no_follow, set_aside_cut_line, to_jsonable
 from s2i_bench.locks import exclusive_lock
 from s2i_bench.runs import MAX_EPOCH, RECORDS, run_of_checkpoint
 from s2i_bench.scoring.decisions import unpack_decisions
@@ -39,13 +39,6 @@ CHECKSUM_SINCE = 3  # records of this format on must carry their checksum (corru
 MEASURES = ("raw_share", "corrected_share", "true_share", "class_match_rate")
 SERIES_FIELDS = ("classifiers.sha256", "store.hash", "split", "seed", "samples", "protocol.fingerprint")
 PRDC_PARTS = ("precision", "recall", "density", "coverage")
-
-
-def _dig(obj: Any, *path: str) -> Any:
-    """obj[path[0]][path[1]]...; None where a level is missing or not a mapping."""
-    for key in path:
-        obj = obj.get(key) if isinstance(obj, Mapping) else None
-    return obj
 
 
 @dataclass(frozen=True, eq=False)
@@ -195,17 +188,17 @@ class Record:
     def mean(self, measure: str = "raw_share") -> float | None:
         """The mean over the scored classes; the judge's truth falls back on the mean over every
         class (`mean_all_classes`) when the scored classes have none."""
-        v = _dig(self.data, "mean", measure)
+        v = dig(self.data, "mean", measure)
         if v is None and measure == "true_share":
-            v = _dig(self.data, "mean_all_classes", measure)
+            v = dig(self.data, "mean_all_classes", measure)
         return None if v is None else float(v)
 
     def mean_all_classes(self, measure: str = "true_share") -> float | None:
         """The mean over every class of the protocol (the scored classes' mean when the record has
         no such mean): what image-set metrics, which see every class, are compared with."""
-        v = _dig(self.data, "mean_all_classes", measure)
+        v = dig(self.data, "mean_all_classes", measure)
         if v is None:
-            v = _dig(self.data, "mean", measure)
+            v = dig(self.data, "mean", measure)
         return None if v is None else float(v)
 
     def mean_result(self) -> dict[str, Any]:
@@ -215,7 +208,7 @@ class Record:
 
     def mean_ci(self, measure: str = "corrected_share") -> list[float] | None:
         """The interval of a mean (the corrected share's, where the record has one)."""
-        return _dig(self.data, "mean", "corrected_ci") if measure == "corrected_share" else None
+        return dig(self.data, "mean", "corrected_ci") if measure == "corrected_share" else None
 
     def has_measure(self, measure: str) -> bool:
         return any(self.share(k, measure) is not None for k in self.class_keys)
@@ -228,9 +221,9 @@ class Record:
     def image_metric(self, name: str) -> float | None:
         """The value of an image metric: "fid", "kid", "iis", "ais", or a PRDC part
         ("precision", "recall", "density", "coverage")."""
-        v = _dig(self.image_metrics, "prdc", name, "value") if name in PRDC_PARTS else None
+        v = dig(self.image_metrics, "prdc", name, "value") if name in PRDC_PARTS else None
         if v is None:
-            v = _dig(self.image_metrics, name, "value")
+            v = dig(self.image_metrics, name, "value")
         return None if v is None else float(v)
 
     @property
@@ -239,20 +232,20 @@ class Record:
 
     def image_metric_ci(self, name: str) -> list[float] | None:
         """The bootstrap interval of an image-set metric ("fid", "kid", ...), or None."""
-        return _dig(self.image_metrics, name, "ci") or None
+        return dig(self.image_metrics, name, "ci") or None
 
     def image_metric_warning(self, name: str) -> str | None:
-        return _dig(self.image_metrics, name, "warning")
+        return dig(self.image_metrics, name, "warning")
 
     @property
     def feature_space_name(self) -> str | None:
-        return _dig(self.image_metrics, "extractor", "name")
+        return dig(self.image_metrics, "extractor", "name")
 
     @property
     def feature_space(self) -> str | None:
         """What the image metrics were computed on (the extractor's identity): two records'
         image metrics compare only when it is the same."""
-        return _dig(self.image_metrics, "extractor", "sha256")
+        return dig(self.image_metrics, "extractor", "sha256")
 
     def decisions(self) -> dict[str, Any] | None:
         """{order, shape, informative, truth, class_match, iis} with (K, N) arrays (plan order:
@@ -436,7 +429,7 @@ def cross_check(r: Mapping[str, Any], where: str) -> None:
     if isinstance(mean, dict):
         keys = mean.get("classes") if isinstance(mean.get("classes"), list) else list(classes)
         for m in MEASURES:
-            vals = [_dig(classes, k, m) for k in keys]
+            vals = [dig(classes, k, m) for k in keys]
             if mean.get(m) is None or not vals or any(v is None for v in vals):
                 continue
             if abs(float(mean[m]) - float(np.mean(vals))) > 1e-9:

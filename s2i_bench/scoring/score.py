@@ -25,7 +25,7 @@ import numpy as np
 
 from s2i_bench import distributed, synth
 from s2i_bench.errors import UserError
-from s2i_bench.fileio import check_writable, file_sha256, progress
+from s2i_bench.fileio import check_writable, dig, file_sha256, progress
 from s2i_bench.provenance import code_version, now_iso
 from s2i_bench.runs import checkpoint_epoch
 from s2i_bench.scoring import image_metrics as IM
@@ -137,7 +137,7 @@ def make_record(*, info: dict, numbers: dict, plan: Plan, protocol, store, bundl
             "path": str(bundle_path) if bundle_path else None,
             "sha256": file_sha256(bundle_path) if bundle_path and bundle_path.is_file() else None,
             "source": getattr(bundle, "source", None), "protocol": card.get("protocol"),
-            "store_hash": (card.get("store") or {}).get("hash"), "class_match": has_class_match,
+            "store_hash": dig(card, "store", "hash"), "class_match": has_class_match,
         },
         "bootstrap": {"replicates": protocol.metrics.bootstrap_samples, "confidence": protocol.metrics.confidence,
                       "seed": f"item_seed({int(plan.seed)}, 'bootstrap/<class key>')",

@@ -30,6 +30,7 @@ import math
 from dataclasses import dataclass
 from typing import Any, Callable
 
+from s2i_bench.fileio import dig
 from s2i_bench.errors import UserError
 
 OUTPUT_TOLERANCE = 1e-3  # TanH outputs may overshoot [-1, 1] by rounding; more is a broken translator
@@ -156,7 +157,7 @@ def translate_checked(translator, batch: Batch, *, size: int, where: str | None 
     to the toolkit's own `StoreTranslator`s only."""
     import torch
 
-    where = where or str((getattr(translator, "info", {}) or {}).get("path") or "translator")
+    where = where or str(dig(getattr(translator, "info", None), "path") or "translator")
     with torch.inference_mode():
         try:
             if isinstance(translator, StoreTranslator):
@@ -181,13 +182,11 @@ def check_inputs(translator, store) -> None:
     """A translator that listens to the waveform needs a store that keeps audio (and the context
     window, for one that listens longer)."""
     needs = tuple(getattr(translator, "inputs", ("log_mel",)))
-    where = (getattr(translator, "info", {}) or {}).get("path") or "the translator"
-    source = store.meta.get("source_root") or "VIDEOS"
+    where = dig(getattr(translator, "info", None), "path") or "the translator"
     if "waveform" in needs and not store.has_waveforms:
         raise UserError(f"{where} takes the waveform, but {store.path} keeps no audio (a store of format version "
-                        f"{store.format_version}); rebuild it with `s2i-bench prepare {source} --out NEW_STORE` "
+                        f"{store.format_version}); rebuild it with {store.rebuild_hint()} "
                         f"(this s2i-bench stores 16 kHz waveforms)")
     if "waveform_context" in needs and store.context is None:
         raise UserError(f"{where} takes a context window of audio, but {store.path} was prepared without one; "
-                        f"rebuild it with `s2i-bench prepare {source} --out NEW_STORE --audio-context-s C` "
-                        f"(C seconds, e.g. 10)")
+                        f"rebuild it with {store.rebuild_hint('--audio-context-s C')} (C seconds, e.g. 10)")

@@ -27,6 +27,7 @@ from pathlib import Path
 import numpy as np
 
 from s2i_bench.errors import UserError
+from s2i_bench.runs import RunFolder
 from s2i_bench.translators.base import Batch, StoreTranslator, to_protocol_size
 
 IMAGE_SUFFIXES = {".png": "png", ".jpg": "jpeg", ".jpeg": "jpeg"}
@@ -43,7 +44,7 @@ class FolderContents:
 
 def looks_like_image_folder(path: Path) -> bool:
     """A folder holding image files and no checkpoints (a run folder is scored otherwise)."""
-    if not path.is_dir() or (path / "checkpoints").is_dir() or (path / "options.json").is_file():
+    if not path.is_dir() or RunFolder(path).exists():
         return False
     return any(p.suffix.lower() in IMAGE_SUFFIXES for p in path.iterdir())
 

@@ -20,6 +20,7 @@ from pathlib import Path
 
 import s2i_bench.translators.confine as confine
 import s2i_bench.translators.opcheck as opcheck
+from s2i_bench.fileio import dig
 from s2i_bench.errors import UserError
 from s2i_bench.safeload import weights_only_unpickling
 from s2i_bench.translators.program_pipe import (DEFAULT_TIMEOUT_S, OUTPUT_NAME, SPECTROGRAM_SHAPE, recv, send,
@@ -301,7 +302,7 @@ def _child_output(private_dir: str) -> None:
 
 
 def _memory_hint(e: BaseException, report: dict) -> str:
-    memory = ((report or {}).get("limits") or {}).get("memory")
+    memory = dig(report, "limits", "memory")
     if isinstance(memory, int) and ("allocate" in str(e) or isinstance(e, MemoryError)):
         return f"; its memory limit is {memory / confine.GiB:.3g} GiB: --program-memory GIB raises it"
     return ""
