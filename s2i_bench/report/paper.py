@@ -10,7 +10,7 @@ from s2i_bench.errors import UserError
 from s2i_bench.fileio import sha256_file
 from s2i_bench.informativity.bundle import load_bundle
 
-# results/paper/paper-numbers.csv, shipped as package data (s2i_bench.paper)
+# s2i_bench/paper/paper-numbers.csv, shipped as package data (s2i_bench.paper)
 PAPER_NUMBERS = Path(str(importlib.resources.files("s2i_bench.paper"))) / "paper-numbers.csv"
 
 
@@ -27,7 +27,7 @@ def _load_json(path: Path, made_by: str) -> dict:
 
 
 def load_paper_numbers(path: Path = PAPER_NUMBERS):
-    """results/paper/paper-numbers.csv indexed by key (None when the file is not shipped)."""
+    """s2i_bench/paper/paper-numbers.csv indexed by key (None when the file is not shipped)."""
     import pandas as pd
 
     if not path.is_file():

@@ -146,7 +146,7 @@ def latex_escape(s: str) -> str:
 
 # -- the paper's numbers --------------------------------------------------------------------------
 def paper_value(paper, key: str) -> tuple[float | None, str | None, str | None]:
-    """(value, relation, source) of one row of results/paper/paper-numbers.csv, or Nones."""
+    """(value, relation, source) of one row of s2i_bench/paper/paper-numbers.csv, or Nones."""
     if paper is None or key not in paper.index:
         return None, None, None
     row = paper.loc[key]
