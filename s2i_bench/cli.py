@@ -7,7 +7,6 @@ A `UserError` becomes one line on stderr and exit status 2; Ctrl-C exits with 13
 from __future__ import annotations
 
 import functools
-import logging
 import sys
 from pathlib import Path
 
@@ -45,30 +44,10 @@ def _friendly(fn):
     return wrapper
 
 
-class _StderrHandler(logging.Handler):
-    """Warnings of the `s2i_bench` loggers as `warning: ...` lines on the current stderr (looked
-    up at every line, so a redirected or captured stderr gets them)."""
-
-    def emit(self, record: logging.LogRecord) -> None:
-        try:
-            sys.stderr.write(f"{record.levelname.lower()}: {record.getMessage()}\n")
-        except Exception:  # never let a warning break the command
-            self.handleError(record)
-
-
-def _setup_logging() -> None:
-    log = logging.getLogger("s2i_bench")
-    if not any(isinstance(h, _StderrHandler) for h in log.handlers):
-        log.addHandler(_StderrHandler(logging.INFO))
-    log.setLevel(logging.INFO)
-    log.propagate = False
-
-
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
 @click.version_option(__version__, prog_name="s2i-bench")
 def main():
     """Evaluation and benchmarking toolkit for sound-to-image translation."""
-    _setup_logging()
 
 
 # -- data -------------------------------------------------------------------------------------

@@ -11,13 +11,15 @@ not been built, the command says which one builds it instead of a usage error.
 
 from __future__ import annotations
 
+import logging
 import os
-import sys
 from dataclasses import dataclass
 from pathlib import Path
 
 from s2i_bench.errors import UserError
 from s2i_bench.runs import RECORDS, is_run_folder
+
+logger = logging.getLogger(__name__)
 
 ENV = "S2I_BENCH_DEMO_WORK"
 BUILD_HINT = "`make demo` (or `s2i-bench demo`: about 10 minutes on 2 CPU cores)"
@@ -75,7 +77,7 @@ def _missing(what: str, path: Path, option: str) -> UserError:
 
 
 def say(what: str, path: Path) -> None:
-    print(f"using the embedded default {what}: {path} (built by `s2i-bench demo`)", file=sys.stderr)
+    logger.info(f"using the embedded default {what}: {path} (built by `s2i-bench demo`)")
 
 
 def store(option: str = "--data") -> Path:

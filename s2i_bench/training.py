@@ -13,6 +13,7 @@ writes the run folder (and holds its lock).
 
 from __future__ import annotations
 
+import logging
 import math
 import os
 import sys
@@ -31,6 +32,8 @@ from s2i_bench.safeload import load_weights_only
 from s2i_bench.scoring import records
 from s2i_bench.scoring.score import score_translator
 from s2i_bench.translators import registry
+
+logger = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -240,7 +243,7 @@ def train_command(store, run_dir, protocol=None, *, classifiers=None, seed: int 
             classifiers = defaults.bundle()
         if run_dir is None:
             run_dir = defaults.next_run_folder()
-            print(f"train-baseline: run folder {run_dir}", file=sys.stderr)
+            logger.info(f"train-baseline: run folder {run_dir}")
     elif run_dir is None:
         raise UserError("missing --out RUN_FOLDER (the folder to train into)")
     if seeds is not None:
@@ -249,5 +252,5 @@ def train_command(store, run_dir, protocol=None, *, classifiers=None, seed: int 
         jobs = [(run_dir, seed)]
     for folder, s in jobs:
         if len(jobs) > 1:
-            print(f"train-baseline: seed {s} -> {folder}", file=sys.stderr)
+            logger.info(f"train-baseline: seed {s} -> {folder}")
         train_baseline(store=store, run_dir=folder, protocol=protocol, classifiers=classifiers, seed=s, **options)

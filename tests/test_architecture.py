@@ -17,7 +17,7 @@ ROOT = Path(__file__).resolve().parent.parent
 # What a baseline may import of the toolkit (docs/architecture.md, "Stable helpers").
 STABLE = {"s2i_bench.errors", "s2i_bench.fileio", "s2i_bench.protocol", "s2i_bench.provenance", "s2i_bench.seeding",
           "s2i_bench.images", "s2i_bench.safeload", "s2i_bench.runs", "s2i_bench.translators", "s2i_bench.data.store",
-          "s2i_bench.distributed"}
+          "s2i_bench.distributed", "s2i_bench.log"}
 
 
 def imports_of(path: Path) -> set[str]:

@@ -109,7 +109,8 @@ def test_pool_split_comes_from_the_protocol_and_is_never_test(tmp_path, fake_sto
 def test_pool_reports_shortfall_and_extra_draws_fill_it(tmp_path, fake_store, models, capsys):
     # the fake store has 6 validation sounds per class
     build_pool(models[:2], fake_store, tmp_path / "short", per_model=8, draws_per_sound=1)
-    out = capsys.readouterr().out
+    captured = capsys.readouterr()
+    out = captured.out + captured.err  # the summary on stdout, warnings on stderr (logging)
     meta = open_pool(tmp_path / "short").meta
     assert len(meta["shortfall"]) == 2 * len(CLASSES)
     assert all(s["got"] == 6 and s["missing"] == 2 for s in meta["shortfall"])
@@ -210,7 +211,8 @@ def test_shortfall_is_reported_not_filled(pool_dir, tmp_path, capsys):
     labels[dog0[:3]] = 1
     write_label_csv(tmp_path / "l.csv", t["image_id"], labels)
     label_pool(pool_dir, csv_path=tmp_path / "l.csv")
-    out = capsys.readouterr().out
+    captured = capsys.readouterr()
+    out = captured.out + captured.err  # the summary on stdout, warnings on stderr (logging)
     meta = json.loads((pool_dir / "labels.json").read_text())
     s = meta["classes"]["dog"]["shortfall"]
     assert s == {"wanted": 6, "got": 3, "missing": 3,
@@ -224,7 +226,8 @@ def test_shortfall_is_reported_not_filled(pool_dir, tmp_path, capsys):
     labels[dog0[:3]] = 0
     write_label_csv(tmp_path / "l.csv", t["image_id"], labels)
     label_pool(pool_dir, csv_path=tmp_path / "l.csv")
-    assert "class dog: only 0 image(s) per label" in capsys.readouterr().out
+    captured = capsys.readouterr()
+    assert "class dog: only 0 image(s) per label" in captured.out + captured.err
     info = json.loads((pool_dir / "labels.json").read_text())["classes"]
     assert not info["dog"]["usable"] and "0 informative" in info["dog"]["reason"]
     assert all(info[k]["usable"] for k in CLASSES if k != "dog")

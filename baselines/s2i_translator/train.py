@@ -20,11 +20,11 @@ rank takes its share of each global batch of 64 and DistributedDataParallel aver
 
 from __future__ import annotations
 
+import logging
 import contextlib
 import hashlib
 import math
 import os
-import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -55,6 +55,8 @@ from s2i_translator.checkpoint import (
 )
 from s2i_translator.grids import grid_indices, save_grid
 from s2i_translator.models import AudioAutoencoder, DenseGenerator, Discriminator
+
+logger = logging.getLogger(__name__)
 
 LOG_COLUMNS = ["epoch", "d_updated", "pixel_loss", "adv_loss", "adv_loss_ma", "d_loss", "d_real_score",
                "d_fake_score", "g_batches", "d_batches", "seconds"]
@@ -308,8 +310,8 @@ def _autoencoder(run, store, protocol, options, train_idx, device: str, shard) -
             if model_spec_from_dict(ckpt["model"], str(given)) != protocol.model:
                 raise UserError(f"{given}: its model sizes differ from protocol {protocol.name!r}")
             if ckpt.get("store", {}).get("hash") not in (None, store.store_hash):
-                print(f"warning: {given} was trained on store {ckpt['store'].get('hash')}, "
-                      f"not {store.store_hash}", file=sys.stderr)
+                logger.warning(f"{given} was trained on store {ckpt['store'].get('hash')}, "
+                               f"not {store.store_hash}")
             atomic_torch_save(ae_file, ckpt)  # the run folder holds everything it used
         else:
             spectrograms = _normalised_spectrograms(store, train_idx)
@@ -363,8 +365,8 @@ def _models(run, protocol, options, device: str, shard) -> _State:
         if device.startswith("cuda") and saved.get("rng_cuda") is not None:
             torch.cuda.set_rng_state(saved["rng_cuda"])
         if saved.get("world_size", 1) != shard.world and shard.main:
-            print(f"warning: {resume_file} was written with {saved.get('world_size')} processes, now "
-                  f"{shard.world}: the run continues but is not bit-identical", file=sys.stderr)
+            logger.warning(f"{resume_file} was written with {saved.get('world_size')} processes, now "
+                           f"{shard.world}: the run continues but is not bit-identical")
     else:
         # the dropout masks of the run: from the seed, not from whatever ran before
         torch.manual_seed(item_seed(options.seed, "gan-dropout", shard.rank))
@@ -425,8 +427,8 @@ def _fit(run, store, protocol, options, hooks, shard, device, encoder, emb, targ
             shard.barrier()
     except KeyboardInterrupt:
         if shard.main:
-            print(f"\ninterrupted during epoch {epoch}; {run.path} is resumable from epoch {epoch} "
-                  f"(repeat the command with --resume)", file=sys.stderr)
+            logger.info(f"\ninterrupted during epoch {epoch}; {run.path} is resumable from epoch {epoch} "
+                        f"(repeat the command with --resume)")
         raise
     return pixel
 

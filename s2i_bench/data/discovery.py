@@ -7,14 +7,16 @@ cannot be used is kept with its `skip_reason` (it ends up in skipped.csv, never 
 
 from __future__ import annotations
 
+import logging
 import difflib
 import os
 import re
-import sys
 from dataclasses import dataclass
 from pathlib import Path
 
 from s2i_bench.errors import UserError
+
+logger = logging.getLogger(__name__)
 
 SPLIT_ALIASES = {"train": "train", "training": "train", "val": "val", "valid": "val", "validation": "val",
                  "dev": "val", "test": "test", "testing": "test"}
@@ -75,7 +77,7 @@ def class_folders(root: Path, protocol) -> dict[Path, str | None]:
                         + (f"; {detail}" if detail else f" (found folders: {', '.join(f.name for f in folders) or 'none'})")
                         + "; rename the folder or pass a manifest CSV (nothing was decoded)")
     if unmatched:
-        print(f"prepare: warning: {detail}; their files are skipped (listed in skipped.csv)", file=sys.stderr)
+        logger.warning(f"prepare: {detail}; their files are skipped (listed in skipped.csv)")
     return folders
 
 

@@ -19,9 +19,9 @@ then `s2i-bench score IMAGES_DIR --data STORE` scores them (`translators.folder`
 
 from __future__ import annotations
 
+import logging
 import hashlib
 import io
-import sys
 import wave
 from pathlib import Path
 
@@ -32,6 +32,8 @@ from s2i_bench.errors import UserError
 from s2i_bench.fileio import atomic_write_bytes, atomic_write_json, atomic_write_text, progress
 from s2i_bench.provenance import code_version, now_iso
 from s2i_bench.seeding import item_seeds
+
+logger = logging.getLogger(__name__)
 
 EXPORT_KIND = "s2i-bench-sounds"
 
@@ -123,8 +125,9 @@ def export_sounds(store_path, out, *, split: str = "test", audio_context_s: floa
         "images": "save image k of sound ID as ID.png (K = 1) or ID_k.png (k = 0..K-1), any size, PNG or JPEG; "
                   "then: s2i-bench score IMAGES_DIR --data STORE",
         "code_version": code_version(), "created": now_iso()})
-    print(f"export-sounds: {len(rows)} {split} sounds of {store.path} -> {out}/sounds"
-          f"{' and context/' if context_n else ''}; manifest {out / 'manifest.csv'}; {samples} seed(s) per sound. "
-          f"Save the images as <segment_id>.png{' or <segment_id>_<k>.png' if samples > 1 else ''} and run "
-          f"`s2i-bench score IMAGES_DIR --data {store.path}`", file=sys.stderr)
+    logger.info(f"export-sounds: {len(rows)} {split} sounds of {store.path} -> {out}/sounds"
+                f"{' and context/' if context_n else ''}; manifest {out / 'manifest.csv'}; "
+                f"{samples} seed(s) per sound. Save the images as <segment_id>.png"
+                f"{' or <segment_id>_<k>.png' if samples > 1 else ''} and run "
+                f"`s2i-bench score IMAGES_DIR --data {store.path}`")
     return out / "manifest.csv"

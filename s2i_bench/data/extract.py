@@ -3,12 +3,12 @@
 
 from __future__ import annotations
 
+import logging
 import hashlib
 import io
 import json
 import multiprocessing as mp
 import os
-import sys
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from pathlib import Path
 
@@ -18,6 +18,8 @@ from s2i_bench.data.discovery import Source
 from s2i_bench.data.features import ClipError, extract_clip
 from s2i_bench.errors import UserError
 from s2i_bench.fileio import atomic_path, progress, sha256_file
+
+logger = logging.getLogger(__name__)
 
 WAVEFORM_SCALE = 32767  # int16 = round(clip(x, -1, 1) * 32767): the store's waveform encoding
 CACHE_VERSION = 2  # 2: the segments' waveforms (and context) are cached too
@@ -108,7 +110,7 @@ def extract_all(sources: list[Source], protocol, work: Path, workers: int,
             todo.setdefault(str(cache), (src.path, cache))
     done = sum(1 for c in set(caches.values()) if c.is_file())
     if done:
-        print(f"prepare: resuming, {done} videos already extracted in {work}", file=sys.stderr)
+        logger.info(f"prepare: resuming, {done} videos already extracted in {work}")
     bar = progress(total=len(todo), desc="prepare: decoding", unit="video")
     segments = 0
     # A worker costs seconds to start (it imports torch): never more workers than videos left.

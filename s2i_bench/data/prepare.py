@@ -11,10 +11,10 @@ without decoding those videos again.
 
 from __future__ import annotations
 
+import logging
 import json
 import shutil
 import shutil as sh
-import sys
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -32,6 +32,8 @@ from s2i_bench.fileio import atomic_write_json, dig, release_pages, sha256_file,
 from s2i_bench.locks import exclusive_lock
 from s2i_bench.protocol import load_protocol
 from s2i_bench.publish import check_replaceable
+
+logger = logging.getLogger(__name__)
 
 WORK_SUFFIX = ".work"
 
@@ -74,7 +76,7 @@ def prepare_store(source, out, protocol, *, split_policy=None, seed=None, allow_
     else:
         policy = split_policy
         if split_given:
-            print(f"prepare: --split-policy {policy} given: the manifest's split column is ignored", file=sys.stderr)
+            logger.info(f"prepare: --split-policy {policy} given: the manifest's split column is ignored")
     work = out.with_name(out.name + WORK_SUFFIX)
     work.mkdir(parents=True, exist_ok=True)
     # One prepare per store at a time: a second one into the same --out refuses at once
@@ -137,15 +139,15 @@ def _notes(seg: Segments, report: dict) -> None:
     multi = report.get("multi_class_videos") or []
     if multi:
         first = multi[0]
-        print(f"prepare: note: {len(multi)} video id(s) appear in several classes (kept in one split; e.g. "
-              f"{first.get('video_id')}: {', '.join(first.get('classes', []))}); see audit.json multi_class_videos",
-              file=sys.stderr)
+        logger.info(f"prepare: note: {len(multi)} video id(s) appear in several classes (kept in one split; e.g. "
+                    f"{first.get('video_id')}: {', '.join(first.get('classes', []))}); "
+                    f"see audit.json multi_class_videos")
     dropped = [(e["path"], d) for e in seg.sources_meta for d in e.get("dropped_segments", [])]
     if dropped:
         path, d = dropped[0]
-        print(f"prepare: note: {len(dropped)} segment(s) left out because no video frame lies near their centre "
-              f"(variable frame rate; e.g. {path} at {d['centre_s']} s, nearest frame {d['nearest_frame_s']} s); "
-              f"store.json sources list them", file=sys.stderr)
+        logger.info(f"prepare: note: {len(dropped)} segment(s) left out because no video frame lies near their centre "
+                    f"(variable frame rate; e.g. {path} at {d['centre_s']} s, nearest frame {d['nearest_frame_s']} s); "
+                    f"store.json sources list them")
 
 
 def _segments(sources, caches, protocol, source: Path, audio_context_s: float = 0.0, work: Path | None = None,
@@ -300,7 +302,7 @@ def _audit(seg: Segments, fp, pairs, groups, protocol, policy: str, allow_leakag
     if report["leakage"] and not allow_leakage:
         report_path = out.with_name(out.name + ".audit.json")
         atomic_write_json(report_path, report)
-        print(format_report(report, limit=10), file=sys.stderr)
+        logger.info(format_report(report, limit=10))
         raise UserError(f"the {policy} split leaks ({report['summary']}); report: {report_path}; "
                         f"pass --allow-leakage to write the store anyway (it will be marked leaky)")
     return report

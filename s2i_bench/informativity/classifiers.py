@@ -16,6 +16,7 @@ classifiers into the same format).
 
 from __future__ import annotations
 
+import logging
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -35,6 +36,8 @@ from s2i_bench.informativity.pool import open_pool
 from s2i_bench.provenance import code_version, now_iso
 from s2i_bench.seeding import item_seed
 from s2i_bench.stats import binary_summary, wilson_interval
+
+logger = logging.getLogger(__name__)
 
 
 # -- images -----------------------------------------------------------------------------------
@@ -279,8 +282,8 @@ def _class_match_for_pool(pool, protocol, store, seed: int, device, epochs: int 
     if tuple(real.protocol.class_keys) != tuple(protocol.class_keys):
         raise UserError(f"{store_path}: classes {real.protocol.class_keys} differ from the pool's {protocol.class_keys}")
     if real.store_hash != pool.store_hash:
-        print(f"note: class-match classifier trained on store {real.store_hash}, the pool came from "
-              f"{pool.store_hash}")
+        logger.info(f"note: class-match classifier trained on store {real.store_hash}, the pool came from "
+                    f"{pool.store_hash}")
     return train_class_match(real, epochs=epochs, seed=seed, device=device, spec=protocol.classifiers,
                              confidence=protocol.metrics.confidence)
 

@@ -30,12 +30,12 @@ path, and no route writes anything but the annotator's own log.
 
 from __future__ import annotations
 
+import logging
 import io
 import ipaddress
 import json
 import secrets
 import socket
-import sys
 import threading
 import time
 from contextlib import contextmanager
@@ -47,6 +47,8 @@ from s2i_bench.errors import UserError
 from s2i_bench.informativity import annotations as A
 from s2i_bench.informativity.label_page import page_csp, page_html
 from s2i_bench.informativity.pool import open_pool
+
+logger = logging.getLogger(__name__)
 
 LOCAL_HOSTS = ("127.0.0.1", "localhost", "::1")
 WILDCARD_HOSTS = ("0.0.0.0", "::", "")
@@ -478,10 +480,9 @@ def serve(pool_dir, annotator: str, *, host: str = "127.0.0.1", port: int = 8765
     session = Session(pool, annotator, seed=seed, overlap=overlap, share=share)
     server, sock, url, _ = listen(session, host, port)
     if host not in LOCAL_HOSTS:
-        print(f"label-server: listening on {host} (not only this machine)", file=sys.stderr)
-    print(f"label-server: {len(session.ids)} images of {pool.path} for {annotator}; labels -> {session.path}",
-          file=sys.stderr)
-    print("label-server: every request needs the token in this address; keep it to yourself", file=sys.stderr)
+        logger.info(f"label-server: listening on {host} (not only this machine)")
+    logger.info(f"label-server: {len(session.ids)} images of {pool.path} for {annotator}; labels -> {session.path}")
+    logger.info("label-server: every request needs the token in this address; keep it to yourself")
     print(f"open {url}", flush=True)
     if ready is not None:
         ready(url)

@@ -21,6 +21,7 @@ pool hash, per-class counts and shortfall, ties, sets hash).
 
 from __future__ import annotations
 
+import logging
 import csv
 import hashlib
 import json
@@ -38,6 +39,8 @@ from s2i_bench.informativity.annotations import collected_votes
 from s2i_bench.informativity.pool import open_pool
 from s2i_bench.provenance import code_version, now_iso
 from s2i_bench.seeding import item_seed
+
+logger = logging.getLogger(__name__)
 
 MAX_SHOWN = 5  # offending CSV lines quoted in an error message
 
@@ -97,7 +100,7 @@ def _pool_majority(votes, table, class_keys, csv_path) -> tuple[Any, list[str]]:
         raise UserError(f"no labelled images for class(es) {', '.join(unlabelled)}"
                         + (f" in {csv_path}" if csv_path else "") + why)
     if ties:
-        print(f"note: {len(ties)} images have tied votes and are left out (first: {', '.join(ties[:MAX_SHOWN])})")
+        logger.info(f"note: {len(ties)} images have tied votes and are left out (first: {', '.join(ties[:MAX_SHOWN])})")
     return labels, ties
 
 
@@ -122,7 +125,7 @@ def _balanced_sets(labels, ties: list[str], table, spec, class_keys, seed: int) 
                               f"least 3: train, validation, test; labelled: {n_inf} informative, "
                               f"{len(rows) - n_inf} not); label more images or add models")
             info.update(parts={"train": 0, "val": 0, "test": 0}, selected=0, per_model={})
-            print(f"warning: class {class_key}: {info['reason']}; it gets no classifier")
+            logger.warning(f"class {class_key}: {info['reason']}; it gets no classifier")
             continue
         parts = assign_parts(chosen, spec.train_per_class, spec.test_per_class, spec.val_fraction,
                              seed=item_seed(seed, f"parts|{class_key}"))
@@ -130,9 +133,9 @@ def _balanced_sets(labels, ties: list[str], table, spec, class_keys, seed: int) 
         info["parts"] = {p: int((parts["part"] == p).sum()) for p in ("train", "val", "test")}
         if info["shortfall"]:
             s = info["shortfall"]
-            print(f"warning: class {class_key}: {s['got']} of {s['wanted']} images per label can be balanced "
-                  f"across models ({s['missing']} short); models without a usable pair: "
-                  f"{', '.join(s['models_without_pairs']) or 'none'}")
+            logger.warning(f"class {class_key}: {s['got']} of {s['wanted']} images per label can be balanced "
+                           f"across models ({s['missing']} short); models without a usable pair: "
+                           f"{', '.join(s['models_without_pairs']) or 'none'}")
     if not sets:
         raise UserError("no class can be trained: " + "; ".join(f"{k}: {v['reason']}" for k, v in per_class.items()))
     return pd.concat(sets, ignore_index=True)[["image_id", "class", "label", "model_id", "part"]], per_class

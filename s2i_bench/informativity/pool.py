@@ -20,10 +20,10 @@ looks complete. `labels.py` adds labels.csv / sets.csv / labels.json to it later
 
 from __future__ import annotations
 
+import logging
 import hashlib
 import json
 import shutil
-import sys
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
@@ -42,6 +42,8 @@ from s2i_bench.publish import built_aside, check_replaceable
 from s2i_bench.runs import RunFolder
 from s2i_bench.seeding import item_seed
 from s2i_bench.translators import batch_for_rows, check_inputs, load_translator, translate_checked
+
+logger = logging.getLogger(__name__)
 
 POOL_FORMAT = "s2i-bench-pool"
 POOL_FORMAT_VERSION = 2  # 2: per-file hashes; the pool hash covers the store and the protocol
@@ -277,7 +279,7 @@ def build_pool(generators, store, out, split: str | None = None, per_model: int 
     print(f"pool {out}: {meta['num_images']} images from {len(parts.models)} models, {per_model} per model and "
           f"class (hash {meta['pool_hash']})")
     if len(parts.models) < spec.num_models:
-        print(f"note: {len(parts.models)} models; the protocol asks for {spec.num_models}")
+        logger.info(f"note: {len(parts.models)} models; the protocol asks for {spec.num_models}")
     _report_shortfall(parts.shortfall)
     return out
 
@@ -290,7 +292,7 @@ def _unique_files(paths: list[Path], bar=None, per_file: int = 1) -> list[tuple[
         sha = _file_sha(path)
         if sha in seen:
             if distributed.is_main():  # under torchrun every rank sees it: one says it
-                print(f"note: {path} is the same file as {seen[sha]}; used once")
+                logger.info(f"note: {path} is the same file as {seen[sha]}; used once")
             if bar is not None:
                 bar.update(per_file)
             continue
@@ -338,8 +340,8 @@ def _build_sharded(shard, paths, data, out: Path, protocol, rows_of_class, setti
     key.pop("device")
     mine = shard.mine(list(range(len(unique))))
     if shard.rank == 0 and len(unique) < shard.world:
-        print(f"pool: {len(unique)} model(s) on {shard.world} ranks: {shard.world - len(unique)} rank(s) have "
-              "nothing to do", file=sys.stderr)
+        logger.info(f"pool: {len(unique)} model(s) on {shard.world} ranks: {shard.world - len(unique)} rank(s) have "
+                    "nothing to do")
 
     def done(i: int) -> dict | None:
         meta_path = folder / f"model-{i:05d}.json"
@@ -476,10 +478,10 @@ def _report_shortfall(shortfall: list[dict]) -> None:
     if not shortfall:
         return
     total = sum(s["missing"] for s in shortfall)
-    print(f"warning: {len(shortfall)} model/class pairs could not supply the per-model count "
-          f"({total} images missing in all):")
-    for s in shortfall[:10]:
-        print(f"  {s['model_id']} / {s['class']}: {s['got']} of {s['wanted']} ({s['missing']} missing; "
-              f"{s['sounds']} sounds x {s['draws_per_sound']} draws)")
+    lines = [f"{len(shortfall)} model/class pairs could not supply the per-model count ({total} images missing "
+             f"in all):"]
+    lines += [f"  {s['model_id']} / {s['class']}: {s['got']} of {s['wanted']} ({s['missing']} missing; "
+              f"{s['sounds']} sounds x {s['draws_per_sound']} draws)" for s in shortfall[:10]]
     if len(shortfall) > 10:
-        print(f"  ... and {len(shortfall) - 10} more (see pool.json 'shortfall')")
+        lines.append(f"  ... and {len(shortfall) - 10} more (see pool.json 'shortfall')")
+    logger.warning("\n".join(lines))

@@ -3,8 +3,8 @@ falls back on (the embedded default's runs, store and classifiers), and what is 
 
 from __future__ import annotations
 
+import logging
 import json
-import sys
 
 from s2i_bench import defaults
 from s2i_bench.errors import UserError
@@ -12,6 +12,8 @@ from s2i_bench.fileio import to_jsonable
 from s2i_bench.report import build_report
 from s2i_bench.report.comparison import write_comparison
 from s2i_bench.scoring.compare import compare, format_comparison
+
+logger = logging.getLogger(__name__)
 
 
 def report_command(inputs, out=None, *, figures: bool = False, store=None, bundle=None, formats: str = "png",
@@ -22,8 +24,7 @@ def report_command(inputs, out=None, *, figures: bool = False, store=None, bundl
         inputs = defaults.runs()
         refs = defaults.work().references
         inputs += [refs] if refs.is_file() else []
-        print(f"report: the embedded default's {len(inputs)} input(s): {', '.join(p.name for p in inputs)}",
-              file=sys.stderr)
+        logger.info(f"report: the embedded default's {len(inputs)} input(s): {', '.join(p.name for p in inputs)}")
         store = store or defaults.store()
         bundle = bundle or (defaults.bundle() if defaults.work().bundle.is_file() else None)
         out = out or defaults.work().full_report
@@ -46,5 +47,5 @@ def compare_command(systems, *, store=None, bundle=None, epoch: int | None = Non
                      seed=seed)
     if out is not None:
         write_comparison(result, out)
-        print(f"comparison written to {out}", file=sys.stderr)
+        logger.info(f"comparison written to {out}")
     print(json.dumps(to_jsonable(result), indent=2) if as_json else format_comparison(result))

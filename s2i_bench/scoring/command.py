@@ -7,8 +7,8 @@
 
 from __future__ import annotations
 
+import logging
 import json
-import sys
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
@@ -31,6 +31,8 @@ from s2i_bench.translators.folder import load_folder, looks_like_image_folder
 from s2i_bench.translators.local import load_plugin, looks_like_plugin
 from s2i_bench.translators.reference import is_reference, load_reference
 
+logger = logging.getLogger(__name__)
+
 
 def check_device(device: str) -> str:
     """`cpu`, `cuda` or `cuda:N` that exists here, else a one-line refusal."""
@@ -50,8 +52,8 @@ def check_device(device: str) -> str:
 def check_classes(protocol, bundle) -> None:
     missing = [k for k in protocol.class_keys if k not in bundle.class_keys]
     if missing and set(missing) <= set(dig(getattr(bundle, "card", None), "untrained") or {}):
-        print(f"warning: {bundle.path}: no classifier for {', '.join(missing)} (too few labelled images, see the "
-              f"card's `untrained`); those classes get no informativity estimate", file=sys.stderr)
+        logger.warning(f"{bundle.path}: no classifier for {', '.join(missing)} (too few labelled images, see the "
+                       f"card's `untrained`); those classes get no informativity estimate")
         return
     if missing:
         raise UserError(f"{bundle.path}: classifiers for {sorted(bundle.class_keys)} do not cover the store's "
@@ -179,12 +181,12 @@ def _load(kind: str, spec, store, protocol, device, translator_options):
 def _store_warnings(st, bun, protocol) -> None:
     made_with = (bun.card.get("protocol") or {}) if isinstance(bun.card, dict) else {}
     if made_with.get("fingerprint") not in (None, protocol.fingerprint):
-        print(f"warning: {bun.path} was trained under protocol {made_with.get('name')!r} ({made_with.get('fingerprint')}), "
-              f"the store {st.path} is {protocol.name!r} ({protocol.fingerprint}): its Se and Sp may not hold here",
-              file=sys.stderr)
+        logger.warning(f"{bun.path} was trained under protocol {made_with.get('name')!r} "
+                       f"({made_with.get('fingerprint')}), the store {st.path} is {protocol.name!r} "
+                       f"({protocol.fingerprint}): its Se and Sp may not hold here")
     if st.leaky:
-        print(f"warning: {st.path}: split policy {st.split_policy!r} is leaky; scores on it overstate what a "
-              f"translator does on unseen videos", file=sys.stderr)
+        logger.warning(f"{st.path}: split policy {st.split_policy!r} is leaky; scores on it overstate what a "
+                       f"translator does on unseen videos")
 
 
 def _score_run(path: Path, st, bun, out, samples, as_json, translator_options, kwargs) -> dict[str, Any]:
@@ -354,7 +356,7 @@ def metrics_command(series_csv, protocol, *, as_json: bool = False, out=None) ->
     df = read_series_csv(series_csv, keys)
     extra = [c for c in df.columns if c not in ("epoch", "d_update", *keys)]
     if extra:
-        print(f"note: {series_csv}: ignoring columns {extra}", file=sys.stderr)
+        logger.info(f"note: {series_csv}: ignoring columns {extra}")
     summary, replaced = M.summarise_frame(df, keys, protocol.metrics)
     result = {"protocol": protocol.ref(), "source": str(series_csv), **summary}
     if out is not None:

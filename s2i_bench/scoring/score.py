@@ -16,7 +16,7 @@ Per class, a record gives:
 
 from __future__ import annotations
 
-import sys
+import logging
 import time
 from pathlib import Path
 from typing import Any
@@ -38,6 +38,8 @@ from s2i_bench.scoring.sheets import sheet_key, sheet_name, write_sheet
 from s2i_bench.seeding import item_seed
 from s2i_bench.stats import lang_reiczigel_interval
 from s2i_bench.translators import load_translator
+
+logger = logging.getLogger(__name__)
 
 
 # -- compute: the numbers of one translator ---------------------------------------------------------
@@ -281,8 +283,8 @@ def score_checkpoints(run, store, bundle, *, protocol, split: str, seed: int, sa
     if shard is not None:
         mine, target = shard.mine(todo), shards.partial_path(out, shard.rank)
         if shard.rank == 0 and len(todo) < shard.world:
-            print(f"score: {len(todo)} checkpoint(s) to score on {shard.world} ranks: {shard.world - len(todo)} rank(s) "
-                  "have nothing to do", file=sys.stderr)
+            logger.info(f"score: {len(todo)} checkpoint(s) to score on {shard.world} ranks: "
+                        f"{shard.world - len(todo)} rank(s) have nothing to do")
     for path in progress(mine, desc=f"score {run.name}", unit="ckpt"):
         translator = load_translator(path, device=device, **(translator_options or {}))
         epoch = translator.info.get("epoch")

@@ -15,10 +15,12 @@ rank.
 
 from __future__ import annotations
 
-import sys
+import logging
 from pathlib import Path
 
 from s2i_bench.scoring import records
+
+logger = logging.getLogger(__name__)
 
 
 def partial_path(out: Path, rank: int) -> Path:
@@ -37,5 +39,5 @@ def merge_partials(out: Path) -> int:
     for p in parts:
         p.unlink()
     if parts:
-        print(f"score: {added} record(s) of {len(parts)} rank file(s) merged into {out}", file=sys.stderr)
+        logger.info(f"score: {added} record(s) of {len(parts)} rank file(s) merged into {out}")
     return added

@@ -61,7 +61,7 @@ try:
 except ImportError:  # not a Unix: no limits, and no Landlock either (refused without --unconfined)
     resource = None
 
-logger = logging.getLogger("s2i_bench")
+logger = logging.getLogger(__name__)
 
 GiB = 1 << 30
 MEMORY_CAP = 16 * GiB  # the default memory limit is 3/4 of the RAM, at most this much ...

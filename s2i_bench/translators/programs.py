@@ -77,7 +77,7 @@ from s2i_bench.translators.program_pipe import (DEFAULT_TIMEOUT_S, OUTPUT_NAME, 
 # initialisation and the confinement (nothing of the program runs then; slow disks and CUDA
 # take tens of seconds). The program's own time starts after it, under `timeout_s`.
 START_TIMEOUT_S = 300.0
-logger = logging.getLogger("s2i_bench")
+logger = logging.getLogger(__name__)
 
 _CSI = re.compile(r"\x1b\[[0-?]*[ -/]*[@-~]|\x1b\][^\x07\x1b]*(\x07|\x1b\\)?")
 _CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f\u200b-\u200f\u202a-\u202e\u2066-\u2069]+")
