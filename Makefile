@@ -6,7 +6,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.s2i-bench-installed
 
-.PHONY: demo test bench clean-demo demo-reference
+.PHONY: demo test lint bench clean-demo demo-reference
 
 demo: $(STAMP)
 	$(BIN)/s2i-bench demo
@@ -15,6 +15,10 @@ test: $(STAMP)
 	@command -v chromium >/dev/null 2>&1 && command -v chromedriver >/dev/null 2>&1 || \
 		echo "note: the labelling page's browser tests need Chromium: apt-get install -y chromium chromium-driver (skipped until then; CI installs it)"
 	$(BIN)/python -m pytest -q
+
+# ruff comes with the test extra; the rules are in pyproject.toml ([tool.ruff]). CI runs it before the tests.
+lint: $(STAMP)
+	$(BIN)/ruff check s2i_bench baselines benchmarks examples tests
 
 bench: $(STAMP)
 	$(BIN)/python -m benchmarks.run_all

@@ -31,7 +31,8 @@ def train(store_path: str, out: Path, steps: int = 600, batch_size: int = 32, se
     for step in range(steps):
         idx = np.sort(rng.choice(rows, size=min(batch_size, len(rows)), replace=False))
         wave = torch.from_numpy(store.waveforms_of(idx))  # (B, 16000) in [-1, 1]
-        frames = torch.from_numpy(np.asarray(store.frames[idx])).permute(0, 3, 1, 2).float() / 127.5 - 1  # (B, 3, 96, 96)
+        # (B, 3, 96, 96) in [-1, 1]
+        frames = torch.from_numpy(np.asarray(store.frames[idx])).permute(0, 3, 1, 2).float() / 127.5 - 1
         target = F.interpolate(frames, size=(IMAGE_SIDE, IMAGE_SIDE), mode="bilinear", antialias=True,
                                align_corners=False)
         loss = F.l1_loss(model(wave), target)

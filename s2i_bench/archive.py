@@ -217,7 +217,8 @@ class StrictZip:
                                      (cd_size, cd_size64, 0xFFFFFFFF), (cd_offset, cd_offset64, 0xFFFFFFFF)):
                 if small not in (big, most):
                     raise self._refuse("zip end records that disagree")
-            disk, cd_disk, n_here, n_total, cd_size, cd_offset = disk64, cd_disk64, here64, total64, cd_size64, cd_offset64
+            disk, cd_disk, n_here, n_total, cd_size, cd_offset = (disk64, cd_disk64, here64, total64,
+                                                                  cd_size64, cd_offset64)
             cd_end = rec_offset
         elif 0xFFFF in (n_here, n_total) or 0xFFFFFFFF in (cd_size, cd_offset):
             raise self._refuse("a zip64 archive without its zip64 end record")

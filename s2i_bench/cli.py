@@ -54,9 +54,11 @@ def main():
 @main.command(short_help="Write the embedded synthetic audiovisual world as .mp4 videos.")
 @click.argument("out", type=PathArg)
 @protocol_option
-@click.option("--videos-per-class", type=click.IntRange(1), default=None, help="Default: the protocol's synth.videos_per_class.")
+@click.option("--videos-per-class", type=click.IntRange(1), default=None,
+              help="Default: the protocol's synth.videos_per_class.")
 @click.option("--seed", type=int, default=None, help="Default: the protocol's synth.seed.")
-@click.option("--dirty", is_flag=True, help="Add the faults real data has (corrupt file, no audio, <1 s, shared id, re-upload).")
+@click.option("--dirty", is_flag=True,
+              help="Add the faults real data has (corrupt file, no audio, <1 s, shared id, re-upload).")
 @click.option("--overwrite", is_flag=True, help="Replace the contents of OUT if it is not empty.")
 @_friendly
 def synth(out, protocol_name, videos_per_class, seed, dirty, overwrite):
@@ -148,10 +150,12 @@ def train_baseline(store, run_dir, protocol_name, embedding_dim, epochs, device,
 @click.option("--out", "pool_dir", type=PathArg, required=True)
 @click.option("--split", type=click.Choice(["train", "val"]), default=None,
               help="Whose sounds to translate. Default: the protocol's classifiers.pool_split (vegas5: val).")
-@click.option("--per-model", type=click.IntRange(1), default=None, help="Images per model and class. Default: the protocol's.")
+@click.option("--per-model", type=click.IntRange(1), default=None,
+              help="Images per model and class. Default: the protocol's.")
 @click.option("--draws", "draws_per_sound", type=click.IntRange(1), default=None,
               help="Dropout draws per sound when a class has fewer sounds than --per-model. Default: the protocol's.")
-@click.option("--per-run-last", is_flag=True, help="A run folder contributes only its latest checkpoint (default: all).")
+@click.option("--per-run-last", is_flag=True,
+              help="A run folder contributes only its latest checkpoint (default: all).")
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--device", default="cpu", show_default=True)
 @click.option("--overwrite", is_flag=True)
@@ -159,8 +163,9 @@ def train_baseline(store, run_dir, protocol_name, embedding_dim, epochs, device,
 @_friendly
 def pool(generators, store, pool_dir, split, per_model, draws_per_sound, per_run_last, seed, device, overwrite,
          program_timeout, program_memory, unconfined):
-    """Translate the validation sounds of STORE (or the split the protocol names) with each GENERATOR (checkpoint files or run
-    folders, any mix; every checkpoint of a run folder is one model)."""
+    """Translate the validation sounds of STORE (or the split the protocol names) with each
+    GENERATOR (checkpoint files or run folders, any mix; every checkpoint of a run folder is one
+    model)."""
     from s2i_bench.informativity.pool import build_pool
     from s2i_bench.scoring.command import check_device
 
@@ -194,7 +199,8 @@ def label(pool_dir, use_judge, csv_path, from_annotations, seed):
 @click.option("--port", type=click.IntRange(0, 65535), default=8765, show_default=True, help="0: any free port.")
 @click.option("--overlap", type=click.FloatRange(0, 1), default=0.0, show_default=True,
               help="Share of the pool every annotator labels (first), for agreement.")
-@click.option("--share", default=None, metavar="K/N", help="Label only the overlap and the K-th of N parts of the rest.")
+@click.option("--share", default=None, metavar="K/N",
+              help="Label only the overlap and the K-th of N parts of the rest.")
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed of the order the images are shown in.")
 @_friendly
 def label_server(pool_dir, annotator, host, port, overlap, share, seed):
@@ -208,8 +214,10 @@ def label_server(pool_dir, annotator, host, port, overlap, share, seed):
 
 @main.command("train-classifiers", short_help="Train the five informativity CNNs and the class-match classifier.")
 @click.argument("pool_dir", type=ExistingPath, required=False)
-@click.option("--out", "bundle", type=PathArg, required=True, help="Bundle file (.pt); a JSON card is written beside it.")
-@click.option("--data", "store", type=ExistingPath, default=None, help="Store for the class-match classifier (default: the pool's).")
+@click.option("--out", "bundle", type=PathArg, required=True,
+              help="Bundle file (.pt); a JSON card is written beside it.")
+@click.option("--data", "store", type=ExistingPath, default=None,
+              help="Store for the class-match classifier (default: the pool's).")
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--device", default="cpu", show_default=True)
 @click.option("--authors", "authors", multiple=True, metavar="CLASS=FILE",
@@ -312,10 +320,12 @@ def score(translator, translator_option, store, bundle, split, seed, samples, al
 @click.option("--classifiers", "bundle", type=ExistingPath, default=None,
               help="The bundle the records were scored with (checked; its test set gives the corrected intervals). "
                    "Default: the one the records name.")
-@click.option("--epoch", type=click.IntRange(0), default=None, help="Compare at this epoch (default: the last common one).")
+@click.option("--epoch", type=click.IntRange(0), default=None,
+              help="Compare at this epoch (default: the last common one).")
 @click.option("--window", is_flag=True, help="Compare the series metrics (window average, maximum moving average).")
 @click.option("--split", type=click.Choice(["train", "val", "test"]), default=None)
-@click.option("--bootstrap", "n_boot", type=click.IntRange(100), default=None, help="Replicates (default: the protocol's).")
+@click.option("--bootstrap", "n_boot", type=click.IntRange(100), default=None,
+              help="Replicates (default: the protocol's).")
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed of the bootstrap.")
 @click.option("--json", "as_json", is_flag=True)
 @click.option("--out", type=PathArg, default=None, help="Folder for comparison.json, the table and the figure.")
@@ -339,7 +349,8 @@ def compare(systems, store, bundle, epoch, window, split, n_boot, seed, as_json,
 @click.option("--out", type=PathArg, required=True, help="Folder to write (new or empty, or an earlier export).")
 @click.option("--audio-context-s", type=float, default=None,
               help="Also write the C s centred on each segment (the store must be prepared with a context that long).")
-@click.option("--samples", type=click.IntRange(1), default=1, show_default=True, help="Images per sound: seeds per row.")
+@click.option("--samples", type=click.IntRange(1), default=1, show_default=True,
+              help="Images per sound: seeds per row.")
 @click.option("--seed", type=int, default=None, help="Scoring seed. Default: the protocol's scoring.seed.")
 @click.option("--overwrite", is_flag=True, help="Replace the files of an earlier export in OUT.")
 @_friendly
@@ -362,7 +373,8 @@ def export_sounds(store, split, out, audio_context_s, samples, seed, overwrite):
 @click.option("--data", "store", type=ExistingPath, default=None, help="Store (Table 1, Figs. 15/16).")
 @click.option("--classifiers", "bundle", type=ExistingPath, default=None, help="Bundle card (classifier table).")
 @click.option("--format", "formats", default="png", show_default=True, help="Comma-separated: png,pdf,svg.")
-@click.option("--overwrite", is_flag=True, help="Write over files in OUT that the report did not write (or that were changed since).")
+@click.option("--overwrite", is_flag=True,
+              help="Write over files in OUT that the report did not write (or that were changed since).")
 @_friendly
 def report(inputs, out, figures, store, bundle, formats, overwrite):
     """Render the report for INPUTS (run folders or metric-*.jsonl files) into OUT. OUT must be new,

@@ -87,8 +87,8 @@ def check_writable(path: str | Path, what: str) -> None:
         os.close(fd)
         os.unlink(tmp)
     except OSError as e:
-        raise UserError(f"{path}: cannot write the {what} output there ({describe_os_error(named_os_error(e, probe_dir))}); "
-                        f"nothing was done") from None
+        raise UserError(f"{path}: cannot write the {what} output there "
+                        f"({describe_os_error(named_os_error(e, probe_dir))}); nothing was done") from None
 
 
 def open_no_follow(path: str | Path, flags: int, mode: int = 0o644) -> int:

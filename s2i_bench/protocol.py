@@ -441,8 +441,10 @@ def _validate(p: Protocol) -> None:
         raise UserError(f"{src}: " + _unknown(p.classifiers.pool_split, ["train", "val"], "classifiers.pool_split"))
     for low, high, what in ((p.audio.f_min, p.audio.f_max, "audio.f_min < audio.f_max"),
                             (p.training.r_min, p.training.r_max, "training.r_min < training.r_max"),
-                            (p.synth.min_seconds, p.synth.max_seconds + 1e-9, "synth.min_seconds <= synth.max_seconds")):
+                            (p.synth.min_seconds, p.synth.max_seconds + 1e-9,
+                             "synth.min_seconds <= synth.max_seconds")):
         if not low < high:
             raise UserError(f"{src}: {what} is required (got {low:g} and {high:g})")
     if p.training.embedding_dim % 4:
-        raise UserError(f"{src}: training.embedding_dim must be a multiple of 4 (the discriminator views x as (f/4, 2, 2))")
+        raise UserError(f"{src}: training.embedding_dim must be a multiple of 4 "
+                        "(the discriminator views x as (f/4, 2, 2))")

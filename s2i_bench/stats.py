@@ -90,7 +90,8 @@ def bootstrap_p_value(replicates) -> float:
     return float(min(1.0, 2.0 * min(np.mean(d <= 0), np.mean(d >= 0))))
 
 
-def minimum_detectable_difference(n: int, discordance: float, confidence: float = 0.95, power: float = 0.8) -> float | None:
+def minimum_detectable_difference(n: int, discordance: float, confidence: float = 0.95,
+                                  power: float = 0.8) -> float | None:
     """The smallest paired difference in a share that a two-sided test at 1 - confidence finds with
     probability `power`, for n paired items of which a share `discordance` differ (normal
     approximation of McNemar's test: (z_a + z_b) * sqrt(discordance / n)). The discordance is

@@ -130,7 +130,8 @@ def _resolve(run, store, protocol, given: dict[str, Any], resume: bool,
     options = TrainOptions(
         embedding_dim=f, epochs=int(given.get("epochs") or tr.epochs),
         seed=int(tr.seed if given.get("seed") is None else given["seed"]),
-        save_every=int(given.get("save_every") or tr.save_every), grid_every=int(given.get("grid_every") or tr.grid_every),
+        save_every=int(given.get("save_every") or tr.save_every),
+        grid_every=int(given.get("grid_every") or tr.grid_every),
         device=given["device"], use_compile=bool(given.get("use_compile")),
         autoencoder=str(given["autoencoder"]) if given.get("autoencoder") else None, resume=resume)
     return protocol, options, previous

@@ -120,7 +120,8 @@ def load_authors_generator(state: Any, embedding_dim: int | None, source: str):
         raise UserError(f"{source}: generator: key 'transition0.weight' has input size {found}, "
                         f"but --embedding-dim is {embedding_dim}")
     if found % 4:
-        raise UserError(f"{source}: generator: embedding size {found} (from 'transition0.weight') is not a multiple of 4")
+        raise UserError(f"{source}: generator: embedding size {found} (from 'transition0.weight') "
+                        "is not a multiple of 4")
     with torch.device("meta"):  # no init work: every tensor comes from the file
         model = DenseGenerator(found)
     model.load_state_dict(map_state_dict(state, generator_layer_map(), model, source, "generator"), assign=True)

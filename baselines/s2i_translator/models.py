@@ -3,7 +3,7 @@ generator with test-time dropout, audio-conditioned discriminator.
 
 Every width, kernel and dropout rate comes from the protocol's `ModelSpec` (`spec=None` means the
 paper's, i.e. `protocols/vegas5.toml`). At the paper's widths the parameter counts equal SPEC
-section 4 exactly (tests/test_translator_models.py). Shapes for the paper profile:
+section 4 exactly (tests/translators/test_translator_models.py). Shapes for the paper profile:
 
     spectrogram (B, 1, 128, 100) --encoder--> x (B, f) --generator--> image (B, 3, 96, 96)
     (image, x) --discriminator--> RC-score (B, 1, 1, 1)
@@ -198,9 +198,11 @@ class DenseGenerator(nn.Module):
             block = DenseBlock(channels, widths)
             out = 3 if i == len(blocks) - 1 else widths[2]  # the last transition makes the RGB image
             self.blocks.append(block)
-            self.transitions.append(ConvBN(block.out_channels, out, kernels[i], strides[i], paddings[i], transposed=True))
+            self.transitions.append(ConvBN(block.out_channels, out, kernels[i], strides[i], paddings[i],
+                                           transposed=True))
             channels, size = out, _out_size(size, kernels[i], strides[i], paddings[i], True)
-        _check(size == spec.image_size, f"generator transitions give {size}x{size} images, not image_size {spec.image_size}")
+        _check(size == spec.image_size,
+               f"generator transitions give {size}x{size} images, not image_size {spec.image_size}")
         # Channels each dropout layer sees (after transition0..transition5), for per-image masks.
         self.dropout_channels = (spec.generator_transition0, *[b[2] for b in blocks[:-1]])
         xavier_init(self)
@@ -239,7 +241,8 @@ class Discriminator(nn.Module):
     def __init__(self, embedding_dim: int, spec=None):
         super().__init__()
         spec = spec or paper_spec()
-        _check(embedding_dim % 4 == 0, f"embedding_dim {embedding_dim} is not a multiple of 4 (x is viewed as (f/4, 2, 2))")
+        _check(embedding_dim % 4 == 0,
+               f"embedding_dim {embedding_dim} is not a multiple of 4 (x is viewed as (f/4, 2, 2))")
         widths = [3, *spec.discriminator_channels]
         kernels, strides, paddings = spec.discriminator_kernels, spec.discriminator_strides, spec.discriminator_paddings
         _check(len(widths) - 1 == len(kernels) == len(strides) == len(paddings),

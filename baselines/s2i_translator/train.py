@@ -114,7 +114,8 @@ def _target_images(store, indices: np.ndarray, size: int, chunk: int = 2048) -> 
 
 # -- the autoencoder -----------------------------------------------------------------------------
 def train_autoencoder(spectrograms: torch.Tensor, embedding_dim: int, protocol, seed: int, device: str,
-                      desc: str = "autoencoder", source: str = "the training spectrograms") -> tuple[AudioAutoencoder, float]:
+                      desc: str = "autoencoder",
+                      source: str = "the training spectrograms") -> tuple[AudioAutoencoder, float]:
     """Train the audio autoencoder on (N, 1, 128, 100) normalised spectrograms (Eq. 1)."""
     spec = protocol.autoencoder
     torch.manual_seed(item_seed(seed, "autoencoder-init"))

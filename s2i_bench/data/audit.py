@@ -118,9 +118,9 @@ def format_report(report: dict, limit: int = 10) -> str:
     for item in report["video_ids_in_several_splits"][:limit]:
         lines.append(f"  video {item['video_id']} in splits {item['splits']} (classes {', '.join(item['classes'])})")
     for p in report["near_duplicates_across_splits"][:limit]:
-        lines.append(f"  near-duplicate across splits: {p['video_a']} ({p['split_a']}) ~ {p['video_b']} ({p['split_b']}): "
-                     f"{p['segment_a']} ~ {p['segment_b']}, hash distance {p['phash_distance']}, "
-                     f"spectrogram distance {p['spectrogram_distance']}")
+        lines.append(f"  near-duplicate across splits: {p['video_a']} ({p['split_a']}) ~ "
+                     f"{p['video_b']} ({p['split_b']}): {p['segment_a']} ~ {p['segment_b']}, "
+                     f"hash distance {p['phash_distance']}, spectrogram distance {p['spectrogram_distance']}")
     hidden = max(0, len(report["video_ids_in_several_splits"]) - limit) + \
         max(0, len(report["near_duplicates_across_splits"]) - limit)
     if hidden:

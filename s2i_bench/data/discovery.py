@@ -74,7 +74,8 @@ def class_folders(root: Path, protocol) -> dict[Path, str | None]:
                        for f in unmatched)
     if missing:
         raise UserError(f"{root}: no folder for class(es) {', '.join(missing)} of protocol {protocol.name!r}"
-                        + (f"; {detail}" if detail else f" (found folders: {', '.join(f.name for f in folders) or 'none'})")
+                        + (f"; {detail}" if detail
+                           else f" (found folders: {', '.join(f.name for f in folders) or 'none'})")
                         + "; rename the folder or pass a manifest CSV (nothing was decoded)")
     if unmatched:
         logger.warning(f"prepare: {detail}; their files are skipped (listed in skipped.csv)")
@@ -98,13 +99,14 @@ def discover_folder(root: Path, protocol) -> list[Source]:
             src = Source(f, rel, key, video_id_of(f.stem, protocol.data.video_id_pattern))
             named_like_video = [p for p in parts[1:-1] if Path(p).suffix.lower() in exts]
             if key is None:
-                src.skip_reason = f"folder {_printable(Path(folder.name))!r} matches no class of protocol {protocol.name!r}"
+                src.skip_reason = (f"folder {_printable(Path(folder.name))!r} matches no class of protocol "
+                                   f"{protocol.name!r}")
             elif rel != str(f.relative_to(root)):
                 src.skip_reason = "file name is not valid UTF-8 (undecodable bytes shown as \\xNN)"
                 src.video_id = _printable(Path(src.video_id))
             elif named_like_video:
-                src.skip_reason = (f"inside folder {named_like_video[0]!r}, which is named like a video file: a folder, "
-                                   f"not a clip; its files are not read")
+                src.skip_reason = (f"inside folder {named_like_video[0]!r}, which is named like a video file: "
+                                   f"a folder, not a clip; its files are not read")
             elif f.suffix.lower() not in exts:
                 src.skip_reason = f"not a video file (extension {f.suffix or 'none'!r})"
             sources.append(src)
@@ -138,7 +140,8 @@ def discover_manifest(csv_path: Path, protocol) -> list[Source]:
         split = SPLIT_ALIASES[row["split"].strip().lower()] if has_split else None
         src = Source(path, _rel(path, root), key, vid, split)
         if key is None:
-            src.skip_reason = f"class {row['class']!r} (line {row_number}) matches no class of protocol {protocol.name!r}"
+            src.skip_reason = (f"class {row['class']!r} (line {row_number}) matches no class of protocol "
+                               f"{protocol.name!r}")
         elif path.is_dir():
             src.skip_reason = f"a folder, not a video file (line {row_number})"
         elif not path.is_file():

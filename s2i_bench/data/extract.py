@@ -129,7 +129,8 @@ def extract_all(sources: list[Source], protocol, work: Path, workers: int,
         # spawn, not fork: the parent may hold torch/OpenMP threads, which fork does not survive.
         with ProcessPoolExecutor(max_workers=workers, mp_context=mp.get_context("spawn"),
                                  initializer=_worker_init) as pool:
-            futures = [pool.submit(_extract_to_cache, path, protocol, cache, audio_context_s) for path, cache in todo.values()]
+            futures = [pool.submit(_extract_to_cache, path, protocol, cache, audio_context_s)
+                       for path, cache in todo.values()]
             try:
                 for fut in as_completed(futures):
                     segments += fut.result()["segments"]
@@ -152,8 +153,8 @@ def check_cached_arrays(arrays: dict, protocol, rel: str, audio_context_s: float
     w = arrays["waveforms"].shape if "waveforms" in arrays else None
     c = arrays["context"].shape if "context" in arrays else None
     want_c = (n, int(round(audio_context_s * a.sample_rate))) if audio_context_s > 0 else None
-    if (s != (n, 1, a.n_mels, a.frames_per_segment) or f != (n, im.size, im.size, 3) or arrays["frames"].dtype != np.uint8
-            or w != (n, samples) or c != want_c):
+    if (s != (n, 1, a.n_mels, a.frames_per_segment) or f != (n, im.size, im.size, 3)
+            or arrays["frames"].dtype != np.uint8 or w != (n, samples) or c != want_c):
         raise UserError(f"{rel}: cached features have shapes {s}, {f}, {w}, {c}; delete the .work folder and rerun")
     if not np.isfinite(arrays["spectrograms"]).all():
         raise UserError(f"{rel}: cached spectrograms contain NaN; delete the .work folder and rerun")

@@ -317,7 +317,8 @@ def _balance(seg: Segments, protocol, seed: int) -> None:
     empty = [s for s in SPLITS if not (seg.manifest["split"] == s).any()]
     if empty:
         raise UserError(f"after balancing, split(s) {empty} have no segments "
-                        f"({n_before} segments of {seg.manifest['video_id'].nunique()} videos; too few videos per class?)")
+                        f"({n_before} segments of {seg.manifest['video_id'].nunique()} videos; "
+                        f"too few videos per class?)")
 
 
 def _store_meta(protocol, normalisation, policy, seed, leaky, n_before, report, seg: Segments, root: Path,

@@ -302,7 +302,8 @@ def _read_meta(path: Path) -> dict:
     except (json.JSONDecodeError, UnicodeDecodeError) as e:
         raise UserError(f"{meta_path}: not valid JSON ({e})") from None
     if not isinstance(meta, dict) or meta.get("format") != STORE_FORMAT:
-        raise UserError(f"{meta_path}: not an s2i-bench store (format={meta.get('format') if isinstance(meta, dict) else None!r})")
+        raise UserError(f"{meta_path}: not an s2i-bench store "
+                        f"(format={meta.get('format') if isinstance(meta, dict) else None!r})")
     if meta.get("format_version") not in READABLE_VERSIONS:
         raise UserError(f"{meta_path}: store format version {meta.get('format_version')!r} is not supported "
                         f"(this s2i-bench reads versions {', '.join(map(str, READABLE_VERSIONS))}); rebuild it with "
@@ -385,14 +386,15 @@ def _shape_problems(store: Store) -> list[tuple[str, str]]:
     except UserError:
         return out
     if sp.ndim != 4 or sp.shape[0] != n or tuple(sp.shape[1:]) != want:
-        out.append((str(path / "spectrograms.npy"), f"shape {sp.shape}, expected ({n}, {want[0]}, {want[1]}, {want[2]}) "
-                                                    f"for the {n} rows of manifest.csv"))
+        out.append((str(path / "spectrograms.npy"), f"shape {sp.shape}, expected ({n}, {want[0]}, {want[1]}, "
+                                                    f"{want[2]}) for the {n} rows of manifest.csv"))
     if sp.dtype not in (np.float16, np.float32):
         out.append((str(path / "spectrograms.npy"), f"dtype {sp.dtype}, expected float16 or float32"))
     if fr.ndim != 4 or fr.shape[0] != n or tuple(fr.shape[1:]) != (side, side, 3) or fr.dtype != np.uint8:
         out.append((str(path / "frames.npy"), f"shape {fr.shape} {fr.dtype}, expected ({n}, {side}, {side}, 3) uint8"))
     samples = int(round(store.protocol.data.segment_seconds * store.protocol.audio.sample_rate))
-    for name, wave, width in (("waveforms.npy", store.waveforms, samples), ("waveforms_context.npy", store.context, None)):
+    for name, wave, width in (("waveforms.npy", store.waveforms, samples),
+                              ("waveforms_context.npy", store.context, None)):
         if wave is None:
             continue
         if (wave.ndim != 2 or wave.shape[0] != n or wave.dtype != np.int16
@@ -420,7 +422,8 @@ def _manifest_problems(where: Path, manifest, store: Store) -> list[tuple[str, s
     if len(wrong):
         r = int(wrong[0])
         out.append((str(where), f"row {r + 2}: class_index {manifest['class_index'].iloc[r]!r} does not match class "
-                                f"{manifest['class'].iloc[r]!r} (index {int(expected.iloc[r])}); {len(wrong)} rows differ"))
+                                f"{manifest['class'].iloc[r]!r} (index {int(expected.iloc[r])}); "
+                                f"{len(wrong)} rows differ"))
     if not manifest["segment_id"].is_unique:
         dup = manifest["segment_id"][manifest["segment_id"].duplicated()].iloc[0]
         out.append((str(where), f"segment id {dup!r} appears twice"))

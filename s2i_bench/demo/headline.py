@@ -94,7 +94,8 @@ def format_headline(rows: list[dict], references: list[dict] = (), comparison: l
     for c in comparison:
         ci = c.get("ci") or [None, None]
         lines.append(f"  {c['a']:>5} - {c['b']:<5} {c['measure']:>5}: {100 * c['difference']:+.1f} pp "
-                     f"[{'-' if ci[0] is None else f'{100 * ci[0]:+.1f}'}, {'-' if ci[1] is None else f'{100 * ci[1]:+.1f}'}]"
+                     f"[{'-' if ci[0] is None else f'{100 * ci[0]:+.1f}'}, "
+                     f"{'-' if ci[1] is None else f'{100 * ci[1]:+.1f}'}]"
                      f", p = {c['p_adjusted']:.3f}{' *' if c['significant'] else ''}")
     if references:
         lines.append("reference translators (the scale), judge's truth and the classifiers' estimates:")
@@ -162,7 +163,8 @@ def compare_with_reference(provenance: dict, reference: Path) -> list[str]:
         ref = json.loads(ref_file.read_text())
     except (OSError, ValueError) as e:
         return [f"warning: {ref_file}: cannot read ({e})"]
-    mine = {(f"{r['run']} {tag}", r[tag].get("epoch")): r[tag] for r in provenance["headline"] for tag in ("first", "last")}
+    mine = {(f"{r['run']} {tag}", r[tag].get("epoch")): r[tag] for r in provenance["headline"]
+            for tag in ("first", "last")}
     theirs = {(f"{r['run']} {tag}", r[tag].get("epoch")): r[tag] for r in ref.get("headline", [])
               for tag in ("first", "last") if tag in r}
     mine |= {(f"reference {r.get('reference')}", None): r for r in provenance.get("references", [])}

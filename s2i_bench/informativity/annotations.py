@@ -42,8 +42,8 @@ OPS = ("label", "clear", "skip")
 
 def check_annotator(name: str) -> str:
     if not isinstance(name, str) or not ANNOTATOR.match(name) or ".." in name:
-        raise UserError(f"annotator name {name!r}: use 1-40 letters, digits, '_', '-' or '.', starting with a letter or "
-                        "digit (it names a file)")
+        raise UserError(f"annotator name {name!r}: use 1-40 letters, digits, '_', '-' or '.', "
+                        "starting with a letter or digit (it names a file)")
     return name
 
 
@@ -124,7 +124,8 @@ def _unit(key: str) -> float:
     return int.from_bytes(hashlib.sha256(key.encode()).digest()[:8], "little") / 2 ** 64
 
 
-def order(pool, annotator: str, *, seed: int = 0, overlap: float = 0.0, share: tuple[int, int] | None = None) -> list[str]:
+def order(pool, annotator: str, *, seed: int = 0, overlap: float = 0.0,
+          share: tuple[int, int] | None = None) -> list[str]:
     """The image ids `annotator` labels, in the order shown (see the module docstring)."""
     ids = pool.table["image_id"].astype(str).tolist()
     base = f"{pool.pool_hash}|{seed}"

@@ -32,7 +32,8 @@ def classifiers_command(pool_dir, out, *, authors: Iterable[str] = (), protocol=
                                    seed=seed, device=device, overwrite=overwrite)
         return
     if pool_dir is None:
-        raise UserError("missing POOL_DIR (a labelled pool), or --authors CLASS=FILE to import the authors' classifiers")
+        raise UserError("missing POOL_DIR (a labelled pool), "
+                        "or --authors CLASS=FILE to import the authors' classifiers")
     train_classifiers(pool_dir, out=out, store=store, seed=seed, device=device, overwrite=overwrite)
 
 

@@ -74,9 +74,10 @@ def fit_classifier(model: nn.Module, train_images: np.ndarray, train_labels: np.
                    val_images: np.ndarray, val_labels: np.ndarray, *, epochs: int, batch_size: int,
                    lr: float, momentum: float, weight_decay: float, seed: int, device="cpu",
                    desc: str = "train") -> FitResult:
-    """One plain SGD loop from freshly initialised weights. After each epoch the model is scored on the validation images; the
-    state of the best epoch (highest validation accuracy, ties: lower validation loss, then the
-    earlier epoch) is returned. The test images are never seen here."""
+    """One plain SGD loop from freshly initialised weights. After each epoch the model is scored
+    on the validation images; the state of the best epoch (highest validation accuracy, ties:
+    lower validation loss, then the earlier epoch) is returned. The test images are never seen
+    here."""
     if len(train_images) < 2 or len(val_images) < 1:
         raise UserError(f"{desc}: too few images to train ({len(train_images)} train, {len(val_images)} validation)")
     torch.manual_seed(seed)  # weight init and dropout masks both come from the seed
@@ -280,7 +281,8 @@ def _class_match_for_pool(pool, protocol, store, seed: int, device, epochs: int 
     store_path = Path(store) if store is not None else pool.store_path
     real = open_store(store_path)
     if tuple(real.protocol.class_keys) != tuple(protocol.class_keys):
-        raise UserError(f"{store_path}: classes {real.protocol.class_keys} differ from the pool's {protocol.class_keys}")
+        raise UserError(f"{store_path}: classes {real.protocol.class_keys} differ from the pool's "
+                        f"{protocol.class_keys}")
     if real.store_hash != pool.store_hash:
         logger.info(f"note: class-match classifier trained on store {real.store_hash}, the pool came from "
                     f"{pool.store_hash}")

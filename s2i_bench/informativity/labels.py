@@ -215,7 +215,8 @@ def read_label_csv(csv_path: str | Path, pool) -> Any:
         raise UserError(f"{csv_path}: no labels")
 
     def fail(problem: str, bad: list[tuple]) -> None:
-        shown = "; ".join(f"line {ln}: {iid},{lab}" + (f",{ann}" if ann else "") for ln, iid, lab, ann in bad[:MAX_SHOWN])
+        shown = "; ".join(f"line {ln}: {iid},{lab}" + (f",{ann}" if ann else "")
+                          for ln, iid, lab, ann in bad[:MAX_SHOWN])
         more = f" (and {len(bad) - MAX_SHOWN} more)" if len(bad) > MAX_SHOWN else ""
         raise UserError(f"{csv_path}: {len(bad)} line(s) with {problem}: {shown}{more}")
 

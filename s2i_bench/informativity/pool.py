@@ -460,7 +460,8 @@ def _write_pool_files(tmp: Path, table, parts: _PoolParts, data, store, protocol
     meta = {
         "format": POOL_FORMAT, "format_version": POOL_FORMAT_VERSION,
         # absolute store path: train-classifiers finds the real frames from any working folder
-        "store": {**data.ref(), "path": str(Path(store).resolve()), "synthetic_world": data.meta.get("synthetic_world")},
+        "store": {**data.ref(), "path": str(Path(store).resolve()),
+                  "synthetic_world": data.meta.get("synthetic_world")},
         "protocol": protocol.ref(), "protocol_full": protocol.to_dict(), **settings,
         "num_images": int(len(table)), "num_models": len(parts.models), "models": parts.models,
         "counts": {c: int((table["class"] == c).sum()) for c in protocol.class_keys},

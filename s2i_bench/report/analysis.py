@@ -44,7 +44,8 @@ def resolve_protocols(runs: list[Run], store) -> Any:
                             "pass --data STORE made with it") from None
         if ref.get("fingerprint") and ref["fingerprint"] != run.protocol.fingerprint:
             run.protocol_note = (f"recorded protocol {ref['name']} has fingerprint {ref['fingerprint']}; the installed "
-                                 f"protocols/{ref['name']}.toml has {run.protocol.fingerprint} (its metric settings are used)")
+                                 f"protocols/{ref['name']}.toml has {run.protocol.fingerprint} "
+                                 f"(its metric settings are used)")
     first = runs[0].protocol
     for run in runs[1:]:
         p = run.protocol

@@ -200,5 +200,5 @@ def seed_table(summaries: list[dict], class_keys, confidence: float = 0.95) -> T
     return Table("seeds", "Training seeds (beyond the paper)",
                  "Per embedding size trained with several seeds: the mean informativity's window average and maximum "
                  "moving average over the seeds: mean ± standard deviation and a 95% t interval clipped to [0, 100]% "
-                 "(seed-to-seed spread, beside the per-sound intervals of the informativity table; with two seeds it is "
-                 "wide by construction).", columns, rows)
+                 "(seed-to-seed spread, beside the per-sound intervals of the informativity table; "
+                 "with two seeds it is wide by construction).", columns, rows)

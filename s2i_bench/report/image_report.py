@@ -75,10 +75,12 @@ def correlation_with_truth(runs, references=(), n_boot: int = 1000, seed: int = 
 def correlation_table(rows: list[dict]) -> Table:
     columns = [Column("metric", "", in_text=False), Column("label", "metric"), Column("n", "checkpoints"),
                Column("rho", "Spearman ρ with the truth [95% CI]",
-                      lambda r: f"{r['rho']:+.2f}" + (f" [{r['ci_low']:+.2f}, {r['ci_high']:+.2f}]" if r.get("ci_low") is not None else "")),
+                      lambda r: f"{r['rho']:+.2f}" + (f" [{r['ci_low']:+.2f}, {r['ci_high']:+.2f}]"
+                                                      if r.get("ci_low") is not None else "")),
                Column("ci_low", "", in_text=False), Column("ci_high", "", in_text=False),
                Column("lower_is_better", "lower is better", lambda r: "yes" if r["lower_is_better"] else "no"),
-               Column("tracks", "tracks the truth", lambda r: "–" if r["tracks"] is None else ("yes" if r["tracks"] else "no"))]
+               Column("tracks", "tracks the truth",
+                      lambda r: "–" if r["tracks"] is None else ("yes" if r["tracks"] else "no"))]
     table_rows = [{**r, "ci_low": (r["ci"] or [None, None])[0], "ci_high": (r["ci"] or [None, None])[1]} for r in rows]
     return Table("metric-vs-truth", "Which metric tracks the judge's truth (synthetic data, beyond the paper)",
                  "Over every scored checkpoint of every run and every reference translator: Spearman's rank "
@@ -133,7 +135,8 @@ def image_metric_table(runs, references=()) -> Table:
             return text
         return f
 
-    columns = [Column("run", "run / reference"), Column("epoch", "epoch", lambda r: "–" if r["epoch"] is None else str(r["epoch"])),
+    columns = [Column("run", "run / reference"),
+               Column("epoch", "epoch", lambda r: "–" if r["epoch"] is None else str(r["epoch"])),
                Column("n_generated", "images"), Column("extractor", "", in_text=False),
                Column("fid", "FID [95% CI]", num("fid")), Column("fid_ci_low", "", in_text=False),
                Column("fid_ci_high", "", in_text=False),
@@ -151,8 +154,9 @@ def image_metric_table(runs, references=()) -> Table:
     if any(r.get("warning") for r in rows):
         notes.append(next(r["warning"] for r in rows if r.get("warning")))
     return Table("image-metrics", "Image metrics (beyond the paper)",
-                 "FID, KID, precision / recall / density / coverage and IIS of the last scored epoch of each run and of "
-                 "each reference translator, against the real frames of the same test sounds.", columns, rows, notes)
+                 "FID, KID, precision / recall / density / coverage and IIS of the last scored epoch of each run "
+                 "and of each reference translator, against the real frames of the same test sounds.",
+                 columns, rows, notes)
 
 
 def image_metric_series(runs):

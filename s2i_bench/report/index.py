@@ -38,7 +38,8 @@ def write_index(ctx: Context, items: list[Item], notes: list[str]) -> None:
     if notes:
         h.append("<p>Notes:</p><ul>" + "".join(f"<li>{e(n)}</li>" for n in notes) + "</ul>")
     for it in items:
-        h += [f"<h2>{e(it.title)}</h2>", f"<p>{e(it.caption)}</p>", f"<p class=\"from\"><em>From:</em> {e(it.provenance)}</p>"]
+        h += [f"<h2>{e(it.title)}</h2>", f"<p>{e(it.caption)}</p>",
+              f"<p class=\"from\"><em>From:</em> {e(it.provenance)}</p>"]
         if it.kind == "figure":
             img = [f for f in it.files if f.suffix in (".png", ".svg")]
             if img:
@@ -68,7 +69,8 @@ def write_manifest(ctx: Context, written: list[Path], formats, figures: bool, no
         "references": [{"name": lv["name"], "sha256": lv["run"].records[-1].translator_sha256,
                         "record_files": [p.name for p in lv["run"].record_files]} for lv in (ctx.references or [])],
         "store": None if ctx.store is None else {"hash": ctx.store.store_hash, "split_policy": ctx.store.split_policy},
-        "classifiers": None if ctx.card is None else {"pool_hash": ctx.card.get("pool_hash"), "seed": ctx.card.get("seed")},
+        "classifiers": None if ctx.card is None else {"pool_hash": ctx.card.get("pool_hash"),
+                                                      "seed": ctx.card.get("seed")},
         "scored_with_bundles": ctx.bundle_hashes(),
         "figures": figures, "formats": formats, "notes": notes,
         "files": sorted(p.as_posix() for p in written),

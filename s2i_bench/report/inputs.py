@@ -112,7 +112,8 @@ def load_runs(inputs: list[Path]) -> tuple[list[Run], list[str]]:
             raise UserError(f"{p}: not a run folder or a metric-*.jsonl file (made by `s2i-bench train-baseline` / "
                             "`s2i-bench score`)")
         else:
-            raise UserError(f"{p}: missing (a run folder from `s2i-bench train-baseline` or records from `s2i-bench score`)")
+            raise UserError(f"{p}: missing (a run folder from `s2i-bench train-baseline` or records from "
+                            "`s2i-bench score`)")
 
     # Records given alone join the run folder they were scored from when it is among the inputs.
     by_name: dict[str, list[Run]] = {}

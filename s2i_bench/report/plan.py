@@ -138,11 +138,13 @@ def figure_jobs(ctx: Context, analyses: list[Analysis], paper, formats, compared
                 if warn:
                     F.add_warning(fig, warn)
                 files = F.save(fig, ctx.out / "figures" / stem, formats)
-            return Item("figure", title, caption, ctx.provenance(runs, store=store), [f.relative_to(ctx.out) for f in files])
+            return Item("figure", title, caption, ctx.provenance(runs, store=store),
+                        [f.relative_to(ctx.out) for f in files])
         return Job(stem, job, runs)
 
     return (_paper_figures(ctx, analyses, paper, figure_item) + _sample_figures(ctx, analyses, figure_item)
-            + _beyond_figures(ctx, analyses, paper, figure_item) + _measure_figures(ctx, compared, correlation, formats))
+            + _beyond_figures(ctx, analyses, paper, figure_item)
+            + _measure_figures(ctx, compared, correlation, formats))
 
 
 def _paper_figures(ctx: Context, analyses: list[Analysis], paper, figure_item) -> list:
@@ -253,9 +255,9 @@ def _measure_figures(ctx: Context, compared: dict | None, correlation: list | No
         jobs.append(_comparison_figure(ctx, compared, formats))
     if correlation:
         jobs.append(_simple_figure(ctx, "beyond-metric-vs-truth", "Which metric tracks the truth (beyond the paper)",
-                                   "Spearman's correlation of each metric with the judge's true informativity over every "
-                                   "checkpoint and reference translator, with 95% bootstrap intervals; green: the "
-                                   "interval excludes 0 in the right direction ((↓): lower is better).",
+                                   "Spearman's correlation of each metric with the judge's true informativity over "
+                                   "every checkpoint and reference translator, with 95% bootstrap intervals; green: "
+                                   "the interval excludes 0 in the right direction ((↓): lower is better).",
                                    lambda: correlation_figure(correlation), formats))
     if any(r.image_metrics and r.epoch is not None for run in ctx.runs for r in run.records):
         jobs.append(_simple_figure(ctx, "beyond-image-metrics", "Image metrics per epoch (beyond the paper)",

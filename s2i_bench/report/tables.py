@@ -185,7 +185,8 @@ def table1(counts: dict[str, dict[str, int]], videos: dict[str, int], class_keys
              + " / ".join(f"{totals[s] / n:.3f}" for s in SPLIT_NAMES)
              + "; paper: 0.802 / 0.091 / 0.112. Paper columns: Table 1 of the paper."]
     return Table("table1-segments", "Table 1: segments per class and split",
-                 "1-s segments per class in each split and source videos per class (this store), beside the paper's Table 1.",
+                 "1-s segments per class in each split and source videos per class (this store), "
+                 "beside the paper's Table 1.",
                  columns, rows, notes)
 
 
@@ -269,7 +270,8 @@ def informativity_table(summaries: list[dict], class_keys, class_names, paper, m
     rows += _paper_rows(paper, class_keys, names)
     return Table("table-informativity", "Informativity summary",
                  "Per run, class and mean: window average and maximum moving average (with its epoch) of the "
-                 "informativity series, raw, corrected and true, and the last scored epoch, beside the paper's numbers.",
+                 "informativity series, raw, corrected and true, and the last scored epoch, "
+                 "beside the paper's numbers.",
                  _informativity_columns(rows, moving_average, window), rows,
                  _informativity_notes(moving_average, window))
 
@@ -370,7 +372,8 @@ def _informativity_columns(rows: list[dict], moving_average: int, window: tuple[
                                       (r.get("last_corrected_ci_low"), r.get("last_corrected_ci_high")))),
         Column("last_corrected_ci_low", "", in_text=False), Column("last_corrected_ci_high", "", in_text=False),
         Column("last_class_match_rate", "class match (last)", lambda r: pct(r.get("last_class_match_rate"))),
-        Column("last_true_share", "truth (last)", lambda r: pct(r.get("last_true_share")), in_text=has("last_true_share")),
+        Column("last_true_share", "truth (last)", lambda r: pct(r.get("last_true_share")),
+               in_text=has("last_true_share")),
     ]
     return columns
 

@@ -72,7 +72,8 @@ class Outcomes:
     predicted: np.ndarray | None  # (K, N) int64 class index, None without a class-match classifier
     truth: np.ndarray | None  # (K, N) bool, None when the store is not the synthetic world
     scored_keys: tuple[str, ...]  # the classes that have an informativity classifier
-    sheet_images: dict[int, np.ndarray] = field(default_factory=dict)  # plan position -> (H, W, 3) uint8, draw 0, native size
+    # plan position -> (H, W, 3) uint8, draw 0, native size
+    sheet_images: dict[int, np.ndarray] = field(default_factory=dict)
     native_size: tuple[int, int] | None = None  # (H, W) the translator answered with
     features: np.ndarray | None = None  # (K, N, D) image features (with an extractor: the image metrics)
     image_embeddings: np.ndarray | None = None  # (K, N, D') by the AIS image encoder

@@ -128,7 +128,8 @@ def score_command(translator, *, store=None, bundle=None, split=None, seed=None,
     check_writable(out, "score")
     out.parent.mkdir(parents=True, exist_ok=True)
     # The images of the fixed test sounds go beside the records (Figs. 15/16 of the report).
-    sheet = out.parent / sheet_name(loaded.info, sheet_key(loaded.info, store_hash=st.store_hash, split=split, seed=seed))
+    sheet = out.parent / sheet_name(loaded.info, sheet_key(loaded.info, store_hash=st.store_hash, split=split,
+                                                           seed=seed))
     record = score_translator(loaded, st, bun, samples=samples, sample_sheet=sheet, only_rows=only_rows, **kwargs)
     records.append(out, record)
     if as_json:

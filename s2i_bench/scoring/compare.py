@@ -17,8 +17,9 @@ At one checkpoint (`--epoch E`, default the last epoch all have) per class and f
 
 Single translators: exact McNemar on the paired per-image decisions for a class's raw and true
 shares (the corrected difference has the raw one's p-value: before clipping it is the raw
-difference scaled by a positive factor, so both shares are equal exactly when the raw ones are); the mean over classes and every group of seeds: a bootstrap over the test
-sounds (stratified by class; groups also resample their seeds), two-sided. Intervals: the
+difference scaled by a positive factor, so both shares are equal exactly when the raw ones
+are); the mean over classes and every group of seeds: a bootstrap over the test sounds
+(stratified by class; groups also resample their seeds), two-sided. Intervals: the
 percentile interval of the same bootstrap. Series metrics (`--window`: the window average and the
 maximum moving average): a paired bootstrap over the test sounds that recomputes the whole
 metric, post-update replacement included, for each replicate.

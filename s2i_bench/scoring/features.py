@@ -83,7 +83,8 @@ def domain_extractor(bundle) -> Extractor:
         x = x.flatten(1)  # (B, 32)
         return F.relu(model.fc2_bn(model.fc2(x))).numpy()  # (B, 32)
 
-    return Extractor(DOMAIN, file_sha256(Path(bundle.path)), fn, {"dims": 32, "kind": "domain", "bundle": str(bundle.path)})
+    return Extractor(DOMAIN, file_sha256(Path(bundle.path)), fn,
+                     {"dims": 32, "kind": "domain", "bundle": str(bundle.path)})
 
 
 def _sidecar(path: Path, sha: str) -> dict:

@@ -158,7 +158,8 @@ def _distribution_rows(a: System, b: System, key: tuple, epoch: int | None) -> l
     z = NormalDist().inv_cdf(0.975)
     rows = []
     for name in ("fid", "kid"):
-        va, vb, ca, cb = ra.image_metric(name), rb.image_metric(name), ra.image_metric_ci(name), rb.image_metric_ci(name)
+        va, vb, ca, cb = (ra.image_metric(name), rb.image_metric(name),
+                          ra.image_metric_ci(name), rb.image_metric_ci(name))
         if va is None or vb is None or not ca or not cb:
             continue
         if ra.feature_space != rb.feature_space:

@@ -453,7 +453,8 @@ def _check_against_decisions(r: Mapping[str, Any], where: str) -> None:
     start = 0
     for key, size in sizes:
         c = classes[key]
-        for part, measure in (("informative", "raw_share"), ("truth", "true_share"), ("class_match", "class_match_rate")):
+        for part, measure in (("informative", "raw_share"), ("truth", "true_share"),
+                              ("class_match", "class_match_rate")):
             v = c.get(measure)
             if v is None or d[part] is None or size == 0:
                 continue

@@ -194,8 +194,8 @@ def score_translator(translator, store, bundle, *, protocol, split: str = "test"
         d_update = int(epoch) % protocol.training.d_every_epochs == 0
     record = make_record(info=info, numbers=numbers, plan=plan, protocol=protocol, store=store, bundle=bundle,
                          run=run, epoch=epoch, d_update=d_update, has_class_match=outcomes.predicted is not None,
-                         native_size=outcomes.native_size, translator_inputs=getattr(translator, "inputs", ("log_mel",)),
-                         decisions=None)
+                         native_size=outcomes.native_size,
+                         translator_inputs=getattr(translator, "inputs", ("log_mel",)), decisions=None)
     if len(which) > 1:
         record["image_metrics"], per_iis = image_metrics(outcomes, plan, store, extractor, which, protocol, plan.seed,
                                                          ais[2] if ais is not None else None)
@@ -251,7 +251,8 @@ def image_metrics(outcomes: Outcomes, plan: Plan, store, extractor, which, proto
 # -- every checkpoint of a run --------------------------------------------------------------------
 def score_checkpoints(run, store, bundle, *, protocol, split: str, seed: int, samples: int, batch_size: int,
                       device="cpu", out: Path | None = None, sheets: str = "last", translator_options=None,
-                      only_missing: bool = True, metrics=None, extractor=None, ais=None) -> tuple[list[records.Record], list[Path]]:
+                      only_missing: bool = True, metrics=None, extractor=None,
+                      ais=None) -> tuple[list[records.Record], list[Path]]:
     """Score the checkpoints of `run` (a RunFolder) that have no record in `out` (default: the
     run's records file) for these classifiers, store, split, seed and samples; append one record
     each. `sheets`: which checkpoints save a sample sheet: "last", "first-last" or "none".

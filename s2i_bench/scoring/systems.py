@@ -129,7 +129,8 @@ def common_series(systems: list[System], split: str, bundle_sha: str | None, sto
         a, b = sorted(ka)[0], sorted(kb)[0]
         differ = [f"{FIELDS[i]} ({str(a[i])[:16]} vs {str(b[i])[:16]})" for i in range(len(FIELDS)) if a[i] != b[i]]
         if not differ and bundle_sha is not None:
-            differ = [f"classifiers (the records were scored with {str(a[0])[:12]}, --classifiers is {bundle_sha[:12]})"]
+            differ = [f"classifiers (the records were scored with {str(a[0])[:12]}, "
+                      f"--classifiers is {bundle_sha[:12]})"]
         if not differ and store_hash is not None:
             differ = [f"store (the records were scored on {a[1]}, --data is {store_hash})"]
         raise UserError(f"{wa} and {wb} were not scored alike, so they cannot be compared sound for sound: they "

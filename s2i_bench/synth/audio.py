@@ -73,7 +73,10 @@ def _cry(scene, t, sr, rng):
         contour[inside] = 1.0 + 0.06 * np.sin(math.pi * (t[inside] - start) / (end - start))
     vib_rate = rng.uniform(5.0, 7.0)
     f0 = f0_mean * contour * (1.0 + 0.025 * np.sin(2 * math.pi * vib_rate * t))
-    formant = lambda k: k**-0.7 * (1.0 + 1.5 * math.exp(-(((k * f0_mean) - 1200.0) / 500.0) ** 2))
+
+    def formant(k):
+        return k**-0.7 * (1.0 + 1.5 * math.exp(-(((k * f0_mean) - 1200.0) / 500.0) ** 2))
+
     voice = _harmonics(f0, sr, formant)
     breath = 0.15 * _band_noise(rng, len(t), sr, 2500.0, 1.0)
     return env * (voice / np.sqrt(np.mean(voice**2) + 1e-12) + breath)

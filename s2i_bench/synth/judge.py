@@ -123,7 +123,8 @@ def build_bank() -> Bank:
             region = np.where(region >= REGION_THRESHOLD, region, 0.0)
             region = (region / region.sum()).astype(np.float32)
             draw_colours = np.einsum("tdpc,p->tdc", draws.reshape(N_TONE, DRAWS, P, 3), region)
-            colour_var = (draw_colours - draw_colours.mean(1, keepdims=True)).reshape(-1, 3).var(0) * DRAWS / (DRAWS - 1)
+            colour_var = ((draw_colours - draw_colours.mean(1, keepdims=True)).reshape(-1, 3).var(0)
+                          * DRAWS / (DRAWS - 1))
             for ti in range(N_TONE):
                 means.append(cell_means[ti])
                 weights.append(1.0 / (pixel_var + EPS_PIXEL**2))

@@ -83,7 +83,8 @@ def encode_mp4(path: Path, frames: np.ndarray, audio: np.ndarray | None, fps: in
                 chunk = audio[:, start:start + step]
                 if chunk.shape[1] < step:
                     chunk = np.pad(chunk, ((0, 0), (0, step - chunk.shape[1])))
-                frame = av.AudioFrame.from_ndarray(np.ascontiguousarray(chunk, dtype=np.float32), format="fltp", layout=layout)
+                frame = av.AudioFrame.from_ndarray(np.ascontiguousarray(chunk, dtype=np.float32), format="fltp",
+                                                   layout=layout)
                 frame.sample_rate, frame.pts, frame.time_base = sample_rate, start, Fraction(1, sample_rate)
                 box.mux(sound.encode(frame))
             box.mux(sound.encode(None))
@@ -308,8 +309,10 @@ def _write_faults(root: Path, videos: list[dict], folders: dict[str, str], spec,
     """The five faults of SPEC section 8, each listed exactly (see the module docstring)."""
     rng = np.random.default_rng([seed, FAULT_STREAM])
     keys = list(folders)
-    pick = lambda i: keys[i % len(keys)]  # fault i lives in class i (mod the number of classes)
     faults = []
+
+    def pick(i):  # fault i lives in class i (mod the number of classes)
+        return keys[i % len(keys)]
 
     def new_scene(key: str, duration: float) -> dict:
         return draw_scene(key, rng, video_id=_unique_id(rng, taken), duration=duration)

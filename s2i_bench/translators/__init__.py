@@ -18,8 +18,9 @@ from s2i_bench.translators.base import (Batch, StoreTranslator, Translator, batc
                                         checked_images, to_protocol_size, translate_checked)
 from s2i_bench.translators.registry import Loader, Plugin, plugins, register, trainer, unregister
 
-__all__ = ["Batch", "Loader", "Plugin", "StoreTranslator", "Translator", "batch_for_rows", "check_inputs", "checked_images", "load_translator", "plugins", "register",
-           "to_protocol_size", "trainer", "translate_checked", "unregister"]
+__all__ = ["Batch", "Loader", "Plugin", "StoreTranslator", "Translator", "batch_for_rows", "check_inputs",
+           "checked_images", "load_translator", "plugins", "register", "to_protocol_size", "trainer",
+           "translate_checked", "unregister"]
 
 
 def load_translator(path: str | Path, device: str = "cpu", **options) -> Translator:

@@ -75,7 +75,8 @@ class StoreTranslator(Translator):
         super().__init__(self._no_rows, info, device=device, inputs=inputs)
 
     def _no_rows(self, batch: Batch):
-        raise UserError(f"{self.info.get('path')}: needs the store rows of its sounds (score it with `s2i-bench score`)")
+        raise UserError(f"{self.info.get('path')}: needs the store rows of its sounds "
+                        "(score it with `s2i-bench score`)")
 
     def translate_rows(self, batch: Batch, rows):
         raise NotImplementedError

@@ -175,9 +175,9 @@ def load_folder(folder: Path, store, *, split: str, samples: int | None, allow_m
     contents = scan(folder, set(ids.tolist()))
     samples, missing = plan_draws(contents, ids.tolist(), samples)
     if missing and not allow_missing:
-        raise UserError(f"{folder}: {len(missing)} of {len(rows)} {split} sounds lack an image for draws 0..{samples - 1} "
-                        f"(e.g. {', '.join(missing[:5])}); pass --allow-missing to score the {len(rows) - len(missing)} "
-                        f"that are complete (the record lists the missing ids)")
+        raise UserError(f"{folder}: {len(missing)} of {len(rows)} {split} sounds lack an image for draws "
+                        f"0..{samples - 1} (e.g. {', '.join(missing[:5])}); pass --allow-missing to score the "
+                        f"{len(rows) - len(missing)} that are complete (the record lists the missing ids)")
     missing_set = set(missing)
     keep = np.array([r for r, sid in zip(rows.tolist(), ids.tolist()) if sid not in missing_set], dtype=np.int64)
     if len(keep) == 0:

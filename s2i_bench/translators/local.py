@@ -54,7 +54,8 @@ def load_plugin(spec: str, protocol, device: str = "cpu") -> Translator:
 
         names = [n for n in vars(module) if not n.startswith("_") and callable(getattr(module, n))]
         close = difflib.get_close_matches(factory_name, names, n=1)
-        hint = f"; did you mean {close[0]!r}?" if close else f" (it defines: {', '.join(sorted(names)[:10]) or 'nothing callable'})"
+        hint = (f"; did you mean {close[0]!r}?" if close
+                else f" (it defines: {', '.join(sorted(names)[:10]) or 'nothing callable'})")
         raise UserError(f"plugin {spec}: {target} has no {factory_name!r}{hint}")
     if not callable(factory):
         raise UserError(f"plugin {spec}: {factory_name} is a {type(factory).__name__}, not a factory function")

@@ -61,12 +61,13 @@ remove clear reverse keys values items get __derive_index __range_length floordi
 item dtype device is_floating_point is_contiguous requires_grad_ layout warn manual_seed _assert_async
 _assert_scalar _assert_tensor_metadata sym_constrain_range sym_constrain_range_for_size _functional_sym_constrain_range
 empty_permuted full_like alias copy_ _local_scalar_dense to_dense sqrt_ cat concat concatenate leaky_relu
-gru lstm rnn_tanh rnn_relu _native_multi_head_attention is_autocast_enabled is_grad_enabled _has_compatible_shallow_copy_type
-native_channel_shuffle _addmm_activation _transformer_encoder_layer_fwd _scaled_dot_product_attention_math
-_scaled_dot_product_flash_attention_for_cpu _safe_softmax softmax_backward_data pixel_unshuffle
-cdist pdist _cdist_forward cartesian_prod combinations histc bincount argwhere det logdet slogdet inverse pinverse
-cholesky qr svd eig matrix_power matrix_exp frobenius_norm nuclear_norm kl_div cross_entropy binary_cross_entropy_with_logits
-l1_loss huber_loss triplet_margin_loss cosine_embedding_loss margin_ranking_loss poisson_nll_loss
+gru lstm rnn_tanh rnn_relu _native_multi_head_attention is_autocast_enabled is_grad_enabled
+_has_compatible_shallow_copy_type native_channel_shuffle _addmm_activation _transformer_encoder_layer_fwd
+_scaled_dot_product_attention_math _scaled_dot_product_flash_attention_for_cpu _safe_softmax softmax_backward_data
+pixel_unshuffle cdist pdist _cdist_forward cartesian_prod combinations histc bincount argwhere det logdet slogdet
+inverse pinverse cholesky qr svd eig matrix_power matrix_exp frobenius_norm nuclear_norm kl_div cross_entropy
+binary_cross_entropy_with_logits l1_loss huber_loss triplet_margin_loss cosine_embedding_loss margin_ranking_loss
+poisson_nll_loss
 """.split())
 # resampling of any kind and dimension (upsample_bilinear2d, _upsample_nearest_exact3d, ...)
 _UPSAMPLE = re.compile(r"^(_?upsample_[a-z0-9_]+|linalg_[a-z0-9_]+|special_[a-z0-9_]+|fft_[a-z0-9_]+)$")
@@ -149,7 +150,8 @@ def export_operators(exported) -> dict[str, str]:
                             "getitem", "add", "sub", "mul", "floordiv", "truediv", "neg", "eq", "ne", "lt", "le",
                             "gt", "ge", "and_", "or_", "not_"):
                         continue
-                    qual = f"python::{getattr(target, '__module__', '?')}.{getattr(target, '__qualname__', str(target))}"
+                    qual = (f"python::{getattr(target, '__module__', '?')}."
+                            f"{getattr(target, '__qualname__', str(target))}")
                 elif "::" in qual:
                     qual = qual.split(".")[0]  # drop the overload ('aten::conv2d.default' -> 'aten::conv2d')
                 found.setdefault(qual, mod_name or "<graph>")

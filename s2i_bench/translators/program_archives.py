@@ -445,8 +445,8 @@ def check_export_archive(path: str | Path) -> None:
             if folder == "data/constants" and re.fullmatch(r"tensor_[0-9]{1,9}", base):
                 continue
             if folder in ("data/weights", "data/constants") and base.lower().endswith(".pt"):
-                raise z._refuse(f"legacy pickled {folder.split('/')[1]} file {_shown(name)} in the program (re-export it "
-                                f"with a current torch.export.save)")
+                raise z._refuse(f"legacy pickled {folder.split('/')[1]} file {_shown(name)} in the program "
+                                f"(re-export it with a current torch.export.save)")
             if rel.lower().startswith("data/aotinductor/"):
                 raise z._refuse(f"{_shown(name)} is AOTInductor output (a shared library torch would load and run); "
                                 f"s2i-bench reads only the exported graph")

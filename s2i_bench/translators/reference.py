@@ -123,7 +123,8 @@ class ReferenceTranslator(StoreTranslator):
             emb = (audio_embedding(batch.log_mel.cpu().numpy()) - self.mean) / self.std  # (B, 256)
             if self.name == "retrieval":
                 # squared distances to every training sound; argmin takes the earlier row on ties
-                d = (emb ** 2).sum(1)[:, None] - 2 * emb @ self.train_embedding.T + (self.train_embedding ** 2).sum(1)[None]
+                d = ((emb ** 2).sum(1)[:, None] - 2 * emb @ self.train_embedding.T
+                     + (self.train_embedding ** 2).sum(1)[None])
                 images = np.asarray(frames[self.train_rows[np.argmin(d, axis=1)]])
             else:
                 predicted = self.classifier.predict(emb)

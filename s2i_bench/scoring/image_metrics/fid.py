@@ -34,4 +34,5 @@ def compute(inputs: MetricInputs) -> dict:
 
 
 METRIC = register(Metric("fid", "FID", True, frozenset({"features"}), compute,
-                         description="Fréchet distance of the feature Gaussians; biased upwards with few images", order=10))
+                         description="Fréchet distance of the feature Gaussians; biased upwards with few images",
+                         order=10))
