@@ -1,7 +1,8 @@
 """Cost of the informativity-classifier steps on a protocol: `pool` + `label` + `train-classifiers`.
 
-Self-contained: it writes a random store of the protocol's size class (no videos), saves
-`--models` random-weight checkpoints of the protocol's translator profile, and times
+Self-contained: it writes a store of the protocol's size class (the tests' fake store,
+tests/fakes.py: no videos), saves `--models` random-weight checkpoints of the protocol's
+translator profile, and times
 - pool:   build_pool over all checkpoints (translation with test-time dropout, hashing, writing);
 - label:  label_pool from a CSV of random 0/1 labels (balanced sets, parts);
 - train:  train_classifiers (five binary CNNs for the protocol's epochs, the fingerprint
@@ -29,36 +30,25 @@ from pathlib import Path
 import numpy as np
 import torch
 
-ROOT = Path(__file__).resolve().parent.parent
-os.environ.setdefault("S2I_BENCH_QUIET", "1")
-
 from s2i_bench.fileio import atomic_write_json, atomic_write_text
 from s2i_bench.provenance import code_version, cpu_model
 from s2i_bench.protocol import load_protocol
 
+ROOT = Path(__file__).resolve().parent.parent
+# Progress bars read it when they start, not at import (s2i_bench.fileio.progress): here is early enough.
+os.environ.setdefault("S2I_BENCH_QUIET", "1")
+
 
 
 def make_store(path: Path, protocol, per_class: dict[str, int], seed: int = 0):
-    import pandas as pd
+    """A store of `per_class` segments per class and split, each its own video: the tests' fake
+    store, without audio."""
+    # The tests' fakes, imported from the repository root (where every benchmark runs:
+    # python -m benchmarks.<name>); tests/fakes.py is their one definition.
+    from tests.fakes import make_fake_store
 
-    from s2i_bench.data.store_write import write_store
-
-    rng = np.random.default_rng(seed)
-    rows = []
-    for ci, key in enumerate(protocol.class_keys):
-        for split, n in per_class.items():
-            for k in range(n):
-                vid = f"{ci}{split[:2]}{k:08d}"[:11]
-                rows.append(dict(segment_id=f"{vid}_{key}_{k:03d}", video_id=vid, **{"class": key}, class_index=ci,
-                                 split=split, start_s=float(k), source=f"{key}/{vid}.mp4", group=vid))
-    n = len(rows)
-    spectrograms = rng.normal(-6, 2, size=(n, 1, 128, 100)).astype(np.float16)
-    frames = rng.integers(0, 256, size=(n, 96, 96, 3), dtype=np.uint8)
-    meta = {"protocol": protocol.ref(), "protocol_full": protocol.to_dict(), "features": {},
-            "normalisation": {"low": -12.0, "high": 0.0, "fitted_on": "train", "method": "fixed (benchmark)"},
-            "split": {"policy": "video", "seed": seed, "ratios": [0.8, 0.1, 0.1], "balance": "none", "leaky": False},
-            "sources": [], "synthetic_world": None}
-    return write_store(path, pd.DataFrame(rows), spectrograms, frames, meta, overwrite=True)
+    return make_fake_store(path, protocol, per_class=per_class, seed=seed,
+                           videos_per_class=max(per_class.values()), waveforms=False)
 
 
 def make_checkpoints(folder: Path, protocol, store, n: int) -> list[Path]:

@@ -30,12 +30,13 @@ from pathlib import Path
 import numpy as np
 import torch
 
-ROOT = Path(__file__).resolve().parent.parent
-os.environ.setdefault("S2I_BENCH_QUIET", "1")
-
 from s2i_bench.fileio import atomic_write_json, atomic_write_text
 from s2i_bench.provenance import code_version, library_versions, cpu_model
 from s2i_bench.protocol import load_protocol
+
+ROOT = Path(__file__).resolve().parent.parent
+# Progress bars read it when they start, not at import (s2i_bench.fileio.progress): here is early enough.
+os.environ.setdefault("S2I_BENCH_QUIET", "1")
 
 VEGAS_VIDEOS = 14142
 VEGAS_MAX_SECONDS = 10
@@ -158,7 +159,8 @@ def audio_cost(paths: list[Path], protocol, repeats: int = 3) -> dict:
             "extraction_overhead": round(after / before - 1, 4),
             "bytes_per_segment": per_segment, "store_bytes_per_segment": {
                 "format_2": without, "format_3": without + per_segment["waveforms_int16"],
-                "format_3_with_10s_context": without + per_segment["waveforms_int16"] + per_segment["context_10s_int16"]},
+                "format_3_with_10s_context": (without + per_segment["waveforms_int16"]
+                                              + per_segment["context_10s_int16"])},
             "store_growth": round(per_segment["waveforms_int16"] / without, 3)}
 
 
@@ -189,8 +191,8 @@ def time_prepare(world: Path, protocol, workers: int) -> dict:
     from s2i_bench.data.store import open_store
 
     s = open_store(out)
-    return {"workers": workers, "wall_s": round(wall, 2), "segments_before_balance": s.split_info["segments_before_balance"],
-            "segments": len(s)}
+    return {"workers": workers, "wall_s": round(wall, 2),
+            "segments_before_balance": s.split_info["segments_before_balance"], "segments": len(s)}
 
 
 def main() -> None:
@@ -260,7 +262,8 @@ def main() -> None:
           f"Machine: {result['machine']['cores']} cores, {result['machine']['cpu_model']}, torch "
           f"{result['versions'].get('torch')}, PyAV {result['versions'].get('av')}; load average before "
           f"{result['machine']['load_average_before']} (a busy machine makes every number pessimistic).", "",
-          "| clips | videos | segments | CPU s | segments/s/core | decoding every video frame alone, vs our extraction |",
+          "| clips | videos | segments | CPU s | segments/s/core "
+          "| decoding every video frame alone, vs our extraction |",
           "| --- | --- | --- | --- | --- | --- |"]
     for name in ("vegas_like", "synth_like"):
         r = result[name]
@@ -268,12 +271,14 @@ def main() -> None:
                   f"{r['segments_per_s_per_core']} | {r['full_video_decode_vs_extraction']:.0%} |")
     md += ["", "Decode less (best of 3, one core): extraction decoding every video frame vs the selective decoder "
                "(unreferenced frames skipped unless wanted, decoding stopped after the last centre frame):", "",
-           "| clips | segments | every frame: segments/s/core | selective: segments/s/core | speed-up | frames identical |",
+           "| clips | segments | every frame: segments/s/core | selective: segments/s/core "
+           "| speed-up | frames identical |",
            "| --- | --- | --- | --- | --- | --- |"]
     for name in ("vegas_like", "synth_like"):
         d = decode_less[name]
         md.append(f"| {result[name]['clip']} | {d['segments']} | {d['every_frame']['segments_per_s_per_core']} | "
-                  f"{d['selective']['segments_per_s_per_core']} | x{d['speed_up']} | {'yes' if d['frames_identical'] else 'NO'} |")
+                  f"{d['selective']['segments_per_s_per_core']} | x{d['speed_up']} | "
+                  f"{'yes' if d['frames_identical'] else 'NO'} |")
     ac, ab = audio["extraction_cpu_s"], audio["store_bytes_per_segment"]
     md += ["", f"Keeping the audio (store format 3), on the {audio['clips']} VEGAS-like clips: extraction "
                f"{ac['without_waveforms']} CPU s without the waveforms, {ac['with_waveforms']} s with them "

@@ -110,12 +110,13 @@ def main() -> None:
           "| videos | segments | peak anonymous memory (MB) | peak resident set (MB) | seconds |",
           "| --- | --- | --- | --- | --- |"]
     for r in rows:
-        md.append(f"| {r['videos']} | {r['segments_before_balance']} | {r['peak_anon_mb']:.0f} | {r['peak_rss_mb']:.0f} | "
-                  f"{r['seconds']} |")
+        md.append(f"| {r['videos']} | {r['segments_before_balance']} | {r['peak_anon_mb']:.0f} | "
+                  f"{r['peak_rss_mb']:.0f} | {r['seconds']} |")
     md += ["", f"{result['videos_ratio']:.0f}x the videos: anonymous memory x{result['peak_anon_ratio']:.2f}, resident "
                f"set x{result['peak_rss_ratio']:.2f} (aim: at most x1.2). The resident set also counts cached pages of "
                "the memory-mapped arrays, which the kernel reclaims under pressure.", ""]
-    write("bench_prepare_memory", started, result, md, args.out or Path(__file__).resolve().parent.parent / "results" / "benchmarks")
+    write("bench_prepare_memory", started, result, md,
+          args.out or Path(__file__).resolve().parent.parent / "results" / "benchmarks")
 
 
 if __name__ == "__main__":

@@ -2,7 +2,7 @@
 
 Self-contained: it fabricates, exactly per docs/architecture.md, what the demo gives the report
 (a store, N runs of E epochs with log.csv and per-epoch metric records of the `synth` protocol,
-a sample sheet, a bundle card) with the fabricators of tests/test_report.py, then times the
+a sample sheet, a bundle card) with the fabricators of tests/fakes.py, then times the
 report in a fresh process (imports included, as `make demo` pays them) for each format set.
 
     .venv/bin/python -m benchmarks.bench_report [--runs 3] [--epochs 60] [--repeats 2]
@@ -24,11 +24,12 @@ import tempfile
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
-os.environ.setdefault("S2I_BENCH_QUIET", "1")
-
 from s2i_bench.fileio import atomic_write_json, atomic_write_text
 from s2i_bench.provenance import code_version, cpu_model
+
+ROOT = Path(__file__).resolve().parent.parent
+# Progress bars read it when they start, not at import (s2i_bench.fileio.progress): here is early enough.
+os.environ.setdefault("S2I_BENCH_QUIET", "1")
 
 
 
@@ -41,8 +42,9 @@ def main() -> None:
 
     import torch
 
-    from tests.helpers import make_fake_store
-    from test_report import make_card, make_run
+    # The tests' fakes, imported from the repository root (where every benchmark runs:
+    # python -m benchmarks.<name>); tests/fakes.py is their one definition.
+    from tests.fakes import make_card, make_fake_store, make_run
 
     tmp = Path(tempfile.mkdtemp(prefix="bench_report-"))
     store = make_fake_store(tmp / "store", protocol_name="synth", per_class={"train": 8, "val": 4, "test": 8})

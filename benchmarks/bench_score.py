@@ -1,10 +1,11 @@
 """Scoring throughput: sounds per second of `score_translator` (translate + classify + judge +
 bootstrap), per protocol profile and device.
 
-Self-contained: it writes a random store (no videos), builds the reference translator of the
-protocol's profile and a classifier bundle with random weights (throughput does not depend on
-what the weights learned), and times `score_translator` after one warm-up call. With the
-synthetic world's judge importable, the store is marked synthetic so the judge is timed too.
+Self-contained: it writes a store (the tests' fake store, tests/fakes.py: no videos), builds
+the reference translator of the protocol's profile and a classifier bundle with random weights
+(throughput does not depend on what the weights learned), and times `score_translator` after
+one warm-up call. With the synthetic world's judge importable, the store is marked synthetic so
+the judge is timed too.
 
     .venv/bin/python -m benchmarks.bench_score [--device cpu|cuda] [--sounds-per-class N] [--repeats R]
 
@@ -25,40 +26,26 @@ from pathlib import Path
 import numpy as np
 import torch
 
-ROOT = Path(__file__).resolve().parent.parent
-os.environ.setdefault("S2I_BENCH_QUIET", "1")
-
 from s2i_bench.fileio import atomic_write_json, atomic_write_text
 from s2i_bench.provenance import code_version, cpu_model
 from s2i_bench.protocol import load_protocol
 
+ROOT = Path(__file__).resolve().parent.parent
+# Progress bars read it when they start, not at import (s2i_bench.fileio.progress): here is early enough.
+os.environ.setdefault("S2I_BENCH_QUIET", "1")
+
 
 
 def make_store(path: Path, protocol, per_class: int, seed: int = 0):
-    """A random store with `per_class` test sounds per class (and a few train sounds for the
-    normalisation range)."""
-    import pandas as pd
+    """A store with `per_class` test sounds per class (and a few train sounds for the
+    normalisation range), each sound its own video: the tests' fake store, without audio."""
+    # The tests' fakes, imported from the repository root (where every benchmark runs:
+    # python -m benchmarks.<name>); tests/fakes.py is their one definition.
+    from tests.fakes import make_fake_store
 
-    from s2i_bench.data.store_write import write_store
-
-    rng = np.random.default_rng(seed)
-    rows = []
-    for ci, key in enumerate(protocol.class_keys):
-        for split, n in (("train", 2), ("test", per_class)):
-            for k in range(n):
-                vid = f"{ci}{split[:2]}{k:08d}"[:11]
-                rows.append(dict(segment_id=f"{vid}_{key}_{k:03d}", video_id=vid, **{"class": key}, class_index=ci,
-                                 split=split, start_s=float(k), source=f"{key}/{vid}.mp4", group=vid))
-    n = len(rows)
-    spectrograms = rng.normal(-6, 2, size=(n, 1, 128, 100)).astype(np.float16)
-    frames = rng.integers(0, 256, size=(n, 96, 96, 3), dtype=np.uint8)
-    synthetic = _judge_available()
-    meta = {"protocol": protocol.ref(), "protocol_full": protocol.to_dict(), "features": {},
-            "normalisation": {"low": -12.0, "high": 0.0, "fitted_on": "train", "method": "fixed (benchmark)"},
-            "split": {"policy": "video", "seed": seed, "ratios": [0.8, 0.1, 0.1], "balance": "none", "leaky": False},
-            "sources": [],
-            "synthetic_world": {"seed": 0, "version": "benchmark", "scenes_sha256": "-"} if synthetic else None}
-    return write_store(path, pd.DataFrame(rows), spectrograms, frames, meta, overwrite=True)
+    synthetic = {"seed": 0, "version": "benchmark", "scenes_sha256": "-"} if _judge_available() else None
+    return make_fake_store(path, protocol, per_class={"train": 2, "test": per_class}, seed=seed,
+                           videos_per_class=max(per_class, 2), synthetic_world=synthetic, waveforms=False)
 
 
 def _judge_available() -> bool:
@@ -185,7 +172,8 @@ def main():
              f"device {args.device}{' (' + machine['cuda'] + ')' if machine['cuda'] and args.device != 'cpu' else ''}, "
              f"{machine['torch_threads']} torch thread(s), "
              f"load average {machine['load_average']}; code {report['code_version']}.", "",
-             "| protocol | profile | sounds | best s / call | sounds/s | translate only (s) | judge | full test split (6,825) est. s |",
+             "| protocol | profile | sounds | best s / call | sounds/s | translate only (s) | judge "
+             "| full test split (6,825) est. s |",
              "| --- | --- | --- | --- | --- | --- | --- | --- |"]
     for r in results:
         lines.append(f"| {r['protocol']} | {r['profile']} | {r['sounds']} | {r['seconds_best']:.3f} | "

@@ -27,12 +27,13 @@ from pathlib import Path
 
 import numpy as np
 
-ROOT = Path(__file__).resolve().parent.parent
-os.environ.setdefault("S2I_BENCH_QUIET", "1")
-
 from s2i_bench.fileio import atomic_write_json, atomic_write_text
 from s2i_bench.provenance import code_version, library_versions, machine_info
 from s2i_bench.protocol import load_protocol
+
+ROOT = Path(__file__).resolve().parent.parent
+# Progress bars read it when they start, not at import (s2i_bench.fileio.progress): here is early enough.
+os.environ.setdefault("S2I_BENCH_QUIET", "1")
 
 
 def cpu_seconds() -> float:
@@ -153,7 +154,8 @@ def main() -> None:
              f"{protocol.synth.channels} ch); code {record['code_version']}.", "",
              f"One video on one core (mean of {st['videos']}, {st['mean_duration_s']:.1f} s each): "
              + ", ".join(f"{k} {v * 1000:.0f} ms" for k, v in st["cpu_s_per_video"].items())
-             + f" = {st['cpu_s_per_video_total'] * 1000:.0f} ms ({st['videos_per_cpu_s']:.1f} videos per CPU second).", "",
+             + f" = {st['cpu_s_per_video_total'] * 1000:.0f} ms "
+               f"({st['videos_per_cpu_s']:.1f} videos per CPU second).", "",
              "| write_world | videos | wall s | CPU s | videos/s (wall) | videos per CPU s | size MB |",
              "| --- | --- | --- | --- | --- | --- | --- |"]
     for row in record["write_world"]:

@@ -25,14 +25,15 @@ from pathlib import Path
 
 import torch
 
-ROOT = Path(__file__).resolve().parent.parent
-os.environ.setdefault("S2I_BENCH_QUIET", "1")
-
 from s2i_bench.fileio import atomic_write_json, atomic_write_text
 from s2i_bench.provenance import machine_info
 from s2i_bench.protocol import load_protocol
 from s2i_translator.models import AudioAutoencoder, DenseGenerator, Discriminator, count_parameters
 from s2i_translator.train import discriminator_epoch, generator_epoch
+
+ROOT = Path(__file__).resolve().parent.parent
+# Progress bars read it when they start, not at import (s2i_bench.fileio.progress): here is early enough.
+os.environ.setdefault("S2I_BENCH_QUIET", "1")
 
 PAPER_SEGMENTS = 48_945  # Table 1, training
 PAPER_EPOCHS = 4000
@@ -238,19 +239,24 @@ def write(results: dict, out_dir: Path) -> tuple[Path, Path]:
     if s:
         lines += ["## Small profile on CPU (synth protocol, f = %d)" % s["embedding_dim"], "",
                   "| measure | value |", "| --- | --- |",
-                  f"| G step | {s['g_images_per_second']:.0f} images/s ({1000 * s['g_seconds_per_batch']:.0f} ms per batch of {s['batch_size']}) |",
-                  f"| D step (G forward + D on the balanced real + synthetic batch) | {s['d_images_per_second']:.0f} pairs/s ({1000 * s['d_seconds_per_batch']:.0f} ms per batch) |",
+                  f"| G step | {s['g_images_per_second']:.0f} images/s "
+                  f"({1000 * s['g_seconds_per_batch']:.0f} ms per batch of {s['batch_size']}) |",
+                  f"| D step (G forward + D on the balanced real + synthetic batch) | "
+                  f"{s['d_images_per_second']:.0f} pairs/s ({1000 * s['d_seconds_per_batch']:.0f} ms per batch) |",
                   f"| autoencoder step | {s['ae_images_per_second']:.0f} images/s |",
                   f"| seconds per epoch ({s['training_segments']} segments, G + D/5) | {s['seconds_per_epoch']:.2f} |",
-                  f"| autoencoder ({load_protocol('synth').autoencoder.epochs} epochs) | {s['autoencoder_seconds']:.1f} s |",
+                  f"| autoencoder ({load_protocol('synth').autoencoder.epochs} epochs) | "
+                  f"{s['autoencoder_seconds']:.1f} s |",
                   f"| one translator ({s['epochs']} epochs + autoencoder) | {s['seconds_per_translator']:.0f} s |",
                   f"| the demo's translators (all embedding sizes) | {s['seconds_demo_translators']:.0f} s |",
-                  f"| G forward+backward FLOPs per image | {s['g_forward_backward_flops_per_image'] / 1e6:.1f} MFLOP |", ""]
+                  f"| G forward+backward FLOPs per image | {s['g_forward_backward_flops_per_image'] / 1e6:.1f} MFLOP |",
+                  ""]
     p = results["paper_flops"]
     lines += ["## Paper profile (f = 512): counted FLOPs", "",
               f"- G forward + backward: {p['g_forward_backward_flops_per_image'] / 1e9:.2f} GFLOP per image",
               f"- G step (G and frozen D, forward + backward): {p['g_step_flops_per_image'] / 1e9:.2f} GFLOP per image",
-              f"- D step (G forward, D on real and synthetic): {p['d_step_flops_per_image'] / 1e9:.2f} GFLOP per pair", ""]
+              f"- D step (G forward, D on real and synthetic): {p['d_step_flops_per_image'] / 1e9:.2f} GFLOP per pair",
+              ""]
     c = results.get("paper_cuda")
     if c:
         mfu = f"{100 * c['g_step_mfu']:.1f}%" if c.get("g_step_mfu") else "n/a"

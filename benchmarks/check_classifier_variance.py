@@ -23,11 +23,12 @@ import tempfile
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
-os.environ.setdefault("S2I_BENCH_QUIET", "1")
-
 from s2i_bench.fileio import atomic_write_json, atomic_write_text
 from s2i_bench.provenance import code_version, machine_info
+
+ROOT = Path(__file__).resolve().parent.parent
+# Progress bars read it when they start, not at import (s2i_bench.fileio.progress): here is early enough.
+os.environ.setdefault("S2I_BENCH_QUIET", "1")
 
 
 def one_seed(work: Path, scratch: Path, seed: int) -> dict:
@@ -141,12 +142,14 @@ def main() -> None:
              f"checkpoint of each run scored on the test sounds with each classifier set. Code "
              f"{record['code_version']}; {machine['cpu_count']} cores, {machine['cpu_model']}; "
              f"{record['seconds']:.0f} s.", "",
-             "| run | judge's truth | raw mean, min–max | corrected mean, min–max | seeds whose mean CI holds the truth | (class, seed) CIs holding the truth |",
+             "| run | judge's truth | raw mean, min–max | corrected mean, min–max "
+             "| seeds whose mean CI holds the truth | (class, seed) CIs holding the truth |",
              "| --- | --- | --- | --- | --- | --- |"]
     for run, s in summary.items():
         missing = f" ({s['seeds_without_corrected_mean']} seeds without)" if s["seeds_without_corrected_mean"] else ""
         lines.append(f"| {run} | {pct(s['true_share'])} | {pct(s['raw_min'])}–{pct(s['raw_max'])} | "
-                     f"{pct(s['corrected_min'])}–{pct(s['corrected_max'])}{missing} | {s['mean_ci_covers']} of {len(results)} | "
+                     f"{pct(s['corrected_min'])}–{pct(s['corrected_max'])}{missing} | "
+                     f"{s['mean_ci_covers']} of {len(results)} | "
                      f"{s['class_ci_covers']} of {s['class_cases']} |")
     lines += ["", "Per seed (mean of the classes: raw / corrected [95% CI]; classifier accuracies):", "",
               "| seed | " + " | ".join(runs) + " | classifier accuracy (Se, Sp) |",

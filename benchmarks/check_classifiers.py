@@ -32,12 +32,13 @@ from pathlib import Path
 import numpy as np
 import torch
 
-ROOT = Path(__file__).resolve().parent.parent
-os.environ.setdefault("S2I_BENCH_QUIET", "1")
-
 from s2i_bench.errors import UserError
 from s2i_bench.fileio import atomic_write_json, atomic_write_text
 from s2i_bench.provenance import code_version, cpu_model
+
+ROOT = Path(__file__).resolve().parent.parent
+# Progress bars read it when they start, not at import (s2i_bench.fileio.progress): here is early enough.
+os.environ.setdefault("S2I_BENCH_QUIET", "1")
 
 PAPER_ACCURACY = {"baby_cry": 0.80, "dog": 0.80, "rail_transport": 0.84, "fireworks": 0.82, "water_flowing": 0.815}
 LIGHT_SHARE = 0.35
@@ -60,7 +61,8 @@ class DegradingProgram(torch.nn.Module):
         nearest = torch.cdist(spectrograms.flatten(1), self.spectrograms).argmin(1)
         x = self.frames[nearest]  # (B, 3, 96, 96)
         u = torch.frac((seeds % 1000003).double() * 0.6180339887498949)  # (B,) in [0, 1)
-        strength = torch.where(u < self.light_share, torch.full_like(u, self.light), torch.full_like(u, self.heavy)).float()
+        strength = torch.where(u < self.light_share, torch.full_like(u, self.light),
+                               torch.full_like(u, self.heavy)).float()
         out = []
         for i in range(x.shape[0]):
             s = float(strength[i])
@@ -149,7 +151,8 @@ def main() -> None:
 
     informative_by_source = {}
     if labels is not None:
-        kind = {m["model_id"]: ("controlled" if "controlled" in m["path"] else "checkpoint") for m in pool_meta["models"]}
+        kind = {m["model_id"]: ("controlled" if "controlled" in m["path"] else "checkpoint")
+                for m in pool_meta["models"]}
         labels["source"] = labels["model_id"].map(kind)
         for src, g in labels.groupby("source"):
             informative_by_source[src] = {"images": int(len(g)), "informative": int(g["label"].sum())}
@@ -161,7 +164,8 @@ def main() -> None:
         "check": "classifiers", "protocol": protocol.ref(), "store": store.ref(),
         "models": {"checkpoints": sum(1 for m in pool_meta["models"] if "controlled" not in m["path"]),
                    "controlled": len(programs)},
-        "pool": {"images": pool_meta["num_images"], "hash": pool_meta["pool_hash"], "shortfall": len(pool_meta["shortfall"])},
+        "pool": {"images": pool_meta["num_images"], "hash": pool_meta["pool_hash"],
+                 "shortfall": len(pool_meta["shortfall"])},
         "judge_informative": informative_by_source, "label_error": labels_error,
         "classes": None if card is None else {
             k: {key: c[key] for key in ("test_accuracy", "accuracy_ci", "sensitivity", "specificity", "confusion",
@@ -202,8 +206,8 @@ def main() -> None:
         md += ["", f"Class-match classifier (real frames): test accuracy {pct(card['class_match']['test_accuracy'])} "
                f"on {card['class_match']['n_test']} frames.", ""]
     md += [f"Seconds: {seconds} ({os.cpu_count()} cores, {cpu_model()}, torch {torch.__version__}, load average "
-           f"{load_start[0]:.1f} at the start, {result['machine']['load_average_end'][0]:.1f} at the end; a busy machine "
-           f"inflates them).", ""]
+           f"{load_start[0]:.1f} at the start, {result['machine']['load_average_end'][0]:.1f} at the end; "
+           f"a busy machine inflates them).", ""]
     atomic_write_text(out / f"{stem}.md", "\n".join(md))
     print("\n".join(md))
 

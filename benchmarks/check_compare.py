@@ -29,11 +29,12 @@ from pathlib import Path
 
 import numpy as np
 
-ROOT = Path(__file__).resolve().parent.parent
-os.environ.setdefault("S2I_BENCH_QUIET", "1")
+from benchmarks.results import machine, write
+from s2i_bench.provenance import code_version
 
-from benchmarks.results import machine, write  # noqa: E402
-from s2i_bench.provenance import code_version  # noqa: E402
+ROOT = Path(__file__).resolve().parent.parent
+# Progress bars read it when they start, not at import (s2i_bench.fileio.progress): here is early enough.
+os.environ.setdefault("S2I_BENCH_QUIET", "1")
 
 PAPER_TEST_PER_CLASS = 1365
 DIFFERENCES = (0.05, 0.10, 0.20)
@@ -113,7 +114,8 @@ def a_b(bundle, store, p, repeats: int) -> dict:
             hits_raw += mean["raw"]["p_value"] < 0.05
             hits_true += mean["true"]["p_value"] < 0.05
             diffs.append(mean["true"]["difference"])
-        out["by_difference"][f"{d:.2f}"] = {"power_raw_mean": hits_raw / repeats, "power_true_mean": hits_true / repeats,
+        out["by_difference"][f"{d:.2f}"] = {"power_raw_mean": hits_raw / repeats,
+                                            "power_true_mean": hits_true / repeats,
                                             "true_difference_measured": float(np.mean(diffs))}
     return out
 
@@ -201,8 +203,9 @@ def main() -> None:
     for d in DIFFERENCES:
         k = f"{d:.2f}"
         v = ab["by_difference"][k]
-        md.append(f"| {100 * d:.0f} pp | {100 * v['true_difference_measured']:+.1f} pp | {100 * v['power_raw_mean']:.0f}% | "
-                  f"{100 * v['power_true_mean']:.0f}% | {100 * sim_demo[k]:.0f}% | {100 * sim_paper[k]:.0f}% |")
+        md.append(f"| {100 * d:.0f} pp | {100 * v['true_difference_measured']:+.1f} pp | "
+                  f"{100 * v['power_raw_mean']:.0f}% | {100 * v['power_true_mean']:.0f}% | "
+                  f"{100 * sim_demo[k]:.0f}% | {100 * sim_paper[k]:.0f}% |")
     md += ["", "Simulated: independent images of true informativity "
                f"{100 * true_a:.1f}% and that + d, called by classifiers with the demo bundle's Se and Sp; "
                "200 studies per cell.", ""]

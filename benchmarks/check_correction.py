@@ -33,11 +33,12 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-ROOT = Path(__file__).resolve().parent.parent
-os.environ.setdefault("S2I_BENCH_QUIET", "1")
-
 from s2i_bench.fileio import atomic_write_json, atomic_write_text
 from s2i_bench.provenance import code_version
+
+ROOT = Path(__file__).resolve().parent.parent
+# Progress bars read it when they start, not at import (s2i_bench.fileio.progress): here is early enough.
+os.environ.setdefault("S2I_BENCH_QUIET", "1")
 
 # Share of lightly degraded images per class in the controlled translator (the "true"
 # informativity it aims at; the judge's verdict on the actual images is the truth scored).
@@ -178,8 +179,10 @@ def controlled(store_path: Path, seeds: int, tmp: Path) -> dict:
             "target_share": TARGET_SHARE[key],
             "mean_true_share": float(np.mean([r["true_share"] for r in mine])),
             "mean_raw_share": float(np.mean([r["raw_share"] for r in mine])),
-            "mean_corrected_share": float(np.mean([r["corrected_share"] for r in mine if r["corrected_share"] is not None])),
-            "corrected_coverage": float(np.mean([r["corrected_covers"] for r in mine if r["corrected_covers"] is not None])),
+            "mean_corrected_share": float(np.mean([r["corrected_share"] for r in mine
+                                                   if r["corrected_share"] is not None])),
+            "corrected_coverage": float(np.mean([r["corrected_covers"] for r in mine
+                                                 if r["corrected_covers"] is not None])),
             "raw_coverage": float(np.mean([r["raw_covers"] for r in mine])),
             "sensitivity": card["classes"][key]["sensitivity"], "specificity": card["classes"][key]["specificity"],
             "classifier_test_images": card["classes"][key]["n_test"],
@@ -246,7 +249,8 @@ def main():
              "All seeds share one set of classifiers (one test set), so the cases are not independent; "
              "Rogan-Gladen assumes the classifier's Se and Sp hold on the scored images (a shift between the "
              "classifier's test images and the generator's biases the point estimate).", "",
-             "| class | target | true (mean) | raw (mean) | corrected (mean) | Se | Sp | corrected CI covers | raw CI covers |",
+             "| class | target | true (mean) | raw (mean) | corrected (mean) | Se | Sp "
+             "| corrected CI covers | raw CI covers |",
              "| --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
     for key, v in c["per_class"].items():
         lines.append(f"| {key} | {pct(v['target_share'])} | {pct(v['mean_true_share'])} | {pct(v['mean_raw_share'])} | "
@@ -254,7 +258,8 @@ def main():
                      f"{pct(v['corrected_coverage'])} | {pct(v['raw_coverage'])} |")
     if result.get("runs"):
         lines += ["", "Real runs (last checkpoint):", "",
-                  "| run | class | raw | corrected [95% CI] | true | class-match | covers |", "| --- | --- | --- | --- | --- | --- | --- |"]
+                  "| run | class | raw | corrected [95% CI] | true | class-match | covers |",
+                  "| --- | --- | --- | --- | --- | --- | --- |"]
         for r in result["runs"]:
             ci = r["corrected_ci"]
             lines.append(f"| {r['run']} | {r['class']} | {pct(r['raw_share'])} | {pct(r['corrected_share'])}"

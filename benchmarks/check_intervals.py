@@ -23,11 +23,12 @@ from pathlib import Path
 
 import numpy as np
 
-ROOT = Path(__file__).resolve().parent.parent
-os.environ.setdefault("S2I_BENCH_QUIET", "1")
+from benchmarks.results import machine, write
+from s2i_bench.provenance import code_version
 
-from benchmarks.results import machine, write  # noqa: E402
-from s2i_bench.provenance import code_version  # noqa: E402
+ROOT = Path(__file__).resolve().parent.parent
+# Progress bars read it when they start, not at import (s2i_bench.fileio.progress): here is early enough.
+os.environ.setdefault("S2I_BENCH_QUIET", "1")
 
 METHODS = ("raw (Wilson, no correction)", "corrected: bootstrap", "corrected: Lang-Reiczigel")
 

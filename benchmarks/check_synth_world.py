@@ -27,13 +27,13 @@ from pathlib import Path
 
 import numpy as np
 
-ROOT = Path(__file__).resolve().parent.parent
-
 from s2i_bench.data.features import extract_clip
 from s2i_bench.fileio import atomic_write_json, atomic_write_text
 from s2i_bench.provenance import code_version, library_versions, machine_info
 from s2i_bench.protocol import load_protocol
 from s2i_bench.synth import judge, write_world
+
+ROOT = Path(__file__).resolve().parent.parent
 
 TARGETS = {"own": 0.95, "blurred": 0.80, "negatives": 0.05, "r2": 0.5}
 
@@ -192,14 +192,16 @@ def main() -> None:
              f"{len(rows)} segments; protocol {protocol.name} {protocol.fingerprint}; code {record['code_version']}.",
              f"Machine: {record['machine']['cpu_count']} cores, {record['machine']['cpu_model']}, "
              f"torch {record['machine']['torch']}, load average {record['machine']['load_average']}.", "",
-             "| class | own frames | blurred σ=1.5 | worst other class | class mean | uniform | noise | conditional mean (k=10) | R² tone | R² size |",
+             "| class | own frames | blurred σ=1.5 | worst other class | class mean | uniform | noise "
+             "| conditional mean (k=10) | R² tone | R² size |",
              "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
     for key in keys:
         worst_other = max(judged["other_classes"][key].items(), key=lambda kv: kv[1])
         lines.append(f"| {key} | {judged['own'][key]:.1%} | {judged['blurred'][key]:.1%} | "
-                     f"{worst_other[1]:.1%} ({worst_other[0]}) | {'passes' if judged['class_mean'][key] else 'fails'} | "
-                     f"{judged['uniform'][key]:.1%} | {judged['noise'][key]:.1%} | {judged['conditional_mean'][key]:.1%} | "
-                     f"{r2[key]['tone']:.2f} | {r2[key]['size']:.2f} |")
+                     f"{worst_other[1]:.1%} ({worst_other[0]}) | "
+                     f"{'passes' if judged['class_mean'][key] else 'fails'} | "
+                     f"{judged['uniform'][key]:.1%} | {judged['noise'][key]:.1%} | "
+                     f"{judged['conditional_mean'][key]:.1%} | {r2[key]['tone']:.2f} | {r2[key]['size']:.2f} |")
     if "wagon_length" in r2.get("rail_transport", {}):
         lines.append(f"\nrail_transport wagon length (clack period) R²: {r2['rail_transport']['wagon_length']:.2f}")
     lines += ["", f"Judge speed: {judge_rate:,.0f} images/s (one process, batches of 4096, bank built).", "",

@@ -42,7 +42,9 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT / "tests"))  # tests/helpers.make_fake_store (imports PyAV only to write videos)
+# The tests' fakes (tests/fakes.py: make_fake_store, no PyAV) and the other benchmarks import from the
+# repository root, as every benchmark runs (python -m benchmarks.<name>); also when run as a file.
+sys.path.insert(0, str(ROOT))
 os.environ.setdefault("S2I_BENCH_QUIET", "1")
 
 # Seconds per step: the sum stays under 8 minutes.
@@ -59,15 +61,14 @@ def cuda_checks(device: str, work: Path) -> dict:
     import numpy as np
     import torch
 
-    from helpers import make_fake_store
     from s2i_bench.data.store import open_store
     from s2i_bench.protocol import load_protocol
     from s2i_bench.scoring.score import score_translator
     from s2i_bench.translators import load_translator
     from s2i_bench.training import train_baseline
 
-    sys.path.insert(0, str(ROOT))
     from benchmarks.bench_score import make_bundle
+    from tests.fakes import make_fake_store
 
     out: dict = {}
     protocol = load_protocol("tiny")
@@ -104,8 +105,9 @@ def cuda_checks(device: str, work: Path) -> dict:
     out["classifiers_device_vs_cpu"] = {"images": 64, "decisions_agree": round(agree_c, 4), "ok": agree_c >= 0.95}
     if device.startswith("cuda"):
         with torch.autocast("cuda", dtype=torch.bfloat16):
-            y = torch.nn.functional.conv2d(torch.randn(8, 64, 32, 32, device=device).to(memory_format=torch.channels_last),
-                                           torch.randn(64, 64, 3, 3, device=device))
+            y = torch.nn.functional.conv2d(
+                torch.randn(8, 64, 32, 32, device=device).to(memory_format=torch.channels_last),
+                torch.randn(64, 64, 3, 3, device=device))
         out["bf16_channels_last_conv"] = {"dtype": str(y.dtype), "finite": bool(torch.isfinite(y).all()),
                                           "ok": y.dtype == torch.bfloat16 and bool(torch.isfinite(y).all())}
     out["ok"] = all(v["ok"] for v in out.values() if isinstance(v, dict))
@@ -167,9 +169,10 @@ def main(argv=None) -> int:
         try:
             import pytest  # noqa: F401
             marker = "cuda" if not plumbing else "cuda or not cuda"
-            tests = ["tests/test_train_baseline.py", "tests/test_classifiers.py", "tests/test_scoring.py"]
+            tests = ["tests/translators/test_train_baseline.py", "tests/informativity/test_classifiers.py",
+                     "tests/scoring/test_scoring.py"]
             if plumbing:
-                tests = ["tests/test_train_baseline.py::test_refusals"]
+                tests = ["tests/translators/test_train_baseline.py::test_refusals"]
             steps["cuda_tests"] = _run([py, "-m", "pytest", "-q", "-m", marker, "-p", "no:cacheprovider", *tests],
                                        limits["cuda_tests"], env)
         except ImportError:
@@ -197,7 +200,7 @@ def main(argv=None) -> int:
         steps["bench_score"] = r
 
         # 4. a 1-process DDP smoke run
-        from helpers import make_fake_store
+        from tests.fakes import make_fake_store
 
         store = make_fake_store(work / "ddp-store")
         cli = shutil.which("s2i-bench", path=str(Path(py).parent)) or "s2i-bench"
@@ -226,8 +229,9 @@ def summary(steps: dict) -> dict:
     for name in ("bench_train", "bench_train_compile"):
         res = (steps.get(name) or {}).get("result") or {}
         paper = res.get("paper_cuda") or {}
-        out[name] = {k: paper.get(k) for k in ("g_images_per_second", "d_images_per_second", "seconds_per_epoch",
-                                                "projected_hours_4000_epochs", "g_step_mfu", "d_step_mfu")} if paper else None
+        out[name] = ({k: paper.get(k) for k in ("g_images_per_second", "d_images_per_second", "seconds_per_epoch",
+                                                 "projected_hours_4000_epochs", "g_step_mfu", "d_step_mfu")}
+                     if paper else None)
     res = (steps.get("bench_score") or {}).get("result") or {}
     paper = next((r for r in res.get("results", []) if r.get("protocol") == "vegas5"), None)
     if paper:

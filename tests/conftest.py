@@ -1,4 +1,5 @@
-"""Shared fixtures: tiny seeded synthetic data made in the tests, never downloaded."""
+"""Shared fixtures: tiny seeded synthetic data made in the tests, never downloaded. The fakes
+they are made of live in fakes.py; a fixture that two test files use lives here."""
 
 from __future__ import annotations
 
@@ -7,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from helpers import make_fake_store  # noqa: F401 (tests import it from here too)
+from fakes import make_fake_store, run_cli, write_bundle
 
 os.environ.setdefault("S2I_BENCH_QUIET", "1")
 # Bare commands fall back on the embedded default (demo-work/ of the current folder): a test must
@@ -37,10 +38,8 @@ def fake_store(tmp_path_factory) -> Path:
 def scored_tiny_run(tmp_path_factory, fake_store) -> dict:
     """A tiny run trained for two epochs and scored into its folder, with a bundle in the real
     format: {root, store, run, bundle}."""
-    from faults import run_cli
     from s2i_bench.protocol import load_protocol
     from s2i_bench.training import train_baseline
-    from test_scoring import write_bundle
 
     root = tmp_path_factory.mktemp("scored")
     run = root / "runs" / "a"
@@ -48,3 +47,35 @@ def scored_tiny_run(tmp_path_factory, fake_store) -> dict:
     bundle = write_bundle(root / "bundle.pt", load_protocol("tiny"))
     run_cli("score", run, "--data", fake_store, "--classifiers", bundle).ok()
     return {"root": root, "store": fake_store, "run": run, "bundle": bundle}
+
+
+@pytest.fixture(scope="module")
+def chain(tmp_path_factory, fake_store):
+    """A run folder with two real (random-weight) checkpoints of the tiny profile, its log.csv,
+    and a bundle in the real format: (run, bundle, store)."""
+    import torch
+
+    from s2i_bench.data.store import open_store
+    from s2i_bench.protocol import load_protocol
+    from s2i_translator.checkpoint import make_checkpoint, save_checkpoint
+    from s2i_translator.models import AudioEncoder, DenseGenerator
+
+    protocol = load_protocol("tiny")
+    tmp = tmp_path_factory.mktemp("chain")
+    store = open_store(fake_store)
+    f = protocol.training.embedding_dim
+    torch.manual_seed(0)
+    encoder, generator = AudioEncoder(f, protocol.model), DenseGenerator(f, protocol.model)
+    run = tmp / "run-f16"
+    for epoch in (0, 2):
+        with torch.no_grad():  # a different generator at every epoch
+            for p in generator.parameters():
+                p.add_(0.05 * torch.randn_like(p))
+        ckpt = make_checkpoint(epoch=epoch, embedding_dim=f, spec=protocol.model, protocol_ref=protocol.ref(),
+                               store_ref=store.ref(), normalisation=store.meta["normalisation"], encoder=encoder,
+                               generator=generator, run=run.name)
+        save_checkpoint(run / "checkpoints" / f"generator-{epoch:06d}.pt", ckpt)
+    # log.csv marks the D update before epoch 2 (not the protocol's cadence, on purpose).
+    (run / "log.csv").write_text("epoch,d_updated,pixel_loss\n" + "".join(
+        f"{e},{int(e == 2)},0.1\n" for e in range(3)))
+    return run, write_bundle(tmp / "bundle.pt", protocol), fake_store

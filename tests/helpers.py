@@ -1,9 +1,10 @@
 """Test helpers (not part of the installed package): small clips written with PyAV (a known
-sound and frames that say their own index) and a small fake store.
+sound and frames that say their own index, or a seeded "scene"). The fake store and the other
+fakes live in fakes.py.
 
 Used by the tests and by the benchmarks (run as `python -m benchmarks.<name>` from the
 repository root, they import `tests.helpers`): `bench_prepare` writes VEGAS-like clips
-(640x360 H.264 at 30 fps, 44.1 kHz stereo AAC), `bench_report` a fake store.
+(640x360 H.264 at 30 fps, 44.1 kHz stereo AAC).
 
 `write_clip` returns the audio exactly as a lossless codec will decode it (int16 codecs round
 the samples), so a test can compare decoded features with a reference computed from it.
@@ -148,64 +149,3 @@ def write_scene_clip(path: str | Path, seed: int, seconds: float, *, audio_codec
                seconds=seconds, width=width, height=height, fps=fps, audio_codec=audio_codec,
                video_codec=video_codec, frame_painter=scene_painter(seed, width, height),
                video_options=video_options)
-
-
-def make_fake_store(path: Path, protocol_name: str = "tiny", per_class: dict[str, int] | None = None,
-                    seed: int = 0, videos_per_class: int = 4, split_policy: str = "video",
-                    synthetic_world: dict | None = None, waveforms: bool = True) -> Path:
-    """A small store written with `write_store`, without decoding any video.
-
-    Spectrograms and frames carry the class (a per-class offset / colour) plus noise, so models
-    can learn something; video ids are unique per (class, video) and never cross splits. It is
-    meant for tests of training, pooling and scoring that do not need `prepare`. Waveforms (a
-    class tone plus noise, from their own generator so the other arrays do not change) make it
-    a format-3 store; `waveforms=False` writes a format-2 store without audio.
-    """
-    import pandas as pd
-
-    from s2i_bench.protocol import load_protocol
-    from s2i_bench.data.store_write import write_store
-
-    proto = load_protocol(protocol_name)
-    per_class = per_class or {"train": 12, "val": 6, "test": 6}
-    rng = np.random.default_rng(seed)
-    rows, specs, frames = [], [], []
-    n_mels, n_frames, side = proto.audio.n_mels, proto.audio.frames_per_segment, proto.image.size
-    for ci, key in enumerate(proto.class_keys):
-        colour = np.array([(60 * ci) % 255, (120 + 40 * ci) % 255, (200 - 35 * ci) % 255], dtype=np.float32)
-        for split, n in per_class.items():
-            for k in range(n):
-                video = f"{key[:4]}{split[:2]}{k % videos_per_class:05d}".ljust(11, "x")[:11]
-                rows.append(dict(segment_id=f"{video}_{key}_{k:04d}", video_id=video, **{"class": key},
-                                 class_index=ci, split=split, start_s=float(k), source=f"{key}/{video}.mp4",
-                                 group=video))
-                spec = rng.normal(-8.0 + ci, 1.0, size=(1, n_mels, n_frames))
-                spec[0, 10 * ci: 10 * ci + 10] += 4.0
-                specs.append(spec)
-                img = colour + rng.normal(0, 20, size=(side, side, 3))
-                frames.append(np.clip(img, 0, 255).astype(np.uint8))
-    manifest = pd.DataFrame(rows)
-    spectrograms = np.stack(specs).astype(np.float16)
-    frames_arr = np.stack(frames)
-    train = spectrograms[manifest["split"].to_numpy() == "train"].astype(np.float32)
-    meta = {
-        "protocol": proto.ref(),
-        "protocol_full": proto.to_dict(),
-        "features": {"audio": proto.to_dict()["audio"], "image": proto.to_dict()["image"]},
-        "normalisation": {"low": float(np.percentile(train, 0.1)), "high": float(np.percentile(train, 99.9)),
-                          "fitted_on": "train", "method": "percentiles 0.1 / 99.9 of training log-Mel values"},
-        "split": {"policy": split_policy, "seed": seed, "ratios": [proto.split.train, proto.split.val, proto.split.test],
-                  "balance": proto.split.balance, "leaky": split_policy == "random"},
-        "sources": [],
-        "synthetic_world": synthetic_world,
-    }
-    waves = None
-    if waveforms:
-        wave_rng = np.random.default_rng(seed + 7919)
-        sr = proto.audio.sample_rate
-        t = np.arange(int(round(proto.data.segment_seconds * sr))) / sr
-        ci = manifest["class_index"].to_numpy()
-        tone = 0.3 * np.sin(2 * np.pi * 220.0 * (ci[:, None] + 1) * t[None, :])  # (N, 16000)
-        wave = tone + wave_rng.normal(0, 0.05, size=tone.shape)
-        waves = np.round(np.clip(wave, -1, 1) * 32767).astype(np.int16)
-    return write_store(path, manifest, spectrograms, frames_arr, meta, waveforms=waves)

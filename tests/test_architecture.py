@@ -98,9 +98,11 @@ def toy_site(tmp_path_factory):
 def test_a_second_baseline_plugs_in_through_its_entry_point(toy_site, fake_store, tmp_path):
     import torch
 
-    from test_scoring import PROTOCOL, write_bundle
+    from fakes import write_bundle
+    from s2i_bench.protocol import load_protocol
 
-    bundle = write_bundle(tmp_path / "bundle.pt", PROTOCOL)
+    protocol = load_protocol("tiny")
+    bundle = write_bundle(tmp_path / "bundle.pt", protocol)
     toy = tmp_path / "toy.pt"
     torch.save({"format": "toy-translator", "level": 0.2, "epoch": 3}, toy)
     cli = Path(sys.executable).parent / "s2i-bench"
@@ -112,7 +114,7 @@ def test_a_second_baseline_plugs_in_through_its_entry_point(toy_site, fake_store
     record = json.loads(done.stdout)
     assert record["translator"]["kind"] == "toy" and record["translator"]["plugin"] == "toy-baseline"
     assert record["translator"]["native_size"] == [48, 64] and record["epoch"] == 3
-    assert set(record["classes"]) == set(PROTOCOL.class_keys)
+    assert set(record["classes"]) == set(protocol.class_keys)
     assert all(c["n_images"] == 6 for c in record["classes"].values())
 
 
@@ -260,3 +262,35 @@ def test_the_code_keeps_its_shape():
     assert len(big_modules) <= 1, big_modules
     assert len(inner_imports) <= 20, inner_imports
     assert chains < 10, chains
+
+
+def imported_test_files(path: Path, test_modules: set[str]) -> list[str]:
+    """The modules named `test_*` that a file imports (`import`, `from .. import`, relative or
+    absolute, at the top or inside functions, or by name through importlib / __import__)."""
+    found = []
+    for node in ast.walk(ast.parse(path.read_text(), filename=str(path))):
+        if isinstance(node, ast.Import):
+            modules = [a.name for a in node.names]
+        elif isinstance(node, ast.ImportFrom):
+            # `from tests.scoring import test_scoring`: a name may be a module too
+            modules = [node.module or ""] + [a.name for a in node.names if a.name in test_modules]
+        elif (isinstance(node, ast.Call) and node.args and isinstance(node.args[0], ast.Constant)
+              and isinstance(node.args[0].value, str)
+              and getattr(node.func, "attr", getattr(node.func, "id", None)) in ("import_module", "__import__")):
+            modules = [node.args[0].value]
+        else:
+            continue
+        found += [f"{path.relative_to(ROOT)}:{node.lineno}: {m}" for m in modules
+                  if any(part.startswith("test_") for part in m.split("."))]
+    return found
+
+
+def test_no_file_imports_a_test_file():
+    """A test file is never a library: what two files share lives in tests/fakes.py (the fakes)
+    or tests/conftest.py (the fixtures), never in a `test_*` module that another file imports
+    (a second import of it, under another name, would also collect its tests twice)."""
+    files = sorted([*(ROOT / "tests").rglob("*.py"), *(ROOT / "benchmarks").rglob("*.py")])
+    test_modules = {p.stem for p in files if p.stem.startswith("test_")}
+    assert len(test_modules) > 20  # the walk really sees the test files in their folders
+    bad = [hit for p in files for hit in imported_test_files(p, test_modules)]
+    assert not bad, bad
