@@ -16,6 +16,7 @@ from s2i_bench.runs import RECORDS, RunFolder, is_run_folder
 from s2i_bench.scoring import records
 from s2i_bench.scoring.series import last_per_epoch
 from s2i_bench.stats import wilson_interval
+from s2i_bench.text import percent
 
 HEADLINE_FIELDS = ("true_share", "raw_share", "corrected_share", "class_match_rate")
 
@@ -75,7 +76,7 @@ def read_size_comparison(report_dir: Path) -> list[dict]:
 
 
 def _pct(x) -> str:
-    return "-" if x is None else f"{100 * x:.1f}%"
+    return percent(x, missing="-")
 
 
 def format_headline(rows: list[dict], references: list[dict] = (), comparison: list[dict] = ()) -> list[str]:

@@ -36,6 +36,7 @@ from s2i_bench.informativity.pool import open_pool
 from s2i_bench.provenance import code_version, now_iso
 from s2i_bench.seeding import item_seed
 from s2i_bench.stats import binary_summary, wilson_interval
+from s2i_bench.text import percent
 
 logger = logging.getLogger(__name__)
 
@@ -349,7 +350,7 @@ def write_bundle(out: Path, card_path: Path, bundle: dict, card: dict, overwrite
 
 def _print_summary(card: dict) -> None:
     def pct(v):
-        return "  n/a " if v is None else f"{100 * v:5.1f}%"
+        return percent(v, width=5, missing="  n/a ")
 
     print(f"classifiers ({card['source']}):")
     for key, c in card["classes"].items():

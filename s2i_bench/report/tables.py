@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from s2i_bench.fileio import atomic_write_text, dig
+from s2i_bench.text import percent
 
 SPLIT_NAMES = {"train": "Training", "val": "Validation", "test": "Test"}
 RELATION_SIGN = {"eq": "", "gt": "> ", "lt": "< ", "approx": "≈ ", "": ""}
@@ -113,10 +114,8 @@ def format_value(v: Any) -> str:
 
 
 def pct(v: Any, digits: int = 1) -> str:
-    """0.1234 -> '12.3%'; unknown -> '–'."""
-    if v is None or (isinstance(v, float) and v != v):
-        return "–"
-    return f"{100.0 * float(v):.{digits}f}%"
+    """0.1234 -> '12.3%'; unknown -> '–' (the shared `s2i_bench.text.percent`)."""
+    return percent(v, digits)
 
 
 def pct_interval(v: Any, interval: Any, digits: int = 1) -> str:

@@ -26,6 +26,7 @@ from s2i_bench.scoring.features import audio_encoder, program_extractor
 from s2i_bench.scoring.image_metrics import check_metrics, image_metrics, needing
 from s2i_bench.scoring.score import score_checkpoints, score_translator
 from s2i_bench.scoring.sheets import sheet_key, sheet_name
+from s2i_bench.text import percent
 from s2i_bench.translators import load_translator
 from s2i_bench.translators.folder import load_folder, looks_like_image_folder
 from s2i_bench.translators.local import load_plugin, looks_like_plugin
@@ -212,7 +213,7 @@ def _score_run(path: Path, st, bun, out, samples, as_json, translator_options, k
 
 # -- text output ---------------------------------------------------------------------------------
 def _pct(x) -> str:
-    return "-" if x is None else f"{100 * x:.1f}%"
+    return percent(x, missing="-")
 
 
 def format_record(record: records.Record, protocol) -> str:
@@ -310,7 +311,7 @@ def read_series_csv(path: str | Path, class_keys: Sequence[str]):
 def format_summary(summary: Mapping[str, Any], class_names: Mapping[str, str] | None = None) -> str:
     """A plain-text table of a `summarise_classes` summary."""
     def pct(x):
-        return "     -" if x is None else f"{100 * x:5.1f}%"
+        return percent(x, width=5, missing="     -")
 
     lines = []
     s, e = summary["window"]

@@ -46,6 +46,7 @@ from s2i_bench.scoring.paired import ALPHA, POWER, _distribution_rows, compare_c
 from s2i_bench.scoring.systems import (FIELDS, System, common_series, decisions_at, load_system, named_bundle,
                                       protocol_of)
 from s2i_bench.stats import holm
+from s2i_bench.text import percent
 
 
 # -- the command's core ----------------------------------------------------------------------------------
@@ -124,7 +125,7 @@ def compare_systems(systems: list[System], key: tuple, protocol, bundle, *, epoc
 def format_comparison(result: dict) -> str:
     """A plain-text table of the pairs."""
     def pct(x):
-        return "-" if x is None else f"{100 * x:+.1f}"
+        return percent(x, signed=True, suffix="", missing="-")
 
     lines = [f"{result['mode']}; split {result['split']}; {result['multiple_comparisons']}; "
              f"significant: adjusted p < {result['alpha']}"] + [f"note: {n}" for n in result.get("notes", [])] + [""]
