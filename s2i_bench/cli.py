@@ -167,7 +167,7 @@ def pool(generators, store, pool_dir, split, per_model, draws_per_sound, per_run
     GENERATOR (checkpoint files or run folders, any mix; every checkpoint of a run folder is one
     model)."""
     from s2i_bench.informativity.pool import build_pool
-    from s2i_bench.scoring.command import check_device
+    from s2i_bench.distributed import check_device
 
     build_pool(list(generators), store=store, out=pool_dir, split=split, per_model=per_model, seed=seed,
                overwrite=overwrite, device=check_device(device), per_run="last" if per_run_last else "all",
@@ -229,7 +229,7 @@ def train_classifiers(pool_dir, bundle, store, seed, device, authors, overwrite,
     """Train the five per-class informativity classifiers on a labelled POOL_DIR, or import the
     authors' five classifiers with --authors (sensitivity and specificity then unknown)."""
     from s2i_bench.informativity.authors import classifiers_command
-    from s2i_bench.scoring.command import check_device
+    from s2i_bench.distributed import check_device
 
     classifiers_command(pool_dir, bundle, authors=authors, protocol=protocol_name, store=store, seed=seed,
                         device=check_device(device), overwrite=overwrite)

@@ -16,6 +16,21 @@ from dataclasses import dataclass
 import torch
 import torch.distributed as dist
 
+from s2i_bench.errors import UserError
+
+
+def check_device(device: str) -> str:
+    """`cpu`, `cuda` or `cuda:N` that exists here, else a one-line refusal."""
+    device = str(device)
+    if device != "cpu" and device != "cuda" and not (device.startswith("cuda:") and device[5:].isdigit()):
+        raise UserError(f"--device {device!r}: expected cpu, cuda or cuda:N")
+    if device.startswith("cuda"):
+        if not torch.cuda.is_available():
+            raise UserError(f"--device {device}: CUDA is not available on this machine")
+        if ":" in device and int(device[5:]) >= torch.cuda.device_count():
+            raise UserError(f"--device {device}: this machine has {torch.cuda.device_count()} CUDA device(s)")
+    return device
+
 
 @dataclass(frozen=True)
 class Shard:

@@ -23,6 +23,7 @@ from typing import Any, Callable
 
 from s2i_bench import defaults
 from s2i_bench.data.store import open_store
+from s2i_bench.distributed import check_device
 from s2i_bench.errors import UserError
 from s2i_bench.informativity.bundle import load_bundle
 from s2i_bench.protocol import load_protocol, protocol_from_dict
@@ -178,12 +179,7 @@ def train_baseline(store, run_dir, protocol=None, embedding_dim=None, epochs=Non
                    autoencoder=None, classifiers=None, save_every=None, seed=None, use_compile=False,
                    grid_every=None, baseline: str | None = None) -> Path:
     """Train a baseline translator (default: the reference translator) on `store` into `run_dir`."""
-    import torch
-
-    if str(device).startswith("cuda") and not torch.cuda.is_available():
-        raise UserError(f"--device {device}: no CUDA device is available")
-    if str(device) not in ("cpu", "cuda") and not str(device).startswith("cuda:"):
-        raise UserError(f"--device {device!r}: expected cpu, cuda or cuda:N")
+    device = check_device(device)
     protocol = load_protocol(protocol) if protocol is not None else None
     plugin = registry.trainer(baseline)
     run = RunFolder(check_out_folder(Path(run_dir), "run folder"))

@@ -15,6 +15,7 @@ from typing import Any, Mapping, Sequence
 import numpy as np
 
 from s2i_bench import defaults, distributed
+from s2i_bench.distributed import check_device
 from s2i_bench.data.store import open_store
 from s2i_bench.errors import UserError
 from s2i_bench.fileio import atomic_write_text, check_writable, dig, file_sha256, to_jsonable
@@ -33,21 +34,6 @@ from s2i_bench.translators.local import load_plugin, looks_like_plugin
 from s2i_bench.translators.reference import is_reference, load_reference
 
 logger = logging.getLogger(__name__)
-
-
-def check_device(device: str) -> str:
-    """`cpu`, `cuda` or `cuda:N` that exists here, else a one-line refusal."""
-    import torch
-
-    device = str(device)
-    if device != "cpu" and device != "cuda" and not (device.startswith("cuda:") and device[5:].isdigit()):
-        raise UserError(f"--device {device!r}: expected cpu, cuda or cuda:N")
-    if device.startswith("cuda"):
-        if not torch.cuda.is_available():
-            raise UserError(f"--device {device}: CUDA is not available on this machine")
-        if ":" in device and int(device[5:]) >= torch.cuda.device_count():
-            raise UserError(f"--device {device}: this machine has {torch.cuda.device_count()} CUDA device(s)")
-    return device
 
 
 def check_classes(protocol, bundle) -> None:

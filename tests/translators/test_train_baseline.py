@@ -141,6 +141,13 @@ def test_refusals(fake_store, tmp_path):
         train_baseline(store=fake_store, run_dir=tmp_path / "r2", resume=True)
     with pytest.raises(UserError, match="multiple of 4"):
         train_baseline(store=fake_store, run_dir=tmp_path / "r3", embedding_dim=18)
+    # the one --device check score and pool use: a typo and a device this machine lacks
+    with pytest.raises(UserError, match="expected cpu, cuda or cuda:N"):
+        train_baseline(store=fake_store, run_dir=tmp_path / "r4", device="gpu")
+    if not torch.cuda.is_available():
+        with pytest.raises(UserError, match="CUDA is not available"):
+            train_baseline(store=fake_store, run_dir=tmp_path / "r5", device="cuda:0")
+    assert not (tmp_path / "r4").exists() and not (tmp_path / "r5").exists()
 
 
 def test_classifiers_score_every_epoch(full_run, fake_store, tmp_path, monkeypatch):
