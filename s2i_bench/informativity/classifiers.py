@@ -30,6 +30,7 @@ import torch.nn.functional as F
 from s2i_bench.data.store import open_store
 from s2i_bench.errors import UserError
 from s2i_bench.fileio import atomic_torch_save, atomic_write_json, dig, progress, sha256_file
+from s2i_bench.images import uint8_to_net
 from s2i_bench.informativity.bundle import BUNDLE_FORMAT, BUNDLE_FORMAT_VERSION, IMAGE_SIZE, InformativityCNN, card_path
 from s2i_bench.informativity.labels import read_sets
 from s2i_bench.informativity.pool import open_pool
@@ -42,12 +43,6 @@ logger = logging.getLogger(__name__)
 
 
 # -- images -----------------------------------------------------------------------------------
-def _to_net(images_uint8: np.ndarray, device) -> torch.Tensor:
-    """(N, 96, 96, 3) uint8 -> (N, 3, 96, 96) float in [-1, 1] on device (SPEC section 3)."""
-    t = torch.from_numpy(np.array(images_uint8, dtype=np.uint8)).to(device)  # a writable copy
-    return t.permute(0, 3, 1, 2).float().div_(127.5).sub_(1.0)
-
-
 def _check_uint8_images(images: np.ndarray, where: str) -> None:
     if images.ndim != 4 or images.shape[1:] != (IMAGE_SIZE, IMAGE_SIZE, 3) or images.dtype != np.uint8:
         raise UserError(f"{where}: images have shape {images.shape} {images.dtype}, "
@@ -67,7 +62,7 @@ def _predict_log_probs(model: nn.Module, images_uint8: np.ndarray, device, batch
     model.eval()
     out = []
     for start in range(0, len(images_uint8), batch_size):
-        out.append(model(_to_net(images_uint8[start:start + batch_size], device)).float().cpu())
+        out.append(model(uint8_to_net(images_uint8[start:start + batch_size], device)).float().cpu())
     return torch.cat(out) if out else torch.empty(0, model.num_outputs)
 
 
@@ -100,7 +95,7 @@ def fit_classifier(model: nn.Module, train_images: np.ndarray, train_labels: np.
             idx = np.sort(order[start:start + batch_size])
             if len(idx) < 2:  # BatchNorm1d cannot normalise a batch of one in training mode
                 continue
-            x = _to_net(train_images[idx], device)  # (B, 3, 96, 96)
+            x = uint8_to_net(train_images[idx], device)  # (B, 3, 96, 96)
             y = train_y[idx].to(device)  # (B,)
             loss = F.nll_loss(model(x), y)
             optimizer.zero_grad(set_to_none=True)
