@@ -183,6 +183,12 @@ class ScoringSpec:
     batch_size: int
     selection_split: str = "val"  # where epochs and windows are chosen ("" = nowhere: the paper's max MA only)
 
+    @property
+    def scored_splits(self) -> tuple[str, ...]:
+        """Every split a series scores, the reported one first: `split`, then `selection_split`
+        (where epochs and windows are chosen) when there is one."""
+        return (self.split,) + ((self.selection_split,) if self.selection_split else ())
+
 
 @dataclass(frozen=True)
 class SynthSpec:

@@ -162,8 +162,7 @@ def in_loop_scoring(run, store, bundle, protocol, device: str) -> Callable[[int,
     test sounds, and the validation sounds the protocol chooses epochs on."""
     sc = protocol.scoring
 
-    # the scored split, and the split epochs and windows are chosen on (protocol: scoring.selection_split)
-    splits = [sc.split] + ([sc.selection_split] if sc.selection_split else [])
+    splits = sc.scored_splits  # the reported split, then where epochs and windows are chosen
 
     def on_epoch_end(epoch: int, translator, d_updated: bool) -> None:
         for split in splits:

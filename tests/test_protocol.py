@@ -121,3 +121,9 @@ def test_cli_help_lists_every_command():
     for cmd in ["synth", "prepare", "audit", "train-baseline", "pool", "label", "train-classifiers",
                 "metrics", "score", "export-sounds", "report", "demo"]:
         assert cmd in r.output
+
+
+def test_scored_splits_reported_split_first():
+    p = load_protocol("tiny")
+    assert p.scoring.scored_splits == (p.scoring.split, p.scoring.selection_split)
+    assert dataclasses.replace(p.scoring, selection_split="").scored_splits == (p.scoring.split,)

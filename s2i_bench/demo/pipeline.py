@@ -230,11 +230,11 @@ def _score_one(store_dir: Path, run_dir: Path, bundle: Path) -> None:
         for old in run.path.glob("samples-*.npz"):
             old.unlink()
         bun = load_bundle(bundle)
-        score_checkpoints(run, store, bun, protocol=p, split=p.scoring.split, seed=p.scoring.seed,
-                          samples=1, batch_size=p.scoring.batch_size, sheets="first-last", metrics=DEMO_METRICS)
-        if p.scoring.selection_split:  # the sounds epochs and windows are chosen on
-            score_checkpoints(run, store, bun, protocol=p, split=p.scoring.selection_split, seed=p.scoring.seed,
-                              samples=1, batch_size=p.scoring.batch_size, sheets="none")
+        # the reported split (with its sample sheets), then where epochs and windows are chosen
+        for i, split in enumerate(p.scoring.scored_splits):
+            score_checkpoints(run, store, bun, protocol=p, split=split, seed=p.scoring.seed, samples=1,
+                              batch_size=p.scoring.batch_size, sheets="first-last" if i == 0 else "none",
+                              metrics=DEMO_METRICS if i == 0 else None)
 
 
 def _score_references(store_dir: Path, bundle: Path, out: Path) -> None:
