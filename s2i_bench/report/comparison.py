@@ -105,13 +105,6 @@ def write_comparison(result: dict, out) -> Path:
     return out
 
 
-def mean_rows(result: dict, measure: str = "true") -> list[dict]:
-    """The pairs' rows for the mean over classes of one measure (the demo's headline)."""
-    return [r for r in result["pairs"] if r["class"] == "mean" and r["measure"] == measure]
-
-
-
-
 def runs_by_size(runs) -> list:
     """The report's runs as systems of the comparison: one per embedding size (and split policy),
     a group when several training seeds share it."""
