@@ -191,7 +191,7 @@ def label(pool_dir, use_judge, csv_path, from_annotations, seed):
     label_pool(pool_dir, use_judge=use_judge, csv_path=csv_path, seed=seed, from_annotations=from_annotations)
 
 
-@main.command("label-server", short_help="A local web page to label a pool's images with the keyboard.")
+@main.command("label-server", short_help="A local web page to label a pool's (or an audit's blind set's) images.")
 @click.argument("pool_dir", type=ExistingPath)
 @click.option("--annotator", required=True, help="Your name (letters, digits, '_', '-', '.'): your labels' file.")
 @click.option("--host", default="127.0.0.1", show_default=True,
@@ -206,7 +206,8 @@ def label(pool_dir, use_judge, csv_path, from_annotations, seed):
 def label_server(pool_dir, annotator, host, port, overlap, share, seed):
     """Serve POOL_DIR's images one at a time (keys 1 / 0 informative or not, u undo, s skip,
     arrows to move); every label is saved at once to POOL_DIR/annotations/ANNOTATOR.jsonl.
-    Then `s2i-bench label POOL_DIR --from-annotations` builds the sets."""
+    Then `s2i-bench label POOL_DIR --from-annotations` builds the sets. POOL_DIR may also be an
+    audit's blind set (AUDIT/blind); then `s2i-bench label-audit estimate AUDIT`."""
     from s2i_bench.informativity.label_server import serve
 
     serve(pool_dir, annotator, host=host, port=port, seed=seed, overlap=overlap, share=share)
@@ -340,6 +341,83 @@ def compare(systems, store, bundle, epoch, window, split, n_boot, seed, as_json,
 
     compare_command(systems, store=store, bundle=bundle, epoch=epoch, window=window, split=split, n_boot=n_boot,
                     seed=seed, as_json=as_json, out=out)
+
+
+# -- label audits: a few labels per system plus the classifiers (prediction-powered inference) ----
+@main.group("label-audit", short_help="Audited informativity: label a few images per system, combine with the "
+                                      "classifiers.")
+def label_audit():
+    """Audited informativity: `draw` a seeded sample of each system's scored images into a blind
+    set, label it (`s2i-bench label-server AUDIT/blind`, or `label` with the synthetic world's
+    judge), `estimate` the audited shares with their intervals, `plan` the labels a half-width
+    needs. See docs/metrics.md ("Audited informativity")."""
+
+
+@label_audit.command("draw", short_help="A seeded sample of each system's scored images, made again and blinded.")
+@click.argument("systems", type=ExistingPath, nargs=-1, required=True)
+@click.option("--out", type=PathArg, required=True, help="The audit folder to make.")
+@click.option("--per-class", type=click.IntRange(1), default=10, show_default=True,
+              help="Images to label per class and system.")
+@click.option("--data", "store", type=ExistingPath, default=None, help="The store (default: the embedded one).")
+@click.option("--classifiers", "bundle", type=ExistingPath, default=None,
+              help="The classifiers the records were scored with (default: the embedded ones).")
+@click.option("--epoch", default="last", show_default=True, help="A run folder's epoch to audit.")
+@click.option("--split", type=click.Choice(["train", "val", "test"]), default=None,
+              help="Default: the protocol's scored split.")
+@click.option("--seed", type=int, default=0, show_default=True, help="Seed of the sample and of the blind ids.")
+@click.option("--device", default="cpu", show_default=True)
+@click.option("--overwrite", is_flag=True, help="Replace an earlier audit folder of --out.")
+@_friendly
+def label_audit_draw(systems, out, per_class, store, bundle, epoch, split, seed, device, overwrite):
+    """SYSTEMS: run folders (their record at --epoch) and records files (every record in them,
+    e.g. the reference translators). Each record must come from these classifiers, store and
+    split, with per-image decisions."""
+    from s2i_bench.distributed import check_device
+    from s2i_bench.scoring.audit.draw import draw_audit
+
+    draw_audit(systems, out, store=store, classifiers=bundle, per_class=per_class, seed=seed,
+               epoch=None if epoch == "last" else epoch, split=split, device=check_device(device), overwrite=overwrite)
+
+
+@label_audit.command("label", short_help="The synthetic world's judge labels the blind set (as an annotator).")
+@click.argument("audit_dir", type=ExistingPath)
+@click.option("--judge", "use_judge", is_flag=True, required=True, help="Label with the synthetic world's judge.")
+@click.option("--judge-noise", type=click.FloatRange(0, 0.5), default=0.0, show_default=True,
+              help="Flip each label with this probability (an imperfect annotator).")
+@click.option("--annotator", default="judge", show_default=True, help="The name its labels go under.")
+@_friendly
+def label_audit_label(audit_dir, use_judge, judge_noise, annotator):
+    """People label AUDIT/blind with `s2i-bench label-server AUDIT/blind --annotator NAME`."""
+    from s2i_bench.scoring.audit.labelling import label_with_judge
+
+    label_with_judge(audit_dir, annotator=annotator, noise=judge_noise)
+
+
+@label_audit.command("estimate", short_help="Audited shares with 95% intervals -> AUDIT/records.jsonl.")
+@click.argument("audit_dir", type=ExistingPath)
+@click.option("--score", type=click.Choice(["auto", "decision", "probability"]), default="auto", show_default=True,
+              help="The classifier output combined with the labels (auto: the probability where records keep it).")
+@click.option("--allow-partial", is_flag=True, help="Use the labelled images when some are not labelled yet.")
+@click.option("--json", "as_json", is_flag=True)
+@_friendly
+def label_audit_estimate(audit_dir, score, allow_partial, as_json):
+    from s2i_bench.scoring.audit.estimate import estimate_audit, format_audited
+
+    recs = estimate_audit(audit_dir, score=score, allow_partial=allow_partial)
+    click.echo(format_audited(recs, as_json=as_json))
+
+
+@label_audit.command("plan", short_help="Labels per class for a target half-width.")
+@click.argument("sources", type=ExistingPath, nargs=-1, required=True)
+@click.option("--half-width", type=click.FloatRange(0, 1, min_open=True, max_open=True), default=0.05,
+              show_default=True, help="The 95% interval's half-width to reach (0.05: +-5 points).")
+@_friendly
+def label_audit_plan(sources, half_width):
+    """SOURCES: an audit folder (its first labels), records files or run folders (their
+    classifiers' sensitivity and specificity, before any label)."""
+    from s2i_bench.scoring.audit.planner import format_plan, plan_labels
+
+    click.echo(format_plan(plan_labels(sources, half_width), half_width))
 
 
 @main.command("export-sounds", short_help="The sounds of a split as WAV files, for systems that run elsewhere.")

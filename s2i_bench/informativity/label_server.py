@@ -46,7 +46,7 @@ import numpy as np
 from s2i_bench.errors import UserError
 from s2i_bench.informativity import annotations as A
 from s2i_bench.informativity.label_page import page_csp, page_html
-from s2i_bench.informativity.pool import open_pool
+from s2i_bench.informativity.blind_set import open_label_set
 
 logger = logging.getLogger(__name__)
 
@@ -68,7 +68,7 @@ class Session:
         self.row = {iid: i for i, iid in enumerate(pool.table["image_id"].astype(str))}
         self.cls = {iid: str(table.loc[iid, "class"]) for iid in self.ids}
         self.sha = {iid: str(table.loc[iid, "image_sha256"]) for iid in self.ids}
-        self.names = dict(zip(pool.protocol.class_keys, pool.protocol.class_names))
+        self.names = pool.class_names
         self.path = A.log_path(pool.path, annotator)
         self.started = time.time()
         self.session_labels = 0
@@ -474,7 +474,7 @@ def serve(pool_dir, annotator: str, *, host: str = "127.0.0.1", port: int = 8765
     """`s2i-bench label-server`: serve the pool until stopped. `share`: (K, N), or the text K/N."""
     if isinstance(share, str):
         share = parse_share(share)
-    pool = open_pool(pool_dir)
+    pool = open_label_set(pool_dir)  # a pool, or an audit's blind set
     if not 0.0 <= overlap <= 1.0:
         raise UserError(f"--overlap {overlap}: a share of the pool in [0, 1]")
     session = Session(pool, annotator, seed=seed, overlap=overlap, share=share)

@@ -74,6 +74,15 @@ class Pool:
         return self.meta["pool_hash"]
 
     @property
+    def content_hash(self) -> str:
+        """What the labelling page and the annotation logs key on (a blind set has one too)."""
+        return self.pool_hash
+
+    @property
+    def class_names(self) -> dict[str, str]:
+        return dict(zip(self.protocol.class_keys, self.protocol.class_names))
+
+    @property
     def store_hash(self) -> str | None:
         """The hash of the store whose sounds were translated."""
         return self.meta["store"].get("hash")

@@ -104,7 +104,7 @@ def score_command(translator, *, store=None, bundle=None, split=None, seed=None,
         out = out or Path(translator) / records.RECORDS_NAME
     else:
         samples = samples or protocol.scoring.samples
-        loaded = _load(kind, translator, st, protocol, device, translator_options)
+        loaded = load_spec(kind, translator, st, protocol, device, translator_options)
         if out is None:
             if kind == "file":
                 out = Path(translator).parent / records.RECORDS_NAME
@@ -157,7 +157,8 @@ def _metric_options(metrics, feature_extractor, ais_audio, ais_image, store, pro
     return out
 
 
-def _load(kind: str, spec, store, protocol, device, translator_options):
+def load_spec(kind: str, spec, store, protocol, device, translator_options=None):
+    """A translator of a kind `translator_kind` named: a reference, a local plugin or a file."""
     if kind == "reference":
         return load_reference(str(spec), store, device=device)
     if kind == "plugin":

@@ -41,10 +41,15 @@ def _unpack(text: str, shape: tuple[int, int], where: str) -> np.ndarray:
     return bits[:size].reshape(shape).astype(bool)
 
 
+def order_of(segment_ids) -> str:
+    """The plan order a record's decisions are in: sha256 of the segment ids, one per line."""
+    return hashlib.sha256("\n".join(map(str, segment_ids)).encode()).hexdigest()
+
+
 def encode_decisions(segment_ids, informative, truth=None, matched=None, iis=None) -> dict[str, Any]:
     """The `decisions` of a record (module docstring): (K, N) bool arrays, packed."""
     informative = np.asarray(informative, dtype=bool)
-    order = hashlib.sha256("\n".join(map(str, segment_ids)).encode()).hexdigest()
+    order = order_of(segment_ids)
     out = {"order": order, "shape": list(informative.shape), "encoding": ENCODING, "informative": _pack(informative)}
     out["truth"] = None if truth is None else _pack(truth)
     out["class_match"] = None if matched is None else _pack(matched)

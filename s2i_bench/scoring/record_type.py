@@ -14,6 +14,7 @@ from s2i_bench.runs import run_of_checkpoint
 from s2i_bench.scoring.decisions import unpack_decisions
 
 PRDC_PARTS = ("precision", "recall", "density", "coverage")
+AUDITED = "audited_share"  # a measure only an audited record has (the `audit` block)
 
 
 @dataclass(frozen=True, eq=False)
@@ -157,13 +158,42 @@ class Record:
         return self.data["classes"].get(class_key) or {}
 
     def share(self, class_key: str, measure: str = "raw_share") -> float | None:
-        v = self.cls(class_key).get(measure)
+        """One class's share by measure: raw_share, corrected_share, true_share, class_match_rate,
+        or audited_share (from the audit block; None without an audit)."""
+        if measure == AUDITED:
+            v = dig(self.audit, "classes", class_key, AUDITED)
+        else:
+            v = self.cls(class_key).get(measure)
         return None if v is None else float(v)
+
+    # -- the audit (format 5) ------------------------------------------------------------------------
+    @property
+    def audit(self) -> Mapping[str, Any]:
+        """The audit block (`s2i-bench label-audit estimate`), {} for a record without an audit."""
+        return self.data.get("audit") or {}
+
+    @property
+    def has_audit(self) -> bool:
+        return bool(self.audit)
+
+    @property
+    def audited_of(self) -> str | None:
+        """The checksum of the scored record this audited record was made from."""
+        return self.audit.get("of")
+
+    def audited_ci(self, class_key: str | None = None) -> list[float] | None:
+        """The audited share's interval, of one class or (None) of the mean over the classes."""
+        where = ("mean",) if class_key is None else ("classes", class_key)
+        return dig(self.audit, *where, "audited_ci")
+
+    def audited_half_width(self, class_key: str | None = None) -> float | None:
+        where = ("mean",) if class_key is None else ("classes", class_key)
+        return dig(self.audit, *where, "half_width")
 
     def mean(self, measure: str = "raw_share") -> float | None:
         """The mean over the scored classes; the judge's truth falls back on the mean over every
         class (`mean_all_classes`) when the scored classes have none."""
-        v = dig(self.data, "mean", measure)
+        v = dig(self.audit, "mean", AUDITED) if measure == AUDITED else dig(self.data, "mean", measure)
         if v is None and measure == "true_share":
             v = dig(self.data, "mean_all_classes", measure)
         return None if v is None else float(v)

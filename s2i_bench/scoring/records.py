@@ -8,7 +8,9 @@ readers ask a record for what they need by accessor (`r.share(class_key, measure
 `r.mean(measure)`, `r.image_metric(name)`, `r.decisions()`, `r.run`, `r.epoch`, ...) and never
 spell its keys. Series of records: `scoring.series`.
 
-Format 4 (this version) renamed `generator` to `translator`; formats 1-3 still read.
+Format 4 renamed `generator` to `translator`; format 5 (this version) adds the optional `audit`
+block (`s2i-bench label-audit estimate`: the audited share from labels plus the classifier, recomputed
+and checked on every read); formats 1-4 still read.
 """
 
 from __future__ import annotations
@@ -23,18 +25,20 @@ from typing import Any, Iterable, Mapping
 import numpy as np
 
 from s2i_bench.errors import UserError
-from s2i_bench.fileio import append_line, dig, read_no_follow, set_aside_cut_line, to_jsonable
+from s2i_bench.fileio import append_line, atomic_write_text, dig, read_no_follow, set_aside_cut_line, to_jsonable
 from s2i_bench.locks import exclusive_lock
 from s2i_bench.runs import MAX_EPOCH, RECORDS
+from s2i_bench.scoring import ppi
 from s2i_bench.scoring.decisions import unpack_decisions
-from s2i_bench.scoring.record_type import PRDC_PARTS, Record  # noqa: F401 (records.Record)
+from s2i_bench.scoring.record_type import AUDITED, PRDC_PARTS, Record  # noqa: F401 (records.Record)
 
 logger = logging.getLogger(__name__)
 
 RECORDS_NAME = RECORDS
 KIND = "informativity"
-# 2: format_version, translator input/size; 3: per-image decisions; 4: `generator` renamed `translator`
-FORMAT_VERSION = 4
+# 2: format_version, translator input/size; 3: per-image decisions; 4: `generator` renamed `translator`;
+# 5: the optional `audit` block
+FORMAT_VERSION = 5
 CHECKSUM_SINCE = 3  # records of this format on must carry their checksum (corruption detection, not tamper-proof)
 MEASURES = ("raw_share", "corrected_share", "true_share", "class_match_rate")
 SERIES_FIELDS = ("classifiers.sha256", "store.hash", "split", "seed", "samples", "protocol.fingerprint")
@@ -96,6 +100,21 @@ def extend(path: str | Path, new: Iterable[Mapping[str, Any] | Record]) -> int:
                 f.flush()
                 os.fsync(f.fileno())
             os.replace(tmp, path)
+    return len(lines)
+
+
+def replace_all(path: str | Path, new: Iterable[Mapping[str, Any] | Record]) -> int:
+    """Write `new` as the whole records file (each with its checksum), atomically under the file's
+    lock: for a file a command owns and remakes (an audit's `records.jsonl`). Returns the count."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    lines = []
+    for r in new:
+        r = to_jsonable({k: v for k, v in (r.to_dict() if isinstance(r, Record) else r).items() if k != "checksum"})
+        r["checksum"] = checksum(r)
+        lines.append(json.dumps(r, sort_keys=False) + "\n")
+    with exclusive_lock(_lock_path(path), f"records file {path}", wait_s=APPEND_WAIT_S):
+        atomic_write_text(path, "".join(lines))
     return len(lines)
 
 
@@ -225,6 +244,7 @@ def _check_against_decisions(r: Mapping[str, Any], where: str) -> None:
                 raise UserError(f"{where}: classes.{key}.{measure} = {v!r}, but its per-image decisions give "
                                 f"{actual!r}: the record was edited or damaged")
         start += size
+    _check_audit(r, where)
 
 
 def read(path: str | Path, follow_links: bool = True) -> list[Record]:
@@ -241,3 +261,86 @@ def read(path: str | Path, follow_links: bool = True) -> list[Record]:
             raise UserError(f"{where}: not an informativity record")
         out.append(Record(check(r, where), f"{path.name}:{line}"))
     return out
+
+
+# -- the audit block (format 5) ----------------------------------------------------------------------
+AUDIT_SCORES = ("decision", "probability")
+
+
+def _audit_class_numbers(est: ppi.Estimate) -> dict[str, Any]:
+    return {AUDITED: est.estimate, "audited_ci": list(est.ci), "half_width": est.half_width, "se": est.se,
+            "lambda": est.lam, "n_audited": est.n, "n_images": est.N}
+
+
+def audit_estimates(r: Mapping[str, Any], positions: Mapping[str, Any], votes: Mapping[str, Any], score: str,
+                    alpha: float, where: str) -> tuple[dict[str, ppi.Estimate], ppi.Estimate]:
+    """The audited shares of record `r` (`scoring.ppi.finite_population` per class, `mean_of` over
+    them) from the audited flat positions (k * N + n) and each image's votes [informative, total]
+    per class. The audit's estimate and the reader's check both come from here."""
+    d = unpack_decisions(r.get("decisions"), where)
+    if d is None:
+        raise UserError(f"{where}: an audit needs the record's per-image decisions")
+    if score not in AUDIT_SCORES:
+        raise UserError(f"{where}: audit.score {score!r} is not one of {AUDIT_SCORES}")
+    f = d["informative"].astype(np.float64) if score == "decision" else d.get("probability")
+    if f is None:
+        raise UserError(f"{where}: audit.score is 'probability' but the decisions hold no probabilities")
+    k, n = d["shape"]
+    f = np.asarray(f, dtype=np.float64).reshape(-1)  # (K * N,)
+    starts, start = {}, 0
+    for key, c in r["classes"].items():
+        starts[key] = (start, start + int(c.get("n_sounds") or 0))
+        start = starts[key][1]
+    out = {}
+    for key in positions:
+        if key not in starts:
+            raise UserError(f"{where}: audit.classes.{key} is not a class of the record")
+        everyone = (np.arange(k)[:, None] * n + np.arange(*starts[key])[None, :]).ravel()
+        pos, v = positions[key], votes.get(key)
+        if not (isinstance(pos, list) and isinstance(v, list) and len(pos) == len(v) and pos
+                and all(isinstance(x, int) and not isinstance(x, bool) for x in pos) and len(set(pos)) == len(pos)
+                and set(pos) <= set(everyone.tolist())):
+            raise UserError(f"{where}: audit.classes.{key}: positions must be distinct images of the class, one "
+                            f"vote pair each")
+        v = np.asarray(v, dtype=np.float64)
+        if v.shape != (len(pos), 2) or (v[:, 1] < 1).any() or (v[:, 0] < 0).any() or (v[:, 0] > v[:, 1]).any():
+            raise UserError(f"{where}: audit.classes.{key}.votes must be [informative, total] pairs, total >= 1")
+        out[key] = ppi.finite_population(v[:, 0] / v[:, 1], f[pos], f[everyone], alpha=alpha)
+    if not out:
+        raise UserError(f"{where}: the audit has no class")
+    return out, ppi.mean_of(list(out.values()), alpha=alpha)
+
+
+def audit_block(r: Mapping[str, Any], *, positions: Mapping[str, list[int]], votes: Mapping[str, list[list[int]]],
+                score: str, alpha: float, about: Mapping[str, Any]) -> dict[str, Any]:
+    """The `audit` block of an audited record: `about` (who labelled, the audit's seed and key,
+    the rule) and the numbers of `audit_estimates`, with the positions and votes they come from."""
+    per_class, mean = audit_estimates(r, positions, votes, score, alpha, "audit")
+    classes = {key: {**_audit_class_numbers(est), "positions": list(positions[key]), "votes": list(votes[key])}
+               for key, est in per_class.items()}
+    mean_numbers = {k: v for k, v in _audit_class_numbers(mean).items() if k not in ("lambda", "n_images")}
+    return {**about, "of": r.get("checksum"), "estimator": ppi.ESTIMATOR, "score": score, "alpha": alpha,
+            "classes": classes, "mean": {**mean_numbers, "classes": list(classes)}}
+
+
+def _check_audit(r: Mapping[str, Any], where: str) -> None:
+    """An audit block's numbers are those its positions, votes and the record's decisions give."""
+    a = r.get("audit")
+    if a is None:
+        return
+    classes = a.get("classes") if isinstance(a, dict) else None
+    alpha = a.get("alpha") if isinstance(a, dict) else None
+    if not isinstance(classes, dict) or not all(isinstance(c, dict) for c in classes.values()) \
+            or not isinstance(alpha, float) or not 0.0 < alpha < 1.0:
+        raise UserError(f"{where}: 'audit' must hold classes and alpha in (0, 1)")
+    per_class, mean = audit_estimates(r, {k: c.get("positions") for k, c in classes.items()},
+                                      {k: c.get("votes") for k, c in classes.items()}, a.get("score"), alpha, where)
+    pairs = [(f"audit.classes.{k}", classes[k], _audit_class_numbers(e)) for k, e in per_class.items()]
+    pairs.append(("audit.mean", a.get("mean") or {}, _audit_class_numbers(mean)))
+    for name, have, want in pairs:
+        for field in (AUDITED, "audited_ci", "half_width"):
+            got, exp = have.get(field), want[field]
+            if got is None or not np.allclose(np.asarray(got, dtype=float), np.asarray(exp, dtype=float),
+                                              rtol=0, atol=1e-9):
+                raise UserError(f"{where}: {name}.{field} = {got!r}, but its labels and the record's decisions "
+                                f"give {exp!r}: the record was edited or damaged")
