@@ -215,8 +215,10 @@ def test_sharded_pool_is_the_pool_one_process_makes(chain, tmp_path):
 def test_the_gpu_machine_needs_neither_pyav_nor_tqdm():
     """The GPU machine's python has torch but no PyAV (and maybe no tqdm): the GPU check and what
     it runs (training, scoring, stores from arrays) import without them, and progress bars fall
-    back to plain iteration."""
-    code = ("import sys; sys.modules['av'] = None; sys.modules['tqdm'] = None\n"
+    back to plain iteration. torchmetrics is imported first, while tqdm can still load: with the
+    test extra installed it imports transformers, which needs tqdm (third-party, not ours)."""
+    code = ("import sys; import torchmetrics\n"
+            "sys.modules['av'] = None; sys.modules['tqdm'] = None\n"
             "import tests.fakes, tests.helpers, benchmarks.gpu_check, benchmarks.bench_train, benchmarks.bench_score\n"
             "import s2i_bench.cli, s2i_bench.training, s2i_bench.scoring.score, s2i_bench.informativity.pool\n"
             "from s2i_bench.fileio import progress\n"
