@@ -60,10 +60,20 @@ def main():
 @click.option("--dirty", is_flag=True,
               help="Add the faults real data has (corrupt file, no audio, <1 s, shared id, re-upload).")
 @click.option("--overwrite", is_flag=True, help="Replace the contents of OUT if it is not empty.")
+@click.option("--vggsound", is_flag=True,
+              help="Write a VGGSound stand-in instead: clips named <id>_<start>.mp4, vggsound.csv, a VGGSounder-style "
+                   "tag file and a protocol file (for testing the vggsound protocol offline).")
 @_friendly
-def synth(out, protocol_name, videos_per_class, seed, dirty, overwrite):
+def synth(out, protocol_name, videos_per_class, seed, dirty, overwrite, vggsound):
     """Write the synthetic world to OUT: one folder per class of H.264/AAC .mp4 files named by
     YouTube-like ids, plus scenes.json with every video's scene parameters."""
+    if vggsound:
+        from s2i_bench.synth.vggsound_standin import write_vggsound_standin
+
+        if dirty or protocol_name:
+            raise UserError("--vggsound writes its own protocol file and its own faults: no --dirty or --protocol")
+        write_vggsound_standin(out, videos_per_class=videos_per_class, seed=seed, overwrite=overwrite)
+        return
     protocol = load_protocol(protocol_name or "synth")
     from s2i_bench.synth.world import write_world
 
@@ -85,16 +95,25 @@ def synth(out, protocol_name, videos_per_class, seed, dirty, overwrite):
 @click.option("--audio-context-s", type=float, default=0.0, show_default=True,
               help="Also keep the C s of audio centred on each segment (zeros outside the clip), for systems "
                    "that listen longer than 1 s (Sound2Scene, AudioToken: 10).")
+@click.option("--audio-rate", default=None, metavar="native|HZ",
+              help="Also keep each segment's audio at the sources' own rate (native) or at HZ (44100, 48000), beside "
+                   "the 16 kHz copy, for encoders that listen above 8 kHz (export-sounds --sample-rate).")
+@click.option("--clips", type=ExistingPath, default=None,
+              help="VGGSound protocols: the folder holding the clips <YouTube id>_<start>.mp4 (default: the CSV's).")
+@click.option("--labels", type=ExistingPath, default=None,
+              help="VGGSound protocols: VGGSounder's tag file (default: the protocol's, from the vggsounder wheel).")
 @_friendly
-def prepare(source, out, protocol_name, split_policy, seed, allow_leakage, workers, resume, overwrite, audio_context_s):
+def prepare(source, out, protocol_name, split_policy, seed, allow_leakage, workers, resume, overwrite, audio_context_s,
+            audio_rate, clips, labels):
     """Turn SOURCE (a folder with one sub-folder per class, or a manifest CSV with columns
-    path,class[,video_id][,split]) into the segment store that training and scoring read."""
+    path,class[,video_id][,split]; for --protocol vggsound, VGGSound's official CSV) into the
+    segment store that training and scoring read."""
     protocol = load_protocol(protocol_name or "synth")
     from s2i_bench.data.prepare import prepare_store
 
     prepare_store(source, out, protocol, split_policy=split_policy, seed=seed,
                   allow_leakage=allow_leakage, workers=workers, resume=resume, overwrite=overwrite,
-                  audio_context_s=audio_context_s)
+                  audio_context_s=audio_context_s, audio_rate=audio_rate, clips=clips, labels=labels)
 
 
 @main.command(short_help="Audit a store for leakage between splits.")
@@ -224,13 +243,24 @@ def label_server(pool_dir, annotator, host, port, overlap, share, seed):
 @click.option("--authors", "authors", multiple=True, metavar="CLASS=FILE",
               help="Instead of training: import the authors' state dict for CLASS (give all five; no POOL_DIR).")
 @click.option("--overwrite", is_flag=True, help="Replace an existing bundle (records scored with it keep its sha256).")
+@click.option("--class-match-only", is_flag=True,
+              help="Only the class-match classifier, on the real frames of --data (no POOL_DIR): for stores without "
+                   "labelled pools, such as VGGSound's.")
 @protocol_option
 @_friendly
-def train_classifiers(pool_dir, bundle, store, seed, device, authors, overwrite, protocol_name):
+def train_classifiers(pool_dir, bundle, store, seed, device, authors, overwrite, class_match_only, protocol_name):
     """Train the five per-class informativity classifiers on a labelled POOL_DIR, or import the
     authors' five classifiers with --authors (sensitivity and specificity then unknown)."""
     from s2i_bench.informativity.authors import classifiers_command
     from s2i_bench.distributed import check_device
+
+    if class_match_only:
+        from s2i_bench.informativity.class_match import train_class_match_bundle
+
+        if pool_dir is not None or authors or store is None:
+            raise UserError("--class-match-only trains on the real frames of --data STORE: no POOL_DIR, no --authors")
+        train_class_match_bundle(store, bundle, seed=seed, device=check_device(device), overwrite=overwrite)
+        return
 
     classifiers_command(pool_dir, bundle, authors=authors, protocol=protocol_name, store=store, seed=seed,
                         device=check_device(device), overwrite=overwrite)
@@ -431,16 +461,20 @@ def label_audit_plan(sources, half_width):
               help="Images per sound: seeds per row.")
 @click.option("--seed", type=int, default=None, help="Scoring seed. Default: the protocol's scoring.seed.")
 @click.option("--overwrite", is_flag=True, help="Replace the files of an earlier export in OUT.")
+@click.option("--sample-rate", type=click.IntRange(1000, 192_000), default=None, metavar="HZ",
+              help="Write the sounds at HZ (your encoder's rate, e.g. 48000): from the store's high-rate copy "
+                   "(prepare --audio-rate). Default: the store's 16 kHz.")
 @_friendly
-def export_sounds(store, split, out, audio_context_s, samples, seed, overwrite):
-    """Write every segment's sound of a split as a 16 kHz mono WAV with a manifest.csv (opaque
-    segment ids, the seeds to draw each image with; never the class). Run your system on them
-    anywhere, save the images as <segment_id>.png, then `s2i-bench score IMAGES_FOLDER`."""
+def export_sounds(store, split, out, audio_context_s, samples, seed, overwrite, sample_rate):
+    """Write every segment's sound of a split as a mono WAV (16 kHz, or --sample-rate) with a
+    manifest.csv (opaque segment ids, the seeds to draw each image with; never the class). Run
+    your system on them anywhere, save the images as <segment_id>.png, then
+    `s2i-bench score IMAGES_FOLDER`."""
     from s2i_bench import defaults
     from s2i_bench.data.export import export_sounds
 
     export_sounds(store if store is not None else defaults.store(), out, split=split, audio_context_s=audio_context_s,
-                  samples=samples, seed=seed, overwrite=overwrite)
+                  samples=samples, seed=seed, overwrite=overwrite, sample_rate=sample_rate)
 
 
 @main.command(short_help="The paper's figures and tables for a set of runs.")

@@ -20,10 +20,11 @@ import json
 import tomllib
 from dataclasses import dataclass, field, fields
 from pathlib import Path
-from typing import Any, get_args, get_origin, get_type_hints
+from types import UnionType
+from typing import Any, Union, get_args, get_origin, get_type_hints
 
 from s2i_bench.errors import UserError
-from s2i_bench.protocol_ranges import check_ranges
+from s2i_bench.protocol_ranges import VGGSOUND_CHOICES, check_ranges
 
 # The shipped protocols: `protocols/` in the repository, package data `s2i_bench.protocols` when
 # installed (editable or not).
@@ -205,6 +206,16 @@ class SynthSpec:
 
 
 @dataclass(frozen=True)
+class VGGSoundSpec:
+    """VGGSound's CSV gated by VGGSounder's tags (`data/vggsound.py`); only protocols with a [vggsound]
+    table have one (None, and absent from `to_dict`, elsewhere: their fingerprints stay as they were)."""
+    labels: str  # VGGSounder's tag file: a file of the installed `vggsounder` wheel's data, or a path
+    visible: tuple[str, ...] = ("V", "AV")  # the modality tags that make a label a target
+    exclude: tuple[str, ...] = ("static_image", "voice_over")  # clips flagged so are left out
+    gated_splits: tuple[str, ...] = ("test",)  # every clip of these splits must have tags
+
+
+@dataclass(frozen=True)
 class Protocol:
     name: str
     version: str
@@ -222,6 +233,7 @@ class Protocol:
     scoring: ScoringSpec
     synth: SynthSpec
     extends: str | None = None
+    vggsound: VGGSoundSpec | None = None
     # Where it came from; not part of the identity (see `fingerprint`).
     source: str = field(default="", compare=False)
 
@@ -254,6 +266,8 @@ class Protocol:
         """Plain JSON-able form, recorded in every result (`source` left out)."""
         d = dataclasses.asdict(self)
         d.pop("source", None)
+        if d.get("vggsound") is None:
+            d.pop("vggsound", None)
         return d
 
     @property
@@ -289,7 +303,8 @@ def protocol_from_dict(d: dict[str, Any]) -> Protocol:
 
 def _resolve_path(name_or_path: str, relative_to: Path | None) -> Path:
     p = Path(name_or_path)
-    if p.suffix == ".toml" or "/" in name_or_path or p.exists():
+    # a bare name is a shipped protocol unless such a file is here (not a folder: one's `vggsound/` clips)
+    if p.suffix == ".toml" or "/" in name_or_path or p.is_file():
         if not p.is_absolute() and relative_to is not None and not p.exists():
             p = relative_to / p
         if not p.is_file():
@@ -358,7 +373,9 @@ def _check_keys(raw: dict, cls, source: str, prefix: str, partial: bool) -> None
 
 
 def _dataclass_of(tp):
-    return tp if dataclasses.is_dataclass(tp) else None
+    """The dataclass a field holds (`X` or `X | None`), else None."""
+    options = [a for a in get_args(tp) if a is not type(None)] if get_origin(tp) in (Union, UnionType) else [tp]
+    return options[0] if len(options) == 1 and dataclasses.is_dataclass(options[0]) else None
 
 
 def _coerce(value: Any, tp, where: str) -> Any:
@@ -402,7 +419,7 @@ def _build_dc(cls, raw: dict, source: str, prefix: str):
         if f.name == "classes":
             kwargs[f.name] = tuple(_build_dc(ClassSpec, c, source, f"classes[{i}].") for i, c in enumerate(value))
         elif sub is not None:
-            kwargs[f.name] = _build_dc(sub, value, source, f"{prefix}{f.name}.")
+            kwargs[f.name] = None if value is None else _build_dc(sub, value, source, f"{prefix}{f.name}.")
         else:
             kwargs[f.name] = _coerce(value, hints[f.name], where)
     return cls(**kwargs)
@@ -451,6 +468,10 @@ def _validate(p: Protocol) -> None:
                              "synth.min_seconds <= synth.max_seconds")):
         if not low < high:
             raise UserError(f"{src}: {what} is required (got {low:g} and {high:g})")
+    for key, allowed in VGGSOUND_CHOICES.items() if p.vggsound is not None else ():
+        bad = [v for v in getattr(p.vggsound, key) if v not in allowed]
+        if bad or not getattr(p.vggsound, key) and key != "exclude":
+            raise UserError(f"{src}: vggsound.{key} {bad or '[]'} (valid: {', '.join(allowed)})")
     if p.training.embedding_dim % 4:
         raise UserError(f"{src}: training.embedding_dim must be a multiple of 4 "
                         "(the discriminator views x as (f/4, 2, 2))")

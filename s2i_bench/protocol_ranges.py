@@ -59,6 +59,10 @@ RANGES: dict[str, tuple[float, float]] = {
     "synth.sample_rate": (8000, 192_000), "synth.channels": (1, 8),
 }
 
+# The values a [vggsound] table's lists may hold (`protocol._validate`; `data/vggsound.py` reads them).
+VGGSOUND_CHOICES = {"visible": ("A", "V", "AV"), "exclude": ("static_image", "voice_over", "background_music"),
+                    "gated_splits": ("train", "test")}
+
 
 def _numbers(value) -> list:
     """Every number in a field's value (arrays and arrays of arrays included)."""

@@ -1,9 +1,12 @@
 """`s2i-bench export-sounds`: the sounds of a split as WAV files, for systems that run elsewhere.
 
     s2i-bench export-sounds --data STORE --split test --out DIR [--audio-context-s C] [--samples K]
+                            [--sample-rate R]
 
-    DIR/sounds/<segment_id>.wav     each segment's own second: 16 kHz mono 16-bit PCM, the audio
-                                    its log-Mel was computed from
+    DIR/sounds/<segment_id>.wav     each segment's own second, mono 16-bit PCM: at 16 kHz the audio
+                                    its log-Mel was computed from; at --sample-rate R the store's
+                                    high-rate copy (`prepare --audio-rate`, `data/hires.py`),
+                                    resampled down from it when R is lower than the rate it keeps
     DIR/context/<segment_id>.wav    with --audio-context-s C: the C s centred on the segment
                                     (zeros outside the clip), from a store prepared with a context
     DIR/manifest.csv                segment_id, file, context_file, seed_0 .. seed_{K-1}
@@ -58,6 +61,15 @@ def wav_bytes(samples_int16: np.ndarray, sample_rate: int) -> bytes:
     return buf.getvalue()
 
 
+def _audio_from(store, rate: int) -> str:
+    """Which copy of the store's audio the WAVs are (export.json `audio_from`): the one at `rate`,
+    else the lowest one above it, resampled (as `Store.audio_at` chooses)."""
+    copies = {store.sample_rate: "waveforms.npy"} | ({store.hires_rate: "waveforms_hr.npy"} if store.hires_rate else {})
+    source = min(r for r in copies if r >= rate)
+    resampled = f" resampled to {rate} Hz (torchaudio's windowed sinc, segment by segment)" if source != rate else ""
+    return f"{copies[source]} ({source} Hz){resampled}"
+
+
 def _check_out(out: Path, overwrite: bool) -> None:
     """OUT is new, empty, or an earlier export (with --overwrite): never a folder of the user's."""
     if out.exists() and not out.is_dir():
@@ -71,8 +83,10 @@ def _check_out(out: Path, overwrite: bool) -> None:
 
 
 def export_sounds(store_path, out, *, split: str = "test", audio_context_s: float | None = None,
-                  samples: int = 1, seed: int | None = None, overwrite: bool = False) -> Path:
-    """Write the sounds of `split` (see the module docstring); returns the manifest path."""
+                  samples: int = 1, seed: int | None = None, overwrite: bool = False,
+                  sample_rate: int | None = None) -> Path:
+    """Write the sounds of `split` (see the module docstring); returns the manifest path.
+    `sample_rate`: the rate to write (default the store's 16 kHz); an encoder gets its own."""
     import pandas as pd
 
 
@@ -84,8 +98,13 @@ def export_sounds(store_path, out, *, split: str = "test", audio_context_s: floa
     store.require_waveforms("export-sounds")
     protocol = store.protocol
     seed = protocol.scoring.seed if seed is None else int(seed)
-    sr = store.sample_rate
+    sr = store.sample_rate if sample_rate is None else int(sample_rate)
     context_n = None
+    if sr != store.sample_rate:
+        if audio_context_s:
+            raise UserError(f"--audio-context-s is kept at the store's {store.sample_rate} Hz only; export the "
+                            f"context with --sample-rate {store.sample_rate}")
+        store.audio_at(store.split_indices(split)[:1], sr)  # refuses a rate the store cannot give, before any work
     if audio_context_s:
         have = store.context_seconds
         if have is None or audio_context_s > have + 1e-9:
@@ -107,7 +126,8 @@ def export_sounds(store_path, out, *, split: str = "test", audio_context_s: floa
     table = []
     for i in progress(order.tolist(), desc="export-sounds", unit="sound"):
         r, sid = int(rows[i]), str(ids[i])
-        atomic_write_bytes(out / "sounds" / f"{sid}.wav", wav_bytes(store.waveforms[r], sr))
+        audio = store.waveforms[r] if sr == store.sample_rate else store.audio_at([r], sr)[0]
+        atomic_write_bytes(out / "sounds" / f"{sid}.wav", wav_bytes(audio, sr))
         entry = {"segment_id": sid, "file": f"sounds/{sid}.wav", "context_file": ""}
         if context_n:
             ctx = np.asarray(store.context[r])
@@ -119,7 +139,7 @@ def export_sounds(store_path, out, *, split: str = "test", audio_context_s: floa
     atomic_write_text(out / "manifest.csv", pd.DataFrame(table).to_csv(index=False))
     atomic_write_json(out / "export.json", {
         "kind": EXPORT_KIND, "format_version": 1, "store": store.ref(), "split": split, "seed": seed,
-        "samples": samples, "num_sounds": int(len(rows)), "sample_rate": sr,
+        "samples": samples, "num_sounds": int(len(rows)), "sample_rate": sr, "audio_from": _audio_from(store, sr),
         "audio": "16-bit PCM mono; sounds/: the segment's own second; context/: the centred window",
         "audio_context_s": audio_context_s or None, "protocol": protocol.ref(),
         "images": "save image k of sound ID as ID.png (K = 1) or ID_k.png (k = 0..K-1), any size, PNG or JPEG; "

@@ -22,7 +22,7 @@ from s2i_bench.fileio import atomic_path, progress, sha256_file
 logger = logging.getLogger(__name__)
 
 WAVEFORM_SCALE = 32767  # int16 = round(clip(x, -1, 1) * 32767): the store's waveform encoding
-CACHE_VERSION = 2  # 2: the segments' waveforms (and context) are cached too
+CACHE_VERSION = 2  # 2: the segments' waveforms (and context) are cached too (+ native windows: `hires`)
 
 
 def to_int16(wave: np.ndarray) -> np.ndarray:
@@ -30,10 +30,11 @@ def to_int16(wave: np.ndarray) -> np.ndarray:
     return np.round(np.clip(wave, -1.0, 1.0) * WAVEFORM_SCALE).astype(np.int16)
 
 
-def _features_key(protocol, audio_context_s: float = 0.0) -> str:
+def _features_key(protocol, audio_context_s: float = 0.0, keep_native: bool = False) -> str:
     d = protocol.to_dict()
+    extra = {"keep_native": True} if keep_native else {}  # caches without native audio keep their names
     blob = json.dumps({**{k: d[k] for k in ("data", "audio", "image")}, "cache_version": CACHE_VERSION,
-                       "audio_context_s": float(audio_context_s)}, sort_keys=True)
+                       "audio_context_s": float(audio_context_s), **extra}, sort_keys=True)
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 
@@ -43,7 +44,8 @@ def _cache_name(src: Source, features_key: str) -> str:
     return hashlib.sha256(blob).hexdigest()[:24] + ".npz"
 
 
-def _extract_to_cache(path: Path, protocol, cache_path: Path, audio_context_s: float = 0.0) -> dict:
+def _extract_to_cache(path: Path, protocol, cache_path: Path, audio_context_s: float = 0.0,
+                      keep_native: bool = False) -> dict:
     """Decode one file, save its features (or its skip reason) to `cache_path`; small result."""
     arrays = {}
     try:
@@ -53,11 +55,14 @@ def _extract_to_cache(path: Path, protocol, cache_path: Path, audio_context_s: f
     try:
         if meta["reason"] is not None:
             raise ClipError(meta["reason"])
-        clip = extract_clip(path, protocol, audio_context_s=audio_context_s)
+        clip = extract_clip(path, protocol, audio_context_s=audio_context_s, keep_native=keep_native)
         arrays = {"starts": np.asarray(clip.starts, np.int64), "spectrograms": clip.spectrograms,
                   "frames": clip.frames, "waveforms": to_int16(clip.waveforms)}
         if clip.context is not None:
             arrays["context"] = to_int16(clip.context)
+        if clip.native is not None:  # (S, r * segment + 2 m) at the clip's rate info["sample_rate"]
+            arrays["native"] = to_int16(clip.native)
+            meta["native_margin"] = clip.native_margin
         meta.update(info=clip.info, audio_seconds=clip.audio_seconds, video_seconds=clip.video_seconds)
     except ClipError as e:
         meta["reason"] = str(e)
@@ -93,11 +98,11 @@ def _worker_init() -> None:
 
 
 def extract_all(sources: list[Source], protocol, work: Path, workers: int,
-                audio_context_s: float = 0.0) -> dict[str, Path]:
+                audio_context_s: float = 0.0, keep_native: bool = False) -> dict[str, Path]:
     """Features of every decodable source, cached in `work/videos/`. Returns rel -> cache path."""
     import torch
 
-    features_key = _features_key(protocol, audio_context_s)
+    features_key = _features_key(protocol, audio_context_s, keep_native)
     (work / "videos").mkdir(parents=True, exist_ok=True)
     todo: dict[str, tuple[Path, Path]] = {}
     caches: dict[str, Path] = {}
@@ -120,7 +125,7 @@ def extract_all(sources: list[Source], protocol, work: Path, workers: int,
         torch.set_num_threads(1)
         try:
             for path, cache in todo.values():
-                segments += _extract_to_cache(path, protocol, cache, audio_context_s)["segments"]
+                segments += _extract_to_cache(path, protocol, cache, audio_context_s, keep_native)["segments"]
                 bar.update(1)
                 bar.set_postfix(segments=segments)
         finally:
@@ -129,7 +134,7 @@ def extract_all(sources: list[Source], protocol, work: Path, workers: int,
         # spawn, not fork: the parent may hold torch/OpenMP threads, which fork does not survive.
         with ProcessPoolExecutor(max_workers=workers, mp_context=mp.get_context("spawn"),
                                  initializer=_worker_init) as pool:
-            futures = [pool.submit(_extract_to_cache, path, protocol, cache, audio_context_s)
+            futures = [pool.submit(_extract_to_cache, path, protocol, cache, audio_context_s, keep_native)
                        for path, cache in todo.values()]
             try:
                 for fut in as_completed(futures):

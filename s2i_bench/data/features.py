@@ -28,6 +28,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from s2i_bench.data.hires import native_windows
+
 # torchaudio's windowed-sinc kernel has shape (new_rate/g, orig_rate/g + width) where g is the
 # gcd of the rates; a coprime odd rate (e.g. 44101 Hz) would need gigabytes. Such rates are
 # refused with a reason rather than approximated.
@@ -48,6 +50,8 @@ class ClipFeatures:
     info: dict = field(default_factory=dict)  # codec, rates, sizes (for skipped.csv / debugging)
     waveforms: np.ndarray | None = None  # (S, sr * segment) float32: each segment's own audio
     context: np.ndarray | None = None  # (S, sr * C) float32: C s centred on the segment (zero outside the clip)
+    native: np.ndarray | None = None  # (S, r * segment + 2 m) float32 at the clip's own rate r (`hires`)
+    native_margin: int = 0  # m: samples on each side of a native window
 
 
 # -- audio ------------------------------------------------------------------------------------
@@ -216,7 +220,8 @@ class _NearestFrames:
 
 
 # -- one clip ---------------------------------------------------------------------------------
-def extract_clip(path: str | Path, protocol, *, skip_frames: bool = True, audio_context_s: float = 0.0) -> ClipFeatures:
+def extract_clip(path: str | Path, protocol, *, skip_frames: bool = True, audio_context_s: float = 0.0,
+                 keep_native: bool = False) -> ClipFeatures:
     """Decode one video file and return the features of every covered 1-s segment.
 
     Segment k is kept when audio and video both cover [k, k+1) s up to
@@ -257,6 +262,8 @@ def extract_clip(path: str | Path, protocol, *, skip_frames: bool = True, audio_
         clip.waveforms = waveform_windows(wave, [k * seg + seg / 2 for k in clip.starts], seg, sr)
         if audio_context_s > 0:
             clip.context = waveform_windows(wave, [k * seg + seg / 2 for k in clip.starts], audio_context_s, sr)
+        if keep_native:  # 5. the same seconds at the clip's own rate (`prepare --audio-rate`)
+            clip.native, clip.native_margin = native_windows(chunks, audio_t0, audio_rate, clip.starts, seg)
         return clip
     finally:
         container.close()

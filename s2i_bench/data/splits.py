@@ -143,3 +143,16 @@ def table1_frame(manifest, protocol):
     total = {"class": "Total", "videos": int(manifest["video_id"].nunique())}
     total.update({s: int(table[s].sum()) for s in SPLITS})
     return pd.concat([table, pd.DataFrame([total])], ignore_index=True)
+
+
+def carve_val(manifest, ratios: dict[str, float], seed: int) -> None:
+    """A manifest that gives train and test only (VGGSound's CSV): its train groups split
+    video-disjointly into train and val, val / (train + val) of the segments, by class (seeded);
+    the given test rows stay test."""
+    train = (manifest["split"] == "train").to_numpy()
+    group_counts: dict[str, dict[str, int]] = {}
+    for (g, c), n in manifest[train].groupby(["group", "class"]).size().items():
+        group_counts.setdefault(g, {})[c] = int(n)
+    share = ratios["val"] / (ratios["train"] + ratios["val"]) if ratios["train"] + ratios["val"] > 0 else 0.0
+    chosen = video_split(group_counts, {"train": 1.0 - share, "val": share, "test": 0.0}, seed)
+    manifest.loc[train, "split"] = manifest.loc[train, "group"].map(chosen).to_numpy()

@@ -10,8 +10,11 @@ A store is a folder that numpy alone can read (a contract other tools may rely o
                        log-Mel saw it (float = int16 / 32767); format 3 and later
     waveforms_context.npy  (N, 16000 * C) int16, optional (`prepare --audio-context-s C`): the C s
                        centred on the segment, zeros outside the clip
+    waveforms_hr.npy   (N, R) int16, optional (`prepare --audio-rate native|R`, format 4): the same
+                       seconds at rate R (store.json `features.waveforms_hr`; `data/hires.py`)
     store.json         protocol, feature parameters, normalisation range (fitted on train),
-                       split seed and policy, counts, sources, hashes, code version, time
+                       split seed and policy, counts, sources, hashes, code version, time; a
+                       VGGSound store's `gate` (`data/vggsound.py`: what VGGSounder's tags let in)
 
 `write_store` builds the folder under a temporary name and renames it into place, so a crash
 never leaves a half store that looks complete. `open_store` checks what it reads and names the
@@ -31,13 +34,15 @@ from typing import Any
 
 import numpy as np
 
+from s2i_bench.data.hires import audio_at
 from s2i_bench.errors import UserError
 from s2i_bench.fileio import dig, remembered_digest, sha256_file
 from s2i_bench.protocol import protocol_from_dict
 
 STORE_FORMAT = "s2i-bench-store"
-STORE_FORMAT_VERSION = 3  # 2: per-file hashes, the hash covers the protocol; 3: waveforms.npy (+ context)
-READABLE_VERSIONS = (1, 2, 3)
+# 2: per-file hashes, the protocol hashed; 3: waveforms.npy (+ context); 4: waveforms_hr.npy, `gate` (store_write)
+STORE_FORMAT_VERSION = 4
+READABLE_VERSIONS = (1, 2, 3, 4)
 WAVEFORM_SCALE = 32767
 MANIFEST_COLUMNS = ["segment_id", "video_id", "class", "class_index", "split", "start_s", "source", "group"]
 SPLITS = ("train", "val", "test")
@@ -65,6 +70,7 @@ class Store:
     frames: np.ndarray  # (N, S, S, 3) uint8, memory-mapped
     waveforms: np.ndarray | None = None  # (N, sr * segment) int16, memory-mapped (format 3)
     context: np.ndarray | None = None  # (N, sr * C) int16, memory-mapped, when prepared with a context
+    hires: np.ndarray | None = None  # (N, R * segment) int16, memory-mapped, with `prepare --audio-rate`
     problems: list = field(default_factory=list, repr=False)  # (file, problem): what open_store found
     _protocol: Any = field(default=None, repr=False)
 
@@ -86,6 +92,12 @@ class Store:
     def synthetic(self) -> bool:
         """True when the store was made from the embedded synthetic world (the judge applies)."""
         return bool(self.meta.get("synthetic_world"))
+
+    @property
+    def synthetic_world(self) -> dict[str, Any] | None:
+        """{seed, version, scenes_sha256, dirty, path} of the world's scenes.json, or None."""
+        world = self.meta.get("synthetic_world")
+        return dict(world) if isinstance(world, dict) else None
 
     @property
     def protocol(self):
@@ -138,15 +150,16 @@ class Store:
         """The command that rebuilds this store from its sources (with `options`)."""
         return " ".join(["`s2i-bench prepare", str(self.source_root or "VIDEOS"), "--out NEW_STORE", *options]) + "`"
 
+    @property
+    def gate(self) -> dict[str, Any] | None:
+        """What VGGSounder's tags let in (`data/vggsound.py`), or None for an ungated store."""
+        return self.meta.get("gate")
+
     def ref(self) -> dict[str, Any]:
-        """What a result records about the data it used."""
-        return {
-            "path": str(self.path),
-            "hash": self.store_hash,
-            "split_policy": self.split_policy,
-            "leaky": self.leaky,
-            "protocol": self.protocol_ref,
-        }
+        """What a result records about the data it used (with a gated store's gate, less `per_class`)."""
+        gate = {"gate": {k: v for k, v in self.gate.items() if k != "per_class"}} if self.gate is not None else {}
+        return {"path": str(self.path), "hash": self.store_hash, "split_policy": self.split_policy,
+                "leaky": self.leaky, "protocol": self.protocol_ref, **gate}
 
     # -- access ---------------------------------------------------------------------------
     def __len__(self) -> int:
@@ -176,6 +189,19 @@ class Store:
     @property
     def sample_rate(self) -> int:
         return int(self.meta.get("protocol_full", {}).get("audio", {}).get("sample_rate", 16000))
+
+    @property
+    def hires_rate(self) -> int | None:
+        """The rate of `waveforms_hr.npy` (`prepare --audio-rate`), or None."""
+        rate = dig(self.meta, "features", "waveforms_hr", "sample_rate")
+        return int(rate) if self.hires is not None and isinstance(rate, int) else None
+
+    def audio_at(self, rows, rate: int) -> np.ndarray:
+        """(len(rows), rate * segment) int16: the rows' own audio at `rate` (stored, or resampled down
+        from the high-rate copy); refused when the store never kept audio that high."""
+        self.require_waveforms()
+        copies = {self.sample_rate: self.waveforms} | ({self.hires_rate: self.hires} if self.hires is not None else {})
+        return audio_at(copies, rows, int(rate), str(self.path))
 
     @property
     def context_seconds(self) -> float | None:
@@ -215,7 +241,7 @@ def normalise_log_mel(log_mel, normalisation: dict[str, float]):
 
 # -- identity: what the store hash covers -------------------------------------------------------
 ARRAYS = ("spectrograms.npy", "frames.npy")
-OPTIONAL_ARRAYS = ("waveforms.npy", "waveforms_context.npy")
+OPTIONAL_ARRAYS = ("waveforms.npy", "waveforms_context.npy", "waveforms_hr.npy")
 # every name a store folder holds: `--overwrite` replaces only such a folder
 STORE_NAMES = ("store.json", "manifest.csv", *ARRAYS, *OPTIONAL_ARRAYS, "skipped.csv", "table1.csv", "audit.json")
 
@@ -233,6 +259,9 @@ def content_hash(meta: dict[str, Any], file_hashes: dict[str, str]) -> str:
             if isinstance(split, dict) else split,
             # whether the judge's truth applies is a claim about the data too
             "synthetic_world": meta.get("synthetic_world")}
+    # format 4, only when present (older stores keep their hashes): the gate, the high-rate copy's rate
+    blob |= {"gate": meta["gate"]} if meta.get("gate") is not None else {}
+    blob |= {"hires_rate": rate} if (rate := dig(meta, "features", "waveforms_hr", "sample_rate")) else {}
     return hashlib.sha256(json.dumps(blob, sort_keys=True).encode()).hexdigest()[:16]
 
 
@@ -282,6 +311,8 @@ def open_store(path: str | Path, verify: bool = True) -> Store:
         store.waveforms = _load_array(path / "waveforms.npy")
     if (path / "waveforms_context.npy").is_file():
         store.context = _load_array(path / "waveforms_context.npy")
+    if (path / "waveforms_hr.npy").is_file() or dig(meta, "features", "waveforms_hr") is not None:
+        store.hires = _load_array(path / "waveforms_hr.npy")
     store.problems = store_problems(store, fresh=not verify)
     if verify and store.problems:
         where, what = store.problems[0]
@@ -393,8 +424,11 @@ def _shape_problems(store: Store) -> list[tuple[str, str]]:
     if fr.ndim != 4 or fr.shape[0] != n or tuple(fr.shape[1:]) != (side, side, 3) or fr.dtype != np.uint8:
         out.append((str(path / "frames.npy"), f"shape {fr.shape} {fr.dtype}, expected ({n}, {side}, {side}, 3) uint8"))
     samples = int(round(store.protocol.data.segment_seconds * store.protocol.audio.sample_rate))
+    hr = dig(store.meta, "features", "waveforms_hr", "sample_rate")
+    hr_width = int(round(store.protocol.data.segment_seconds * hr)) if isinstance(hr, int) and hr > 0 else -1
     for name, wave, width in (("waveforms.npy", store.waveforms, samples),
-                              ("waveforms_context.npy", store.context, None)):
+                              ("waveforms_context.npy", store.context, None),
+                              ("waveforms_hr.npy", store.hires, hr_width)):
         if wave is None:
             continue
         if (wave.ndim != 2 or wave.shape[0] != n or wave.dtype != np.int16

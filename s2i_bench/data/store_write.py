@@ -36,13 +36,16 @@ def _save_rows(path: Path, source: np.ndarray, rows: np.ndarray, block: int = 10
 def write_store(path: str | Path, manifest, spectrograms: np.ndarray, frames: np.ndarray,
                 meta: dict[str, Any], extra_files: dict[str, bytes] | None = None,
                 overwrite: bool = False, waveforms: np.ndarray | None = None,
-                context: np.ndarray | None = None, rows: np.ndarray | None = None) -> Path:
+                context: np.ndarray | None = None, rows: np.ndarray | None = None,
+                hires: np.ndarray | None = None) -> Path:
     """Write a complete store atomically: build `<path>.partial-<pid>`, then rename into place.
 
     `meta` is completed with the format tag, counts, the files' hashes, the store hash, the
     code version and the creation time. `extra_files` (name -> bytes) land in the folder too
     (skipped.csv, audit.json, table1.csv, ...). `waveforms` (N, sr * segment) int16: the segments' audio; `context`
-    (N, sr * C) int16: the longer windows. Without waveforms the store is written as format 2.
+    (N, sr * C) int16: the longer windows; `hires` (N, R * segment) int16: the same seconds at the rate
+    `meta["features"]["waveforms_hr"]` names (format 4, as is a store with a `gate`). Without waveforms the
+    store is written as format 2, without `hires` or a gate as format 3.
     `rows`: write only these rows of the arrays (in this order), copied in blocks, so the arrays
     may be memory-mapped files larger than memory.
     """
@@ -58,17 +61,18 @@ def write_store(path: str | Path, manifest, spectrograms: np.ndarray, frames: np
     assert frames.dtype == np.uint8
 
     with built_aside(path) as tmp:  # removed again if anything fails (a full disk): no half store is left
-        _write_store_files(tmp, manifest, spectrograms, frames, meta, extra_files, waveforms, context, rows, n)
+        _write_store_files(tmp, manifest, spectrograms, frames, meta, extra_files, (waveforms, context, hires), rows,
+                           n)
     return path
 
 
-def _write_store_files(tmp: Path, manifest, spectrograms, frames, meta, extra_files, waveforms, context, rows,
-                       n: int) -> None:
+def _write_store_files(tmp: Path, manifest, spectrograms, frames, meta, extra_files, audio, rows, n: int) -> None:
+    waveforms, context, hires = audio
     manifest.to_csv(tmp / "manifest.csv", index=False)
     _save_rows(tmp / "spectrograms.npy", spectrograms, rows, check_finite=True)
     _save_rows(tmp / "frames.npy", frames, rows)
     names = ["manifest.csv", *ARRAYS]
-    for name, wave in (("waveforms.npy", waveforms), ("waveforms_context.npy", context)):
+    for name, wave in (("waveforms.npy", waveforms), ("waveforms_context.npy", context), ("waveforms_hr.npy", hires)):
         if wave is not None:
             assert wave.dtype == np.int16, f"{name}: int16 expected"
             _save_rows(tmp / name, wave, rows)
@@ -82,7 +86,8 @@ def _write_store_files(tmp: Path, manifest, spectrograms, frames, meta, extra_fi
     files = {name: {"size": (tmp / name).stat().st_size, "sha256": sha256_file(tmp / name)} for name in names}
     full_meta = {
         "format": STORE_FORMAT,
-        "format_version": STORE_FORMAT_VERSION if waveforms is not None else 2,
+        "format_version": (STORE_FORMAT_VERSION if hires is not None or meta.get("gate") is not None
+                           else 3 if waveforms is not None else 2),
         **meta,
         "num_segments": n,
         "counts": counts,

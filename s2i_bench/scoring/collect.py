@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from s2i_bench.errors import UserError
-from s2i_bench.fileio import progress
+from s2i_bench.fileio import dig, progress
 from s2i_bench.images import net_to_uint8
 from s2i_bench.seeding import item_seeds
 from s2i_bench.translators import batch_for_rows, check_inputs, translate_checked
@@ -149,7 +149,7 @@ def collect(translator, store, bundle, plan: Plan, *, device="cpu", batch_size: 
 
 
     scored_keys = tuple(k for k in plan.class_slices if k in tuple(bundle.class_keys))
-    if not scored_keys:
+    if not scored_keys and not dig(getattr(bundle, "card", None), "class_match_only"):  # class-match only: allowed
         raise UserError(f"{getattr(bundle, 'path', 'classifiers')}: no classifier for any class of the plan "
                         f"({', '.join(plan.class_slices)})")
     check_inputs(translator, store)
@@ -175,8 +175,11 @@ def collect(translator, store, bundle, plan: Plan, *, device="cpu", batch_size: 
                 setattr(out, name, np.zeros((plan.samples, len(plan.indices), f.shape[1]), dtype=np.float32))
             getattr(out, name)[k, start:stop] = f
         if audio_encoder is not None and k == 0:
-            wave = batch.waveform_context if audio_encoder.wants_context else batch.waveform
-            emb = audio_encoder(wave.cpu().numpy())
+            wave = (batch.waveform_context if audio_encoder.wants_context else batch.waveform).cpu().numpy()
+            rate = getattr(audio_encoder, "sample_rate", None)
+            if rate not in (None, batch.sample_rate):  # the encoder's own rate, from the store's high-rate copy
+                wave = store.audio_at(rows, rate).astype(np.float32) / 32767
+            emb = audio_encoder(wave)
             if out.audio is None:
                 out.audio = np.zeros((len(plan.indices), emb.shape[1]), dtype=np.float32)
             out.audio[start:stop] = emb

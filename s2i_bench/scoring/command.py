@@ -38,6 +38,10 @@ logger = logging.getLogger(__name__)
 
 def check_classes(protocol, bundle) -> None:
     missing = [k for k in protocol.class_keys if k not in bundle.class_keys]
+    if missing and not bundle.class_keys and dig(getattr(bundle, "card", None), "class_match_only"):
+        logger.info(f"{bundle.path}: a class-match-only bundle: the class-match rate and the image metrics, no "
+                    f"informativity estimate")
+        return
     if missing and set(missing) <= set(dig(getattr(bundle, "card", None), "untrained") or {}):
         logger.warning(f"{bundle.path}: no classifier for {', '.join(missing)} (too few labelled images, see the "
                        f"card's `untrained`); those classes get no informativity estimate")
@@ -151,7 +155,7 @@ def _metric_options(metrics, feature_extractor, ais_audio, ais_image, store, pro
             raise UserError("--ais-audio / --ais-image are for --metrics ais")
 
         store.require_waveforms("AIS")
-        audio_fn, audio_ref = audio_encoder(ais_audio, store.sample_rate, **program)
+        audio_fn, audio_ref = audio_encoder(ais_audio, store.sample_rate, high_rate=store.hires_rate, **program)
         image = program_extractor(ais_image, **program)
         out["ais"] = (image, audio_fn, {"audio": audio_ref, "image": image.ref()})
     return out

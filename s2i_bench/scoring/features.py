@@ -19,8 +19,9 @@ sidecar JSON declares what the network expects and pins the file:
 
 Images are resized to `input_size` (bilinear, antialiased), mapped to `input_range`, then
 normalised by `mean` / `std` (both optional). An audio encoder for AIS has a sidecar with
-`sample_rate` (must be the store's) and `seconds` (1: the segment; more: the store's context
-window, `prepare --audio-context-s`).
+`sample_rate` (the store's 16 kHz, or for a 1-s encoder any rate up to the store's high-rate
+copy, `prepare --audio-rate`: it gets its own rate) and `seconds` (1: the segment; more: the
+store's context window, `prepare --audio-context-s`).
 """
 
 from __future__ import annotations
@@ -159,17 +160,24 @@ def program_extractor(path, timeout_s: float | None = None, *, unconfined: bool 
 
 
 def audio_encoder(path, sample_rate: int, timeout_s: float | None = None, *, unconfined: bool = False,
-                  memory_gib: float | None = None):
-    """A bring-your-own audio encoder for AIS: (B, T) waveforms -> (B, D). Returns (fn, ref)."""
+                  memory_gib: float | None = None, high_rate: int | None = None):
+    """A bring-your-own audio encoder for AIS: (B, T) waveforms -> (B, D). Returns (fn, ref).
+    It gets its own rate: the store's (`sample_rate`), or up to the store's high-rate copy
+    (`high_rate`, `prepare --audio-rate`; the 1-s segment only), which `fn.sample_rate` names."""
     path = Path(path)
     sha, kind = _checked_program(path, "audio encoder")
     meta = _sidecar(path, sha)
     side = path.with_suffix(".json")
-    if meta.get("sample_rate") != sample_rate:
-        raise UserError(f"{side}: sample_rate {meta.get('sample_rate')!r}; the store's audio is {sample_rate} Hz")
     seconds = meta.get("seconds", 1.0)
     if not isinstance(seconds, (int, float)) or not 0 < seconds <= 60:
         raise UserError(f"{side}: seconds must be in (0, 60], got {seconds!r}")
+    own = meta.get("sample_rate")
+    if own != sample_rate and not (isinstance(own, int) and 1000 <= own <= max(sample_rate, high_rate or 0)
+                                   and seconds == 1):
+        raise UserError(f"{side}: sample_rate {own!r}; the store's audio is {sample_rate} Hz"
+                        + (f" (and up to {high_rate} Hz for 1-s segments)" if high_rate else
+                           "; keep the sources' rate with `prepare --audio-rate` for an encoder that listens higher"))
+    sample_rate = own
     n = int(round(seconds * sample_rate))
     worker = ProgramWorker(path, "torchscript" if kind == "torchscript" else "export", "cpu",
                            DEFAULT_TIMEOUT_S if timeout_s is None else timeout_s, input_shape=(n,),
@@ -188,6 +196,7 @@ def audio_encoder(path, sample_rate: int, timeout_s: float | None = None, *, unc
         return out
 
     fn.worker = worker
+    fn.sample_rate = sample_rate  # the rate its waveforms are given at (`Store.audio_at`)
     fn.wants_context = seconds > 1.0  # longer than the segment: the store's context window, centred
     fn.samples = n
     return fn, {"name": str(meta.get("name") or path.name), "sha256": sha, "sample_rate": sample_rate,

@@ -107,8 +107,10 @@ def compute(outcomes: Outcomes, plan: Plan, bundle, protocol, class_keys) -> dic
 
     # Means over the classes that have a classifier (all of them, normally), so raw, corrected and
     # true shares average the same classes; `mean_all_classes` adds what exists for every class.
-    mean = {f: mean_of(f) for f in ("raw_share", "corrected_share", "class_match_rate", "true_share")}
-    mean["classes"] = list(scored)
+    # (A class-match-only bundle scores no class: its means are over every class.)
+    averaged = scored or tuple(class_keys)
+    mean = {f: mean_of(f, averaged) for f in ("raw_share", "corrected_share", "class_match_rate", "true_share")}
+    mean["classes"] = list(averaged)
     mean["corrected_ci"] = None
     if mean["corrected_share"] is not None and all(boot[k] is not None for k in scored):
         mean["corrected_ci"] = M.mean_interval([boot[k] for k in scored], spec.confidence)
