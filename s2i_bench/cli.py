@@ -498,6 +498,46 @@ def report(inputs, out, figures, store, bundle, formats, overwrite):
     report_command(inputs, out, figures=figures, store=store, bundle=bundle, formats=formats, overwrite=overwrite)
 
 
+@main.command(short_help="Systems side by side: metrics with intervals, win rates, significant differences.")
+@click.argument("inputs", type=ExistingPath, nargs=-1)
+@click.option("--out", type=PathArg, default=None,
+              help="Leaderboard folder. Default with the embedded default's runs: demo-work/leaderboard.")
+@click.option("--split", type=click.Choice(["train", "val", "test"]), default="test", show_default=True)
+@click.option("--bootstrap", "n_boot", type=click.IntRange(100), default=1000, show_default=True,
+              help="Replicates of the intervals and paired tests.")
+@click.option("--seed", type=int, default=0, show_default=True, help="Seed of the bootstrap.")
+@click.option("--skip-refused", is_flag=True,
+              help="Build the board without a refused bundle (listed on the page with its reason) instead of stopping.")
+@click.option("--overwrite", is_flag=True, help="Write over files in OUT that the leaderboard did not write.")
+@_friendly
+def leaderboard(inputs, out, split, n_boot, seed, skip_refused, overwrite):
+    """A static page (offline, sortable) and CSV/LaTeX tables of INPUTS (run folders, folders of
+    seed-S runs, metric-*.jsonl records, results bundles from `bundle-results`, verified): each
+    system's metrics with 95% intervals, HEIM's win rates, and the pairwise differences that are
+    significant after Holm. Systems scored with another protocol, classifiers, store or feature
+    space stand on another board. Without INPUTS: the embedded default's runs and references."""
+    from s2i_bench.report.leaderboard import leaderboard_command
+
+    leaderboard_command(inputs, out, split=split, seed=seed, n_boot=n_boot, skip_refused=skip_refused,
+                        overwrite=overwrite)
+
+
+@main.command("bundle-results", short_help="Pack one system's records, provenance and sample sheets into a zip.")
+@click.argument("source", type=ExistingPath)
+@click.option("--out", type=PathArg, required=True, help="The bundle to write (system.zip).")
+@click.option("--run", default=None, metavar="NAME", help="The system, when SOURCE holds records of several.")
+@click.option("--overwrite", is_flag=True, help="Replace an existing OUT.")
+@_friendly
+def bundle_results(source, out, run, overwrite):
+    """Pack SOURCE (a run folder or a metric-*.jsonl records file) for a leaderboard: its records,
+    the run's options and log, the sample sheets the records name, and a manifest with every
+    file's sha256 and every record's checksum (corruption checks: `leaderboard` also checks each
+    record against itself, the manifest and the protocol)."""
+    from s2i_bench.report.results_bundle import bundle_command
+
+    bundle_command(source, out, run=run, overwrite=overwrite)
+
+
 @main.command(short_help="The whole study on the embedded synthetic world (what `make demo` runs).")
 @click.option("--out", type=PathArg, default=Path("demo-work"), show_default=True,
               help="Working folder (videos, store, runs, and the report in OUT/report).")

@@ -487,3 +487,127 @@ class CliResult:
 def touched(folder: Path) -> dict[str, bytes]:
     """Every file under `folder` with its bytes (to compare before/after)."""
     return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(Path(folder).rglob("*")) if p.is_file()}
+
+
+# -- scored systems, as `score` writes them (format 4 records with decisions), for the leaderboard --------------
+def make_scored_system(root: Path, name: str, level: float, *, protocol_name: str = "tiny", n_sounds: int = 20,
+                       samples: int = 1, epochs: int = 2, seed: int = 0, store_hash: str = "5" * 16,
+                       bundle_sha: str = "b" * 64, feature_space: str | None = "f" * 64, split: str = "test",
+                       sheet: bool = True) -> Path:
+    """A run folder `root/name` whose records (one per epoch, checksummed by `records.extend`)
+    say what per-image decisions drawn with informative share about `level` give: every share is
+    k / n of its images, every mean that of its classes. Systems made with the same `n_sounds`
+    were scored on the same sounds (their decisions pair image by image). With `feature_space`,
+    FID, KID and IIS (with per-image ranks) computed on that extractor; a sample sheet beside the
+    records, named by the last one."""
+    import hashlib
+
+    from s2i_bench.protocol import load_protocol
+    from s2i_bench.scoring import records
+    from s2i_bench.scoring.decisions import encode_decisions
+
+    proto = load_protocol(protocol_name)
+    run = root / name
+    run.mkdir(parents=True)
+    keys = list(proto.class_keys)
+    ids = [f"seg{c}_{i:03d}_{k}" for c, k in enumerate(keys) for i in range(n_sounds)]
+    store = {"path": str(root / "store"), "hash": store_hash, "split_policy": "video", "leaky": False,
+             "protocol": proto.ref()}
+    (run / "options.json").write_text(json.dumps({
+        "protocol": proto.ref(), "protocol_full": proto.to_dict(), "embedding_dim": 16, "seed": seed, "store": store,
+        "code_version": "test", "libraries": {"python": "3"}, "command_line": ["train-baseline"]}))
+    recs = []
+    for e in range(epochs):
+        rng = np.random.default_rng([seed, e, int(1000 * level), len(name)])
+        shape = (samples, len(ids))
+        p = np.repeat([min(1.0, level + 0.05 * c) for c in range(len(keys))], n_sounds)
+        informative, truth = rng.random(shape) < p, rng.random(shape) < 0.9 * p
+        matched, iis = rng.random(shape) < 0.8, rng.integers(0, 41, size=shape) / 40 * level
+        iis = np.round(iis * 40) / 40
+        classes = {}
+        for c, k in enumerate(keys):
+            sl = slice(c * n_sounds, (c + 1) * n_sounds)
+            raw = float(informative[:, sl].mean())
+            corrected = float(np.clip(1.1 * raw - 0.02, 0, 1))
+            classes[k] = {"n_sounds": n_sounds, "n_images": n_sounds * samples, "raw_share": raw,
+                          "raw_ci": [max(0.0, raw - 0.2), min(1.0, raw + 0.2)], "corrected_share": corrected,
+                          "corrected_ci": [max(0.0, corrected - 0.2), min(1.0, corrected + 0.2)],
+                          "class_match_rate": float(matched[:, sl].mean()), "true_share": float(truth[:, sl].mean())}
+        mean = {m: float(np.mean([classes[k][m] for k in keys]))
+                for m in ("raw_share", "corrected_share", "class_match_rate", "true_share")}
+        mean.update(classes=keys, corrected_ci=[max(0.0, mean["corrected_share"] - 0.1),
+                                                min(1.0, mean["corrected_share"] + 0.1)])
+        image_metrics = {}
+        if feature_space is not None:
+            fid, kid = 100 * (1 - level) + e, 0.1 * (1 - level)
+            image_metrics = {"fid": {"value": fid, "ci": [fid - 8, fid + 8]},
+                             "kid": {"value": kid, "ci": [kid - 0.01, kid + 0.01]},
+                             "iis": {"value": float(iis.mean()), "ci": [float(iis.mean()) - 0.05,
+                                                                        float(iis.mean()) + 0.05]},
+                             "extractor": {"name": "fake features", "sha256": feature_space}}
+        recs.append({
+            "kind": "informativity", "format_version": 4,
+            "translator": {"path": str(run / "checkpoints" / f"generator-{e:06d}.pt"), "sha256": f"{e:064x}",
+                           "kind": "checkpoint", "epoch": e, "embedding_dim": 16, "run": name},
+            "run": name, "epoch": e, "d_update": e % 5 == 0, "protocol": proto.ref(), "store": store, "split": split,
+            "seed": 0, "samples": samples,
+            "classifiers": {"path": str(root / "bundle.pt"), "sha256": bundle_sha, "source": "trained",
+                            "protocol": proto.ref(), "store_hash": store_hash, "class_match": True},
+            "classes": classes, "mean": mean, "mean_all_classes": {"class_match_rate": mean["class_match_rate"],
+                                                                  "true_share": mean["true_share"]},
+            "untrained_classes": [], "num_sounds": len(ids), "sample_sheet": None,
+            "metrics": ["informativity"] + (["fid", "kid", "iis"] if feature_space else []),
+            "image_metrics": image_metrics,
+            "decisions": encode_decisions(ids, informative, truth, matched, iis if feature_space else None),
+            "code_version": "test", "created": f"2025-01-01T00:00:0{e % 10}", "seconds": 1.0})
+    if sheet:
+        name_ = f"samples-epoch-{epochs - 1:06d}-{hashlib.sha256(name.encode()).hexdigest()[:12]}.npz"
+        rng = np.random.default_rng(seed)
+        np.savez_compressed(run / name_, images=rng.integers(0, 256, size=(len(keys), 32, 32, 3), dtype=np.uint8),
+                            segment_ids=np.array(ids[::n_sounds]), class_keys=np.array(keys),
+                            seeds=np.arange(len(keys), dtype=np.int64))
+        recs[-1]["sample_sheet"] = name_
+    records.extend(run / "metric-informativity.jsonl", recs)
+    return run
+
+
+# -- headless Chromium (Debian's chromium + chromium-driver, through Selenium: no browser download) ----------
+CHROMIUM = os.environ.get("S2I_BENCH_CHROMIUM") or "/usr/bin/chromium"
+CHROMEDRIVER = os.environ.get("S2I_BENCH_CHROMEDRIVER") or "/usr/bin/chromedriver"
+INSTALL_BROWSER = "apt-get install -y chromium chromium-driver (and pip install selenium)"
+
+
+def need_browser() -> None:
+    """Skip without Chromium and Selenium, saying what to install; in CI (`CI` set) fail instead."""
+    import shutil
+
+    import pytest
+
+    chromium = shutil.which("chromium") or CHROMIUM
+    driver = shutil.which("chromedriver") or CHROMEDRIVER
+    if Path(chromium).exists() and Path(driver).exists():
+        try:
+            import selenium  # noqa: F401
+            return
+        except ImportError:
+            pass
+    if os.environ.get("CI"):
+        pytest.fail(f"the browser tests need Chromium and Selenium: {INSTALL_BROWSER}")
+    pytest.skip(f"needs Chromium and Selenium: {INSTALL_BROWSER}")
+
+
+def headless_chromium(width: int = 1200, height: int = 760):
+    """A headless Chromium driven by Selenium, its console log kept (CSP reports land there)."""
+    import shutil
+
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
+
+    options = webdriver.ChromeOptions()
+    options.binary_location = shutil.which("chromium") or CHROMIUM
+    for flag in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                 "--disable-background-networking", "--disable-component-update", "--disable-sync",
+                 f"--window-size={width},{height}", "--disable-dev-shm-usage", "--hide-scrollbars"):
+        options.add_argument(flag)
+    options.set_capability("goog:loggingPrefs", {"browser": "ALL"})
+    return webdriver.Chrome(service=Service(shutil.which("chromedriver") or CHROMEDRIVER), options=options)

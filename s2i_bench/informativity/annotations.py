@@ -75,7 +75,8 @@ def append_many(pool_dir: Path, annotator: str, events: list[dict]) -> int:
     with exclusive_lock(path.with_name(f".{path.name}.lock"), f"labels of {annotator}", wait_s=30.0):
         old = read_log(path)
         seq, when = (old[-1]["seq"] if old else 0), now_iso()
-        lines = [json.dumps({"seq": seq + i + 1, **e, "time": when}, sort_keys=True) + "\n" for i, e in enumerate(events)]
+        lines = [json.dumps({"seq": seq + i + 1, **e, "time": when}, sort_keys=True) + "\n"
+                 for i, e in enumerate(events)]
         if lines:
             append_line(path, "".join(lines).encode())
     return len(lines)
