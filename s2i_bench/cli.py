@@ -305,13 +305,16 @@ def metrics(series_csv, protocol_name, as_json, out):
               help="Your own feature network (TorchScript / torch.export + sidecar .json) for fid, kid, prdc, iis.")
 @click.option("--ais-audio", type=ExistingPath, default=None, metavar="PROGRAM", help="Audio encoder for AIS.")
 @click.option("--ais-image", type=ExistingPath, default=None, metavar="PROGRAM", help="Image encoder for AIS.")
+@click.option("--attributes", is_flag=True,
+              help="Synthetic stores: does the picture follow the sound? Tone -> hue and loudness -> size per class, "
+                   "two-source mixtures, silence / noise / an unknown class (docs/metrics.md, \"Attribute scores\").")
 @click.option("--device", default="cpu", show_default=True)
 @click.option("--out", "records", type=PathArg, default=None, help="metric-informativity.jsonl to append to.")
 @click.option("--json", "as_json", is_flag=True)
 @_friendly
 def score(translator, translator_option, store, bundle, split, seed, samples, allow_missing, audio_encoder,
           embedding_dim, program_timeout, program_memory, unconfined, metrics, feature_extractor, ais_audio, ais_image,
-          device, records, as_json):
+          attributes, device, records, as_json):
     """Score TRANSLATOR, which is one of:
 
     \b
@@ -338,7 +341,7 @@ def score(translator, translator_option, store, bundle, split, seed, samples, al
                         "reference:NAME or a folder of images (see `s2i-bench score --help`)")
     score_command(spec, store=store, bundle=bundle, split=split, seed=seed, samples=samples, device=device,
                   records_out=records, as_json=as_json, allow_missing=allow_missing, metrics=metrics,
-                  feature_extractor=feature_extractor, ais_audio=ais_audio, ais_image=ais_image,
+                  feature_extractor=feature_extractor, ais_audio=ais_audio, ais_image=ais_image, attributes=attributes,
                   translator_options={"audio_encoder": audio_encoder, "embedding_dim": embedding_dim,
                                       "program_timeout": program_timeout, "program_memory": program_memory,
                                       "unconfined": unconfined})

@@ -12,6 +12,7 @@ from typing import Any
 from s2i_bench.data.store import open_store
 from s2i_bench.fileio import atomic_write_text, progress, to_jsonable
 from s2i_bench.report.analysis import Analysis, analyse, resolve_protocols, summary_row
+from s2i_bench.report.attributes import attribute_figure_jobs, attribute_table_jobs
 from s2i_bench.report.comparison import comparison_table, seed_table, size_comparison
 from s2i_bench.report.image_report import (correlation_table, correlation_with_truth, has_image_metrics,
                                            image_metric_table)
@@ -44,7 +45,10 @@ def render_report(inputs, out: Path, figures: bool, store, bundle, formats) -> N
     ctx = Context(out, src.protocol, src.runs, src.store, src.card, levels)
     written: list[Path] = []
     tables, compared, correlation = _table_jobs(ctx, src, analyses, written)
+    # the attribute scores (synthetic data): a table and a figure per dimension, runs and references
+    tables += attribute_table_jobs(src.runs, src.references, src.protocol.class_keys, src.protocol.class_names)
     jobs = figure_jobs(ctx, analyses, src.paper, formats, compared, correlation) if figures else []
+    jobs += attribute_figure_jobs(ctx, src.runs, src.references, formats) if figures else []
     items = _make_items(ctx, tables + jobs, written)
     written += _write_series(out, analyses)
     notes = src.notes

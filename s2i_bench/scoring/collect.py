@@ -78,6 +78,7 @@ class Outcomes:
     features: np.ndarray | None = None  # (K, N, D) image features (with an extractor: the image metrics)
     image_embeddings: np.ndarray | None = None  # (K, N, D') by the AIS image encoder
     audio: np.ndarray | None = None  # (N, D') audio embeddings of the sounds (with an audio encoder: AIS)
+    attributes: np.ndarray | None = None  # (K, N, 2) tone and size each image shows (`attribute_estimator`)
 
 
 _PLANS: dict[tuple, Plan] = {}
@@ -141,10 +142,11 @@ def batches_of(store, plan: Plan, batch_size: int, device, inputs=("log_mel",)):
 
 def collect(translator, store, bundle, plan: Plan, *, device="cpu", batch_size: int = 256, judge=None,
             keep_sheet: bool = False, image_size: int = 96, where: str | None = None, extractor=None,
-            image_encoder=None, audio_encoder=None) -> Outcomes:
+            image_encoder=None, audio_encoder=None, attribute_estimator=None) -> Outcomes:
     """Translate and judge every image of `plan` (see the module docstring). With `extractor`,
     the images' features too (the image metrics); with an `image_encoder` and an
-    `audio_encoder` (AIS), the generated images' and the sounds' embeddings."""
+    `audio_encoder` (AIS), the generated images' and the sounds' embeddings; with an
+    `attribute_estimator` (uint8 images, class key -> (B, 2)), the attributes they show."""
     import torch
 
 
@@ -193,6 +195,10 @@ def collect(translator, store, bundle, plan: Plan, *, device="cpu", batch_size: 
                 out.predicted[k, start:stop] = np.asarray(cls, dtype=np.int64)
         if judge is not None:
             out.truth[k, start:stop] = np.asarray(judge(net_to_uint8(images), key), dtype=bool)
+        if attribute_estimator is not None:
+            if out.attributes is None:
+                out.attributes = np.zeros((*k_n, 2), dtype=np.float32)
+            out.attributes[k, start:stop] = attribute_estimator(net_to_uint8(images), key)
         if k == 0 and sheet_set:
             wanted = [p for p in range(start, stop) if p in sheet_set]
             if wanted:

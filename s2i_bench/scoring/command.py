@@ -23,6 +23,7 @@ from s2i_bench.informativity.bundle import load_bundle
 from s2i_bench.runs import MAX_EPOCH, RunFolder
 from s2i_bench.scoring import metrics as M
 from s2i_bench.scoring import records, series
+from s2i_bench.scoring.attributes import format_attributes
 from s2i_bench.scoring.features import audio_encoder, program_extractor
 from s2i_bench.scoring.image_metrics import check_metrics, image_metrics, needing
 from s2i_bench.scoring.score import score_checkpoints, score_translator
@@ -75,7 +76,7 @@ def translator_kind(spec) -> str:
 def score_command(translator, *, store=None, bundle=None, split=None, seed=None, samples=None, device="cpu",
                   records_out=None, as_json=False, translator_options: dict | None = None,
                   allow_missing: bool = False, metrics=None, feature_extractor=None, ais_audio=None,
-                  ais_image=None) -> dict[str, Any]:
+                  ais_image=None, attributes: bool = False) -> dict[str, Any]:
     """Score TRANSLATOR: a translator file, every checkpoint of a run folder that has no record
     yet, a local plugin (MODULE:FACTORY, file.py:FACTORY), a reference translator
     (reference:NAME) or a folder of images answering `export-sounds`. Without --data /
@@ -95,7 +96,11 @@ def score_command(translator, *, store=None, bundle=None, split=None, seed=None,
     bun = load_bundle(bundle if bundle is not None else defaults.bundle(), device=device)
     check_classes(protocol, bun)
     _store_warnings(st, bun, protocol)
+    if attributes and not st.synthetic:
+        raise UserError(f"--attributes: {st.path} is not a store of the synthetic world (the attribute scores need "
+                        "its scenes: `s2i-bench synth`, then `prepare`)")
     kwargs = dict(protocol=protocol, split=split, seed=seed, batch_size=protocol.scoring.batch_size, device=device,
+                  attributes=attributes,
                   **_metric_options(metrics, feature_extractor, ais_audio, ais_image, st, protocol,
                                     translator_options))
     if kind == "run":
@@ -127,6 +132,8 @@ def score_command(translator, *, store=None, bundle=None, split=None, seed=None,
         print(json.dumps(to_jsonable(record.to_dict()), indent=2))
     else:
         print(format_record(record, protocol))
+        if record.attributes:
+            print(format_attributes(record, protocol))
         print(f"record appended to {out}")
     return record
 

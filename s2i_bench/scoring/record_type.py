@@ -252,6 +252,17 @@ class Record:
         image metrics compare only when it is the same."""
         return dig(self.image_metrics, "extractor", "sha256")
 
+    @property
+    def attributes(self) -> Mapping[str, Any]:
+        """The attribute scores (`scoring.attributes`: estimators, their error, probes, dimensions);
+        {} for a record scored without `--attributes`."""
+        return self.data.get("attributes") or {}
+
+    def attribute(self, dimension: str) -> Mapping[str, Any]:
+        """One attribute dimension ("tone", "size", "mixture_louder", "mixture_both",
+        "out_of_protocol"): {label, value, ci, higher_is_better, classes or parts, ...}; {} if absent."""
+        return dig(self.attributes, "dimensions", dimension) or {}
+
     def decisions(self) -> dict[str, Any] | None:
         """{order, shape, informative, truth, class_match, iis} with (K, N) arrays (plan order:
         class by class, `n_sounds` each), or None for a record without decisions (format 1-2)."""

@@ -185,8 +185,29 @@ def check(r: Any, where: str) -> dict:
     if "checksum" in r and r["checksum"] != checksum(r):
         raise UserError(f"{where}: the record was changed or damaged after `s2i-bench score` wrote it (its checksum "
                         f"does not match); score the translator again")
+    if r.get("attributes") is not None:
+        check_attributes(r["attributes"], f"{where}: attributes")
     cross_check(r, where)
     return r
+
+
+def check_attributes(block: Any, where: str) -> None:
+    """The attribute scores (`scoring.attributes`): every dimension, class and part has a `value`
+    and a `ci` that are null or in [-1, 1] (rank correlations; shares lie in [0, 1] within)."""
+    def ok(v):
+        return v is None or (isinstance(v, (int, float)) and not isinstance(v, bool) and -1.0 <= v <= 1.0)
+
+    dims = block.get("dimensions") if isinstance(block, dict) else None
+    if not isinstance(dims, dict):
+        raise UserError(f"{where}: not an attribute-score block (no 'dimensions')")
+    for name, dim in dims.items():
+        entries = [(name, dim)] + [(f"{name}.{k}", e) for part in ("classes", "parts")
+                                   for k, e in ((dim.get(part) or {}) if isinstance(dim, dict) else {}).items()]
+        for label, e in entries:
+            ci = e.get("ci") if isinstance(e, dict) else None
+            if not isinstance(e, dict) or not ok(e.get("value")) or not (
+                    ci is None or (isinstance(ci, list) and len(ci) == 2 and all(ok(b) and b is not None for b in ci))):
+                raise UserError(f"{where}.dimensions.{label}: value or ci is not null or in [-1, 1]")
 
 
 def cross_check(r: Mapping[str, Any], where: str) -> None:

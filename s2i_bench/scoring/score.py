@@ -31,6 +31,7 @@ from s2i_bench.runs import checkpoint_epoch
 from s2i_bench.scoring import image_metrics as IM
 from s2i_bench.scoring import metrics as M
 from s2i_bench.scoring import records, series, shards
+from s2i_bench.scoring.attributes import attribute_block, estimate_images
 from s2i_bench.scoring.collect import Outcomes, Plan, collect, make_plan
 from s2i_bench.scoring.decisions import encode_decisions
 from s2i_bench.scoring.features import cached_real_features, domain_extractor
@@ -157,7 +158,7 @@ def score_translator(translator, store, bundle, *, protocol, split: str = "test"
                      batch_size: int = 256, device="cpu", epoch: int | None = None, d_update: bool | None = None,
                      run: str | None = None, generator_info: dict | None = None,
                      sample_sheet: str | Path | None = None, only_rows=None, metrics=None, extractor=None,
-                     ais=None) -> records.Record:
+                     ais=None, attributes: bool = False) -> records.Record:
     """Score one translator on the `split` sounds of `store` with the classifiers of `bundle`;
     returns its record (the caller appends it with `records.append`).
 
@@ -167,6 +168,8 @@ def score_translator(translator, store, bundle, *, protocol, split: str = "test"
     only_rows: score only these store rows of the split (a folder of images with some missing).
     metrics: beyond informativity, any of fid, kid, prdc, iis (features by `extractor`, default the
         bundle's domain extractor) and ais (`ais` = (image encoder, audio encoder, their refs)).
+    attributes: the attribute scores (synthetic stores only; `scoring.attributes`) as the
+        record's `attributes`: the images' tone and size estimated while they are judged.
     """
     started = time.perf_counter()
     if samples < 1:
@@ -177,6 +180,9 @@ def score_translator(translator, store, bundle, *, protocol, split: str = "test"
     if len(plan.indices) == 0:
         raise UserError(f"{store.path}: no {split} sounds to score")
     judge = synth.judge if store.synthetic else None  # the synthetic world's ground truth
+    if attributes and not store.synthetic:
+        raise UserError(f"--attributes: {store.path} is not a store of the synthetic world (the attribute scores "
+                        "need its scenes: `s2i-bench synth`, then `prepare`)")
     which = IM.check_metrics(metrics)
     needs_features = bool(IM.needing(which, "features"))
     if needs_features and extractor is None:
@@ -187,7 +193,8 @@ def score_translator(translator, store, bundle, *, protocol, split: str = "test"
                        keep_sheet=sample_sheet is not None, image_size=protocol.image.size,
                        where=str(info.get("path") or "translator"), extractor=extractor if needs_features else None,
                        image_encoder=ais[0] if IM.needing(which, "embeddings") else None,
-                       audio_encoder=ais[1] if IM.needing(which, "embeddings") else None)
+                       audio_encoder=ais[1] if IM.needing(which, "embeddings") else None,
+                       attribute_estimator=estimate_images if attributes else None)
     numbers = compute(outcomes, plan, bundle, protocol, class_keys)
     info |= dict(getattr(translator, "after_info", lambda: {})())  # what only translating showed
     if epoch is None:
@@ -205,6 +212,9 @@ def score_translator(translator, store, bundle, *, protocol, split: str = "test"
         per_iis = None
     record["decisions"] = _decisions(outcomes, plan, per_iis)
     record["metrics"] = list(which)
+    if attributes:
+        record["attributes"] = attribute_block(outcomes.attributes, plan, store, translator, protocol, device=device,
+                                               batch_size=batch_size)
     if sample_sheet is not None and outcomes.sheet_images:
         record["sample_sheet"] = str(write_sheet(sample_sheet, plan, outcomes.sheet_images, store, class_keys))
     record["seconds"] = round(time.perf_counter() - started, 4)
@@ -254,7 +264,7 @@ def image_metrics(outcomes: Outcomes, plan: Plan, store, extractor, which, proto
 def score_checkpoints(run, store, bundle, *, protocol, split: str, seed: int, samples: int, batch_size: int,
                       device="cpu", out: Path | None = None, sheets: str = "last", translator_options=None,
                       only_missing: bool = True, metrics=None, extractor=None,
-                      ais=None) -> tuple[list[records.Record], list[Path]]:
+                      ais=None, attributes: bool = False) -> tuple[list[records.Record], list[Path]]:
     """Score the checkpoints of `run` (a RunFolder) that have no record in `out` (default: the
     run's records file) for these classifiers, store, split, seed and samples; append one record
     each. `sheets`: which checkpoints save a sample sheet: "last", "first-last" or "none".
@@ -276,7 +286,7 @@ def score_checkpoints(run, store, bundle, *, protocol, split: str, seed: int, sa
     existing = series.select(records.read(out, follow_links=False), **key) if out.is_file() or out.is_symlink() else []
     wanted = set(IM.check_metrics(metrics))
     # a record counts as done only when it has every metric asked for now
-    complete = [r for r in existing if wanted <= set(r.metrics)]
+    complete = [r for r in existing if wanted <= set(r.metrics) and (r.attributes or not attributes)]
     done = set(series.last_per_epoch(complete)) if only_missing else set()
 
     todo = [p for p in checkpoints if checkpoint_epoch(p) not in done]
@@ -299,7 +309,8 @@ def score_checkpoints(run, store, bundle, *, protocol, split: str, seed: int, sa
                  ) if path in with_sheet else None
         record = score_translator(translator, store, bundle, protocol=protocol, split=split, seed=seed,
                                   samples=samples, batch_size=batch_size, device=device, run=run.name,
-                                  epoch=epoch, sample_sheet=sheet, metrics=metrics, extractor=extractor, ais=ais)
+                                  epoch=epoch, sample_sheet=sheet, metrics=metrics, extractor=extractor, ais=ais,
+                                  attributes=attributes)
         records.append(target, record)
         new.append(record)
     if shard is not None:

@@ -73,7 +73,7 @@ class Bank:
         self.layouts = _centred_unit(self.means).astype(np.float32)
 
 
-def _reduce(images: np.ndarray, size: int = FEATURE_SIZE) -> np.ndarray:
+def reduce_blocks(images: np.ndarray, size: int = FEATURE_SIZE) -> np.ndarray:
     """(N, S, S, 3) uint8 -> (N, size*size*3) float32 block means in [0, 1]."""
     n, s = images.shape[0], images.shape[1]
     k = s // size
@@ -95,7 +95,7 @@ def _render_features(scene: dict, t: float) -> np.ndarray:
     # rendered straight into the centre square at 2x the feature size, then block-averaged:
     # close to what a 96x96 centre crop of a decoded frame gives at 16x16
     img = render_frames(scene, [t], 2 * FEATURE_SIZE, 2 * FEATURE_SIZE, CROP_WINDOW)
-    return _reduce(img)[0]
+    return reduce_blocks(img)[0]
 
 
 def build_bank() -> Bank:
@@ -151,9 +151,8 @@ def build_bank() -> Bank:
     return bank
 
 
-def _class_distances(bank: Bank, feats: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """(N, D) features -> (N, C) distance to the nearest template of each class, and (N, C) the
-    best layout correlation with a template of each class."""
+def _template_distances(bank: Bank, feats: np.ndarray) -> np.ndarray:
+    """(N, D) features -> (N, K) distance to every template (structure plus tone-region colour)."""
     n = feats.shape[0]
     # structural: mean over pixels of w * (x - m)^2, expanded into two matrix products
     total = (feats * feats) @ bank.weights.T  # (N, K)
@@ -168,6 +167,14 @@ def _class_distances(bank: Bank, feats: np.ndarray) -> tuple[np.ndarray, np.ndar
         diff *= diff
         diff *= bank.colour_weights[None, :, ch] / np.float32(3.0)
         total += diff
+    return total
+
+
+def _class_distances(bank: Bank, feats: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(N, D) features -> (N, C) distance to the nearest template of each class, and (N, C) the
+    best layout correlation with a template of each class."""
+    n = feats.shape[0]
+    total = _template_distances(bank, feats)  # (N, K)
     layout = _centred_unit(feats) @ bank.layouts.T  # (N, K) correlation in [-1, 1]
     dist = np.empty((n, len(CLASS_KEYS)), np.float32)
     corr = np.empty((n, len(CLASS_KEYS)), np.float32)
@@ -191,7 +198,7 @@ def _cache_key() -> str:
     return h.hexdigest()[:20]
 
 
-def _cache_dir() -> Path | None:
+def cache_dir() -> Path | None:
     env = os.environ.get("S2I_BENCH_CACHE")
     if env is not None:
         return None if env.strip().lower() in ("", "0", "off", "none", "no") else Path(env)
@@ -225,7 +232,7 @@ def get_bank() -> Bank:
     global _BANK
     if _BANK is not None:
         return _BANK
-    folder = _cache_dir()
+    folder = cache_dir()
     path = folder / f"judge-bank-{_cache_key()}.npz" if folder else None
     if path is not None and path.is_file():
         try:
@@ -267,12 +274,27 @@ def judge_details(images, class_key: str, batch_size: int = 2048) -> dict[str, n
     own, other, layout = (np.empty(len(images), np.float32) for _ in range(3))
     for start in range(0, len(images), batch_size):
         part = slice(start, start + batch_size)
-        dist, corr = _class_distances(bank, _reduce(images[part]))
+        dist, corr = _class_distances(bank, reduce_blocks(images[part]))
         dist /= bank.thresholds[None]
         own[part] = dist[:, ci]
         other[part] = np.delete(dist, ci, axis=1).min(1)
         layout[part] = corr[:, ci]
     return {"own": own, "other": other, "layout": layout}
+
+
+def template_distances(images, class_key: str, batch_size: int = 2048) -> np.ndarray:
+    """Distances (N, N_SIZE * N_TONE) float32 of uint8 (N, 96, 96, 3) images to every template of
+    `class_key`, in units of its threshold. Column s * N_TONE + t is the template of size
+    s / (N_SIZE - 1) and tone t / (N_TONE - 1): the attribute estimators (`synth.attributes`) read
+    the grid."""
+    images, ci = _check(images, class_key)
+    bank = get_bank()
+    cols = np.flatnonzero(bank.labels == ci)  # the class's templates, in grid order
+    out = np.empty((len(images), len(cols)), np.float32)
+    for start in range(0, len(images), batch_size):
+        part = slice(start, start + batch_size)
+        out[part] = _template_distances(bank, reduce_blocks(images[part]))[:, cols] / bank.thresholds[ci]
+    return out
 
 
 def judge(images, class_key: str) -> np.ndarray:
