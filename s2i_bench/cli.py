@@ -363,8 +363,11 @@ def score(translator, translator_option, store, bundle, split, seed, samples, al
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed of the bootstrap.")
 @click.option("--json", "as_json", is_flag=True)
 @click.option("--out", type=PathArg, default=None, help="Folder for comparison.json, the table and the figure.")
+@click.option("--audit", "audits", type=ExistingPath, multiple=True, metavar="AUDIT",
+              help="A label-audit folder (repeatable): also the paired audited differences of the systems it audited "
+                   "at the same images.")
 @_friendly
-def compare(systems, store, bundle, epoch, window, split, n_boot, seed, as_json, out):
+def compare(systems, store, bundle, epoch, window, split, n_boot, seed, as_json, out, audits):
     """Compare SYSTEMS pairwise (run folders, metric-*.jsonl files, or folders of seed-S run
     folders that differ only in the training seed) on the same test sounds and classifiers:
     per class and the mean, the difference (raw, corrected, and the judge's truth on synthetic
@@ -373,7 +376,7 @@ def compare(systems, store, bundle, epoch, window, split, n_boot, seed, as_json,
     from s2i_bench.report.command import compare_command
 
     compare_command(systems, store=store, bundle=bundle, epoch=epoch, window=window, split=split, n_boot=n_boot,
-                    seed=seed, as_json=as_json, out=out)
+                    seed=seed, as_json=as_json, out=out, audits=audits)
 
 
 # -- label audits: a few labels per system plus the classifiers (prediction-powered inference) ----
@@ -490,15 +493,18 @@ def export_sounds(store, split, out, audio_context_s, samples, seed, overwrite, 
 @click.option("--format", "formats", default="png", show_default=True, help="Comma-separated: png,pdf,svg.")
 @click.option("--overwrite", is_flag=True,
               help="Write over files in OUT that the report did not write (or that were changed since).")
+@click.option("--audit", "audits", type=ExistingPath, multiple=True, metavar="AUDIT",
+              help="A label-audit folder (repeatable): the audited estimates of the INPUTS' records it audited.")
 @_friendly
-def report(inputs, out, figures, store, bundle, formats, overwrite):
+def report(inputs, out, figures, store, bundle, formats, overwrite, audits):
     """Render the report for INPUTS (run folders or metric-*.jsonl files) into OUT. OUT must be new,
     empty or an earlier report: the user's own files there are never overwritten or deleted.
     Without INPUTS: the embedded default's runs (the demo's and any trained on its store since)
     and its reference translators, with its store and classifiers."""
     from s2i_bench.report.command import report_command
 
-    report_command(inputs, out, figures=figures, store=store, bundle=bundle, formats=formats, overwrite=overwrite)
+    report_command(inputs, out, figures=figures, store=store, bundle=bundle, formats=formats, overwrite=overwrite,
+                   audits=audits)
 
 
 @main.command(short_help="Systems side by side: metrics with intervals, win rates, significant differences.")

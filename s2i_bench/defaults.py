@@ -57,6 +57,11 @@ class Work:
         return self.root / "references" / RECORDS
 
     @property
+    def audit(self) -> Path:
+        """The demo's label audit (`label-audit`): each run's last checkpoint and the references."""
+        return self.root / "audit"
+
+    @property
     def scores(self) -> Path:
         """Where a bare `score` of a plugin or a reference writes its record."""
         return self.root / "scores" / RECORDS

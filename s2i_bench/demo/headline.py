@@ -63,6 +63,22 @@ def read_headline(run_dirs: list[Path], split: str = "test") -> list[dict]:
     return rows
 
 
+def read_audited(audit_dir: Path) -> list[dict]:
+    """The audit's audited records (the judge's labels plus the classifiers): per system, the
+    audited mean share with its 95% interval and half-width, the labels used, the raw share and the
+    judge's truth on the same images."""
+    path = audit_dir / "records.jsonl"
+    if not path.is_file():
+        return []
+    rows = []
+    for r in records.read(path):
+        rows.append({"system": r.translator_name if r.epoch is None else f"{r.run} epoch {r.epoch}",
+                     "audited_share": r.mean(records.AUDITED), "audited_ci": r.audited_ci(),
+                     "half_width": r.audited_half_width(), "n_audited": r.audit["mean"].get("n_audited"),
+                     "raw_share": r.mean("raw_share"), "true_share": r.mean("true_share")})
+    return rows
+
+
 def read_size_comparison(report_dir: Path) -> list[dict]:
     """The report's comparison of embedding sizes (report_dir/comparison.json): for each pair, the
     difference in the mean's judge's truth and raw share at the last epoch, interval, adjusted p."""
@@ -79,7 +95,8 @@ def _pct(x) -> str:
     return percent(x, missing="-")
 
 
-def format_headline(rows: list[dict], references: list[dict] = (), comparison: list[dict] = ()) -> list[str]:
+def format_headline(rows: list[dict], references: list[dict] = (), comparison: list[dict] = (),
+                    audited: list[dict] = ()) -> list[str]:
     lines = ["judge's true informativity (mean of the 5 classes, test sounds), first vs last epoch:"]
     for r in rows:
         a, b = r["first"], r["last"]
@@ -105,11 +122,19 @@ def format_headline(rows: list[dict], references: list[dict] = (), comparison: l
         lines.append(f"  {r['reference']:>15}: {_pct(r['true_share'])} [{_pct(ci[0])}, {_pct(ci[1])}]; classifiers: "
                      f"raw {_pct(r['raw_share'])}, corrected {_pct(r['corrected_share'])}, "
                      f"class match {_pct(r['class_match_rate'])}")
+    if audited:
+        lines.append(f"audited informativity ({audited[0]['n_audited']} judge labels per system plus the classifiers; "
+                     f"mean of the classes [95% interval]) beside the judge's truth on the same images:")
+    for a in audited:
+        ci = a["audited_ci"] or [None, None]
+        held = ci[0] is not None and a["true_share"] is not None and ci[0] <= a["true_share"] <= ci[1]
+        lines.append(f"  {a['system'][:22]:>22}: audited {_pct(a['audited_share'])} [{_pct(ci[0])}, {_pct(ci[1])}]"
+                     f"  truth {_pct(a['true_share'])}{'' if held else ' (outside)'}; raw {_pct(a['raw_share'])}")
     return lines
 
 
 def study_provenance(p, headline: list[dict], store_hash: str, threads: int, references: list[dict] = (),
-                     comparison: list[dict] = ()) -> dict:
+                     comparison: list[dict] = (), audited: list[dict] = ()) -> dict:
     """demo.json: what the study is and what its numbers depend on. No time, no load, nothing
     that differs between two runs of the same code on the same machine."""
     return {
@@ -127,6 +152,7 @@ def study_provenance(p, headline: list[dict], store_hash: str, threads: int, ref
         "headline": headline,
         "references": list(references),
         "size_comparison": list(comparison),
+        "audited": list(audited),
     }
 
 

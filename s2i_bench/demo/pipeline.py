@@ -17,8 +17,8 @@ import torch
 from s2i_bench.data.prepare import prepare_store
 from s2i_bench.data.store import open_store
 from s2i_bench.defaults import Work
-from s2i_bench.demo.headline import (compare_with_reference, format_headline, read_headline, read_references,
-                                     read_size_comparison, study_provenance, write_provenance)
+from s2i_bench.demo.headline import (compare_with_reference, format_headline, read_audited, read_headline,
+                                     read_references, read_size_comparison, study_provenance, write_provenance)
 from s2i_bench.demo.reference import write_timings
 from s2i_bench.demo.steps import StepRunner, code_hash, step_key
 from s2i_bench.errors import UserError
@@ -29,6 +29,9 @@ from s2i_bench.informativity.pool import build_pool
 from s2i_bench.protocol import load_protocol, protocol_from_dict
 from s2i_bench.provenance import code_version
 from s2i_bench.report import build_report
+from s2i_bench.scoring.audit.draw import draw_audit
+from s2i_bench.scoring.audit.estimate import estimate_audit
+from s2i_bench.scoring.audit.labelling import label_with_judge
 from s2i_bench.runs import RunFolder
 from s2i_bench.scoring import records
 from s2i_bench.scoring.score import score_checkpoints, score_translator
@@ -80,23 +83,28 @@ def run_demo(out: Path = Path("demo-work"), report_dir: Path | None = None, prot
     run_dirs = demo_run_dirs(work, p)
     k_train = _data_and_training(runner, p, work, run_dirs, workers)
     k_score = _classifiers_and_scores(runner, p, work, run_dirs, k_train)
+    # 8. The label audit: AUDIT_PER_CLASS images per class of each run's last checkpoint and of
+    #    each reference translator, labelled by the judge, combined with the classifiers (PPI).
+    k_audit = step_key(step="audit", per_class=AUDIT_PER_CLASS, up=k_score, code=code_hash())
+    runner.run("audit", k_audit, [work.audit / "records.jsonl"], lambda: _audit(run_dirs, work, p))
 
     report_index = report_dir / "index.md"
-    runner.run("report", step_key(step="report", up=k_score, code=code_hash()), [report_index],
+    runner.run("report", step_key(step="report", up=k_audit, code=code_hash()), [report_index],
                lambda: build_report([*run_dirs, work.references], out=report_dir, figures=True, store=work.store,
-                                    bundle=work.bundle, formats=["png"]))
+                                    bundle=work.bundle, formats=["png"], audits=[work.audit]))
     total = time.perf_counter() - started
     headline = read_headline(run_dirs, p.scoring.split)
     comparison = read_size_comparison(report_dir)
     references = read_references(work.references)
+    audited = read_audited(work.audit)
     provenance = study_provenance(p, headline, open_store(work.store).store_hash,
                                   threads=_threads_per_job(len(run_dirs)), references=references,
-                                  comparison=comparison)
+                                  comparison=comparison, audited=audited)
     write_provenance(report_dir, provenance)
     write_timings(work.root / "timings.json", runner, total)
     _say("")
     _say(f"demo finished in {total / 60:.1f} min; report: {report_index}")
-    for line in format_headline(headline, references, comparison):
+    for line in format_headline(headline, references, comparison, audited):
         _say(line)
     if reference is not None:
         for line in compare_with_reference(provenance, Path(reference)):
@@ -189,6 +197,7 @@ def _worker_init(threads: int) -> None:
 
 
 TRAINING_SEEDS = 2  # seeds per embedding size: protocol's training.seed, +1, ...
+AUDIT_PER_CLASS = 10  # labelled images per class and audited system (the judge labels them)
 DEMO_METRICS = ("informativity", "fid", "kid", "prdc", "iis")  # on the test sounds, every epoch
 
 
@@ -249,3 +258,12 @@ def _score_references(store_dir: Path, bundle: Path, out: Path) -> None:
                                   seed=p.scoring.seed, samples=1, batch_size=p.scoring.batch_size,
                                   sample_sheet=out.parent / f"samples-reference-{name}.npz", metrics=DEMO_METRICS)
         records.append(out, record)
+
+
+def _audit(run_dirs: list[Path], work: Work, p) -> None:
+    """Draw the audit (each run's last scored checkpoint, every reference translator), label it with
+    the judge, and write the audited records (`label-audit draw`, `label --judge`, `estimate`)."""
+    draw_audit([*run_dirs, work.references], work.audit, store=work.store, classifiers=work.bundle,
+               per_class=AUDIT_PER_CLASS, seed=p.scoring.seed, overwrite=True)
+    label_with_judge(work.audit)
+    estimate_audit(work.audit)

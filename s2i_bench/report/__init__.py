@@ -46,7 +46,7 @@ def _check_formats(formats) -> list[str]:
 
 
 def build_report(inputs, out, figures: bool = False, store=None, bundle=None, formats=("png",),
-                 overwrite: bool = False) -> Path:
+                 overwrite: bool = False, audits=()) -> Path:
     """Render the report of INPUTS (run folders, metric-*.jsonl files) into OUT; returns index.md.
 
     OUT is the report's own: new, empty, or an earlier report (its file manifest says which
@@ -59,6 +59,6 @@ def build_report(inputs, out, figures: bool = False, store=None, bundle=None, fo
     check_publishable(final, REPORT_KIND, overwrite=overwrite, what="`s2i-bench report`")
     final.mkdir(parents=True, exist_ok=True)
     with exclusive_lock(final / ".lock", f"report folder {final}"), staged_folder(final) as stage:
-        render_report(inputs, stage, figures=figures, store=store, bundle=bundle, formats=formats)
+        render_report(inputs, stage, figures=figures, store=store, bundle=bundle, formats=formats, audits=audits)
         publish_folder(stage, final, REPORT_KIND, overwrite=overwrite, what="`s2i-bench report`")
     return final / "index.md"

@@ -17,7 +17,7 @@ logger = logging.getLogger(__name__)
 
 
 def report_command(inputs, out=None, *, figures: bool = False, store=None, bundle=None, formats: str = "png",
-                   overwrite: bool = False) -> None:
+                   overwrite: bool = False, audits=()) -> None:
     """`s2i-bench report`: without `inputs`, the embedded default's runs and reference
     translators, with its store and classifiers, into its report folder. `formats`: "png,pdf"."""
     if not inputs:
@@ -31,12 +31,12 @@ def report_command(inputs, out=None, *, figures: bool = False, store=None, bundl
     elif out is None:
         raise UserError("missing --out REPORT_FOLDER")
     build_report(list(inputs), out=out, figures=figures, store=store, bundle=bundle,
-                 formats=[f.strip() for f in formats.split(",") if f.strip()], overwrite=overwrite)
+                 formats=[f.strip() for f in formats.split(",") if f.strip()], overwrite=overwrite, audits=list(audits))
 
 
 def compare_command(systems, *, store=None, bundle=None, epoch: int | None = None, window: bool = False,
                     split: str | None = None, n_boot: int | None = None, seed: int = 0, as_json: bool = False,
-                    out=None) -> None:
+                    out=None, audits=()) -> None:
     """`s2i-bench compare`: the comparison printed (as text, or JSON with `as_json`), and with
     `out` written there as well (`comparison.write_comparison`)."""
     if len(systems) < 2:
@@ -44,7 +44,7 @@ def compare_command(systems, *, store=None, bundle=None, epoch: int | None = Non
     if epoch is not None and window:
         raise UserError("give --epoch (one checkpoint) or --window (the series metrics), not both")
     result = compare(list(systems), store=store, bundle=bundle, epoch=epoch, window=window, split=split, n_boot=n_boot,
-                     seed=seed)
+                     seed=seed, audits=list(audits))
     if out is not None:
         write_comparison(result, out)
         logger.info(f"comparison written to {out}")

@@ -13,6 +13,7 @@ from s2i_bench.data.store import open_store
 from s2i_bench.fileio import atomic_write_text, progress, to_jsonable
 from s2i_bench.report.analysis import Analysis, analyse, resolve_protocols, summary_row
 from s2i_bench.report.attributes import attribute_figure_jobs, attribute_table_jobs
+from s2i_bench.report.audited import audited_figure_jobs, audited_rows, audited_table_jobs
 from s2i_bench.report.comparison import comparison_table, seed_table, size_comparison
 from s2i_bench.report.image_report import (correlation_table, correlation_with_truth, has_image_metrics,
                                            image_metric_table)
@@ -36,10 +37,12 @@ class Inputs:
     notes: list[str]
 
 
-def render_report(inputs, out: Path, figures: bool, store, bundle, formats) -> None:
+def render_report(inputs, out: Path, figures: bool, store, bundle, formats, audits=()) -> None:
     """Every table and (with `figures`) figure of INPUTS into OUT, the series as CSV, the index
-    and the manifest."""
+    and the manifest; with `audits` (label-audit folders), the audited estimates of the inputs'
+    records they audited."""
     src = read_inputs(inputs, store, bundle)
+    audited, audit_notes = audited_rows(audits, src.runs, src.references)  # refused before any work
     analyses = [analyse(run, src.protocol) for run in src.runs]
     levels = reference_levels(src.references, src.protocol.class_keys)
     ctx = Context(out, src.protocol, src.runs, src.store, src.card, levels)
@@ -47,8 +50,10 @@ def render_report(inputs, out: Path, figures: bool, store, bundle, formats) -> N
     tables, compared, correlation = _table_jobs(ctx, src, analyses, written)
     # the attribute scores (synthetic data): a table and a figure per dimension, runs and references
     tables += attribute_table_jobs(src.runs, src.references, src.protocol.class_keys, src.protocol.class_names)
+    tables += audited_table_jobs(audited, src.runs + src.references, audit_notes)
     jobs = figure_jobs(ctx, analyses, src.paper, formats, compared, correlation) if figures else []
     jobs += attribute_figure_jobs(ctx, src.runs, src.references, formats) if figures else []
+    jobs += audited_figure_jobs(ctx, audited, src.runs + src.references, formats) if figures and audited else []
     items = _make_items(ctx, tables + jobs, written)
     written += _write_series(out, analyses)
     notes = src.notes

@@ -42,6 +42,7 @@ from s2i_bench.errors import UserError
 from s2i_bench.fileio import atomic_write_text, file_sha256, to_jsonable
 from s2i_bench.informativity.bundle import load_bundle
 from s2i_bench.provenance import code_version
+from s2i_bench.scoring.audit.paired import audited_of_systems, audited_pairs
 from s2i_bench.scoring.paired import ALPHA, POWER, _distribution_rows, compare_checkpoint, compare_series
 from s2i_bench.scoring.systems import (FIELDS, System, common_series, decisions_at, load_system, named_bundle,
                                       protocol_of)
@@ -51,8 +52,10 @@ from s2i_bench.text import percent
 
 # -- the command's core ----------------------------------------------------------------------------------
 def compare(specs, *, store=None, bundle=None, epoch: int | None = None, window: bool = False, split: str | None = None,
-            n_boot: int | None = None, seed: int = 0) -> dict[str, Any]:
-    """Every pair of `specs` compared (see the module docstring); the result as JSON-ready data."""
+            n_boot: int | None = None, seed: int = 0, audits=()) -> dict[str, Any]:
+    """Every pair of `specs` compared (see the module docstring); the result as JSON-ready data.
+    With `audits` (label-audit folders), also the paired audited differences of the systems they
+    audited at the same images (`scoring.audit.paired`), Holm-adjusted as their own family."""
     if len(specs) < 2:
         raise UserError("a comparison needs two systems or more (run folders, records files or groups of seeds)")
     systems = [load_system(s) for s in specs]
@@ -73,6 +76,13 @@ def compare(specs, *, store=None, bundle=None, epoch: int | None = None, window:
     if key[5] != protocol.fingerprint:
         raise UserError(f"the records were scored under protocol {key[5]}, the store is {protocol.fingerprint}")
     result = compare_systems(systems, key, protocol, bun, epoch=epoch, window=window, n_boot=n_boot, seed=seed)
+    if audits:
+        audited, audit_notes = audited_of_systems(audits, systems)
+        rows = audited_pairs(audited)
+        for row, p in zip(rows, holm([r["p_value"] for r in rows])):
+            row |= {"p_adjusted": float(p), "significant": bool(p < ALPHA)}
+        result["pairs"] += rows
+        notes += audit_notes
     result["notes"] = notes + result["notes"]
     return result
 

@@ -52,7 +52,7 @@ def test_demo_runs_every_step_and_writes_the_report(demo_run):
     # every step left its stamp, in pipeline order of the data
     steps = {p.stem for p in (work / "work" / ".steps").glob("*.json")}
     assert steps == {"synth", "prepare", "train", "pool", "label", "train-classifiers", "score", "references",
-                     "report"}
+                     "audit", "report"}
     # one record per epoch for every run, scored with the bundle the chain trained
     bundle = json.loads((work / "work" / "classifiers" / "bundle.json").read_text())
     from s2i_bench.protocol import load_protocol
@@ -77,6 +77,14 @@ def test_demo_runs_every_step_and_writes_the_report(demo_run):
     assert list(refs) == ["real-frame", "retrieval", "class-prototype", "random-frame"]
     assert all(0 <= r["true_share"] <= 1 and r["n_images"] > 0 for r in refs.values())
     assert (report / "tables" / "references.csv").is_file()
+    # the label audit: each run's last checkpoint and the four references, judged, beside the truth
+    audited = prov["audited"]
+    assert len(audited) == 2 * len(p.training.embedding_dims) + 4
+    assert all(a["n_audited"] > 0 and a["audited_ci"][0] <= a["audited_share"] <= a["audited_ci"][1]
+               and a["true_share"] is not None for a in audited)
+    table = pd.read_csv(report / "tables" / "audited-informativity.csv")
+    assert len(table) == len(audited)
+    assert (report / "figures" / "beyond-audited-truth.png").is_file()
     # the sizes compared (both seeds of each), the seeds' spread, and the headline says so
     pairs = prov["size_comparison"]
     assert {(c["a"], c["b"]) for c in pairs} == {("f16", "f32")} and {c["measure"] for c in pairs} == {"raw", "true"}
@@ -111,7 +119,7 @@ def test_second_demo_skips_every_step_and_changes_nothing(demo_run, capsys):
     finally:
         mp.undo()
     out = capsys.readouterr().out
-    assert out.count("up to date, skipped") == 9, out
+    assert out.count("up to date, skipped") == 10, out
     after = {p: p.read_bytes() for p in report.rglob("*") if p.is_file()}
     assert after == before
 

@@ -239,3 +239,78 @@ def test_label_server_serves_a_blind_set(judged, tmp_path):
                                                .to_csv(index=False))
     with pytest.raises(UserError, match="changed since the audit wrote them"):
         open_label_set(audit / "blind")
+
+
+def _epoch0_records(run, folder):
+    """A records file holding only the run's epoch-0 record: a second system on the same sounds."""
+    folder.mkdir()
+    lines = (run / R.RECORDS_NAME).read_text().splitlines(keepends=True)
+    first = next(line for line in lines if json.loads(line).get("epoch") == 0)
+    (folder / R.RECORDS_NAME).write_text(first)
+    return folder / R.RECORDS_NAME
+
+
+def test_report_shows_audited_beside_raw_corrected_and_truth(judged, tmp_path):
+    root, store, run, bundle = judged
+    audit = tmp_path / "audit"
+    draw_audit([run], audit, store=store, classifiers=bundle, per_class=8, seed=4)
+    label_with_judge(audit)
+    (rec,) = estimate_audit(audit)
+    out = tmp_path / "report"
+    run_cli("report", run, "--out", out, "--audit", audit, "--figures").ok()
+    table = pd.read_csv(out / "tables" / "audited-informativity.csv")
+    assert len(table) == 1  # the CSV keeps 6 decimals
+    assert table["audited"].iloc[0] == pytest.approx(rec.mean(R.AUDITED), abs=1e-6)
+    assert table["truth"].iloc[0] == pytest.approx(rec.mean("true_share"), abs=1e-6)
+    assert table["raw"].iloc[0] == pytest.approx(rec.mean("raw_share"), abs=1e-6)
+    assert (out / "figures" / "beyond-audited-truth.png").is_file()
+    assert "Audited informativity" in (out / "index.md").read_text()
+    # an audit of a record the report does not show is refused, never mixed in
+    other = _epoch0_records(run, tmp_path / "epoch0")
+    run_cli("report", other, "--out", tmp_path / "r2", "--audit", audit).refused("none of the report's inputs")
+
+
+def test_compare_gives_paired_audited_differences(judged, tmp_path):
+    root, store, run, bundle = judged
+    early = _epoch0_records(run, tmp_path / "epoch0")
+    audit = tmp_path / "audit"
+    draw_audit([run, early], audit, store=store, classifiers=bundle, per_class=9, seed=5)
+    label_with_judge(audit)
+    late_rec, early_rec = estimate_audit(audit)
+    assert late_rec.epoch == 1 and early_rec.epoch == 0
+    out = run_cli("compare", run, early, "--data", store, "--classifiers", bundle, "--audit", audit, "--json",
+                  "--bootstrap", "100").ok().output
+    rows = [r for r in json.loads(out)["pairs"] if r["metric"] == "audited share"]
+    assert [r["class"] for r in rows] == [*late_rec.audit["classes"], "mean"]
+    # each class: scoring.ppi.paired_difference on the same labels and classifier outputs
+    da, db = late_rec.decisions(), early_rec.decisions()
+    score = late_rec.audit["score"]
+    fa = (da["probability"] if score == "probability" else da["informative"]).astype(float).ravel()
+    fb = (db["probability"] if score == "probability" else db["informative"]).astype(float).ravel()
+    k, n = da["shape"]
+    start = 0
+    for row, key in zip(rows, late_rec.audit["classes"]):
+        size = late_rec.n_sounds(key)
+        everyone = (np.arange(k)[:, None] * n + np.arange(start, start + size)[None, :]).ravel()
+        start += size
+        ca, cb = late_rec.audit["classes"][key], early_rec.audit["classes"][key]
+        assert ca["positions"] == cb["positions"]
+        va, vb = np.array(ca["votes"], float), np.array(cb["votes"], float)
+        pos = np.array(ca["positions"])
+        want = ppi.paired_difference(va[:, 0] / va[:, 1], vb[:, 0] / vb[:, 1], fa[pos], fb[pos], fa[everyone],
+                                     fb[everyone], units=size)
+        assert row["diff"] == pytest.approx(want.estimate.estimate, abs=1e-12)
+        assert row["ci"] == pytest.approx(list(want.estimate.ci), abs=1e-12)
+        assert row["p_value"] == pytest.approx(want.p_value, abs=1e-12)
+    assert rows[-1]["diff"] == pytest.approx(np.mean([r["diff"] for r in rows[:-1]]))
+    # audited at other images (another draw): refused, naming the field
+    other = tmp_path / "audit2"
+    draw_audit([early], other, store=store, classifiers=bundle, per_class=9, seed=6)
+    label_with_judge(other)
+    estimate_audit(other)
+    lone = tmp_path / "audit3"
+    draw_audit([run], lone, store=store, classifiers=bundle, per_class=9, seed=7)
+    label_with_judge(lone)
+    estimate_audit(lone)
+    run_cli("compare", run, early, "--data", store, "--classifiers", bundle, "--audit", lone, "--audit", other,
+            "--bootstrap", "100").refused("positions differ")
