@@ -39,6 +39,7 @@ def plan(work: Path) -> list[tuple[str, list[str] | None, str]]:
         ("bench_score", [], ""),
         ("bench_classifiers", [], ""),
         ("bench_report", [], ""),
+        ("extractor_cost", [], ""),
         ("check_correction",
          ["--store", str(store)] + (["--runs", *map(str, runs), "--classifiers", str(bundle / "bundle.pt")]
                                     if runs and (bundle / "bundle.pt").is_file() else [])

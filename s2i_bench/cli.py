@@ -299,10 +299,17 @@ def metrics(series_csv, protocol_name, as_json, out):
 @click.option("--embedding-dim", type=int, default=None, help="For the authors' generator state dict.")
 @with_program_options
 @click.option("--metrics", default="informativity", show_default=True, metavar="M1,M2,...",
-              help="Beyond informativity: fid, kid, prdc, iis (offline features: the bundle's domain extractor, or "
-                   "--feature-extractor) and ais (--ais-audio, --ais-image).")
+              help="Beyond informativity: fid, kid, prdc, iis, retrieval (offline features: the bundle's domain "
+                   "extractor, --feature-extractor or --feature-preset), clip_score, aic (a CLIP preset) and ais, "
+                   "ais_rank, ais_z (--ais-audio with --ais-image or a CLIP preset).")
 @click.option("--feature-extractor", type=ExistingPath, default=None, metavar="PROGRAM",
               help="Your own feature network (TorchScript / torch.export + sidecar .json) for fid, kid, prdc, iis.")
+@click.option("--feature-preset", default=None, metavar="NAME",
+              help="A pinned recipe of the field: inception-pytorch-fid, inception-torch-fidelity, "
+                   "inception-torchmetrics, clip-vit-b-32, clip-vit-l-14, hf-clip-vit-b-32 (docs/metrics.md).")
+@click.option("--feature-weights", type=ExistingPath, default=None, metavar="FILE",
+              help="The preset's checkpoint (a transformers folder for hf-*); Inception: default the torch hub cache. "
+                   "Nothing is downloaded.")
 @click.option("--ais-audio", type=ExistingPath, default=None, metavar="PROGRAM", help="Audio encoder for AIS.")
 @click.option("--ais-image", type=ExistingPath, default=None, metavar="PROGRAM", help="Image encoder for AIS.")
 @click.option("--attributes", is_flag=True,
@@ -313,8 +320,8 @@ def metrics(series_csv, protocol_name, as_json, out):
 @click.option("--json", "as_json", is_flag=True)
 @_friendly
 def score(translator, translator_option, store, bundle, split, seed, samples, allow_missing, audio_encoder,
-          embedding_dim, program_timeout, program_memory, unconfined, metrics, feature_extractor, ais_audio, ais_image,
-          attributes, device, records, as_json):
+          embedding_dim, program_timeout, program_memory, unconfined, metrics, feature_extractor, feature_preset,
+          feature_weights, ais_audio, ais_image, attributes, device, records, as_json):
     """Score TRANSLATOR, which is one of:
 
     \b
@@ -341,7 +348,8 @@ def score(translator, translator_option, store, bundle, split, seed, samples, al
                         "reference:NAME or a folder of images (see `s2i-bench score --help`)")
     score_command(spec, store=store, bundle=bundle, split=split, seed=seed, samples=samples, device=device,
                   records_out=records, as_json=as_json, allow_missing=allow_missing, metrics=metrics,
-                  feature_extractor=feature_extractor, ais_audio=ais_audio, ais_image=ais_image, attributes=attributes,
+                  feature_extractor=feature_extractor, ais_audio=ais_audio, ais_image=ais_image,
+                  feature_preset=feature_preset, feature_weights=feature_weights, attributes=attributes,
                   translator_options={"audio_encoder": audio_encoder, "embedding_dim": embedding_dim,
                                       "program_timeout": program_timeout, "program_memory": program_memory,
                                       "unconfined": unconfined})

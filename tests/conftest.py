@@ -79,3 +79,50 @@ def chain(tmp_path_factory, fake_store):
     (run / "log.csv").write_text("epoch,d_updated,pixel_loss\n" + "".join(
         f"{e},{int(e == 2)},0.1\n" for e in range(3)))
     return run, write_bundle(tmp / "bundle.pt", protocol), fake_store
+
+
+class NetworkBlocked(RuntimeError):
+    """A test tried to reach another machine."""
+
+
+@pytest.fixture
+def no_network(monkeypatch):
+    """Nothing reaches another machine: a connection to anything but this machine, a name lookup
+    of another host, raises NetworkBlocked (so urllib, torch.hub, requests and huggingface_hub all
+    fail), and the libraries' offline switches are on. Yields the list of attempts, which a test
+    can check is empty. The tests of the feature presets use it: nothing is ever fetched."""
+    import socket
+
+    attempts: list = []
+    local = {"localhost", "127.0.0.1", "::1", "", None}
+    real_connect, real_connect_ex = socket.socket.connect, socket.socket.connect_ex
+    real_getaddrinfo = socket.getaddrinfo
+
+    def host_of(address):
+        return address[0] if isinstance(address, tuple) and address else address
+
+    def guard(address):
+        if host_of(address) not in local:
+            attempts.append(address)
+            raise NetworkBlocked(f"a test tried to reach {address!r}")
+
+    def connect(self, address, *a, **k):
+        if self.family in (socket.AF_INET, socket.AF_INET6):
+            guard(address)
+        return real_connect(self, address, *a, **k)
+
+    def connect_ex(self, address, *a, **k):
+        if self.family in (socket.AF_INET, socket.AF_INET6):
+            guard(address)
+        return real_connect_ex(self, address, *a, **k)
+
+    def getaddrinfo(host, *a, **k):
+        guard((host,))
+        return real_getaddrinfo(host, *a, **k)
+
+    monkeypatch.setattr(socket.socket, "connect", connect)
+    monkeypatch.setattr(socket.socket, "connect_ex", connect_ex)
+    monkeypatch.setattr(socket, "getaddrinfo", getaddrinfo)
+    for var in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE", "HF_DATASETS_OFFLINE"):
+        monkeypatch.setenv(var, "1")
+    yield attempts

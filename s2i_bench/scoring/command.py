@@ -25,6 +25,7 @@ from s2i_bench.scoring import metrics as M
 from s2i_bench.scoring import records, series
 from s2i_bench.scoring.attributes import format_attributes
 from s2i_bench.scoring.features import audio_encoder, program_extractor
+from s2i_bench.scoring.presets import load_preset
 from s2i_bench.scoring.image_metrics import check_metrics, image_metrics, needing
 from s2i_bench.scoring.score import score_checkpoints, score_translator
 from s2i_bench.scoring.sheets import sheet_key, sheet_name
@@ -76,7 +77,8 @@ def translator_kind(spec) -> str:
 def score_command(translator, *, store=None, bundle=None, split=None, seed=None, samples=None, device="cpu",
                   records_out=None, as_json=False, translator_options: dict | None = None,
                   allow_missing: bool = False, metrics=None, feature_extractor=None, ais_audio=None,
-                  ais_image=None, attributes: bool = False) -> dict[str, Any]:
+                  ais_image=None, feature_preset=None, feature_weights=None,
+                  attributes: bool = False) -> dict[str, Any]:
     """Score TRANSLATOR: a translator file, every checkpoint of a run folder that has no record
     yet, a local plugin (MODULE:FACTORY, file.py:FACTORY), a reference translator
     (reference:NAME) or a folder of images answering `export-sounds`. Without --data /
@@ -102,7 +104,7 @@ def score_command(translator, *, store=None, bundle=None, split=None, seed=None,
     kwargs = dict(protocol=protocol, split=split, seed=seed, batch_size=protocol.scoring.batch_size, device=device,
                   attributes=attributes,
                   **_metric_options(metrics, feature_extractor, ais_audio, ais_image, st, protocol,
-                                    translator_options))
+                                    translator_options, preset=(feature_preset, feature_weights, device)))
     if kind == "run":
         samples = samples or protocol.scoring.samples
         return _score_run(Path(translator), st, bun, out, samples, as_json, translator_options, kwargs)
@@ -139,31 +141,42 @@ def score_command(translator, *, store=None, bundle=None, split=None, seed=None,
 
 
 def _metric_options(metrics, feature_extractor, ais_audio, ais_image, store, protocol,
-                    translator_options=None) -> dict:
+                    translator_options=None, preset=(None, None, "cpu")) -> dict:
     """--metrics and the encoders they need, checked before anything is scored. The encoders are
-    strangers' programs: the translator's --program-timeout, --program-memory, --unconfined."""
+    strangers' programs: the translator's --program-timeout, --program-memory, --unconfined.
+    `preset`: (--feature-preset, --feature-weights, device): a named recipe (`scoring.presets`)
+    whose network gives the features, and for a CLIP preset also AIS's image embeddings."""
     options = translator_options or {}
     program = {"timeout_s": options.get("program_timeout"), "unconfined": bool(options.get("unconfined")),
                "memory_gib": options.get("program_memory")}
 
     which = check_metrics(metrics)
     out: dict[str, Any] = {"metrics": which}
-    if feature_extractor is not None:
-        if not needing(which, "features"):
-            raise UserError(f"--feature-extractor is for the metrics computed on image features "
+    preset_name, preset_weights, device = preset
+    if preset_weights is not None and preset_name is None:
+        raise UserError("--feature-weights is the checkpoint of a --feature-preset; name the preset")
+    if feature_extractor is not None and preset_name is not None:
+        raise UserError("give one feature space: --feature-extractor PROGRAM or --feature-preset NAME, not both")
+    if feature_extractor is not None or preset_name is not None:
+        if not needing(which, "features") and not (preset_name and needing(which, "embeddings")):
+            raise UserError(f"--feature-extractor / --feature-preset are for the metrics computed on image features "
                             f"({', '.join(m.name for m in image_metrics() if 'features' in m.needs)})")
-
-        out["extractor"] = program_extractor(feature_extractor, **program)
+        out["extractor"] = (program_extractor(feature_extractor, **program) if preset_name is None
+                            else load_preset(preset_name, preset_weights, device=device))
+    preset_image = preset_name is not None and out["extractor"].text is not None  # a CLIP preset
     if needing(which, "embeddings") or ais_audio or ais_image:
-        if not (ais_audio and ais_image):
+        if not ais_audio or not (ais_image or preset_image):
             raise UserError("AIS needs both encoders of your own: --ais-audio PROGRAM and --ais-image PROGRAM "
-                            "(TorchScript or torch.export, each with its sidecar .json; see docs/metrics.md)")
+                            "(TorchScript or torch.export, each with its sidecar .json; see docs/metrics.md), or "
+                            "--ais-audio with a CLIP --feature-preset as the image side")
+        if preset_image and ais_image:
+            raise UserError(f"--ais-image: the CLIP preset {preset_name} is AIS's image encoder; leave --ais-image out")
         if not needing(which, "embeddings"):
-            raise UserError("--ais-audio / --ais-image are for --metrics ais")
+            raise UserError("--ais-audio / --ais-image are for --metrics ais, ais_rank, ais_z")
 
         store.require_waveforms("AIS")
         audio_fn, audio_ref = audio_encoder(ais_audio, store.sample_rate, high_rate=store.hires_rate, **program)
-        image = program_extractor(ais_image, **program)
+        image = out["extractor"] if preset_image else program_extractor(ais_image, **program)
         out["ais"] = (image, audio_fn, {"audio": audio_ref, "image": image.ref()})
     return out
 

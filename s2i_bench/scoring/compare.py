@@ -44,8 +44,8 @@ from s2i_bench.informativity.bundle import load_bundle
 from s2i_bench.provenance import code_version
 from s2i_bench.scoring.audit.paired import audited_of_systems, audited_pairs
 from s2i_bench.scoring.paired import ALPHA, POWER, _distribution_rows, compare_checkpoint, compare_series
-from s2i_bench.scoring.systems import (FIELDS, System, common_series, decisions_at, load_system, named_bundle,
-                                      protocol_of)
+from s2i_bench.scoring.systems import (FIELDS, System, check_recipes, common_series, decisions_at, load_system,
+                                      named_bundle, protocol_of)
 from s2i_bench.stats import holm
 from s2i_bench.text import percent
 
@@ -75,6 +75,7 @@ def compare(specs, *, store=None, bundle=None, epoch: int | None = None, window:
         notes += [note] if note else []
     if key[5] != protocol.fingerprint:
         raise UserError(f"the records were scored under protocol {key[5]}, the store is {protocol.fingerprint}")
+    check_recipes(systems, key, epoch, window)  # image metrics of two recipes never meet in one table
     result = compare_systems(systems, key, protocol, bun, epoch=epoch, window=window, n_boot=n_boot, seed=seed)
     if audits:
         audited, audit_notes = audited_of_systems(audits, systems)

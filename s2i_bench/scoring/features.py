@@ -46,9 +46,14 @@ DOMAIN = "domain: class-match CNN fc2 (32-d)"
 @dataclass
 class Extractor:
     name: str
-    sha256: str  # pins the weights: the bundle's or the program's
+    sha256: str  # pins the weights: the bundle's, the program's or the preset's checkpoint
     fn: Callable[[Any], np.ndarray]  # (B, 3, S, S) float in [-1, 1] -> (B, D)
     info: dict
+    # what the features are, path-free: the `image` part of the record's recipe (scoring.presets);
+    # None: the extractor's name and sha256 stand for it
+    recipe: dict | None = None
+    # texts -> (C, D) embeddings in the same space (CLIP presets), for the metrics that need text
+    text: Callable[[list[str]], np.ndarray] | None = None
 
     def __call__(self, images) -> np.ndarray:
         out = np.asarray(self.fn(images), dtype=np.float32)
@@ -207,7 +212,9 @@ def cached_real_features(store, rows, extractor: Extractor) -> np.ndarray:
     """(len(rows), D) features of the store's real frames `rows`, cached by (store hash, rows,
     extractor hash) in the s2i-bench cache folder (written atomically)."""
     rows = np.asarray(rows, dtype=np.int64)
-    key = hashlib.sha256(f"{store.store_hash}|{extractor.sha256}|{extractor.name}|".encode()
+    # the recipe too: one checkpoint read with two resizes gives two sets of features
+    recipe = json.dumps(extractor.recipe, sort_keys=True) if extractor.recipe else ""
+    key = hashlib.sha256(f"{store.store_hash}|{extractor.sha256}|{extractor.name}|{recipe}|".encode()
                          + rows.tobytes()).hexdigest()[:24]
     root = Path(os.environ.get("S2I_BENCH_CACHE") or Path.home() / ".cache" / "s2i-bench") / "features"
     path = root / f"{key}.npy"

@@ -162,8 +162,8 @@ def _distribution_rows(a: System, b: System, key: tuple, epoch: int | None) -> l
                           ra.image_metric_ci(name), rb.image_metric_ci(name))
         if va is None or vb is None or not ca or not cb:
             continue
-        if ra.feature_space != rb.feature_space:
-            continue  # other features: not comparable
+        if ra.recipe_identity != rb.recipe_identity:
+            continue  # another recipe (network, weights, resize, ...): not comparable
         se = np.hypot((ca[1] - ca[0]) / (2 * z), (cb[1] - cb[0]) / (2 * z))
         d = float(va - vb)
         p = 1.0 if se == 0 else float(2 * (1 - NormalDist().cdf(abs(d) / se)))

@@ -229,6 +229,9 @@ class Record:
         v = dig(self.image_metrics, "prdc", name, "value") if name in PRDC_PARTS else None
         if v is None:
             v = dig(self.image_metrics, name, "value")
+        if v is None:  # a part of a metric with several numbers (retrieval's R@k)
+            v = next((dig(e, name, "value") for e in self.image_metrics.values()
+                      if isinstance(e, dict) and isinstance(e.get(name), dict)), None)
         return None if v is None else float(v)
 
     @property
@@ -236,8 +239,12 @@ class Record:
         return bool(self.data.get("decisions"))
 
     def image_metric_ci(self, name: str) -> list[float] | None:
-        """The bootstrap interval of an image-set metric ("fid", "kid", ...), or None."""
-        return dig(self.image_metrics, name, "ci") or None
+        """The bootstrap interval of an image-set metric ("fid", "kid", "retrieval_r1", ...), or None."""
+        ci = dig(self.image_metrics, name, "ci")
+        if ci is None:  # a part of a metric with several numbers
+            ci = next((dig(e, name, "ci") for e in self.image_metrics.values()
+                       if isinstance(e, dict) and isinstance(e.get(name), dict)), None)
+        return ci or None
 
     def image_metric_warning(self, name: str) -> str | None:
         return dig(self.image_metrics, name, "warning")
@@ -251,6 +258,22 @@ class Record:
         """What the image metrics were computed on (the extractor's identity): two records'
         image metrics compare only when it is the same."""
         return dig(self.image_metrics, "extractor", "sha256")
+
+    @property
+    def recipe(self) -> Mapping[str, Any] | None:
+        """What the image metrics were computed on, path-free (`scoring.presets.record_recipe`):
+        the network, its checkpoint's sha256, preprocessing, precision, audio encoder, metric
+        constants; None for records without one (before recipes, or without image metrics)."""
+        return dig(self.image_metrics, "recipe")
+
+    @property
+    def recipe_identity(self) -> str | None:
+        """The recipe's identity string; records from before recipes fall back on their
+        extractor's sha256 ("extractor:<sha256>"); None without image metrics."""
+        ident = dig(self.image_metrics, "recipe", "identity")
+        if ident is None and self.feature_space is not None:
+            ident = f"extractor:{self.feature_space}"
+        return ident
 
     @property
     def attributes(self) -> Mapping[str, Any]:

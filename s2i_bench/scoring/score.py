@@ -35,6 +35,8 @@ from s2i_bench.scoring.attributes import attribute_block, estimate_images
 from s2i_bench.scoring.collect import Outcomes, Plan, collect, make_plan
 from s2i_bench.scoring.decisions import encode_decisions
 from s2i_bench.scoring.features import cached_real_features, domain_extractor
+from s2i_bench.scoring.presets import names as preset_names
+from s2i_bench.scoring.presets import record_recipe
 from s2i_bench.scoring.sheets import sheet_key, sheet_name, write_sheet
 from s2i_bench.seeding import item_seed
 from s2i_bench.stats import lang_reiczigel_interval
@@ -187,14 +189,22 @@ def score_translator(translator, store, bundle, *, protocol, split: str = "test"
     needs_features = bool(IM.needing(which, "features"))
     if needs_features and extractor is None:
         extractor = domain_extractor(bundle)
-    if IM.needing(which, "embeddings") and ais is None:
+    if IM.needing(which, "text") and getattr(extractor, "text", None) is None:
+        raise UserError(f"--metrics {','.join(IM.needing(which, 'text'))}: the class prompts need a CLIP text tower: "
+                        f"score with --feature-preset {' or '.join(p for p in preset_names() if 'clip' in p)}")
+    wants_ais = bool(IM.needing(which, "embeddings"))
+    if wants_ais and ais is None:
         raise UserError("--metrics ais needs an audio and an image encoder of your own (--ais-audio, --ais-image)")
+    # a CLIP preset is also AIS's image encoder: its features are the image embeddings, computed once
+    shared = wants_ais and needs_features and ais[0] is extractor
     outcomes = collect(translator, store, bundle, plan, device=device, batch_size=batch_size, judge=judge,
                        keep_sheet=sample_sheet is not None, image_size=protocol.image.size,
                        where=str(info.get("path") or "translator"), extractor=extractor if needs_features else None,
-                       image_encoder=ais[0] if IM.needing(which, "embeddings") else None,
-                       audio_encoder=ais[1] if IM.needing(which, "embeddings") else None,
+                       image_encoder=ais[0] if wants_ais and not shared else None,
+                       audio_encoder=ais[1] if wants_ais else None,
                        attribute_estimator=estimate_images if attributes else None)
+    if shared:
+        outcomes.image_embeddings = outcomes.features
     numbers = compute(outcomes, plan, bundle, protocol, class_keys)
     info |= dict(getattr(translator, "after_info", lambda: {})())  # what only translating showed
     if epoch is None:
@@ -247,16 +257,23 @@ def image_metrics(outcomes: Outcomes, plan: Plan, store, extractor, which, proto
         rng = np.random.default_rng(metric_seed)
         pairs = [(rng.integers(0, len(real), len(real)), rng.integers(0, len(fake), len(fake)))
                  for _ in range(spec.image_metrics_bootstrap)]
+    text = None  # (C, D) the class prompts in the features' space (CLIP presets)
+    if outcomes.features is not None and getattr(extractor, "text", None) is not None and IM.needing(which, "text"):
+        text = np.asarray(extractor.text(list(protocol.class_names)), dtype=np.float64)
     inputs = IM.MetricInputs(real=real, fake=fake, own_real=own_real, pairs=pairs, samples=k, sounds=n,
                              seed=metric_seed, base_seed=seed, replicates=spec.image_metrics_bootstrap,
                              confidence=spec.confidence, audio=outcomes.audio,
-                             image_embeddings=outcomes.image_embeddings, audio_ref=ais_ref)
+                             image_embeddings=outcomes.image_embeddings, audio_ref=ais_ref,
+                             class_index=plan.class_index, text=text)
     usable = [m for m in which if outcomes.features is not None or "features" not in IM.get(m).needs]
     entries, per_image = IM.compute_all(usable, inputs)
     out |= entries
     if outcomes.features is not None:
         out["extractor"] = extractor.ref()
         out["real_reference"] = f"the real centre frames of the {n} scored {plan.split} sounds"
+    if outcomes.features is not None or outcomes.audio is not None:  # what every number above was computed on
+        out["recipe"] = record_recipe(extractor if outcomes.features is not None else None,
+                                      image_size=protocol.image.size, audio_ref=ais_ref)
     return out, per_image.get("iis")
 
 

@@ -15,6 +15,7 @@ from s2i_bench.informativity.bundle import load_bundle
 from s2i_bench.protocol import load_protocol, protocol_from_dict
 from s2i_bench.runs import RunFolder, is_run_folder
 from s2i_bench.scoring import records as R
+from s2i_bench.scoring.presets import difference
 from s2i_bench.scoring.series import last_per_epoch
 
 # what must agree between the members of a group of seeds (everything else may differ)
@@ -180,6 +181,31 @@ def decisions_at(system: System, key: tuple, epoch: int | None, class_keys) -> D
     truth = None if any(d["truth"] is None for d in ds) else np.stack([d["truth"] for d in ds])
     iis = None if any(d.get("iis") is None for d in ds) else np.stack([d["iis"] for d in ds])
     return Decisions(np.stack([d["informative"] for d in ds]), truth, orders.pop(), _slices(recs[0], class_keys), iis)
+
+
+def check_recipes(systems: list[System], key: tuple, epoch: int | None, window: bool = False) -> None:
+    """Image metrics compare only within one recipe (`scoring.presets`: network, checkpoint,
+    resize, precision, audio encoder, metric constants): records of the compared checkpoints (or,
+    with `window`, of the whole series) whose recipes differ are refused, naming the first field
+    that differs. Records without image metrics are not concerned."""
+    seen: list[tuple[str, R.Record]] = []
+    for s in systems:
+        for m in s.members:
+            recs = (list(last_per_epoch([r for r in m.records if r.series_key == key]).values()) if window
+                    else [_at_epoch(m, key, epoch)])
+            seen += [(f"{s.name}/{m.name}" if s.is_group else s.name, r) for r in recs if r.recipe_identity]
+    if not seen:
+        return
+    first_who, first = seen[0]
+    for who, r in seen[1:]:
+        if r.recipe_identity == first.recipe_identity:
+            continue
+        field = ((difference(first.recipe, r.recipe) or f"identity ({first.recipe_identity} vs "
+                  f"{r.recipe_identity})") if first.recipe and r.recipe else
+                 f"recipe ({first.recipe_identity} vs {r.recipe_identity}: one record predates recipes)")
+        raise UserError(f"{first_who} and {who} computed their image metrics in different recipes, so they cannot be "
+                        f"compared: they differ in {field}; score both with the same --feature-preset and weights "
+                        "(or --feature-extractor)")
 
 
 # -- what the records name --------------------------------------------------------------------------

@@ -25,7 +25,7 @@ EXAMPLE = ROOT / "examples" / "metric_spread.py"
 def test_every_metric_is_declared_once_with_what_it_needs():
     assert IM.names()[0] == "informativity" and set(IM.names()) >= {"fid", "kid", "prdc", "iis", "ais"}
     for metric in IM.image_metrics():
-        assert callable(metric.compute) and metric.needs <= {"features", "embeddings", "decisions"}
+        assert callable(metric.compute) and metric.needs <= {"features", "embeddings", "text", "decisions"}
         assert metric.value_list() and all(v.key and v.label for v in metric.value_list())
     assert [v.key for v in IM.get("prdc").value_list()] == ["precision", "recall", "density", "coverage"]
     assert IM.get("fid").lower_is_better and not IM.get("iis").lower_is_better

@@ -31,4 +31,6 @@ def compute(inputs: MetricInputs) -> dict | None:
 
 METRIC = register(Metric("ais", "AIS", False, frozenset({"embeddings"}), compute,
                          description="each image's similarity to its own sound (encoders of yours), ranked against "
-                                     "20 other sounds (0.5 = chance)", order=50))
+                                     "20 other sounds (0.5 = chance)", order=50,
+                         params={"negatives": NEGATIVES, "negatives_from": "other scored sounds, seeded",
+                                 "ties": "half"}))

@@ -37,9 +37,13 @@ def quiet_buffers():
         yield
 
 
-def _unit_rows(a: np.ndarray) -> np.ndarray:
+def unit_rows(a: np.ndarray) -> np.ndarray:
+    """Rows scaled to unit length (float64), so that dot products are cosines."""
     a = np.asarray(a, dtype=np.float64)
     return a / np.maximum(np.linalg.norm(a, axis=-1, keepdims=True), 1e-12)
+
+
+_unit_rows = unit_rows
 
 
 def ranked_similarity(anchor, positive, negatives) -> np.ndarray:

@@ -30,4 +30,6 @@ def compute(inputs: MetricInputs) -> dict:
 
 METRIC = register(Metric("iis", "IIS", False, frozenset({"features"}), compute, per_image=True,
                          description="each image's similarity to its own segment's real frame, ranked against "
-                                     "20 other real frames (0.5 = chance)", order=40))
+                                     "20 other real frames (0.5 = chance)", order=40,
+                         params={"negatives": NEGATIVES, "negatives_from": "real frames of other scored sounds, seeded",
+                                 "ties": "half"}))

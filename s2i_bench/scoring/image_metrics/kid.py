@@ -39,4 +39,5 @@ def compute(inputs: MetricInputs) -> dict:
 
 
 METRIC = register(Metric("kid", "KID", True, frozenset({"features"}), compute,
-                         description="unbiased squared MMD, cubic polynomial kernel", order=20))
+                         description="unbiased squared MMD, cubic polynomial kernel", order=20,
+                         params={"subsets": 100, "subset_size": "min(1000, N real, N generated)", "degree": 3}))

@@ -54,4 +54,5 @@ def compute(inputs: MetricInputs) -> dict:
 METRIC = register(Metric("prdc", "PRDC", False, frozenset({"features"}), compute,
                          values=(Value("precision", "precision"), Value("recall", "recall"),
                                  Value("density", "density"), Value("coverage", "coverage")),
-                         description="precision, recall, density, coverage (k = 5 nearest neighbours)", order=30))
+                         description="precision, recall, density, coverage (k = 5 nearest neighbours)", order=30,
+                         params={"k": K, "ball": "<="}))

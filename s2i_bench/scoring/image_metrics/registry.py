@@ -3,7 +3,9 @@
 A metric is one file in this package that builds a `Metric` and `register`s it: its name (what
 `--metrics` takes and what the record's `image_metrics` is keyed by), its label, whether lower
 is better, what it needs (`needs`: "features" of the generated and real images, "embeddings" of
-the images and the sounds by encoders of the user's, "decisions" per image), the numbers it
+the images and the sounds by encoders of the user's, "text" embeddings of the class prompts in
+the features' space (a CLIP preset), "decisions" per image), its definition's constants
+(`params`: negatives, tie rule, scale; they enter the record's recipe identity), the numbers it
 reports (`values`: one named like the metric, or several, as PRDC's four), and a pure compute
 function: arrays in (`MetricInputs`), the record's entry out. Scoring, the CLI's `--metrics`
 choices, the records' readers and the report all read this registry; nothing else lists the
@@ -41,7 +43,8 @@ class MetricInputs:
     generated image's own real frame; pairs: the bootstrap's (real, fake) index resamples, shared
     by the metrics so their intervals come from the same resamples; audio (N, D'): the sounds'
     embeddings; image_embeddings (K, N, D'): the generated images' embeddings by the paired image
-    encoder."""
+    encoder; class_index (N,): each sound's class (a row of `text`); text (C, D): the class
+    prompts' embeddings in the features' space (CLIP presets), None otherwise."""
 
     real: np.ndarray | None
     fake: np.ndarray | None
@@ -56,6 +59,8 @@ class MetricInputs:
     audio: np.ndarray | None = None
     image_embeddings: np.ndarray | None = None
     audio_ref: dict | None = None
+    class_index: np.ndarray | None = None
+    text: np.ndarray | None = None
 
 
 @dataclass(frozen=True)
@@ -69,6 +74,7 @@ class Metric:
     description: str = ""
     per_image: bool = False  # the compute function also gives a (K, N) per-image score (for paired tests)
     order: int = 100  # where its entry, CLI choice and report column come (lower first)
+    params: dict = field(default_factory=dict, hash=False)  # the definition's constants (negatives, ties, scale)
 
     def value_list(self) -> tuple[Value, ...]:
         return self.values or (Value(self.name, self.label, self.lower_is_better),)
@@ -130,7 +136,7 @@ def check_metrics(metrics) -> tuple[str, ...]:
 
 
 def needing(which, need: str) -> tuple[str, ...]:
-    """The metrics of `which` that need `need` ("features", "embeddings", "decisions")."""
+    """The metrics of `which` that need `need` ("features", "embeddings", "text", "decisions")."""
     return tuple(m for m in which if need in get(m).needs)
 
 
