@@ -228,8 +228,9 @@ def _score_runs(run_dirs: list[Path], store_dir: Path, bundle: Path) -> None:
 
 
 def _score_one(store_dir: Path, run_dir: Path, bundle: Path) -> None:
-    """Every checkpoint of a run through the one scoring loop: one record per epoch, and sample
-    sheets of the first and the last epoch (Figs. 15/16, the learning check)."""
+    """Every checkpoint of a run through the one scoring loop: one record per epoch, sample sheets
+    of the first and the last epoch (Figs. 15/16, the learning check), and the attribute scores of
+    the last."""
     store = open_store(store_dir)
     p = store.protocol
     run = RunFolder(run_dir)
@@ -243,7 +244,7 @@ def _score_one(store_dir: Path, run_dir: Path, bundle: Path) -> None:
         for i, split in enumerate(p.scoring.scored_splits):
             score_checkpoints(run, store, bun, protocol=p, split=split, seed=p.scoring.seed, samples=1,
                               batch_size=p.scoring.batch_size, sheets="first-last" if i == 0 else "none",
-                              metrics=DEMO_METRICS if i == 0 else None)
+                              metrics=DEMO_METRICS if i == 0 else None, attributes="last" if i == 0 else False)
 
 
 def _score_references(store_dir: Path, bundle: Path, out: Path) -> None:
@@ -256,7 +257,8 @@ def _score_references(store_dir: Path, bundle: Path, out: Path) -> None:
     for name in NAMES:
         record = score_translator(load_reference(name, store), store, bun, protocol=p, split=p.scoring.split,
                                   seed=p.scoring.seed, samples=1, batch_size=p.scoring.batch_size,
-                                  sample_sheet=out.parent / f"samples-reference-{name}.npz", metrics=DEMO_METRICS)
+                                  sample_sheet=out.parent / f"samples-reference-{name}.npz", metrics=DEMO_METRICS,
+                                  attributes=True)
         records.append(out, record)
 
 

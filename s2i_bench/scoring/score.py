@@ -281,10 +281,11 @@ def image_metrics(outcomes: Outcomes, plan: Plan, store, extractor, which, proto
 def score_checkpoints(run, store, bundle, *, protocol, split: str, seed: int, samples: int, batch_size: int,
                       device="cpu", out: Path | None = None, sheets: str = "last", translator_options=None,
                       only_missing: bool = True, metrics=None, extractor=None,
-                      ais=None, attributes: bool = False) -> tuple[list[records.Record], list[Path]]:
+                      ais=None, attributes: bool | str = False) -> tuple[list[records.Record], list[Path]]:
     """Score the checkpoints of `run` (a RunFolder) that have no record in `out` (default: the
     run's records file) for these classifiers, store, split, seed and samples; append one record
     each. `sheets`: which checkpoints save a sample sheet: "last", "first-last" or "none".
+    `attributes`: the attribute scores for every checkpoint (True) or the last one ("last").
     Returns (the matching records, old and new, one per epoch; the checkpoints scored now)."""
     out = Path(out) if out is not None else run.records_path
     checkpoints = run.checkpoints()
@@ -302,8 +303,13 @@ def score_checkpoints(run, store, bundle, *, protocol, split: str, seed: int, sa
     # the file this run appends to: never read (or written) through a link
     existing = series.select(records.read(out, follow_links=False), **key) if out.is_file() or out.is_symlink() else []
     wanted = set(IM.check_metrics(metrics))
+    last_epoch = checkpoint_epoch(checkpoints[-1])
+
+    def with_attributes(epoch) -> bool:
+        return attributes is True or (attributes == "last" and epoch == last_epoch)
+
     # a record counts as done only when it has every metric asked for now
-    complete = [r for r in existing if wanted <= set(r.metrics) and (r.attributes or not attributes)]
+    complete = [r for r in existing if wanted <= set(r.metrics) and (r.attributes or not with_attributes(r.epoch))]
     done = set(series.last_per_epoch(complete)) if only_missing else set()
 
     todo = [p for p in checkpoints if checkpoint_epoch(p) not in done]
@@ -327,7 +333,7 @@ def score_checkpoints(run, store, bundle, *, protocol, split: str, seed: int, sa
         record = score_translator(translator, store, bundle, protocol=protocol, split=split, seed=seed,
                                   samples=samples, batch_size=batch_size, device=device, run=run.name,
                                   epoch=epoch, sample_sheet=sheet, metrics=metrics, extractor=extractor, ais=ais,
-                                  attributes=attributes)
+                                  attributes=with_attributes(checkpoint_epoch(path)))
         records.append(target, record)
         new.append(record)
     if shard is not None:

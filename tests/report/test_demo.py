@@ -77,6 +77,10 @@ def test_demo_runs_every_step_and_writes_the_report(demo_run):
     assert list(refs) == ["real-frame", "retrieval", "class-prototype", "random-frame"]
     assert all(0 <= r["true_share"] <= 1 and r["n_images"] > 0 for r in refs.values())
     assert (report / "tables" / "references.csv").is_file()
+    # the attribute scores of each run's last epoch and of the references, with the estimators' error
+    for name in ("attributes-tone", "attributes-size", "attributes-estimators"):
+        assert len(pd.read_csv(report / "tables" / f"{name}.csv")) >= 1, name
+    assert len(pd.read_csv(report / "tables" / "attributes-tone.csv")) == 2 * len(p.training.embedding_dims) + 4
     # the label audit: each run's last checkpoint and the four references, judged, beside the truth
     audited = prov["audited"]
     assert len(audited) == 2 * len(p.training.embedding_dims) + 4
