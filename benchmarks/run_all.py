@@ -48,6 +48,7 @@ def plan(work: Path) -> list[tuple[str, list[str] | None, str]]:
         ("check_classifiers", ["--store", str(store), "--runs", *map(str, runs)] if has_store else None, missing),
         ("check_intervals", ["--work", str(work)] if has_store and runs else None, missing),
         ("check_compare", ["--work", str(work)] if has_store and runs else None, missing),
+        ("check_audit", ["--work", str(work), "--samples", "10"] if has_store and runs else None, missing),
         ("gpu_check", [] if _has_cuda() else None,
          "needs a CUDA device (python3 -m benchmarks.gpu_check on the GPU machine)"),
     ]
