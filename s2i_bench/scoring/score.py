@@ -281,11 +281,14 @@ def image_metrics(outcomes: Outcomes, plan: Plan, store, extractor, which, proto
 def score_checkpoints(run, store, bundle, *, protocol, split: str, seed: int, samples: int, batch_size: int,
                       device="cpu", out: Path | None = None, sheets: str = "last", translator_options=None,
                       only_missing: bool = True, metrics=None, extractor=None,
-                      ais=None, attributes: bool | str = False) -> tuple[list[records.Record], list[Path]]:
+                      ais=None, attributes: bool | str = False,
+                      metrics_every: int = 1) -> tuple[list[records.Record], list[Path]]:
     """Score the checkpoints of `run` (a RunFolder) that have no record in `out` (default: the
     run's records file) for these classifiers, store, split, seed and samples; append one record
     each. `sheets`: which checkpoints save a sample sheet: "last", "first-last" or "none".
     `attributes`: the attribute scores for every checkpoint (True) or the last one ("last").
+    `metrics_every`: the metrics beyond informativity only every this many epochs (and at the
+    first and last checkpoint); the others get informativity alone.
     Returns (the matching records, old and new, one per epoch; the checkpoints scored now)."""
     out = Path(out) if out is not None else run.records_path
     checkpoints = run.checkpoints()
@@ -302,14 +305,20 @@ def score_checkpoints(run, store, bundle, *, protocol, split: str, seed: int, sa
     check_writable(out, "score")  # before the work, not after it
     # the file this run appends to: never read (or written) through a link
     existing = series.select(records.read(out, follow_links=False), **key) if out.is_file() or out.is_symlink() else []
-    wanted = set(IM.check_metrics(metrics))
     last_epoch = checkpoint_epoch(checkpoints[-1])
+    if not isinstance(metrics_every, int) or metrics_every < 1:
+        raise UserError(f"metrics_every {metrics_every!r}: a whole number of epochs >= 1")
 
     def with_attributes(epoch) -> bool:
         return attributes is True or (attributes == "last" and epoch == last_epoch)
 
+    def metrics_at(epoch):  # the metrics this epoch's record gets
+        ends = epoch in (checkpoint_epoch(checkpoints[0]), last_epoch)
+        return metrics if ends or epoch % metrics_every == 0 else None
+
     # a record counts as done only when it has every metric asked for now
-    complete = [r for r in existing if wanted <= set(r.metrics) and (r.attributes or not with_attributes(r.epoch))]
+    complete = [r for r in existing if set(IM.check_metrics(metrics_at(r.epoch))) <= set(r.metrics)
+                and (r.attributes or not with_attributes(r.epoch))]
     done = set(series.last_per_epoch(complete)) if only_missing else set()
 
     todo = [p for p in checkpoints if checkpoint_epoch(p) not in done]
@@ -332,8 +341,8 @@ def score_checkpoints(run, store, bundle, *, protocol, split: str, seed: int, sa
                  ) if path in with_sheet else None
         record = score_translator(translator, store, bundle, protocol=protocol, split=split, seed=seed,
                                   samples=samples, batch_size=batch_size, device=device, run=run.name,
-                                  epoch=epoch, sample_sheet=sheet, metrics=metrics, extractor=extractor, ais=ais,
-                                  attributes=with_attributes(checkpoint_epoch(path)))
+                                  epoch=epoch, sample_sheet=sheet, metrics=metrics_at(checkpoint_epoch(path)),
+                                  extractor=extractor, ais=ais, attributes=with_attributes(checkpoint_epoch(path)))
         records.append(target, record)
         new.append(record)
     if shard is not None:

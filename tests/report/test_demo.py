@@ -17,6 +17,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from s2i_bench.demo.pipeline import IMAGE_METRICS_EVERY
+
 
 def _coin_judge(images, class_key):
     """Stand-in judge: a fair coin per image, flipped by the image's own bytes (deterministic,
@@ -67,6 +69,10 @@ def test_demo_runs_every_step_and_writes_the_report(demo_run):
         # the validation sounds too: the window is chosen on them
         assert [r["epoch"] for r in every if r["split"] == "val"] == list(range(p.training.epochs))
         assert all(r["protocol"]["name"] == "tiny" for r in records)
+        # image metrics every IMAGE_METRICS_EVERY epochs and at both ends; informativity at every one
+        last = p.training.epochs - 1
+        assert [r["epoch"] for r in records if "fid" in r["metrics"]] == \
+            [e for e in range(p.training.epochs) if e % IMAGE_METRICS_EVERY == 0 or e == last]
         assert records[0]["classifiers"]["protocol"] == bundle["protocol"]
         log = pd.read_csv(run / "log.csv")
         assert log["d_updated"].tolist() == [int(e % p.training.d_every_epochs == 0) for e in range(p.training.epochs)]
