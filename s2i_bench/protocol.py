@@ -160,6 +160,11 @@ class ClassifierSpec:
     # Which split's sounds the pool translates. The paper: validation (1,115 sounds per class);
     # a small store may have too few validation videos for classifiers that generalise.
     pool_split: str = "val"
+    # The training recipe beyond the paper's (informativity/recipe.py; defaults: the paper's,
+    # bit for bit): real training frames of the class added to the informative training images,
+    # and augmentation of the training batches ("none", "flip", "flip-crop-jitter").
+    real_frames_per_class: int = 0
+    augment: str = "none"
 
 
 @dataclass(frozen=True)
@@ -268,6 +273,9 @@ class Protocol:
         d.pop("source", None)
         if d.get("vggsound") is None:
             d.pop("vggsound", None)
+        for (table, key), neutral in NEUTRAL_WHEN_ABSENT.items():  # absent = neutral (see there)
+            if d.get(table, {}).get(key, neutral) == neutral:
+                d[table].pop(key, None)
         return d
 
     @property
@@ -279,6 +287,17 @@ class Protocol:
     def ref(self) -> dict[str, str]:
         """What a result records about its protocol."""
         return {"name": self.name, "version": self.version, "fingerprint": self.fingerprint}
+
+
+# Keys added after protocols were first recorded, with the value that does what the code did
+# before them: at that value a key is left out of `to_dict` (and so of the fingerprint), so the
+# stores, pools, bundles and records made before it keep their identity and the same training
+# gives the same bytes; `protocol_from_dict` puts the default back.
+NEUTRAL_WHEN_ABSENT: dict[tuple[str, str], Any] = {
+    ("classifiers", "real_frames_per_class"): 0,
+    ("classifiers", "augment"): "none",
+}
+CLASSIFIER_AUGMENTATIONS = ("none", "flip", "flip-crop-jitter")  # classifiers.augment
 
 
 # -------------------------------------------------------------------------------------------
@@ -459,6 +478,8 @@ def _validate(p: Protocol) -> None:
     if p.scoring.selection_split not in ("", "train", "val") or p.scoring.selection_split == p.scoring.split:
         raise UserError(f"{src}: scoring.selection_split must be \"val\", \"train\" or \"\" and not the scored split "
                         f"{p.scoring.split!r} (a choice made on the test sounds is what it is meant to avoid)")
+    if p.classifiers.augment not in CLASSIFIER_AUGMENTATIONS:
+        raise UserError(f"{src}: " + _unknown(p.classifiers.augment, CLASSIFIER_AUGMENTATIONS, "classifiers.augment"))
     if p.classifiers.pool_split not in ("train", "val"):
         # never the test split: the classifiers would then be trained on the sounds they score
         raise UserError(f"{src}: " + _unknown(p.classifiers.pool_split, ["train", "val"], "classifiers.pool_split"))

@@ -49,6 +49,7 @@ RANGES: dict[str, tuple[float, float]] = {
     "classifiers.weight_decay": (0.0, 1.0), "classifiers.dropout": (0.0, 1.0), "classifiers.fc_dropout": (0.0, 1.0),
     "classifiers.pool_per_model": (1, BIG), "classifiers.class_match_epochs": (1, 1_000_000),
     "classifiers.fingerprint_warn_ratio": (1.0, 1e6), "classifiers.pool_draws_per_sound": (1, 1000),
+    "classifiers.real_frames_per_class": (0, BIG),
     "metrics.window_start": (0, 1_000_000), "metrics.window_end": (0, 1_000_000),
     "metrics.moving_average": (1, 1_000_000), "metrics.skip_after_d_update": (0, 1000), "metrics.skip_fill": (1, 1000),
     "metrics.bootstrap_samples": (10, 1_000_000), "metrics.confidence": (0.5, 0.9999),

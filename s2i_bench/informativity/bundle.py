@@ -63,6 +63,22 @@ class InformativityCNN(nn.Module):
         return F.log_softmax(self.fc3(x), dim=1)  # (B, num_outputs) log-probabilities
 
 
+HALF_UP = float(np.nextafter(0.5, 1.0))  # the smallest probability above 1/2
+
+
+def decide(log_probs: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
+    """(N, 2) log-probabilities of an informativity CNN -> (decision bool (N,), P(informative)
+    float64 (N,)). The decision is the argmax (a tie: not informative); the probability is the
+    softmax of the two log-probabilities in float64, kept on its decision's side of 1/2, so that
+    `decision == (probability > 0.5)` holds exactly, image by image (the one threshold rule)."""
+    lp = log_probs.detach().cpu()
+    decision = (lp.argmax(1) == 1).numpy()
+    p = torch.sigmoid(lp[:, 1].double() - lp[:, 0].double()).numpy()  # exp(l1) / (exp(l0) + exp(l1))
+    # Rounding can put a near-tie on the wrong side of 1/2 (sigmoid(0) is 1/2 for a tie the
+    # argmax calls 0): the decision decides, the probability moves by at most one ulp.
+    p = np.where(decision, np.maximum(p, HALF_UP), np.minimum(p, 0.5))
+    return decision, p
+
 
 @dataclass
 class Bundle:
@@ -85,13 +101,17 @@ class Bundle:
         return t
 
     @torch.no_grad()
-    def _run(self, model: nn.Module, images) -> np.ndarray:
+    def _log_probs(self, model: InformativityCNN, images) -> torch.Tensor:
+        """(N, 3, 96, 96) -> (N, outputs) float32 log-probabilities on the CPU, in batches."""
         t = self._images(images)
         out = []
         for start in range(0, t.shape[0], self.batch_size):
             x = t[start:start + self.batch_size].to(self.device, dtype=torch.float32)
-            out.append(model(x).argmax(1).cpu())
-        return torch.cat(out).numpy() if out else np.zeros(0, dtype=np.int64)
+            out.append(model(x).float().cpu())
+        return torch.cat(out) if out else torch.zeros(0, model.num_outputs)
+
+    def _run(self, model: InformativityCNN, images) -> np.ndarray:
+        return self._log_probs(model, images).argmax(1).numpy()
 
     def _model(self, class_key: str) -> InformativityCNN:
         if class_key not in self._informative:
@@ -100,7 +120,12 @@ class Bundle:
 
     def predict_informative(self, images, class_key: str) -> np.ndarray:
         """(N, 3, 96, 96) float in [-1, 1] -> bool (N,): True where classifier `class_key` says informative."""
-        return self._run(self._model(class_key), images) == 1
+        return self.informative_scores(images, class_key)[0]
+
+    def informative_scores(self, images, class_key: str) -> tuple[np.ndarray, np.ndarray]:
+        """(N, 3, 96, 96) float in [-1, 1] -> (decision bool (N,), P(informative) float64 (N,)),
+        both from one forward pass (`decide`): the decision is exactly `probability > 0.5`."""
+        return decide(self._log_probs(self._model(class_key), images))
 
     def predict_class(self, images) -> np.ndarray | None:
         """(N, 3, 96, 96) float in [-1, 1] -> class index (N,) int64 by the real-frame classifier, or None."""
@@ -122,7 +147,10 @@ class Bundle:
         return self.card["classes"][class_key].get("specificity")
 
 
-CARD_ONLY_KEYS = ("bundle_sha256", "created")  # what the JSON card has beyond the card inside the .pt
+# What the JSON card has beyond the card inside the .pt: its hash, the creation time, and the
+# classifiers' calibration on their test sets (measured when they were trained; kept out of the
+# .pt so that the bundle's bytes, which records name, stay those of the weights and outcomes).
+CARD_ONLY_KEYS = ("bundle_sha256", "created", "calibration")
 
 
 def _check_card_beside(path: Path, inner: dict) -> None:

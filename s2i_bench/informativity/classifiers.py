@@ -20,7 +20,7 @@ import logging
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Mapping
 
 import numpy as np
 import torch
@@ -31,9 +31,12 @@ from s2i_bench.data.store import open_store
 from s2i_bench.errors import UserError
 from s2i_bench.fileio import atomic_torch_save, atomic_write_json, dig, progress, sha256_file
 from s2i_bench.images import uint8_to_net
-from s2i_bench.informativity.bundle import BUNDLE_FORMAT, BUNDLE_FORMAT_VERSION, IMAGE_SIZE, InformativityCNN, card_path
+from s2i_bench.informativity.bundle import (BUNDLE_FORMAT, BUNDLE_FORMAT_VERSION, CARD_ONLY_KEYS, IMAGE_SIZE,
+                                            InformativityCNN, card_path, decide)
 from s2i_bench.informativity.labels import read_sets
 from s2i_bench.informativity.pool import open_pool
+from s2i_bench.informativity.recipe import (BINNING, augmenter, is_paper_recipe, real_frame_rows, recipe_of,
+                                            reliability, with_recipe)
 from s2i_bench.provenance import code_version, now_iso
 from s2i_bench.seeding import item_seed
 from s2i_bench.stats import binary_summary, wilson_interval
@@ -69,11 +72,11 @@ def _predict_log_probs(model: nn.Module, images_uint8: np.ndarray, device, batch
 def fit_classifier(model: nn.Module, train_images: np.ndarray, train_labels: np.ndarray,
                    val_images: np.ndarray, val_labels: np.ndarray, *, epochs: int, batch_size: int,
                    lr: float, momentum: float, weight_decay: float, seed: int, device="cpu",
-                   desc: str = "train") -> FitResult:
+                   desc: str = "train", augment: str = "none") -> FitResult:
     """One plain SGD loop from freshly initialised weights. After each epoch the model is scored
     on the validation images; the state of the best epoch (highest validation accuracy, ties:
     lower validation loss, then the earlier epoch) is returned. The test images are never seen
-    here."""
+    here. `augment` (recipe.augmenter) transforms the training batches; "none" draws nothing."""
     if len(train_images) < 2 or len(val_images) < 1:
         raise UserError(f"{desc}: too few images to train ({len(train_images)} train, {len(val_images)} validation)")
     torch.manual_seed(seed)  # weight init and dropout masks both come from the seed
@@ -82,6 +85,7 @@ def fit_classifier(model: nn.Module, train_images: np.ndarray, train_labels: np.
             module.reset_parameters()
     model.to(device)
     shuffle_rng = np.random.default_rng(seed)
+    augmented = augmenter(augment, seed)  # None for the paper's recipe
     optimizer = torch.optim.SGD(model.parameters(), lr=lr, momentum=momentum, weight_decay=weight_decay)
     train_y = torch.tensor(np.asarray(train_labels), dtype=torch.long)
     val_y = torch.tensor(np.asarray(val_labels), dtype=torch.long)
@@ -96,6 +100,8 @@ def fit_classifier(model: nn.Module, train_images: np.ndarray, train_labels: np.
             if len(idx) < 2:  # BatchNorm1d cannot normalise a batch of one in training mode
                 continue
             x = uint8_to_net(train_images[idx], device)  # (B, 3, 96, 96)
+            if augmented is not None:
+                x = augmented(x)
             y = train_y[idx].to(device)  # (B,)
             loss = F.nll_loss(model(x), y)
             optimizer.zero_grad(set_to_none=True)
@@ -153,19 +159,24 @@ def fingerprint_probe(images_uint8: np.ndarray, model_ids: np.ndarray, seed: int
 # -- training all classifiers -----------------------------------------------------------------
 def train_classifiers(pool_dir: str | Path, out: str | Path, store: str | Path | None = None, seed: int = 0,
                       device: str = "cpu", epochs: int | None = None, class_match_epochs: int | None = None,
-                      overwrite: bool = False) -> Path:
+                      overwrite: bool = False, recipe: Mapping[str, Any] | None = None) -> Path:
     """Train the per-class informativity CNNs on a labelled pool and the class-match CNN on the
-    store's real frames; write the bundle (`out`, .pt) and its card (`out` with .json)."""
+    store's real frames; write the bundle (`out`, .pt) and its card (`out` with .json).
+    `recipe`: `[classifiers]` recipe keys (recipe.RECIPE_KEYS) to use instead of the pool
+    protocol's, e.g. {"augment": "flip"}."""
     out = Path(out)
     card_file = card_path(out)
     if out.exists() and not overwrite:  # before any work: records scored with it name its hash
         raise UserError(f"{out}: exists; pass --overwrite to replace it (records scored with it keep its sha256)")
     pool = open_pool(pool_dir)
-    protocol = pool.protocol
+    protocol = with_recipe(pool.protocol, recipe)
     sets, labels_meta = read_sets(pool)
     epochs = epochs or protocol.classifiers.epochs
+    real_store = _real_frame_store(pool, protocol, store)
     state_dicts: dict[str, Any] = {}
     classes_card: dict[str, Any] = {}
+    calibration: dict[str, Any] = {}
+    real_frames: dict[str, int] = {}
     warning_lines: list[str] = []
     untrained: dict[str, str] = {}
     for class_key in progress(protocol.class_keys, desc="informativity classifiers", unit="class"):
@@ -177,8 +188,10 @@ def train_classifiers(pool_dir: str | Path, out: str | Path, store: str | Path |
             warning_lines.append(f"warning: class {class_key}: no classifier ({reason})")
             print(warning_lines[-1])
             continue
-        state_dicts[class_key], classes_card[class_key], warning = _train_class(
-            pool, rows, class_key, protocol, labels_meta, seed=seed, epochs=epochs, device=device)
+        state_dicts[class_key], classes_card[class_key], calibration[class_key], warning = _train_class(
+            pool, rows, class_key, protocol, labels_meta, seed=seed, epochs=epochs, device=device,
+            real_store=real_store)
+        real_frames[class_key] = calibration[class_key].pop("n_real_frames")
         if warning:
             print(warning)
             warning_lines.append(warning)
@@ -188,7 +201,7 @@ def train_classifiers(pool_dir: str | Path, out: str | Path, store: str | Path |
     spec = protocol.classifiers
     card = {
         "format": BUNDLE_FORMAT, "format_version": BUNDLE_FORMAT_VERSION,
-        "protocol": protocol.ref(),
+        "protocol": pool.protocol.ref(),  # the images' and labels' protocol; a recipe given here is in "recipe"
         "pool_hash": pool.pool_hash,
         "labels": {"source": labels_meta.get("source"), "sets_hash": labels_meta.get("sets_hash"),
                    # how many people (or the judge) labelled the images, and how well they agreed
@@ -202,7 +215,12 @@ def train_classifiers(pool_dir: str | Path, out: str | Path, store: str | Path |
         "warnings": warning_lines,
         "seed": seed, "device": str(device),
         "code_version": code_version(), "created": now_iso(),
+        # JSON card only (bundle.CARD_ONLY_KEYS): on each classifier's held-out test images
+        "calibration": {"binning": BINNING, "on": "each classifier's held-out test images (the pool's test part)",
+                        "classes": calibration},
     }
+    if not is_paper_recipe(spec):  # only then: the paper's recipe leaves the bundle's bytes as they were
+        card["recipe"] = {**recipe_of(spec), "real_frames": real_frames}
     bundle = {
         "format": BUNDLE_FORMAT, "format_version": BUNDLE_FORMAT_VERSION, "source": "trained",
         "class_keys": list(classes_card),  # the trained classes (see card "untrained" for the others)
@@ -217,20 +235,28 @@ def train_classifiers(pool_dir: str | Path, out: str | Path, store: str | Path |
 
 
 def _train_class(pool, rows, class_key: str, protocol, labels_meta: dict, *, seed: int, epochs: int,
-                 device) -> tuple[dict, dict, str | None]:
-    """One class's CNN: (bundle entry, card entry, warning or None)."""
+                 device, real_store=None) -> tuple[dict, dict, dict, str | None]:
+    """One class's CNN: (bundle entry, card entry, calibration on its test images with the
+    number of real frames it was trained with, warning or None)."""
     spec = protocol.classifiers
     parts = {p: rows[rows["part"] == p] for p in ("train", "val", "test")}
     imgs = {p: pool.images[pool.index_of(df["image_id"])] for p, df in parts.items()}
     labs = {p: df["label"].to_numpy(dtype=np.int64) for p, df in parts.items()}
+    real_rows = real_frame_rows(real_store, class_key, spec.real_frames_per_class, seed) \
+        if real_store is not None else np.zeros(0, dtype=np.int64)
+    if len(real_rows):  # real frames join the informative training images (recipe.py)
+        imgs["train"] = np.concatenate([imgs["train"], np.asarray(real_store.frames[real_rows])])
+        labs["train"] = np.concatenate([labs["train"], np.ones(len(real_rows), dtype=np.int64)])
     class_seed = item_seed(seed, f"informativity|{class_key}")
     model = InformativityCNN(2, spec.dropout, spec.fc_dropout)
     fit = fit_classifier(model, imgs["train"], labs["train"], imgs["val"], labs["val"], epochs=epochs,
                          batch_size=spec.batch_size, lr=spec.lr, momentum=spec.momentum,
                          weight_decay=spec.weight_decay, seed=class_seed, device=device,
-                         desc=f"classifier {class_key}")
+                         desc=f"classifier {class_key}", augment=spec.augment)
     model.load_state_dict(fit.state_dict)
-    test_pred = _predict_log_probs(model, imgs["test"], device).argmax(1).numpy()
+    test_log_probs = _predict_log_probs(model, imgs["test"], device)  # (n_test, 2)
+    test_pred = test_log_probs.argmax(1).numpy()
+    calibration = reliability(labs["test"], decide(test_log_probs)[1]) | {"n_real_frames": int(len(real_rows))}
     summary = binary_summary(labs["test"], test_pred, protocol.metrics.confidence)
     counts = (rows.groupby(["model_id", "label"]).size().unstack(fill_value=0).reindex(columns=[0, 1], fill_value=0))
     probe = {}
@@ -266,7 +292,25 @@ def _train_class(pool, rows, class_key: str, protocol, labels_meta: dict, *, see
         "test_image_ids": [str(i) for i in parts["test"]["image_id"]],
         "history": [dict(h) for h in fit.history],
     }
-    return entry, card, warning
+    return entry, card, calibration, warning
+
+
+def _real_frame_store(pool, protocol, store):
+    """The store whose training frames join the informative examples (the pool's, or `store`),
+    or None when the recipe adds none."""
+    if protocol.classifiers.real_frames_per_class <= 0:
+        return None
+    store_path = Path(store) if store is not None else pool.store_path
+    if store_path is None:
+        raise UserError(f"{pool.path}: real_frames_per_class needs the store the pool came from; pass --data STORE")
+    real = open_store(store_path)
+    if tuple(real.protocol.class_keys) != tuple(protocol.class_keys):
+        raise UserError(f"{store_path}: classes {real.protocol.class_keys} differ from the pool's "
+                        f"{protocol.class_keys}")
+    _check_uint8_images(np.asarray(real.frames[:1]), str(real.path / "frames.npy"))
+    if real.store_hash != pool.store_hash:
+        logger.info(f"note: real training frames from store {real.store_hash}, the pool came from {pool.store_hash}")
+    return real
 
 
 def _class_match_for_pool(pool, protocol, store, seed: int, device, epochs: int | None):
@@ -336,7 +380,7 @@ def write_bundle(out: Path, card_path: Path, bundle: dict, card: dict, overwrite
     # The .pt first, then the card: a card always describes a complete bundle file. The card
     # inside the .pt leaves out the creation time (the JSON card beside it keeps it), so the same
     # training gives the same bytes and the same sha256, which records and reports name.
-    bundle = dict(bundle, card={k: v for k, v in bundle["card"].items() if k != "created"}) \
+    bundle = dict(bundle, card={k: v for k, v in bundle["card"].items() if k not in CARD_ONLY_KEYS}) \
         if isinstance(bundle.get("card"), dict) else bundle
     atomic_torch_save(out, bundle)
     card = dict(card, bundle_sha256=sha256_file(out))
@@ -351,8 +395,15 @@ def _print_summary(card: dict) -> None:
     for key, c in card["classes"].items():
         ci = c.get("accuracy_ci")
         ci_text = f"[{pct(ci[0])}, {pct(ci[1])}]" if ci else ""
+        ece = dig(card, "calibration", "classes", key, "ece")
+        ece_text = "  ECE n/a " if ece is None else f"  ECE {ece:.3f}"
         print(f"  {key:16s} accuracy {pct(c.get('test_accuracy'))} {ci_text}  Se {pct(c.get('sensitivity'))}  "
-              f"Sp {pct(c.get('specificity'))}  n_test {c.get('n_test')}")
+              f"Sp {pct(c.get('specificity'))}{ece_text}  n_test {c.get('n_test')}")
+    if card.get("calibration"):
+        print("  ECE: expected calibration error of P(informative) on the test images, 10 equal-width bins")
+    if card.get("recipe"):
+        r = card["recipe"]
+        print(f"  recipe: real_frames_per_class {r['real_frames_per_class']}, augment {r['augment']}")
     if card.get("class_match"):
         print(f"  class-match (real frames) accuracy {pct(card['class_match']['test_accuracy'])}")
 

@@ -47,7 +47,9 @@ def load_card(bundle: Path) -> dict:
         loaded = load_bundle(pt)  # weights_only=True; card beside it checked against the one inside
         beside = pt.with_suffix(".json")
         extra = _load_json(beside, "s2i-bench train-classifiers") if beside.is_file() else {}
-        return {**loaded.card, "created": extra.get("created"), "bundle_sha256": sha256_file(pt), "verified": True}
+        # the calibration block lives in the JSON card only (bundle.CARD_ONLY_KEYS), so it is unverified
+        return {**loaded.card, "created": extra.get("created"), "calibration": extra.get("calibration"),
+                "bundle_sha256": sha256_file(pt), "verified": True}
     card_path = bundle if bundle.suffix == ".json" else bundle.with_suffix(".json")
     card = _load_json(card_path, "s2i-bench train-classifiers")
     if card.get("format") != "s2i-bench-classifiers":

@@ -10,6 +10,7 @@ from typing import Any, Callable
 
 import s2i_bench.report.figures as F
 from s2i_bench.report.analysis import Analysis, best_run
+from s2i_bench.report.calibration import has_calibration, reliability_figure
 from s2i_bench.report.comparison import comparison_figure
 from s2i_bench.report.image_report import correlation_figure, image_metric_series
 from s2i_bench.report.inputs import Run, pick_sample_sheet
@@ -144,7 +145,7 @@ def figure_jobs(ctx: Context, analyses: list[Analysis], paper, formats, compared
 
     return (_paper_figures(ctx, analyses, paper, figure_item) + _sample_figures(ctx, analyses, figure_item)
             + _beyond_figures(ctx, analyses, paper, figure_item)
-            + _measure_figures(ctx, compared, correlation, formats))
+            + _measure_figures(ctx, compared, correlation, formats) + _calibration_figures(ctx, formats))
 
 
 def _paper_figures(ctx: Context, analyses: list[Analysis], paper, figure_item) -> list:
@@ -264,6 +265,27 @@ def _measure_figures(ctx: Context, compared: dict | None, correlation: list | No
                                    "FID, KID and IIS of every scored epoch, one line per run (domain features).",
                                    lambda: image_metric_series(ctx.runs), formats))
     return jobs
+
+
+def _calibration_figures(ctx: Context, formats) -> list[Job]:
+    """Beyond the paper: the classifiers' reliability diagrams (with --classifiers, when its card
+    holds them)."""
+    if not has_calibration(ctx.card):
+        return []
+
+    def job():
+        with F.style():
+            fig = reliability_figure(ctx.card, ctx.protocol.class_keys, ctx.protocol.class_names)
+            if fig is None:
+                return None
+            files = F.save(fig, ctx.out / "figures" / "beyond-calibration", formats)
+        return Item("figure", "Calibration of the informativity classifiers (beyond the paper)",
+                    "Per class, on the classifier's held-out test images: the share labelled informative against the "
+                    "mean P(informative) of 10 equal-width probability bins (marker area ~ images in the bin); the "
+                    "dashed diagonal is perfect calibration, ECE the count-weighted mean gap to it. From the JSON "
+                    "card beside the bundle (its calibration block is not covered by the bundle's sha256).",
+                    ctx.provenance([], bundle=True), [f.relative_to(ctx.out) for f in files])
+    return [Job("beyond-calibration", job, [])]
 
 
 def _simple_figure(ctx: Context, stem: str, title: str, caption: str, make, formats) -> Job:

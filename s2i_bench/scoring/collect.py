@@ -5,8 +5,9 @@
 
 For every sound, K images (K = `samples`; their seeds are `item_seeds(seed, segment_ids,
 draw=k)`, so nothing depends on batch size or device) are translated in batches and judged:
-`informative` (the class's informativity classifier), `predicted` (the 5-class real-frame
-classifier), `truth` (the synthetic world's judge, synthetic stores only). The arithmetic on
+`informative` (the class's informativity classifier) with its `probability` of "informative"
+(from the same forward pass: `informative == (probability > 0.5)`), `predicted` (the 5-class
+real-frame classifier), `truth` (the synthetic world's judge, synthetic stores only). The arithmetic on
 these decisions is `scoring.metrics`; `scoring.score` writes the record.
 """
 
@@ -27,7 +28,7 @@ SHEET_PER_CLASS = 8  # fixed test sounds per class saved for the report's Figs. 
 # Images per sound: the field draws 1-10; each draw of each sound costs a seed, decisions and
 # (with image metrics) a feature row in memory, so an absurd K is refused before any work.
 MAX_SAMPLES = 1000
-BYTES_PER_IMAGE = 8 + 8 + 1 + 1  # seed, predicted class, informative, truth (features come on top)
+BYTES_PER_IMAGE = 8 + 8 + 1 + 1 + 8  # seed, predicted class, informative, truth, probability (+ features)
 
 
 def check_samples(samples: int, num_sounds: int, feature_dim: int = 0) -> None:
@@ -78,6 +79,9 @@ class Outcomes:
     features: np.ndarray | None = None  # (K, N, D) image features (with an extractor: the image metrics)
     image_embeddings: np.ndarray | None = None  # (K, N, D') by the AIS image encoder
     audio: np.ndarray | None = None  # (N, D') audio embeddings of the sounds (with an audio encoder: AIS)
+    # (K, N) float64 P(informative), 0 for classes without a classifier; None when the bundle
+    # gives decisions only (no `informative_scores`)
+    probability: np.ndarray | None = None
     attributes: np.ndarray | None = None  # (K, N, 2) tone and size each image shows (`attribute_estimator`)
 
 
@@ -158,6 +162,9 @@ def collect(translator, store, bundle, plan: Plan, *, device="cpu", batch_size: 
     k_n = (plan.samples, len(plan.indices))
     out = Outcomes(informative=np.zeros(k_n, dtype=bool), predicted=np.full(k_n, -1, dtype=np.int64),
                    truth=np.zeros(k_n, dtype=bool) if judge is not None else None, scored_keys=scored_keys)
+    scores = getattr(bundle, "informative_scores", None)  # (decision, probability) from one forward pass
+    if scores is not None:
+        out.probability = np.zeros(k_n, dtype=np.float64)
     sheet_set = set(plan.sheet.tolist()) if keep_sheet else set()
     dev = torch.device(device)
     inputs = tuple(getattr(translator, "inputs", ("log_mel",)))
@@ -185,7 +192,11 @@ def collect(translator, store, bundle, plan: Plan, *, device="cpu", batch_size: 
             if out.audio is None:
                 out.audio = np.zeros((len(plan.indices), emb.shape[1]), dtype=np.float32)
             out.audio[start:stop] = emb
-        if key in scored_keys:
+        if key in scored_keys and scores is not None:
+            decision, probability = scores(images, key)
+            out.informative[k, start:stop] = np.asarray(decision, dtype=bool)
+            out.probability[k, start:stop] = np.asarray(probability, dtype=np.float64)
+        elif key in scored_keys:
             out.informative[k, start:stop] = np.asarray(bundle.predict_informative(images, key), dtype=bool)
         if out.predicted is not None:
             cls = bundle.predict_class(images)

@@ -287,8 +287,10 @@ class Record:
         return dig(self.attributes, "dimensions", dimension) or {}
 
     def decisions(self) -> dict[str, Any] | None:
-        """{order, shape, informative, truth, class_match, iis} with (K, N) arrays (plan order:
-        class by class, `n_sounds` each), or None for a record without decisions (format 1-2)."""
+        """{order, shape, informative, truth, class_match, iis, probability} with (K, N) arrays
+        (plan order: class by class, `n_sounds` each; `probability`, each image's P(informative)
+        with `informative == (probability > 0.5)`, is None in records scored without it), or
+        None for a record without decisions (format 1-2)."""
         return unpack_decisions(self.data.get("decisions"), self.source or "record")
 
     def n_sounds(self, class_key: str) -> int:

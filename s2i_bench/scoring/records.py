@@ -37,7 +37,7 @@ logger = logging.getLogger(__name__)
 RECORDS_NAME = RECORDS
 KIND = "informativity"
 # 2: format_version, translator input/size; 3: per-image decisions; 4: `generator` renamed `translator`;
-# 5: the optional `audit` block
+# 5: the optional `audit` block, and each image's P(informative) in `decisions` (optional too)
 FORMAT_VERSION = 5
 CHECKSUM_SINCE = 3  # records of this format on must carry their checksum (corruption detection, not tamper-proof)
 MEASURES = ("raw_share", "corrected_share", "true_share", "class_match_rate")
@@ -268,22 +268,6 @@ def _check_against_decisions(r: Mapping[str, Any], where: str) -> None:
     _check_audit(r, where)
 
 
-def read(path: str | Path, follow_links: bool = True) -> list[Record]:
-    """The informativity records of one records file, checked, in file order, each with its
-    source ("<file name>:<line>"). Records of other kinds are skipped. `follow_links=False` for
-    files found inside a folder (a run folder's records): a link there is refused."""
-    path = Path(path)
-    out = []
-    for line, r in _lines(path, follow_links):
-        if isinstance(r, dict) and r.get("kind") not in (None, KIND):
-            continue
-        where = f"{path}: line {line}"
-        if not isinstance(r, dict) or r.get("kind") != KIND:
-            raise UserError(f"{where}: not an informativity record")
-        out.append(Record(check(r, where), f"{path.name}:{line}"))
-    return out
-
-
 # -- the audit block (format 5) ----------------------------------------------------------------------
 AUDIT_SCORES = ("decision", "probability")
 
@@ -365,3 +349,19 @@ def _check_audit(r: Mapping[str, Any], where: str) -> None:
                                               rtol=0, atol=1e-9):
                 raise UserError(f"{where}: {name}.{field} = {got!r}, but its labels and the record's decisions "
                                 f"give {exp!r}: the record was edited or damaged")
+
+
+def read(path: str | Path, follow_links: bool = True) -> list[Record]:
+    """The informativity records of one records file, checked, in file order, each with its
+    source ("<file name>:<line>"). Records of other kinds are skipped. `follow_links=False` for
+    files found inside a folder (a run folder's records): a link there is refused."""
+    path = Path(path)
+    out = []
+    for line, r in _lines(path, follow_links):
+        if isinstance(r, dict) and r.get("kind") not in (None, KIND):
+            continue
+        where = f"{path}: line {line}"
+        if not isinstance(r, dict) or r.get("kind") != KIND:
+            raise UserError(f"{where}: not an informativity record")
+        out.append(Record(check(r, where), f"{path.name}:{line}"))
+    return out

@@ -232,11 +232,12 @@ def score_translator(translator, store, bundle, *, protocol, split: str = "test"
 
 
 def _decisions(outcomes: Outcomes, plan: Plan, iis=None) -> dict:
-    """The per-image decisions, for paired comparisons (`s2i-bench compare`)."""
+    """The per-image decisions (and probabilities), for paired comparisons and audits."""
     matched = None
     if outcomes.predicted is not None:
         matched = outcomes.predicted == plan.class_index[None, :]  # (K, N)
-    return encode_decisions(plan.segment_ids, outcomes.informative, outcomes.truth, matched, iis)
+    return encode_decisions(plan.segment_ids, outcomes.informative, outcomes.truth, matched, iis,
+                            probability=outcomes.probability)
 
 
 def image_metrics(outcomes: Outcomes, plan: Plan, store, extractor, which, protocol, seed: int, ais_ref=None):
