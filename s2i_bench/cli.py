@@ -301,7 +301,7 @@ def metrics(series_csv, protocol_name, as_json, out):
 @click.option("--metrics", default="informativity", show_default=True, metavar="M1,M2,...",
               help="Beyond informativity: fid, kid, prdc, iis, retrieval (offline features: the bundle's domain "
                    "extractor, --feature-extractor or --feature-preset), clip_score, aic (a CLIP preset) and ais, "
-                   "ais_rank, ais_z (--ais-audio with --ais-image or a CLIP preset).")
+                   "ais_rank, ais_z (--ais-audio or --ais-audio-preset, with --ais-image or a CLIP preset).")
 @click.option("--feature-extractor", type=ExistingPath, default=None, metavar="PROGRAM",
               help="Your own feature network (TorchScript / torch.export + sidecar .json) for fid, kid, prdc, iis.")
 @click.option("--feature-preset", default=None, metavar="NAME",
@@ -311,7 +311,14 @@ def metrics(series_csv, protocol_name, as_json, out):
               help="The preset's checkpoint (a transformers folder for hf-*); Inception: default the torch hub cache. "
                    "Nothing is downloaded.")
 @click.option("--ais-audio", type=ExistingPath, default=None, metavar="PROGRAM", help="Audio encoder for AIS.")
+@click.option("--ais-audio-preset", default=None, metavar="NAME",
+              help="AIS's audio encoder by name: clap-htsat-tiny, clap-htsat-base (a laion_clap checkpoint; the store "
+                   "prepared with --audio-rate 48000 or native). Not with --ais-audio.")
+@click.option("--ais-audio-weights", type=ExistingPath, default=None, metavar="FILE",
+              help="The --ais-audio-preset's laion_clap checkpoint (.pt, read as data). Nothing is downloaded.")
 @click.option("--ais-image", type=ExistingPath, default=None, metavar="PROGRAM", help="Image encoder for AIS.")
+@click.option("--ais-unaligned", is_flag=True,
+              help="Allow AIS between an audio preset and an image preset trained apart (CLAP audio, CLIP images).")
 @click.option("--attributes", is_flag=True,
               help="Synthetic stores: does the picture follow the sound? Tone -> hue and loudness -> size per class, "
                    "two-source mixtures, silence / noise / an unknown class (docs/metrics.md, \"Attribute scores\").")
@@ -321,7 +328,8 @@ def metrics(series_csv, protocol_name, as_json, out):
 @_friendly
 def score(translator, translator_option, store, bundle, split, seed, samples, allow_missing, audio_encoder,
           embedding_dim, program_timeout, program_memory, unconfined, metrics, feature_extractor, feature_preset,
-          feature_weights, ais_audio, ais_image, attributes, device, records, as_json):
+          feature_weights, ais_audio, ais_audio_preset, ais_audio_weights, ais_image, ais_unaligned, attributes, device,
+          records, as_json):
     """Score TRANSLATOR, which is one of:
 
     \b
@@ -349,7 +357,8 @@ def score(translator, translator_option, store, bundle, split, seed, samples, al
     score_command(spec, store=store, bundle=bundle, split=split, seed=seed, samples=samples, device=device,
                   records_out=records, as_json=as_json, allow_missing=allow_missing, metrics=metrics,
                   feature_extractor=feature_extractor, ais_audio=ais_audio, ais_image=ais_image,
-                  feature_preset=feature_preset, feature_weights=feature_weights, attributes=attributes,
+                  feature_preset=feature_preset, feature_weights=feature_weights, ais_audio_preset=ais_audio_preset,
+                  ais_audio_weights=ais_audio_weights, ais_unaligned=ais_unaligned, attributes=attributes,
                   translator_options={"audio_encoder": audio_encoder, "embedding_dim": embedding_dim,
                                       "program_timeout": program_timeout, "program_memory": program_memory,
                                       "unconfined": unconfined})

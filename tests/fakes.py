@@ -25,14 +25,16 @@ import torch
 # -- a store -----------------------------------------------------------------------------------------------
 def make_fake_store(path: Path, protocol_name: str = "tiny", per_class: dict[str, int] | None = None,
                     seed: int = 0, videos_per_class: int = 4, split_policy: str = "video",
-                    synthetic_world: dict | None = None, waveforms: bool = True) -> Path:
+                    synthetic_world: dict | None = None, waveforms: bool = True,
+                    hires_rate: int | None = None) -> Path:
     """A small store written with `write_store`, without decoding any video.
 
     Spectrograms and frames carry the class (a per-class offset / colour) plus noise, so models
     can learn something; video ids are unique per (class, video) and never cross splits. It is
     meant for tests of training, pooling and scoring that do not need `prepare`. Waveforms (a
     class tone plus noise, from their own generator so the other arrays do not change) make it
-    a format-3 store; `waveforms=False` writes a format-2 store without audio. `protocol_name`
+    a format-3 store; `waveforms=False` writes a format-2 store without audio; `hires_rate` adds the
+    same seconds at that rate (`waveforms_hr.npy`, as `prepare --audio-rate`). `protocol_name`
     may also be a protocol already loaded.
     """
     import pandas as pd
@@ -74,16 +76,23 @@ def make_fake_store(path: Path, protocol_name: str = "tiny", per_class: dict[str
         "sources": [],
         "synthetic_world": synthetic_world,
     }
-    waves = None
+    waves = hires = None
     if waveforms:
         wave_rng = np.random.default_rng(seed + 7919)
-        sr = proto.audio.sample_rate
-        t = np.arange(int(round(proto.data.segment_seconds * sr))) / sr
         ci = manifest["class_index"].to_numpy()
-        tone = 0.3 * np.sin(2 * np.pi * 220.0 * (ci[:, None] + 1) * t[None, :])  # (N, 16000)
-        wave = tone + wave_rng.normal(0, 0.05, size=tone.shape)
-        waves = np.round(np.clip(wave, -1, 1) * 32767).astype(np.int16)
-    return write_store(path, manifest, spectrograms, frames_arr, meta, waveforms=waves)
+        copies = []
+        for sr in (proto.audio.sample_rate, hires_rate):
+            if sr is None:
+                continue
+            t = np.arange(int(round(proto.data.segment_seconds * sr))) / sr
+            tone = 0.3 * np.sin(2 * np.pi * 220.0 * (ci[:, None] + 1) * t[None, :])  # (N, sr * segment)
+            wave = tone + wave_rng.normal(0, 0.05, size=tone.shape)
+            copies.append(np.round(np.clip(wave, -1, 1) * 32767).astype(np.int16))
+        waves, hires = copies[0], (copies[1] if hires_rate else None)
+    if hires is not None:
+        meta["features"]["waveforms_hr"] = {"file": "waveforms_hr.npy", "dtype": "int16", "scale": 32767,
+                                            "sample_rate": int(hires_rate), "samples": hires.shape[1]}
+    return write_store(path, manifest, spectrograms, frames_arr, meta, waveforms=waves, hires=hires)
 
 
 # -- classifier bundles: a file in the real format, and an object in memory ----------------------------------

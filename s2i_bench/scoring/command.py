@@ -25,7 +25,7 @@ from s2i_bench.scoring import metrics as M
 from s2i_bench.scoring import records, series
 from s2i_bench.scoring.attributes import format_attributes
 from s2i_bench.scoring.features import audio_encoder, program_extractor
-from s2i_bench.scoring.presets import load_preset
+from s2i_bench.scoring.presets import load_audio_preset, load_preset
 from s2i_bench.scoring.image_metrics import check_metrics, image_metrics, needing
 from s2i_bench.scoring.score import score_checkpoints, score_translator
 from s2i_bench.scoring.sheets import sheet_key, sheet_name
@@ -77,8 +77,8 @@ def translator_kind(spec) -> str:
 def score_command(translator, *, store=None, bundle=None, split=None, seed=None, samples=None, device="cpu",
                   records_out=None, as_json=False, translator_options: dict | None = None,
                   allow_missing: bool = False, metrics=None, feature_extractor=None, ais_audio=None,
-                  ais_image=None, feature_preset=None, feature_weights=None,
-                  attributes: bool = False) -> dict[str, Any]:
+                  ais_image=None, feature_preset=None, feature_weights=None, ais_audio_preset=None,
+                  ais_audio_weights=None, ais_unaligned: bool = False, attributes: bool = False) -> dict[str, Any]:
     """Score TRANSLATOR: a translator file, every checkpoint of a run folder that has no record
     yet, a local plugin (MODULE:FACTORY, file.py:FACTORY), a reference translator
     (reference:NAME) or a folder of images answering `export-sounds`. Without --data /
@@ -104,7 +104,8 @@ def score_command(translator, *, store=None, bundle=None, split=None, seed=None,
     kwargs = dict(protocol=protocol, split=split, seed=seed, batch_size=protocol.scoring.batch_size, device=device,
                   attributes=attributes,
                   **_metric_options(metrics, feature_extractor, ais_audio, ais_image, st, protocol,
-                                    translator_options, preset=(feature_preset, feature_weights, device)))
+                                    translator_options, preset=(feature_preset, feature_weights, device),
+                                    audio_preset=(ais_audio_preset, ais_audio_weights, ais_unaligned)))
     if kind == "run":
         samples = samples or protocol.scoring.samples
         return _score_run(Path(translator), st, bun, out, samples, as_json, translator_options, kwargs)
@@ -141,11 +142,13 @@ def score_command(translator, *, store=None, bundle=None, split=None, seed=None,
 
 
 def _metric_options(metrics, feature_extractor, ais_audio, ais_image, store, protocol,
-                    translator_options=None, preset=(None, None, "cpu")) -> dict:
+                    translator_options=None, preset=(None, None, "cpu"), audio_preset=(None, None, False)) -> dict:
     """--metrics and the encoders they need, checked before anything is scored. The encoders are
     strangers' programs: the translator's --program-timeout, --program-memory, --unconfined.
     `preset`: (--feature-preset, --feature-weights, device): a named recipe (`scoring.presets`)
-    whose network gives the features, and for a CLIP preset also AIS's image embeddings."""
+    whose network gives the features, and for a CLIP preset also AIS's image embeddings.
+    `audio_preset`: (--ais-audio-preset, --ais-audio-weights, --ais-unaligned): AIS's audio side by
+    name (CLAP), and whether it may meet an image preset trained apart from it."""
     options = translator_options or {}
     program = {"timeout_s": options.get("program_timeout"), "unconfined": bool(options.get("unconfined")),
                "memory_gib": options.get("program_memory")}
@@ -164,18 +167,32 @@ def _metric_options(metrics, feature_extractor, ais_audio, ais_image, store, pro
         out["extractor"] = (program_extractor(feature_extractor, **program) if preset_name is None
                             else load_preset(preset_name, preset_weights, device=device))
     preset_image = preset_name is not None and out["extractor"].text is not None  # a CLIP preset
-    if needing(which, "embeddings") or ais_audio or ais_image:
-        if not ais_audio or not (ais_image or preset_image):
+    audio_name, audio_weights, unaligned = audio_preset
+    if audio_weights is not None and audio_name is None:
+        raise UserError("--ais-audio-weights is the checkpoint of an --ais-audio-preset; name the preset")
+    if audio_name is not None and ais_audio is not None:
+        raise UserError("give one audio encoder for AIS: --ais-audio PROGRAM or --ais-audio-preset NAME, not both")
+    if needing(which, "embeddings") or ais_audio or ais_image or audio_name:
+        if not (ais_audio or audio_name) or not (ais_image or preset_image):
             raise UserError("AIS needs both encoders of your own: --ais-audio PROGRAM and --ais-image PROGRAM "
                             "(TorchScript or torch.export, each with its sidecar .json; see docs/metrics.md), or "
-                            "--ais-audio with a CLIP --feature-preset as the image side")
+                            "--ais-audio (or --ais-audio-preset) with a CLIP --feature-preset as the image side")
         if preset_image and ais_image:
             raise UserError(f"--ais-image: the CLIP preset {preset_name} is AIS's image encoder; leave --ais-image out")
         if not needing(which, "embeddings"):
-            raise UserError("--ais-audio / --ais-image are for --metrics ais, ais_rank, ais_z")
+            raise UserError("--ais-audio / --ais-audio-preset / --ais-image are for --metrics ais, ais_rank, ais_z")
 
         store.require_waveforms("AIS")
-        audio_fn, audio_ref = audio_encoder(ais_audio, store.sample_rate, high_rate=store.hires_rate, **program)
+        if audio_name and preset_image:
+            why = (f"AIS with {audio_name} and {preset_name}: CLAP's audio space and CLIP's image space were trained "
+                   "apart (each against its own text tower), so their cosine is not an alignment the field has "
+                   "validated")
+            if not unaligned:
+                raise UserError(f"{why}; pair CLAP with an image encoder in its space (--ais-image), or pass "
+                                "--ais-unaligned to compute it anyway (the record's recipe names both)")
+            logger.warning(why)
+        audio_fn, audio_ref = (load_audio_preset(audio_name, audio_weights, store, device=device) if audio_name else
+                               audio_encoder(ais_audio, store.sample_rate, high_rate=store.hires_rate, **program))
         image = out["extractor"] if preset_image else program_extractor(ais_image, **program)
         out["ais"] = (image, audio_fn, {"audio": audio_ref, "image": image.ref()})
     return out

@@ -25,6 +25,11 @@ same and what differs):
     clip-vit-l-14             OpenAI CLIP ViT-L/14 (open_clip format): SonicDiffusion's IIS and AIC
     hf-clip-vit-b-32          openai/clip-vit-base-patch32 (transformers folder): MACS's AIS / IIS
 
+Audio presets, the audio side of AIS (`--ais-audio-preset`, `scoring.clap_tower`):
+
+    clap-htsat-tiny           LAION-CLAP HTSAT-tiny, non-fusion (630k-audioset-best.pt, 630k-best.pt)
+    clap-htsat-base           LAION-CLAP HTSAT-base, non-fusion (music_audioset_epoch_15_esc_90.14.pt)
+
 ASVA's IA (ImageBind) has no preset: ImageBind is not installable here and its audio and vision
 towers cannot be built offline without the imagebind package (docs/metrics.md says more).
 """
@@ -42,6 +47,9 @@ import numpy as np
 from s2i_bench.errors import UserError
 from s2i_bench.scoring import image_metrics as IM
 from s2i_bench.scoring import inception as INC
+from s2i_bench.scoring.clap_tower import PRESETS as AUDIO_PRESETS
+from s2i_bench.scoring.clap_tower import RATE as CLAP_RATE
+from s2i_bench.scoring.clap_tower import clap_audio_encoder
 from s2i_bench.scoring.clip_towers import hf_clip_tower, open_clip_tower
 from s2i_bench.scoring.features import Extractor
 
@@ -171,15 +179,32 @@ def load_preset(name: str, weights=None, device="cpu") -> Extractor:
     return _clip(preset, weights, device)
 
 
+def load_audio_preset(name: str, weights, store, device="cpu"):
+    """AIS's audio encoder of audio preset `name` (a laion_clap checkpoint `weights`) for `store`:
+    (fn, ref) as `features.audio_encoder` returns them. Refused when the store keeps no audio at
+    the preset's rate (CLAP: 48 kHz, `prepare --audio-rate 48000|native`)."""
+    if name not in AUDIO_PRESETS:
+        raise UserError(f"--ais-audio-preset: unknown preset {name!r} (known: {', '.join(AUDIO_PRESETS)})")
+    kept = max(store.sample_rate, store.hires_rate or 0)
+    if kept < CLAP_RATE:  # before the checkpoint is read: it is large
+        raise UserError(f"{store.path}: keeps audio up to {kept} Hz and {name} listens at {CLAP_RATE} Hz; rebuild "
+                        f"the store with `s2i-bench prepare ... --audio-rate {CLAP_RATE}` (or native, for sources "
+                        f"at {CLAP_RATE} Hz or above)")
+    fn, ref = clap_audio_encoder(name, weights, segment_seconds=store.protocol.data.segment_seconds, device=device)
+    return fn, ref
+
+
 # -- the record's recipe and its identity -------------------------------------------------------------
 def _audio_recipe(audio_ref: dict | None) -> dict | None:
     if not audio_ref:
         return None
     audio = audio_ref.get("audio") or {}
     seconds = audio.get("seconds")
-    return {"sha256": audio.get("sha256"), "sample_rate": audio.get("sample_rate"), "seconds": seconds,
-            "samples": audio.get("samples"), "pooling": "the encoder's output",
-            "tiling": "the 1-s segment" if seconds == 1.0 else "the centred window of the store's context"}
+    out = {"sha256": audio.get("sha256"), "sample_rate": audio.get("sample_rate"), "seconds": seconds,
+           "samples": audio.get("samples"), "pooling": "the encoder's output",
+           "tiling": "the 1-s segment" if seconds == 1.0 else "the centred window of the store's context"}
+    # an audio preset (scoring.clap_tower) pins more: its network, quantisation, padding, pooling, precision
+    return out | audio["recipe"] if isinstance(audio.get("recipe"), dict) else out
 
 
 def record_recipe(extractor: Extractor | None, *, image_size: int | None, audio_ref: dict | None = None) -> dict:
