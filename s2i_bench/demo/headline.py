@@ -70,9 +70,12 @@ def read_audited(audit_dir: Path) -> list[dict]:
     path = audit_dir / "records.jsonl"
     if not path.is_file():
         return []
+    plan = json.loads((audit_dir / "audit.json").read_text())
     rows = []
-    for r in records.read(path):
-        rows.append({"system": r.translator_name if r.epoch is None else f"{r.run} epoch {r.epoch}",
+    for r, entry in zip(records.read(path), plan["systems"]):
+        source = Path(entry["record"]["file"]).parent  # the run folder: runs/f32/seed-0, as the headline names it
+        run = f"{source.parent.name}/{source.name}" if source.name.startswith("seed-") else source.name
+        rows.append({"system": r.translator_name if r.epoch is None else f"{run} epoch {r.epoch}",
                      "audited_share": r.mean(records.AUDITED), "audited_ci": r.audited_ci(),
                      "half_width": r.audited_half_width(), "n_audited": r.audit["mean"].get("n_audited"),
                      "raw_share": r.mean("raw_share"), "true_share": r.mean("true_share")})
