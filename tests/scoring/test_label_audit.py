@@ -281,6 +281,9 @@ def test_compare_gives_paired_audited_differences(judged, tmp_path):
     out = run_cli("compare", run, early, "--data", store, "--classifiers", bundle, "--audit", audit, "--json",
                   "--bootstrap", "100").ok().output
     rows = [r for r in json.loads(out)["pairs"] if r["metric"] == "audited share"]
+    text = run_cli("compare", run, early, "--data", store, "--classifiers", bundle, "--audit", audit,
+                   "--bootstrap", "100", "--out", tmp_path / "comparison").ok().output
+    assert text.count("audited share") == len(rows)  # the plain table and the written comparison take them too
     assert [r["class"] for r in rows] == [*late_rec.audit["classes"], "mean"]
     # each class: scoring.ppi.paired_difference on the same labels and classifier outputs
     da, db = late_rec.decisions(), early_rec.decisions()
@@ -299,10 +302,10 @@ def test_compare_gives_paired_audited_differences(judged, tmp_path):
         pos = np.array(ca["positions"])
         want = ppi.paired_difference(va[:, 0] / va[:, 1], vb[:, 0] / vb[:, 1], fa[pos], fb[pos], fa[everyone],
                                      fb[everyone], units=size)
-        assert row["diff"] == pytest.approx(want.estimate.estimate, abs=1e-12)
+        assert row["difference"] == pytest.approx(want.estimate.estimate, abs=1e-12)
         assert row["ci"] == pytest.approx(list(want.estimate.ci), abs=1e-12)
         assert row["p_value"] == pytest.approx(want.p_value, abs=1e-12)
-    assert rows[-1]["diff"] == pytest.approx(np.mean([r["diff"] for r in rows[:-1]]))
+    assert rows[-1]["difference"] == pytest.approx(np.mean([r["difference"] for r in rows[:-1]]))
     # audited at other images (another draw): refused, naming the field
     other = tmp_path / "audit2"
     draw_audit([early], other, store=store, classifiers=bundle, per_class=9, seed=6)

@@ -90,8 +90,8 @@ def check_paired(a: R.Record, b: R.Record, where: str) -> None:
 
 def _row(a_name, b_name, cls, est: ppi.Estimate, p: float) -> dict[str, Any]:
     return {"a": a_name, "b": b_name, "metric": "audited share", "measure": "audited", "class": cls,
-            "diff": est.estimate, "ci": list(est.ci), "se": est.se, "p_value": p, "n_audited": est.n,
-            "n_images": est.N, "mde": None}
+            "difference": est.estimate, "ci": list(est.ci), "se": est.se, "p_value": p, "n_audited": est.n,
+            "n_images": est.N, "mde": None, "test": "paired PPI++ difference, normal interval (sounds as units)"}
 
 
 def pair_rows(a_name: str, a: R.Record, b_name: str, b: R.Record, alpha: float = 0.05) -> list[dict[str, Any]]:
