@@ -26,7 +26,6 @@ estimators do not decide informativity: the judge does).
 from __future__ import annotations
 
 import hashlib
-import io
 import json
 import math
 from dataclasses import dataclass
@@ -35,8 +34,8 @@ from pathlib import Path
 import numpy as np
 
 from s2i_bench.errors import UserError
-from s2i_bench.fileio import atomic_write_bytes, progress
-from s2i_bench.synth.judge import JUDGE_VERSION, N_TONE, cache_dir, reduce_blocks, template_distances
+from s2i_bench.fileio import progress
+from s2i_bench.synth.judge import JUDGE_VERSION, N_TONE, cached_arrays, reduce_blocks, template_distances
 from s2i_bench.synth.render import CROP_WINDOW, render_frames
 from s2i_bench.synth.scenes import CLASS_KEYS, WORLD_VERSION, draw_scene
 from s2i_bench.synth.world import SCENES_FORMAT
@@ -109,37 +108,19 @@ def estimator_id() -> str:
     return f"{ESTIMATOR_VERSION}-{_cache_key()[:12]}-judge{JUDGE_VERSION}"
 
 
-def _load_model(path: Path) -> SizeModel:
-    with np.load(path, allow_pickle=False) as z:
-        arrays = {f: np.array(z[f]) for f in _FIELDS}
-    c, d = len(CLASS_KEYS), SIZE_FEATURE * SIZE_FEATURE * 3
-    shapes = {"mean": (c, d), "weights": (c, d), "intercept": (c,)}
-    if any(arrays[f].shape != shapes[f] or not np.isfinite(arrays[f]).all() for f in _FIELDS):
-        raise ValueError(f"{path}: not a size estimator of this version")
-    return SizeModel(**arrays)
+def _built_model_arrays() -> dict[str, np.ndarray]:
+    model = build_size_model()
+    return {f: getattr(model, f) for f in _FIELDS}
 
 
 def get_size_model() -> SizeModel:
     """The size regression, built once per process (or read from the disk cache)."""
     global _MODEL
-    if _MODEL is not None:
-        return _MODEL
-    folder = cache_dir()
-    path = folder / f"size-estimator-{_cache_key()}.npz" if folder else None
-    if path is not None and path.is_file():
-        try:
-            _MODEL = _load_model(path)
-            return _MODEL
-        except (OSError, ValueError, KeyError):
-            pass  # unreadable cache: rebuild below and overwrite it
-    _MODEL = build_size_model()
-    if path is not None:
-        buf = io.BytesIO()
-        np.savez(buf, **{f: getattr(_MODEL, f) for f in _FIELDS})
-        try:
-            atomic_write_bytes(path, buf.getvalue())
-        except OSError:
-            pass  # a read-only home is fine: the model lives in memory
+    if _MODEL is None:
+        c, d = len(CLASS_KEYS), SIZE_FEATURE * SIZE_FEATURE * 3
+        shapes = {"mean": (c, d), "weights": (c, d), "intercept": (c,)}
+        _MODEL = SizeModel(**cached_arrays("size-estimator", _cache_key(), shapes, "a size estimator",
+                                           _built_model_arrays))
     return _MODEL
 
 

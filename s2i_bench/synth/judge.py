@@ -209,29 +209,73 @@ def cache_dir() -> Path | None:
 _FIELDS = ("means", "weights", "regions", "colours", "colour_weights", "labels", "thresholds")
 
 
-def save_bank(bank: Bank, path: Path) -> None:
+def write_arrays(path: Path, arrays: dict[str, np.ndarray]) -> None:
+    """Named arrays as one .npz (plain arrays, no pickle), written atomically."""
     buf = io.BytesIO()
-    np.savez(buf, **{f: getattr(bank, f) for f in _FIELDS})
+    np.savez(buf, **arrays)
     atomic_write_bytes(path, buf.getvalue())
+
+
+def read_arrays(path: Path, shapes: dict[str, tuple[int, ...]], what: str) -> dict[str, np.ndarray]:
+    """The arrays of `shapes` read back from `path`, refused (ValueError naming `what`) unless every
+    one has the shape this code expects and is finite."""
+    with np.load(path, allow_pickle=False) as z:
+        arrays = {f: np.array(z[f]) for f in shapes}
+    if any(arrays[f].shape != shape or not np.isfinite(arrays[f]).all() for f, shape in shapes.items()):
+        raise ValueError(f"{path}: not {what} of this version")
+    return arrays
+
+
+def cached_arrays(stem: str, key: str, shapes: dict[str, tuple[int, ...]], what: str,
+                  build) -> dict[str, np.ndarray]:
+    """Arrays that `build()` makes (deterministically), kept in the s2i-bench cache folder as
+    `<stem>-<key>.npz` (key: a hash of the code and versions that make them). A cached file is
+    used only when `read_arrays` accepts it; an unreadable one is rebuilt and overwritten, and a
+    read-only cache folder is fine (the arrays then live in memory only)."""
+    folder = cache_dir()
+    path = folder / f"{stem}-{key}.npz" if folder else None
+    if path is not None and path.is_file():
+        try:
+            return read_arrays(path, shapes, what)
+        except (OSError, ValueError, KeyError):
+            pass  # unreadable cache: rebuild below and overwrite it
+    arrays = build()
+    if path is not None:
+        try:
+            write_arrays(path, arrays)
+        except OSError:
+            pass
+    return arrays
+
+
+def _bank_shapes() -> dict[str, tuple[int, ...]]:
+    k, d = len(CLASS_KEYS) * N_TONE * N_SIZE, FEATURE_SIZE * FEATURE_SIZE * 3
+    return {"means": (k, d), "weights": (k, d), "regions": (k, d // 3), "colours": (k, 3),
+            "colour_weights": (k, 3), "labels": (k,), "thresholds": (len(CLASS_KEYS),)}
+
+
+def save_bank(bank: Bank, path: Path) -> None:
+    write_arrays(path, {f: getattr(bank, f) for f in _FIELDS})
 
 
 def load_bank(path: Path) -> Bank:
     """Read a cached bank (plain arrays, no pickle); shapes are checked against this code's."""
-    with np.load(path, allow_pickle=False) as z:
-        arrays = {f: np.array(z[f]) for f in _FIELDS}
-    k, d = len(CLASS_KEYS) * N_TONE * N_SIZE, FEATURE_SIZE * FEATURE_SIZE * 3
-    shapes = {"means": (k, d), "weights": (k, d), "regions": (k, d // 3), "colours": (k, 3),
-              "colour_weights": (k, 3), "labels": (k,), "thresholds": (len(CLASS_KEYS),)}
-    if any(arrays[f].shape != shapes[f] or not np.isfinite(arrays[f]).all() for f in _FIELDS):
-        raise ValueError(f"{path}: not a judge bank of this version")
+    arrays = read_arrays(path, _bank_shapes(), "a judge bank")
     return Bank(*(arrays[f] for f in _FIELDS))
+
+
+def _built_bank_arrays() -> dict[str, np.ndarray]:
+    bank = build_bank()
+    return {f: getattr(bank, f) for f in _FIELDS}
 
 
 def get_bank() -> Bank:
     """The bank, built once per process (or read from the disk cache)."""
     global _BANK
-    if _BANK is not None:
-        return _BANK
+    if _BANK is None:
+        arrays = cached_arrays("judge-bank", _cache_key(), _bank_shapes(), "a judge bank", _built_bank_arrays)
+        _BANK = Bank(*(arrays[f] for f in _FIELDS))
+    return _BANK
     folder = cache_dir()
     path = folder / f"judge-bank-{_cache_key()}.npz" if folder else None
     if path is not None and path.is_file():

@@ -125,3 +125,22 @@ def test_bank_cache_round_trip(tmp_path):
              colours=np.zeros((2, 3)), colour_weights=np.zeros((2, 3)), labels=np.zeros(2), thresholds=np.ones(5))
     with pytest.raises(ValueError, match="not a judge bank"):
         load_bank(tmp_path / "bad.npz")
+
+
+def test_cached_arrays_build_once_then_read_and_rebuild_a_bad_file(tmp_path, monkeypatch):
+    from s2i_bench.synth.judge import cached_arrays
+
+    monkeypatch.setenv("S2I_BENCH_CACHE", str(tmp_path))
+    calls = []
+
+    def build():
+        calls.append(1)
+        return {"a": np.arange(6, dtype=np.float32).reshape(2, 3)}
+
+    shapes = {"a": (2, 3)}
+    first = cached_arrays("thing", "k1", shapes, "a thing", build)
+    again = cached_arrays("thing", "k1", shapes, "a thing", build)  # read from disk, not built
+    assert len(calls) == 1 and np.array_equal(first["a"], again["a"]) and (tmp_path / "thing-k1.npz").is_file()
+    np.savez(tmp_path / "thing-k1.npz", a=np.full((2, 3), np.nan))  # stale or damaged: rebuilt, overwritten
+    assert np.array_equal(cached_arrays("thing", "k1", shapes, "a thing", build)["a"], first["a"]) and len(calls) == 2
+    assert np.isfinite(np.load(tmp_path / "thing-k1.npz")["a"]).all()
