@@ -14,9 +14,9 @@ from __future__ import annotations
 from s2i_bench.report.figures import COLUMN_IN, FULL_IN, _figure, class_colours, save, style
 from s2i_bench.report.plan import Item, Job
 from s2i_bench.report.tables import Column, Table, pct, pct_interval
+from s2i_bench.scoring.attributes import CORRELATIONS, LABELS
 
-DIMENSIONS = ("tone", "size", "mixture_louder", "mixture_both", "out_of_protocol")
-CORRELATIONS = ("tone", "size")
+DIMENSIONS = tuple(LABELS)  # the record's dimensions, in scoring's order
 TITLES = {"tone": "Tone → hue: does the colour follow the pitch?",
           "size": "Loudness → size: does the object grow with the sound?",
           "mixture_louder": "Two sources: does the image show the louder one?",
