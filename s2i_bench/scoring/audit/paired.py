@@ -66,7 +66,7 @@ def _flat_score(r: R.Record) -> np.ndarray:
 
 
 def _class_positions(r: R.Record, key: str) -> np.ndarray:
-    k, n = r.decisions()["shape"]
+    k, n = dig(r.data, "decisions", "shape")  # (K, N), without unpacking the decisions again
     start = 0
     for c, entry in r.data["classes"].items():
         size = int(entry.get("n_sounds") or 0)
